@@ -1,0 +1,1 @@
+"""Benchmarks: operators and models, latency percentiles and peak memory, JSON/CSV records."""

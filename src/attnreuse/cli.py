@@ -1,0 +1,41 @@
+"""The `attnreuse` command line: one sub-command per tool, each defined in its tool's `cli` module.
+
+Tool modules only build argument parsers at import; the heavy imports happen when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
+_TOOLS = (
+    "attnreuse.bench.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnreuse",
+        description="Vision transformers that reuse attention: benchmark, train, export, analyse.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _TOOLS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        # User errors get one clear line, not a stack trace.
+        print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Attention operators: plain functions on tensors, each beside its literal reference."""
+
+from attnreuse.ops import reference
+from attnreuse.ops.backend import BACKENDS, get_backend, set_backend, use_backend
+from attnreuse.ops.linear import linear_attention, taylor_attention
+from attnreuse.ops.softmax import apply_map, attention_map, auto_tile, softmax_attention
+from attnreuse.ops.sparse import fake_quant, sparse_attention
+
+__all__ = [
+    "BACKENDS",
+    "apply_map",
+    "attention_map",
+    "auto_tile",
+    "fake_quant",
+    "get_backend",
+    "linear_attention",
+    "reference",
+    "set_backend",
+    "softmax_attention",
+    "sparse_attention",
+    "taylor_attention",
+    "use_backend",
+]

@@ -1,0 +1,39 @@
+"""Which execution path `softmax_attention` takes. Chosen once, flippable by tests.
+
+- "auto":  PyTorch's fused SDPA where it applies (one map per value head, Dk == Dv, no map
+           returned), else the FLAT row-tiled kernel; the dense path when the map is returned.
+- "tiled": always the FLAT row-tiled kernel (exact; extra memory grows with N, not N^2).
+- "dense": materialise the whole [B, Hq, N, M] map (the unfused baseline).
+- "sdpa":  always `torch.nn.functional.scaled_dot_product_attention`; raises where it cannot
+           express the call (shared maps, Dk != Dv, a returned map).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+BACKENDS = ("auto", "tiled", "dense", "sdpa")
+_current = "auto"
+
+
+def get_backend() -> str:
+    return _current
+
+
+def set_backend(name: str) -> None:
+    global _current
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    _current = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Temporarily select a backend: `with use_backend("tiled"): ...`."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
