@@ -1,0 +1,229 @@
+"""The measurement kit every benchmark uses: threads, latency percentiles, peak memory, machine tags.
+
+Habits from timm's `benchmark.py` and nanoGPT's `bench.py`: pin the thread count, warm up, time
+with `time.perf_counter`, report the median and p90 (not the mean), and tag every record with the
+machine, library versions and settings so numbers from different runs can be compared.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnreuse._io import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "LatencyStats",
+    "machine_record",
+    "matmul_peak_gflops",
+    "measure_latency",
+    "measure_peak_bytes",
+    "set_threads",
+    "write_records",
+]
+
+
+def set_threads(n: int) -> int:
+    """Use `n` intra-op threads (and `n` inter-op threads where torch still allows it).
+
+    torch fixes the inter-op pool at its first parallel use; after that only the intra-op count
+    can change, which is the one that matters for single-operator timings. Returns the intra-op
+    thread count in force.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive int, got {n!r}")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:
+        pass  # the inter-op pool already started; it cannot be resized
+    return torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Wall-clock latency of one call, warm-up excluded."""
+
+    latency_ms_median: float
+    latency_ms_p90: float
+    latency_ms_min: float
+    repeats: int
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def measure_latency(
+    fn: Callable[[], Any],
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    min_time_s: float = 0.2,
+    max_repeats: int = 1000,
+    device: str | torch.device | None = None,
+) -> LatencyStats:
+    """Time `fn()`: `warmup` untimed calls, then at least `repeats` timed calls, continuing until
+    `min_time_s` seconds of timed calls have passed (at most `max_repeats`).
+
+    On a CUDA `device` each call is bracketed by a synchronisation so the time covers the kernels.
+    """
+    if warmup < 0 or repeats < 1 or max_repeats < repeats or min_time_s < 0:
+        raise ValueError(
+            "need warmup >= 0, 1 <= repeats <= max_repeats and min_time_s >= 0, got "
+            f"warmup={warmup}, repeats={repeats}, max_repeats={max_repeats}, min_time_s={min_time_s}"
+        )
+    dev = _device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(dev)
+    times_s: list[float] = []
+    total_s = 0.0
+    while len(times_s) < repeats or (total_s < min_time_s and len(times_s) < max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        times_s.append(dt)
+        total_s += dt
+    ms = sorted(t * 1e3 for t in times_s)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return LatencyStats(
+        latency_ms_median=statistics.median(ms),
+        latency_ms_p90=p90,
+        latency_ms_min=ms[0],
+        repeats=len(ms),
+    )
+
+
+def measure_peak_bytes(fn: Callable[[], Any], *, device: str | torch.device | None = None) -> int:
+    """Peak extra bytes torch allocates during one call of `fn()` (its result included).
+
+    CPU: the profiler records every allocation and free of the CPU allocator (`profile_memory`);
+    replaying them in time order, the running sum's maximum is the peak. CUDA: the allocator's own
+    peak counter, relative to what was allocated before the call.
+    """
+    dev = _device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        fn()
+        torch.cuda.synchronize(dev)
+        return max(0, torch.cuda.max_memory_allocated(dev) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = _cpu_memory_events(prof)
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return int(peak)
+
+
+def _cpu_memory_events(prof: Any) -> list[tuple[int, int]]:
+    """(time_ns, signed bytes) of the CPU allocator's events in a profile, in time order."""
+    out = []
+    for e in prof.profiler.kineto_results.events():
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU"):
+            out.append((e.start_ns(), e.nbytes()))
+    out.sort()
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_record(**tags: Any) -> dict[str, Any]:
+    """Where and with what a measurement was taken, merged with `tags` (threads, dtype, ...)."""
+    from importlib import metadata
+
+    try:
+        ort_version = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        ort_version = None
+    record: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(tags)
+    return record
+
+
+def matmul_peak_gflops(
+    threads: int, dtype: torch.dtype = torch.float32, *, size: int = 1536, repeats: int = 5
+) -> float:
+    """This machine's matrix-multiply speed: best of `repeats` [size, size] @ [size, size] products
+    on `threads` threads, in GFLOP/s (2 size^3 flops each). The previous thread count is restored."""
+    previous = torch.get_num_threads()
+    set_threads(threads)
+    try:
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
+        c = torch.empty(size, size, dtype=dtype)
+        torch.mm(a, b, out=c)
+        best_s = min(_time_once(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(previous)
+    return 2.0 * size**3 / best_s / 1e9
+
+
+def _time_once(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _csv_value(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write records atomically: CSV when `path` ends with .csv (nested values as JSON strings,
+    columns in first-seen order), else a JSON list of objects."""
+    rows = [dict(r) for r in records]
+    target = Path(path)
+    if target.suffix.lower() != ".csv":
+        return atomic_write_json(target, rows)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(value) for key, value in row.items()})
+    return atomic_write_text(target, buf.getvalue())

@@ -1,0 +1,112 @@
+"""The shared measurement kit: real measurements, validated arguments, atomic records."""
+
+import csv
+import json
+import time
+
+import pytest
+import torch
+
+from attnreuse.bench import timing
+
+MiB = 1 << 20
+
+
+def test_set_threads_returns_count_in_force():
+    before = torch.get_num_threads()
+    try:
+        assert timing.set_threads(1) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_threads_rejects_bad_count(bad):
+    with pytest.raises(ValueError, match="threads"):
+        timing.set_threads(bad)
+
+
+def test_measure_latency_times_the_call():
+    calls = []
+
+    def sleepy():
+        calls.append(1)
+        time.sleep(0.002)
+
+    stats = timing.measure_latency(sleepy, warmup=2, repeats=5, min_time_s=0.0)
+    assert stats.repeats == 5
+    assert len(calls) == 7  # warm-up calls run but are not timed
+    assert 2.0 <= stats.latency_ms_min <= stats.latency_ms_median <= stats.latency_ms_p90
+    assert stats.latency_ms_median < 200
+
+
+def test_measure_latency_runs_until_min_time():
+    stats = timing.measure_latency(lambda: time.sleep(0.001), warmup=0, repeats=2, min_time_s=0.03)
+    assert stats.repeats >= 10
+
+
+def test_measure_latency_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="repeats"):
+        timing.measure_latency(lambda: None, repeats=0)
+
+
+def test_peak_bytes_sees_a_known_allocation():
+    def alloc_64mib():
+        x = torch.empty(16 * MiB, dtype=torch.float32)  # 64 MiB
+        x.fill_(1.0)
+        return None
+
+    peak = timing.measure_peak_bytes(alloc_64mib)
+    assert 64 * MiB <= peak < 65 * MiB
+
+
+def test_peak_bytes_is_the_running_maximum_not_the_sum():
+    def two_in_turn():
+        for _ in range(2):
+            x = torch.ones(8 * MiB)  # 32 MiB, freed before the next
+            del x
+
+    peak = timing.measure_peak_bytes(two_in_turn)
+    assert 32 * MiB <= peak < 40 * MiB
+
+
+def test_peak_bytes_of_nothing_is_small():
+    assert timing.measure_peak_bytes(lambda: None) < MiB
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_bytes_cuda():
+    peak = timing.measure_peak_bytes(lambda: torch.ones(16 * MiB, device="cuda"), device="cuda")
+    assert peak >= 64 * MiB
+
+
+def test_machine_record_has_tags_and_versions():
+    record = timing.machine_record(threads=2, dtype="float32")
+    assert record["threads"] == 2 and record["dtype"] == "float32"
+    assert record["torch"] == torch.__version__
+    assert record["logical_cores"] >= 1 and record["cpu"]
+    assert "onnxruntime" in record and record["date_utc"].startswith("20")
+    json.dumps(record)
+
+
+def test_matmul_peak_is_positive_and_restores_threads():
+    before = torch.get_num_threads()
+    gflops = timing.matmul_peak_gflops(1, size=256, repeats=2)
+    assert 0.1 < gflops < 1e5
+    assert torch.get_num_threads() == before
+
+
+def test_write_records_json_and_csv(tmp_path):
+    records = [
+        {"op": "sdpa", "tokens": 196, "latency_ms_median": 1.5},
+        {"op": "reuse", "tokens": 196, "machine": {"cpu": "x"}, "extra": None},
+    ]
+    timing.write_records(tmp_path / "r.json", records)
+    assert json.loads((tmp_path / "r.json").read_text()) == records
+    timing.write_records(tmp_path / "r.csv", records)
+    with open(tmp_path / "r.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["op"] for r in rows] == ["sdpa", "reuse"]
+    assert list(rows[0]) == ["op", "tokens", "latency_ms_median", "machine", "extra"]
+    assert json.loads(rows[1]["machine"]) == {"cpu": "x"}
+    assert not list(tmp_path.glob(".*.tmp"))
