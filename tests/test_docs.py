@@ -1,0 +1,75 @@
+"""Every command and snippet in README.md and docs/*.md is executed here.
+
+Python blocks run in one namespace per file, in order. Shell blocks run line by line through the
+installed `attnreuse` command in a temporary directory. A block may be preceded by a marker:
+  <!-- test: run CMD ; CMD -->   run these commands instead (a small configuration of a long job)
+  <!-- test: skip REASON -->     not run here; REASON names the test that covers it
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(
+    r"(?:<!--\s*test:\s*(?P<marker>.*?)\s*-->\s*\n)?```(?P<lang>\w+)\n(?P<body>.*?)```", re.S
+)
+SHELL_LANGS = {"bash", "sh", "console", "shell"}
+
+
+def _blocks(path: Path):
+    for m in FENCE.finditer(path.read_text()):
+        yield m.group("lang"), m.group("body"), m.group("marker")
+
+
+def _doc_ids():
+    return [p.relative_to(ROOT).as_posix() for p in DOCS if p.exists()]
+
+
+def _commands(body: str, marker: str | None) -> list[str]:
+    if marker and marker.startswith("run "):
+        return [c.strip() for c in marker[4:].split(";") if c.strip()]
+    lines = []
+    for line in body.splitlines():
+        line = line.split(" #")[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line.removeprefix("$ "))
+    return lines
+
+
+def _run_shell(cmd: str, cwd: Path) -> None:
+    argv = shlex.split(cmd)
+    exe = Path(sys.executable).parent / argv[0]
+    if argv[0] != "attnreuse" or not exe.exists():
+        pytest.fail(f"docs command {cmd!r} is neither an `attnreuse` command nor marked skip/run")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    proc = subprocess.run([str(exe), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{cmd!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+
+
+@pytest.mark.parametrize("doc", _doc_ids())
+def test_doc_runs(doc, tmp_path, monkeypatch):
+    path = ROOT / doc
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": f"docs:{doc}"}
+    ran = 0
+    for lang, body, marker in _blocks(path):
+        if marker and marker.startswith("skip"):
+            assert len(marker) > len("skip "), f"{doc}: a skip marker must give its reason"
+            continue
+        if lang == "python":
+            exec(compile(body, f"{doc}:python", "exec"), namespace)  # noqa: S102 - the docs are ours
+            ran += 1
+        elif lang in SHELL_LANGS:
+            for cmd in _commands(body, marker):
+                _run_shell(cmd, tmp_path)
+                ran += 1
+    assert ran > 0 or not any(True for _ in _blocks(path)), f"{doc}: no block ran"
