@@ -1,0 +1,124 @@
+"""Attention layer: timm-equivalent MHA, Reuse / grouped reuse against the literal reference, map out / in."""
+
+import pytest
+import torch
+from timm.layers import Attention as TimmAttention
+from torch import nn
+
+from attnreuse.layers import Attention
+from attnreuse.ops import reference
+
+
+def _tokens(B=2, N=7, C=32):
+    return torch.randn(B, N, C)
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_mha_equals_timm(qkv_bias, qk_norm):
+    timm_attn = TimmAttention(32, num_heads=4, qkv_bias=qkv_bias, qk_norm=qk_norm, norm_layer=nn.LayerNorm)
+    ours = Attention(32, num_heads=4, qkv_bias=qkv_bias, qk_norm=qk_norm, norm_layer=nn.LayerNorm)
+    if qk_norm:  # give the norms non-trivial affine parameters
+        for p in timm_attn.q_norm.parameters():
+            nn.init.normal_(p)
+        for p in timm_attn.k_norm.parameters():
+            nn.init.normal_(p)
+    ours.load_state_dict(timm_attn.state_dict())  # strict: same names, same shapes
+    x = _tokens()
+    torch.testing.assert_close(ours(x), timm_attn(x), rtol=1e-5, atol=1e-5)
+
+
+def _reference_layer(layer: Attention, x: torch.Tensor) -> torch.Tensor:
+    """The layer's maths written out in float64 with the literal reference op."""
+    x = x.double()
+    B, N, C = x.shape
+    w = {k: v.double() for k, v in layer.state_dict().items()}
+    qk = x @ w["qk.weight"].T + w["qk.bias"]
+    q, k = qk.view(B, N, 2, layer.qk_heads, -1).permute(2, 0, 3, 1, 4)
+    v = (x @ w["v.weight"].T + w["v.bias"]).view(B, N, layer.num_heads, -1).transpose(1, 2)
+    out = reference.softmax_attention(q, k, v, scale=layer.scale)
+    return out.transpose(1, 2).reshape(B, N, C) @ w["proj.weight"].T + w["proj.bias"]
+
+
+@pytest.mark.parametrize("qk_heads,qk_dim", [(1, None), (1, 24), (2, None), (4, 16)])
+def test_reuse_layouts_match_reference(qk_heads, qk_dim):
+    layer = Attention(32, num_heads=4, qk_heads=qk_heads, qk_dim=qk_dim, qkv_bias=True)
+    assert not layer.fused_qkv and hasattr(layer, "qk") and hasattr(layer, "v")
+    expected_qk = qk_dim or qk_heads * 8
+    assert layer.qk.weight.shape == (2 * expected_qk, 32)
+    x = _tokens()
+    torch.testing.assert_close(layer(x).double(), _reference_layer(layer, x), rtol=1e-5, atol=1e-5)
+
+
+def test_reuse_with_all_heads_is_mha():
+    mha = Attention(32, num_heads=4, qkv_bias=True)
+    same = Attention(32, num_heads=4, qk_heads=4, qk_dim=32, qkv_bias=True)
+    assert same.fused_qkv
+    same.load_state_dict(mha.state_dict())
+    x = _tokens()
+    torch.testing.assert_close(same(x), mha(x))
+
+
+@pytest.mark.parametrize("qk_heads", [1, 2, 4])
+def test_map_round_trip(qk_heads):
+    """A layer's returned map fed back in reproduces its output; a V-only layer applies it."""
+    layer = Attention(32, num_heads=4, qk_heads=qk_heads, qkv_bias=True).eval()
+    x = _tokens()
+    out, attn = layer(x, return_map=True)
+    assert attn.shape == (2, qk_heads, 7, 7)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, qk_heads, 7))
+    torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x, attn_map=attn), out, rtol=1e-5, atol=1e-5)
+
+    v_only = Attention(32, num_heads=4, v_only=True, qkv_bias=True)
+    assert {n for n, _ in v_only.named_parameters()} == {"v.weight", "v.bias", "proj.weight", "proj.bias"}
+    y = v_only(x, attn_map=attn)
+    v = v_only.v(x).view(2, 7, 4, 8).transpose(1, 2)
+    expect = v_only.proj(reference.apply_map(attn, v).transpose(1, 2).reshape(2, 7, 32))
+    torch.testing.assert_close(y, expect, rtol=1e-5, atol=1e-5)
+
+
+def test_map_in_projects_v_only():
+    """With a map given, q/k get no gradient: only V and the output projection are used."""
+    layer = Attention(32, num_heads=4, qkv_bias=True)
+    attn = torch.softmax(torch.randn(2, 1, 7, 7), -1)
+    layer(_tokens(), attn_map=attn).sum().backward()
+    g = layer.qkv.weight.grad
+    assert g[:64].abs().max() == 0 and g[64:].abs().max() > 0
+
+
+def test_attention_dropout_path():
+    layer = Attention(32, num_heads=4, attn_drop=0.5).train()
+    torch.manual_seed(1)
+    a = layer(_tokens())
+    layer.eval()
+    b = layer(_tokens())
+    assert a.shape == b.shape == (2, 7, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dim=30, num_heads=4), "divisible by num_heads"),
+        (dict(dim=32, num_heads=4, qk_heads=3), "divisible by qk_heads"),
+        (dict(dim=32, num_heads=4, qk_heads=2, qk_dim=15), "divisible by qk_heads"),
+        (dict(dim=32, num_heads=0), "num_heads must be a positive int"),
+        (dict(dim=32, num_heads=4, qk_norm=True), "needs a norm_layer"),
+        (dict(dim=32, num_heads=4, attn_drop=1.5), "attn_drop"),
+    ],
+)
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Attention(**kwargs)
+
+
+def test_bad_inputs():
+    layer = Attention(32, num_heads=4)
+    with pytest.raises(ValueError, match=r"C=32"):
+        layer(torch.randn(2, 7, 16))
+    with pytest.raises(TypeError, match="floating-point"):
+        layer(torch.ones(2, 7, 32, dtype=torch.long))
+    with pytest.raises(ValueError, match="Hv a multiple of 3"):
+        layer(_tokens(), attn_map=torch.softmax(torch.randn(2, 3, 7, 7), -1))
+    with pytest.raises(ValueError, match="v_only=True"):
+        Attention(32, num_heads=4, v_only=True)(_tokens())

@@ -1,0 +1,65 @@
+"""TaylorAttention (sparse branch in training only) and LinearAttention on top of the ops."""
+
+import pytest
+import torch
+
+from attnreuse.layers import LinearAttention, TaylorAttention
+from attnreuse.ops import reference
+
+
+def _qkv(layer, x):
+    B, N, C = x.shape
+    return layer.qkv(x).view(B, N, 3, layer.num_heads, -1).permute(2, 0, 3, 1, 4)
+
+
+def _merge(layer, out):
+    B, H, N, d = out.shape
+    return layer.proj(out.transpose(1, 2).reshape(B, N, H * d))
+
+
+@pytest.mark.parametrize("center", ["tokens", "features", None])
+def test_taylor_eval_is_linear_part_only(center):
+    layer = TaylorAttention(16, num_heads=2, qkv_bias=True, center=center).eval()
+    x = torch.randn(2, 5, 16)
+    q, k, v = _qkv(layer, x)
+    expect = _merge(layer, reference.taylor_attention(q.double(), k.double(), v.double(), center=center).float())
+    torch.testing.assert_close(layer(x), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_taylor_training_adds_sparse_branch():
+    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.05).train()
+    x = torch.randn(2, 5, 16)
+    q, k, v = _qkv(layer, x)
+    linear = reference.taylor_attention(q, k, v)
+    sparse = reference.sparse_attention(q, k, v, threshold=0.05, bits=4)
+    torch.testing.assert_close(layer(x), _merge(layer, linear + sparse), rtol=1e-5, atol=1e-5)
+    layer.use_sparse = False
+    torch.testing.assert_close(layer(x), _merge(layer, linear), rtol=1e-5, atol=1e-5)
+
+
+def test_taylor_loads_timm_attention_weights():
+    from timm.layers import Attention as TimmAttention
+
+    TaylorAttention(16, num_heads=2, qkv_bias=True).load_state_dict(
+        TimmAttention(16, num_heads=2, qkv_bias=True).state_dict()
+    )
+
+
+@pytest.mark.parametrize("feature_map", ["elu", "relu"])
+def test_linear_attention(feature_map):
+    layer = LinearAttention(16, num_heads=4, feature_map=feature_map)
+    x = torch.randn(2, 5, 16)
+    q, k, v = _qkv(layer, x)
+    expect = _merge(layer, reference.linear_attention(q, k, v, feature_map=feature_map))
+    torch.testing.assert_close(layer(x), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="center must be one of"):
+        TaylorAttention(16, num_heads=2, center="keys")
+    with pytest.raises(ValueError, match="sparse_threshold"):
+        TaylorAttention(16, num_heads=2, sparse_threshold=2.0)
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        LinearAttention(16, num_heads=2, feature_map="softplus")
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        LinearAttention(15, num_heads=2)
