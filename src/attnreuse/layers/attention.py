@@ -88,7 +88,9 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(check_rate("proj_drop", proj_drop))
 
     def extra_repr(self) -> str:
-        layout = "qkv" if self.fused_qkv else ("v only" if self.v_only else "qk + v")
+        if self.v_only:
+            return f"dim={self.dim}, num_heads={self.num_heads}, layout=v only (applies a given map)"
+        layout = "qkv" if self.fused_qkv else "qk + v"
         return f"dim={self.dim}, num_heads={self.num_heads}, qk_heads={self.qk_heads}, qk_dim={self.qk_dim}, layout={layout}"
 
     def _heads(self, t: Tensor, heads: int) -> Tensor:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import timm
+from timm.models import model_entrypoint
+
+from attnreuse.models import vit
 
 
 def create_model(name: str, **kwargs):
@@ -10,4 +13,9 @@ def create_model(name: str, **kwargs):
     return timm.create_model(name, **kwargs)
 
 
-__all__ = ["create_model"]
+def list_models() -> list[str]:
+    """Names of every model registered by an attnreuse module, sorted."""
+    return sorted(n for n in timm.list_models() if model_entrypoint(n).__module__.startswith("attnreuse."))
+
+
+__all__ = ["create_model", "list_models", "vit"]

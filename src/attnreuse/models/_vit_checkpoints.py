@@ -1,0 +1,179 @@
+"""Map stock timm ViT/DeiT, SkipAt and ViTALiTy state dicts onto an attnreuse ViT attention plan.
+
+Sources understood:
+- timm `vit_*` / `deit_*` (and timm 0.5.4, the SkipAt code's base): `blocks.N.attn.qkv` rows [q; k; v].
+- SkipAt's published checkpoints: timm 0.5.4 keys (skipped blocks keep unused `norm1`/`attn`) plus
+  `param_1..param_6` Phi modules (`linear1.0`, `dwconv.0`, `linear2.0`, `eca.conv`), the i-th
+  of which belongs to the i-th skipped layer.
+- ViTALiTy's DeiT checkpoints: DeiT keys plus quantiser state under `blocks.N.attn.quant*`.
+Per plan kind: "mha", "taylor" and "reuse:<num_heads>" keep `attn.qkv`; "share" and grouped
+"reuse" keep only the V rows of `qkv` as `attn.v` (their q/k rows are dropped; "reuse" gets new
+`attn.qk`); "skip" drops `norm1` and `attn` (and gets `phi`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attnreuse.models._plan import LayerSpec, format_plan, parse_plan
+
+__all__ = ["ConversionReport", "convert_state_dict"]
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_SKIPAT_PHI = re.compile(r"^param_(\d+)\.(.+)$")
+_SKIPAT_PHI_NAMES = {"linear1.0.": "fc1.", "dwconv.0.": "dwconv.", "linear2.0.": "fc2.", "eca.conv.": "eca.conv."}
+_DISTILLATION = ("dist_token", "head_dist.")
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What `convert_state_dict` did. `new`, `unexpected`, `mismatched` and `reinitialised` are
+    filled only when a target state dict was given.
+
+    renamed: (source key, target key) pairs, V-row slices of `qkv` included.
+    dropped: source keys (or row ranges) the plan no longer uses.
+    new: target keys the checkpoint does not provide (they keep their initialisation).
+    unexpected: converted keys the target does not have.
+    mismatched: (key, checkpoint shape, target shape).
+    reinitialised: classifier keys whose class count differs (left to the target's initialisation).
+    """
+
+    plan: str
+    renamed: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[str, ...] = ()
+    new: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+    reinitialised: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every target tensor comes from the checkpoint (classifier re-initialisation aside) and
+        every converted tensor has a place in the target."""
+        return not (self.new or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [f"plan: {self.plan}"]
+
+        def keys(title: str, items: Sequence[str]) -> None:
+            if items:
+                shown = ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
+                lines.append(f"{title} ({len(items)}): {shown}")
+
+        keys("renamed", [f"{a} -> {b}" for a, b in self.renamed])
+        keys("dropped (unused by the plan)", self.dropped)
+        keys("new (not in the checkpoint, initialised)", self.new)
+        keys("unexpected (no place in the model)", self.unexpected)
+        keys("shape mismatch", [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched])
+        keys("classifier re-initialised (class count differs)", self.reinitialised)
+        return "\n".join(lines)
+
+
+def _unwrap(state_dict: Mapping[str, object]) -> dict[str, Tensor]:
+    for key in ("model", "state_dict"):
+        if key in state_dict and isinstance(state_dict[key], Mapping):
+            state_dict = state_dict[key]
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def _depth(state_dict: Mapping[str, Tensor]) -> int:
+    blocks = {int(m.group(1)) for m in map(_BLOCK.match, state_dict) if m}
+    if not blocks:
+        raise ValueError("state_dict has no 'blocks.N.*' keys: it is not a ViT/DeiT state dict")
+    return max(blocks) + 1
+
+
+def _v_rows(t: Tensor) -> Tensor:
+    """The V third of a fused qkv weight [3C, C] or bias [3C]."""
+    c = t.shape[0] // 3
+    return t[2 * c :].clone()
+
+
+def _convert_block(key: str, i: int, rest: str, spec: LayerSpec, num_heads: int, value: Tensor, out, renamed, dropped):
+    mha_layout = spec.kind in ("mha", "taylor") or (spec.kind == "reuse" and spec.qk_heads == num_heads)
+    if rest.startswith("attn.quant"):
+        dropped.append(key)  # ViTALiTy quantiser statistics: no counterpart
+    elif spec.kind == "skip" and rest.startswith(("norm1.", "attn.")):
+        dropped.append(key)
+    elif not mha_layout and rest in ("attn.qkv.weight", "attn.qkv.bias"):
+        target = f"blocks.{i}.attn.v.{rest.rsplit('.', 1)[1]}"
+        out[target] = _v_rows(value)
+        renamed.append((f"{key}[v rows]", target))
+        dropped.append(f"{key}[q, k rows]")
+    elif not mha_layout and rest.startswith(("attn.q_norm.", "attn.k_norm.")):
+        dropped.append(key)
+    else:
+        out[key] = value
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, object],
+    attn_plan: object,
+    *,
+    num_heads: int,
+    target: Mapping[str, Tensor] | None = None,
+    classifier: str = "head",
+) -> tuple[dict[str, Tensor], ConversionReport]:
+    """Convert a ViT/DeiT/SkipAt/ViTALiTy state dict to the parameter names of `attn_plan`.
+
+    state_dict: the checkpoint (nested under "model"/"state_dict" and a "module." prefix are undone).
+    attn_plan: a kind or one kind per layer, as `attn_plan=` of the attnreuse ViT models; its
+        length is checked against the checkpoint's number of blocks.
+    num_heads: the model's heads (needed to read "reuse:G").
+    target: the model's state dict; when given, the report lists new, unexpected and mismatched
+        keys, and classifier keys (`classifier`.weight/.bias) with another class count are removed
+        from the result and listed as re-initialised.
+    Returns (converted state dict, report). Nothing is resampled here: the model's
+    `checkpoint_filter_fn` runs timm's position-embedding resampling first.
+    """
+    sd = _unwrap(state_dict)
+    specs = parse_plan(attn_plan, _depth(sd), num_heads)
+    skip_layers = [i for i, s in enumerate(specs) if s.kind == "skip"]
+    out: dict[str, Tensor] = {}
+    renamed: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    for key, value in sd.items():
+        block, phi = _BLOCK.match(key), _SKIPAT_PHI.match(key)
+        if phi:
+            n, rest = int(phi.group(1)), phi.group(2)
+            if not 1 <= n <= len(skip_layers):
+                dropped.append(key)
+                continue
+            for old, new in _SKIPAT_PHI_NAMES.items():
+                if rest.startswith(old):
+                    rest = new + rest[len(old) :]
+                    break
+            target_key = f"blocks.{skip_layers[n - 1]}.phi.{rest}"
+            out[target_key] = value
+            renamed.append((key, target_key))
+        elif block:
+            i = int(block.group(1))
+            _convert_block(key, i, block.group(2), specs[i], num_heads, value, out, renamed, dropped)
+        elif key.startswith(_DISTILLATION):
+            dropped.append(key)  # DeiT distillation token / head: the attnreuse ViT has none
+        else:
+            out[key] = value
+    report = dict(plan=format_plan(specs), renamed=tuple(renamed), dropped=tuple(dropped))
+    if target is not None:
+        head = (f"{classifier}.weight", f"{classifier}.bias")
+        mismatched, reinit = [], []
+        for key in sorted(set(out) & set(target)):
+            if tuple(out[key].shape) != tuple(target[key].shape):
+                if key in head:
+                    reinit.append(key)
+                    del out[key]
+                else:
+                    mismatched.append((key, tuple(out[key].shape), tuple(target[key].shape)))
+        report.update(
+            new=tuple(sorted(set(target) - set(out) - set(reinit))),
+            unexpected=tuple(sorted(set(out) - set(target))),
+            mismatched=tuple(mismatched),
+            reinitialised=tuple(reinit),
+        )
+    return out, ConversionReport(**report)

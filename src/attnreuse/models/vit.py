@@ -1,0 +1,513 @@
+"""ViT / DeiT whose layers each follow an attention plan: multi-head, Reuse Attention, cross-layer map
+sharing, SkipAt skipping, or ViTALiTy Taylor attention.
+
+Papers: ViT (Dosovitskiy et al. 2021) / DeiT (Touvron et al. 2021) as timm builds them; Reuse
+Attention (UniForm); attention map reuse across layers (Shim, Choi, Sung 2023); SkipAt (ICLR 2024);
+ViTALiTy (HPCA 2023). One implementation with timm's parameter names: a stock timm `vit_*`/`deit_*`
+state dict loads into any plan through `checkpoint_filter_fn` (see `convert_state_dict`).
+
+    import attnreuse, timm
+    model = timm.create_model("attnreuse_vit_small_patch16_224", attn_plan=["mha", "share"] * 6)
+    model = timm.create_model("skipat_vit_tiny_patch16_224", pretrained=True,
+                              pretrained_cfg_overlay=dict(file="skipat_tiny.pth"))
+
+Plans (`attnreuse.models._plan`): "mha", "reuse" / "reuse:G", "share", "skip", "taylor"; one for
+every layer or one per layer. Blocks pass along the latest softmax map (for "share") and the
+previous attention output (for "skip"); the map is only materialised by a layer a "share" uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from functools import partial
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from timm.layers import DropPath, LayerNorm, LayerScale, Mlp, to_2tuple
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as timm_checkpoint_filter_fn
+from torch import Tensor, nn
+
+from attnreuse.layers import Attention, SkipAtPhi, TaylorAttention
+from attnreuse.models._plan import LayerSpec, format_plan, map_sources, parse_plan
+from attnreuse.models._vit_checkpoints import ConversionReport, convert_state_dict
+
+__all__ = [
+    "AttnReuseVisionTransformer",
+    "ConversionReport",
+    "PlanBlock",
+    "checkpoint_filter_fn",
+    "convert_state_dict",
+    "describe_plan",
+    "mapshare_plan",
+    "skipat_plan",
+]
+
+_logger = logging.getLogger(__name__)
+
+
+class PlanBlock(nn.Module):
+    """timm's pre-norm ViT block whose attention is one plan entry; x: [B, N, C] -> [B, N, C].
+
+    Parameter names as timm's `Block` (`norm1`, `attn`, `ls1`, `norm2`, `mlp`, `ls2`); the
+    attention is `attnreuse.layers.Attention` ("mha", "reuse", "share" = V only) or
+    `TaylorAttention`; a "skip" block has no `norm1`/`attn` but `phi` (`SkipAtPhi`).
+    forward(x, attn_map, prev_out, grid) -> (x, attn_map, attn_out): `attn_map` is the latest
+    softmax map a later "share" layer needs (else None), `attn_out` this layer's attention output
+    (after `proj`, before layer scale and residual), `grid` the (H, W) patch grid.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        scale_attn_norm: bool = False,
+        scale_mlp_norm: bool = False,
+        proj_bias: bool = True,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        init_values: float | None = None,
+        drop_path: float = 0.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm_layer: type[nn.Module] = LayerNorm,
+        mlp_layer: type[nn.Module] = Mlp,
+        attn_layer: object = None,
+        depth: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        plan: tuple[LayerSpec, ...],
+        emit_maps: frozenset[int] = frozenset(),
+        num_prefix_tokens: int = 1,
+        reuse_qk_dim: int | None = None,
+        taylor_center: str | None = "tokens",
+        taylor_sparse: bool = True,
+        taylor_sparse_threshold: float = 0.002,
+        skip_kernel_size: int = 5,
+    ) -> None:
+        super().__init__()
+        if scale_attn_norm:
+            raise ValueError("scale_attn_norm=True is not supported by the attnreuse ViT blocks")
+        self.spec = plan[depth]
+        self.kind = self.spec.kind
+        self.emit_map = depth in emit_maps
+        self.num_prefix_tokens = num_prefix_tokens
+        attn_args = dict(qkv_bias=qkv_bias, proj_bias=proj_bias, proj_drop=proj_drop)
+        if self.kind == "skip":
+            self.phi = SkipAtPhi(dim, kernel_size=skip_kernel_size)
+        else:
+            self.norm1 = norm_layer(dim)
+            if self.kind == "taylor":
+                self.attn = TaylorAttention(
+                    dim, num_heads, qk_norm=qk_norm, norm_layer=norm_layer, center=taylor_center,
+                    use_sparse=taylor_sparse, sparse_threshold=taylor_sparse_threshold, **attn_args,
+                )
+            elif self.kind == "share":
+                self.attn = Attention(dim, num_heads, attn_drop=attn_drop, v_only=True, **attn_args)
+            else:
+                qk_heads = num_heads if self.kind == "mha" else self.spec.qk_heads
+                qk_dim = reuse_qk_dim if self.kind == "reuse" and qk_heads != num_heads else None
+                self.attn = Attention(
+                    dim, num_heads, qk_heads=qk_heads, qk_dim=qk_dim, qk_norm=qk_norm,
+                    norm_layer=norm_layer, attn_drop=attn_drop, **attn_args,
+                )
+        self.ls1 = LayerScale(dim, init_values=init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = mlp_layer(
+            in_features=dim,
+            hidden_features=int(dim * mlp_ratio),
+            act_layer=act_layer,
+            norm_layer=norm_layer if scale_mlp_norm else None,
+            bias=proj_bias,
+            drop=proj_drop,
+        )
+        self.ls2 = LayerScale(dim, init_values=init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.spec}" + (", emits map" if self.emit_map else "")
+
+    def forward(
+        self, x: Tensor, attn_map: Tensor | None, prev_out: Tensor | None, grid: tuple[int, int]
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        if self.kind == "skip":
+            # SkipAt: Phi on the patch tokens of the previous attention output; the prefix (CLS)
+            # tokens keep the previous layer's, i.e. the last computed layer's, output.
+            p = self.num_prefix_tokens
+            attn_out = torch.cat([prev_out[:, :p], self.phi(prev_out[:, p:], grid)], dim=1)
+        elif self.kind == "share":
+            attn_out = self.attn(self.norm1(x), attn_map=attn_map)
+        elif self.emit_map:
+            attn_out, attn_map = self.attn(self.norm1(x), return_map=True)
+        else:
+            attn_out = self.attn(self.norm1(x))
+            if self.kind in ("mha", "reuse"):
+                attn_map = None  # no later layer uses an older map
+        x = x + self.drop_path1(self.ls1(attn_out))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, attn_map, attn_out
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class AttnReuseVisionTransformer(VisionTransformer):
+    """timm's `VisionTransformer` with plan-driven blocks (`PlanBlock`); every timm argument works
+    except `block_fn`/`attn_layer` (the plan chooses the blocks) and attention masks.
+
+    Extra arguments:
+    attn_plan: a kind for every layer or one per layer ("mha", "reuse", "reuse:G", "share",
+        "skip", "taylor"); validated against depth and num_heads.
+    reuse_qk_dim: total query/key width of grouped / Reuse layers (default: G * head width).
+    taylor_center, taylor_sparse, taylor_sparse_threshold: `TaylorAttention` options
+        ("features" centring is what ViTALiTy's checkpoints were trained with).
+    skip_kernel_size: Phi's depthwise kernel (SkipAt: 5).
+    """
+
+    def __init__(
+        self,
+        attn_plan: object = "mha",
+        reuse_qk_dim: int | None = None,
+        taylor_center: str | None = "tokens",
+        taylor_sparse: bool = True,
+        taylor_sparse_threshold: float = 0.002,
+        skip_kernel_size: int = 5,
+        **kwargs,
+    ) -> None:
+        for key in ("block_fn", "attn_layer"):
+            if key in kwargs:
+                raise ValueError(f"{key} is chosen by attn_plan in the attnreuse ViT; remove {key}={kwargs[key]!r}")
+        depth = _positive_int("depth", kwargs.get("depth", 12))
+        num_heads = _positive_int("num_heads", kwargs.get("num_heads", 12))
+        embed_dim = _positive_int("embed_dim", kwargs.get("embed_dim", 768))
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        img_size, patch_size = to_2tuple(kwargs.get("img_size", 224)), to_2tuple(kwargs.get("patch_size", 16))
+        if not kwargs.get("dynamic_img_pad", False) and any(i % p for i, p in zip(img_size, patch_size)):
+            raise ValueError(
+                f"img_size={img_size} must be a multiple of patch_size={patch_size} (or pass dynamic_img_pad=True)"
+            )
+        specs = parse_plan(attn_plan, depth, num_heads)
+        if any(s.kind == "skip" for s in specs) and kwargs.get("patch_drop_rate", 0.0) > 0:
+            raise ValueError("patch_drop_rate > 0 breaks the token grid that 'skip' layers (SkipAt Phi) need")
+        num_prefix_tokens = int(kwargs.get("class_token", True)) + kwargs.get("reg_tokens", 0)
+        block_fn = partial(
+            PlanBlock,
+            plan=specs,
+            emit_maps=frozenset(i for i in map_sources(specs) if i is not None),
+            num_prefix_tokens=num_prefix_tokens,
+            reuse_qk_dim=reuse_qk_dim,
+            taylor_center=taylor_center,
+            taylor_sparse=taylor_sparse,
+            taylor_sparse_threshold=taylor_sparse_threshold,
+            skip_kernel_size=skip_kernel_size,
+        )
+        super().__init__(block_fn=block_fn, **kwargs)
+        self.num_heads = num_heads
+
+    @property
+    def attn_plan(self) -> tuple[str, ...]:
+        """The plan, one normalised kind per block (e.g. ("mha", "reuse:2", "share"))."""
+        return tuple(str(blk.spec) for blk in self.blocks)
+
+    def fix_init_weight(self) -> None:
+        with torch.no_grad():
+            for layer_id, blk in enumerate(self.blocks):
+                scale = (2.0 * (layer_id + 1)) ** 0.5
+                (blk.phi.fc2 if blk.kind == "skip" else blk.attn.proj).weight.div_(scale)
+                blk.mlp.fc2.weight.div_(scale)
+
+    def _check_input(self, x: object) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be images [B, {self.in_chans}, H, W], got {got}")
+        H, W = x.shape[-2:]
+        pe = self.patch_embed
+        if pe.dynamic_img_pad:
+            return
+        if self.dynamic_img_size or not pe.strict_img_size:
+            if H % pe.patch_size[0] or W % pe.patch_size[1]:
+                raise ValueError(f"input {H}x{W} must be a multiple of the patch size {tuple(pe.patch_size)}")
+        elif (H, W) != tuple(pe.img_size):
+            raise ValueError(
+                f"input {H}x{W} does not match the model's img_size {tuple(pe.img_size)}; create the model with "
+                f"img_size=({H}, {W}) (weights' position embeddings are resampled on load) or dynamic_img_size=True"
+            )
+
+    def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Images [B, C_in, H, W] -> tokens [B, prefix + h*w, C] and the patch grid (h, w)."""
+        self._check_input(x)
+        grid = self.patch_embed.dynamic_feat_size(tuple(x.shape[-2:]))
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        return self.norm_pre(x), grid
+
+    def _block(self, blk: PlanBlock, x: Tensor, attn_map, prev_out, grid):
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(blk, x, attn_map, prev_out, grid)
+        return blk(x, attn_map, prev_out, grid)
+
+    def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError("the attnreuse ViT takes no attention mask or causal flag")
+        x, grid = self._embed(x)
+        attn_map = prev_out = None
+        for blk in self.blocks:
+            x, attn_map, prev_out = self._block(blk, x, attn_map, prev_out, grid)
+        return self.norm(x)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ):
+        """As timm's `VisionTransformer.forward_intermediates` (same arguments and outputs)."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        if attn_mask is not None or is_causal:
+            raise ValueError("the attnreuse ViT takes no attention mask or causal flag")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        B = x.shape[0]
+        x, grid = self._embed(x)
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        intermediates = []
+        attn_map = prev_out = None
+        for i, blk in enumerate(blocks):
+            x, attn_map, prev_out = self._block(blk, x, attn_map, prev_out, grid)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        p = self.num_prefix_tokens
+        prefix = [y[:, :p] for y in intermediates] if p else None
+        intermediates = [y[:, p:] for y in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [y.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if output_dict:
+            result = {"image_intermediates": intermediates}
+            if prefix is not None and return_prefix_tokens:
+                result["image_intermediates_prefix"] = prefix
+            if not intermediates_only:
+                result["image_features"] = self.norm(x)
+            return result
+        if return_prefix_tokens and prefix is not None:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+
+def _first_conv_channels_only(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """patch_embed weights differing only in input channels: timm adapts those after filtering."""
+    return key == "patch_embed.proj.weight" and len(got) == len(want) == 4 and got[0] == want[0] and got[2:] == want[2:]
+
+
+def checkpoint_filter_fn(state_dict: dict, model: AttnReuseVisionTransformer, strict: bool = True) -> dict:
+    """timm's ViT filter (unnesting, patch / position embedding resampling), then `convert_state_dict`
+    onto the model's plan. The report is kept as `model.load_report`. strict=True (the default)
+    raises ValueError unless every model tensor comes from the checkpoint (a classifier with
+    another class count aside) and every checkpoint tensor the plan uses has a place;
+    strict=False keeps what matches, logs the report and leaves the rest initialised."""
+    state_dict = timm_checkpoint_filter_fn(state_dict, model)
+    out, report = convert_state_dict(
+        state_dict, model.attn_plan, num_heads=model.num_heads, target=model.state_dict()
+    )
+    report = replace(report, mismatched=tuple(m for m in report.mismatched if not _first_conv_channels_only(*m)))
+    model.load_report = report
+    if report.complete:
+        return out
+    if strict:
+        raise ValueError(
+            f"checkpoint does not match this model:\n{report}\n"
+            "Pass pretrained_strict=False to load the matching tensors and keep the rest initialised."
+        )
+    _logger.warning("loading a partial checkpoint:\n%s", report)
+    bad = set(report.unexpected) | {k for k, _, _ in report.mismatched}
+    return {k: v for k, v in out.items() if k not in bad}
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.9,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_INCEPTION_MEAN,
+        "std": IMAGENET_INCEPTION_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+_deit = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=0.875)
+
+default_cfgs = generate_default_cfgs(
+    {
+        "attnreuse_vit_pico_patch4_32": _cfg(
+            num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+        ),
+        "attnreuse_vit_tiny_patch16_224": _cfg(),
+        "attnreuse_vit_small_patch16_224": _cfg(),
+        "attnreuse_vit_base_patch16_224": _cfg(),
+        "skipat_vit_tiny_patch16_224": _cfg(),
+        "skipat_vit_small_patch16_224": _cfg(),
+        "skipat_vit_base_patch16_224": _cfg(),
+        "taylor_deit_tiny_patch16_224": _cfg(**_deit),
+        "taylor_deit_small_patch16_224": _cfg(**_deit),
+        "reuse_vit_tiny_patch16_224": _cfg(),
+        "reuse_vit_small_patch16_224": _cfg(),
+        "mapshare_vit_small_patch16_224": _cfg(),
+    }
+)
+
+
+def _has_weights_source(variant: str, kwargs: dict) -> bool:
+    cfg = resolve_pretrained_cfg(
+        variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
+    )
+    return bool(cfg.file or cfg.state_dict or cfg.url or cfg.hf_hub_id)
+
+
+def _create_vit(variant: str, pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    if pretrained and not _has_weights_source(variant, kwargs):
+        raise ValueError(
+            f"{variant} has no published weights to download; load a local file with "
+            "pretrained=True, pretrained_cfg_overlay=dict(file=PATH) (a timm ViT/DeiT, SkipAt or ViTALiTy checkpoint)"
+        )
+    strict = kwargs.pop("pretrained_strict", True)
+    out_indices = kwargs.pop("out_indices", 3)
+    return build_model_with_cfg(
+        AttnReuseVisionTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=partial(checkpoint_filter_fn, strict=strict),
+        pretrained_strict=strict,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def skipat_plan(depth: int) -> list[str]:
+    """SkipAt's layout: layers depth//4 .. 3*depth//4 - 1 skipped (3..8 of 12, as the SkipAt code)."""
+    return ["skip" if depth // 4 <= i < 3 * depth // 4 else "mha" for i in range(depth)]
+
+
+def mapshare_plan(depth: int, group: int = 2) -> list[str]:
+    """Map sharing in groups of `group` consecutive layers: the first computes the map."""
+    return ["share" if i % group else "mha" for i in range(depth)]
+
+
+def _build(variant: str, pretrained: bool, model_args: dict, kwargs: dict, plan_rule=None):
+    args = dict(model_args, **kwargs)
+    if plan_rule is not None:
+        args.setdefault("attn_plan", plan_rule(args["depth"]))
+    return _create_vit(variant, pretrained=pretrained, **args)
+
+
+_PICO = dict(img_size=32, patch_size=4, embed_dim=128, depth=6, num_heads=4)
+_TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+_SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+_BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+
+
+@register_model
+def attnreuse_vit_pico_patch4_32(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """A 1.2M-parameter ViT for 32x32 inputs (the built-in digits data); any attn_plan (default "mha")."""
+    return _build("attnreuse_vit_pico_patch4_32", pretrained, _PICO, kwargs)
+
+
+@register_model
+def attnreuse_vit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViT-Ti/16 (timm `vit_tiny_patch16_224` / `deit_tiny_patch16_224` shapes); any attn_plan (default "mha")."""
+    return _build("attnreuse_vit_tiny_patch16_224", pretrained, _TINY, kwargs)
+
+
+@register_model
+def attnreuse_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViT-S/16 (timm `vit_small_patch16_224` / `deit_small_patch16_224` shapes); any attn_plan (default "mha")."""
+    return _build("attnreuse_vit_small_patch16_224", pretrained, _SMALL, kwargs)
+
+
+@register_model
+def attnreuse_vit_base_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViT-B/16 (timm `vit_base_patch16_224` / `deit_base_patch16_224` shapes); any attn_plan (default "mha")."""
+    return _build("attnreuse_vit_base_patch16_224", pretrained, _BASE, kwargs)
+
+
+@register_model
+def skipat_vit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """SkipAt ViT-Ti/16: layers 3..8 skipped (`skipat_plan`)."""
+    return _build("skipat_vit_tiny_patch16_224", pretrained, _TINY, kwargs, skipat_plan)
+
+
+@register_model
+def skipat_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """SkipAt ViT-S/16: layers 3..8 skipped (`skipat_plan`)."""
+    return _build("skipat_vit_small_patch16_224", pretrained, _SMALL, kwargs, skipat_plan)
+
+
+@register_model
+def skipat_vit_base_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """SkipAt ViT-B/16: layers 3..8 skipped (`skipat_plan`)."""
+    return _build("skipat_vit_base_patch16_224", pretrained, _BASE, kwargs, skipat_plan)
+
+
+@register_model
+def taylor_deit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViTALiTy DeiT-Ti/16: Taylor attention in every layer (taylor_center="features" for their checkpoints)."""
+    return _build("taylor_deit_tiny_patch16_224", pretrained, _TINY, kwargs, lambda depth: "taylor")
+
+
+@register_model
+def taylor_deit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViTALiTy DeiT-S/16: Taylor attention in every layer (taylor_center="features" for their checkpoints)."""
+    return _build("taylor_deit_small_patch16_224", pretrained, _SMALL, kwargs, lambda depth: "taylor")
+
+
+@register_model
+def reuse_vit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViT-Ti/16 with Reuse Attention (one map for all heads) in every layer."""
+    return _build("reuse_vit_tiny_patch16_224", pretrained, _TINY, kwargs, lambda depth: "reuse")
+
+
+@register_model
+def reuse_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViT-S/16 with Reuse Attention (one map for all heads) in every layer."""
+    return _build("reuse_vit_small_patch16_224", pretrained, _SMALL, kwargs, lambda depth: "reuse")
+
+
+@register_model
+def mapshare_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+    """ViT-S/16 sharing attention maps across groups of two layers (`mapshare_plan`)."""
+    return _build("mapshare_vit_small_patch16_224", pretrained, _SMALL, kwargs, mapshare_plan)
+
+
+def describe_plan(model: AttnReuseVisionTransformer) -> str:
+    """The model's plan in compact form, e.g. 'mha x3, skip x6, mha x3'."""
+    return format_plan([blk.spec for blk in model.blocks])
