@@ -1,0 +1,1 @@
+"""`attnreuse train` and `attnreuse convert`: training with distillation and torchrun, retrofit."""

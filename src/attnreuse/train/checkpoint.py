@@ -1,0 +1,125 @@
+"""Crash-safe checkpoints of `attnreuse train` (and of `attnreuse convert`).
+
+A run directory holds:
+  config.json                    the TrainConfig (train) or ConvertConfig (convert)
+  model.json                     {"name": ..., "kwargs": {...}}: `create_model(name, **kwargs)` rebuilds it
+  checkpoints/epoch_NNNN/        model.safetensors, ema.safetensors (optional), state.pt
+                                 (optimizer, scheduler, RNG states of every rank, epoch, step)
+  checkpoint.json                {"epoch": E, "path": "checkpoints/epoch_NNNN"}: the last complete one
+  metrics.jsonl, summary.json    (train only)
+
+Every file is written atomically; a new epoch directory is complete before `checkpoint.json` is
+switched to it, and older epoch directories are removed only afterwards, so a crash at any point
+leaves the last good checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse.models import create_model
+
+__all__ = [
+    "latest_checkpoint",
+    "load_model_dir",
+    "load_state",
+    "load_weights",
+    "save_checkpoint",
+    "save_model_weights",
+]
+
+POINTER = "checkpoint.json"
+MODEL_JSON = "model.json"
+WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"
+STATE = "state.pt"
+
+
+def save_model_weights(path: str | Path, state_dict: dict, metadata: dict | None = None) -> Path:
+    """Write a state dict as safetensors, atomically (tensors are copied to contiguous CPU memory)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)
+
+
+def save_checkpoint(
+    run_dir: str | Path, epoch: int, model_sd: dict, ema_sd: dict | None, state: dict
+) -> Path:
+    """Write checkpoints/epoch_{epoch:04d}/ and then point `checkpoint.json` at it; prune older ones."""
+    run_dir = Path(run_dir)
+    rel = Path("checkpoints") / f"epoch_{epoch:04d}"
+    ckpt = run_dir / rel
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_model_weights(ckpt / WEIGHTS, model_sd, {"epoch": epoch})
+    if ema_sd is not None:
+        save_model_weights(ckpt / EMA_WEIGHTS, ema_sd, {"epoch": epoch})
+    with atomic_path(ckpt / STATE) as tmp:
+        torch.save(state, tmp)
+    atomic_write_json(run_dir / POINTER, {"epoch": epoch, "path": rel.as_posix()})
+    for old in (run_dir / "checkpoints").iterdir():
+        if old.is_dir() and old.name != rel.name:
+            shutil.rmtree(old, ignore_errors=True)
+    return ckpt
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The directory `checkpoint.json` points at, or None when the run has no checkpoint yet."""
+    pointer = Path(run_dir) / POINTER
+    if not pointer.is_file():
+        return None
+    ckpt = Path(run_dir) / json.loads(pointer.read_text())["path"]
+    if not (ckpt / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{pointer} points at {ckpt}, which holds no {WEIGHTS}")
+    return ckpt
+
+
+def load_state(ckpt: str | Path) -> dict:
+    """The optimizer/scheduler/RNG state saved beside a checkpoint's weights."""
+    return torch.load(Path(ckpt) / STATE, map_location="cpu", weights_only=True)
+
+
+def load_weights(path: str | Path, *, ema: bool = False) -> dict:
+    """A state dict from a .safetensors file, a checkpoint directory or a run directory.
+
+    With `ema`, a checkpoint's EMA weights are returned instead (error if it kept none).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ValueError(f"checkpoint file must be .safetensors, got {path}")
+        return load_file(str(path))
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is neither a .safetensors file nor a directory")
+    ckpt = latest_checkpoint(path) if (path / POINTER).is_file() else path
+    name = EMA_WEIGHTS if ema else WEIGHTS
+    if not (ckpt / name).is_file():
+        raise FileNotFoundError(f"no {name} in {ckpt}")
+    return load_file(str(ckpt / name))
+
+
+def load_model_dir(run_dir: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild the model a train/convert run directory describes and load its latest weights.
+
+    Returns (model in eval mode, {"name", "kwargs"}).
+    """
+    run_dir = Path(run_dir)
+    spec_path = run_dir / MODEL_JSON
+    if not spec_path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} is not an `attnreuse train`/`convert` output directory (no {MODEL_JSON})"
+        )
+    spec = json.loads(spec_path.read_text())
+    model = create_model(spec["name"], **spec["kwargs"])
+    model.load_state_dict(load_weights(run_dir, ema=ema))
+    return model.eval(), spec

@@ -1,0 +1,208 @@
+"""Training data: the built-in digits set, an ImageFolder directory, or a local torchvision dataset.
+
+Every source yields PIL images and integer labels, split into train/val/test, and goes through one
+transform pipeline: Resize((S, S), bilinear) -> optional timm RandAugment (train only) -> ToTensor
+-> Normalize(model mean/std), so a sample is x: [3, S, S] float32, y: int.
+
+Splits (fixed, independent of the run's --seed so every run is scored on the same images):
+- digits: scikit-learn's `load_digits` (1797 8x8 grey images, 10 classes, offline), stratified
+  70/15/15 train/val/test (1258/270/269) with `SPLIT_SEED`; pixel values 0..16 are mapped to 0..255 and the
+  images upscaled to S x S when loaded.
+- ImageFolder PATH: PATH/train, PATH/val (and PATH/test if present: else val doubles as test);
+  a flat folder of class sub-folders is split stratified 70/15/15 with `SPLIT_SEED`.
+- torchvision:NAME:ROOT (e.g. torchvision:CIFAR10:/data, download=False): train = train=True;
+  val and test = the two stratified halves of train=False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["DataSplits", "DigitsDataset", "build_transform", "make_eval_loader", "make_train_loader", "open_data"]
+
+SPLIT_SEED = 0
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's digits as RGB PIL images: images: [N, 8, 8] uint8 (0..255), labels: [N]."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None):
+        if images.ndim != 3 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"images must be [N, H, W] with N = len(labels) = {labels.shape[0]}, got {images.shape}"
+            )
+        self.images, self.labels, self.transform = images, labels, transform
+        self.targets = labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i], mode="L").convert("RGB")
+        return (self.transform(img) if self.transform else img), int(self.labels[i])
+
+
+class _Transformed(Dataset):
+    """A view of `base` (a dataset or Subset yielding PIL images) with its own transform."""
+
+    def __init__(self, base: Dataset, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        return self.transform(img), label
+
+
+@dataclass
+class DataSplits:
+    """Untransformed train/val/test datasets (PIL images, int labels) and the class count."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    description: str
+
+    def transformed(self, train_tf, eval_tf) -> DataSplits:
+        return DataSplits(
+            _Transformed(self.train, train_tf),
+            _Transformed(self.val, eval_tf),
+            _Transformed(self.test, eval_tf),
+            self.num_classes,
+            self.description,
+        )
+
+
+def _stratified_split(labels: np.ndarray, fractions: tuple[float, ...]) -> list[np.ndarray]:
+    """Index arrays, one per fraction, each class divided in the same proportions (SPLIT_SEED)."""
+    rng = np.random.RandomState(SPLIT_SEED)
+    parts: list[list[int]] = [[] for _ in fractions]
+    bounds = np.cumsum(fractions)[:-1]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.floor(bounds * len(idx) + 0.5).astype(int)  # halves round up, not to even
+        for part, chunk in zip(parts, np.split(idx, cuts)):
+            part.extend(chunk.tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _digits() -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    labels = d.target.astype(np.int64)
+    tr, va, te = _stratified_split(labels, SPLIT_FRACTIONS)
+    full = DigitsDataset(images, labels)
+    return DataSplits(
+        Subset(full, tr), Subset(full, va), Subset(full, te), 10,
+        f"digits ({len(tr)}/{len(va)}/{len(te)} train/val/test, split seed {SPLIT_SEED})",
+    )
+
+
+def _image_folder(root: Path) -> DataSplits:
+    from torchvision.datasets import ImageFolder
+
+    if (root / "train").is_dir():
+        if not (root / "val").is_dir():
+            raise FileNotFoundError(f"data directory {root} has train/ but no val/ folder")
+        train, val = ImageFolder(root / "train"), ImageFolder(root / "val")
+        test = ImageFolder(root / "test") if (root / "test").is_dir() else val
+        if train.classes != val.classes or train.classes != test.classes:
+            raise ValueError(f"train/val/test folders under {root} must hold the same class folders")
+        return DataSplits(train, val, test, len(train.classes), f"ImageFolder {root}")
+    full = ImageFolder(root)
+    tr, va, te = _stratified_split(np.asarray(full.targets), SPLIT_FRACTIONS)
+    if min(len(tr), len(va), len(te)) == 0:
+        raise ValueError(f"ImageFolder {root} has too few images ({len(full)}) for a 70/15/15 split")
+    return DataSplits(
+        Subset(full, tr), Subset(full, va), Subset(full, te), len(full.classes),
+        f"ImageFolder {root} ({len(tr)}/{len(va)}/{len(te)} split seed {SPLIT_SEED})",
+    )
+
+
+def _torchvision(spec: str) -> DataSplits:
+    import torchvision.datasets as tvd
+
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise ValueError(f"data must look like 'torchvision:NAME:ROOT' (e.g. torchvision:CIFAR10:/data), got {spec!r}")
+    _, name, root = parts
+    cls = getattr(tvd, name, None)
+    if cls is None:
+        raise ValueError(f"torchvision.datasets has no dataset {name!r}")
+    train = cls(root, train=True, download=False)
+    rest = cls(root, train=False, download=False)
+    va, te = _stratified_split(np.asarray(rest.targets), (0.5, 0.5))
+    return DataSplits(train, Subset(rest, va), Subset(rest, te), len(train.classes), f"torchvision {name} at {root}")
+
+
+def open_data(spec: str) -> DataSplits:
+    """`spec`: "digits", an ImageFolder directory, or "torchvision:NAME:ROOT" (see module docstring)."""
+    if spec == "digits":
+        return _digits()
+    if spec.startswith("torchvision:"):
+        return _torchvision(spec)
+    root = Path(spec)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data must be 'digits', an ImageFolder directory or 'torchvision:NAME:ROOT'; {spec!r} is none of these"
+        )
+    return _image_folder(root)
+
+
+def build_transform(img_size: int, mean, std, *, train: bool, rand_augment: str | None = None):
+    """PIL image -> [3, img_size, img_size] float32, normalised; RandAugment (timm) only when training."""
+    from torchvision import transforms as T
+
+    steps = [T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BILINEAR)]
+    if train and rand_augment:
+        from timm.data import rand_augment_transform
+
+        fill = tuple(int(round(255 * m)) for m in mean)
+        steps.append(rand_augment_transform(rand_augment, {"img_mean": fill}))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+def make_train_loader(
+    dataset: Dataset, batch_size: int, *, rank: int, world: int, seed: int, num_workers: int = 0
+) -> tuple[DataLoader, DistributedSampler]:
+    """Shuffled loader of this rank's share of each GLOBAL batch of `batch_size`.
+
+    One DistributedSampler (also with world == 1) fixes the order from (seed, epoch), so a resumed
+    run replays it after `sampler.set_epoch(epoch)`; rank r takes every world-th sample, so the union
+    of the ranks' step-s batches is the single-process step-s batch.
+    """
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
+    per_rank = batch_size // world
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    if len(sampler) < per_rank:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the training set ({len(dataset)} images); lower --batch-size"
+        )
+    loader = DataLoader(
+        dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=num_workers,
+        persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def make_eval_loader(dataset: Dataset, batch_size: int, *, rank: int, world: int, num_workers: int = 0) -> DataLoader:
+    """In-order loader of samples rank, rank + world, ... (no padding: counts summed over ranks are exact)."""
+    part = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
+    return DataLoader(part, batch_size=max(1, batch_size // world), shuffle=False, num_workers=num_workers)
+

@@ -1,0 +1,341 @@
+"""The training loop of `attnreuse train`: single process or DistributedDataParallel under torchrun.
+
+Recipe through timm's factories: AdamW (`create_optimizer_v2`), warm-up + cosine stepped every
+update (`create_scheduler_v2`), label smoothing, optional RandAugment / mixup-cutmix (`Mixup`),
+drop-path, gradient-norm clipping, optional EMA (`ModelEmaV3`), optional distillation.
+
+Determinism: the run is seeded once; the sample order comes from a DistributedSampler seeded with
+(seed, epoch); a checkpoint at the end of each epoch stores model, optimizer, scheduler, EMA and the
+RNG states of every rank, so `resume` replays the remaining epochs exactly.
+Under torchrun (WORLD_SIZE > 1) the process group uses nccl on GPU and gloo on CPU; the global
+batch is split over the ranks, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from attnreuse._io import atomic_write_json, atomic_write_text
+from attnreuse.models import create_model
+from attnreuse.train import checkpoint as ckpt_io
+from attnreuse.train.config import TrainConfig
+from attnreuse.train.data import build_transform, make_eval_loader, make_train_loader, open_data
+
+__all__ = ["evaluate", "train"]
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Dist(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(obj, d: _Dist) -> list:
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _model_spec(config: TrainConfig, num_classes: int) -> dict:
+    """{"name", "kwargs"} to build the student (from `init`'s model.json when given)."""
+    if config.init is not None:
+        spec_path = Path(config.init) / ckpt_io.MODEL_JSON
+        if not spec_path.is_file():
+            raise FileNotFoundError(f"init {config.init} is not a train/convert output directory (no model.json)")
+        spec = json.loads(spec_path.read_text())
+        if spec["name"] != config.model:
+            raise ValueError(f"model {config.model!r} differs from the init checkpoint's model {spec['name']!r}")
+        kwargs = {**spec["kwargs"], **config.model_kwargs}
+    else:
+        kwargs = {**config.model_kwargs}
+        if config.img_size is not None:
+            kwargs.setdefault("img_size", config.img_size)
+    kwargs["num_classes"] = num_classes
+    if config.drop_path > 0:
+        kwargs["drop_path_rate"] = config.drop_path
+    return {"name": config.model, "kwargs": kwargs}
+
+
+def _build_model(spec: dict) -> tuple[nn.Module, dict]:
+    """Create the model; a model that takes no `img_size` (a conv net) is built without it."""
+    try:
+        return create_model(spec["name"], **spec["kwargs"]), spec
+    except TypeError as err:
+        if "img_size" not in spec["kwargs"] or "img_size" not in str(err):
+            raise
+    kwargs = {k: v for k, v in spec["kwargs"].items() if k != "img_size"}
+    return create_model(spec["name"], **kwargs), {"name": spec["name"], "kwargs": kwargs}
+
+
+def _input_size(model: nn.Module, config: TrainConfig, spec: dict) -> int:
+    if config.img_size is not None:
+        return config.img_size
+    if "img_size" in spec["kwargs"]:
+        size = spec["kwargs"]["img_size"]
+        return int(size if isinstance(size, int) else size[-1])
+    return int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+
+
+def evaluate(model: nn.Module, loader, device: torch.device, d: _Dist | None = None) -> float:
+    """Top-1 accuracy in percent over the loader (summed over ranks when distributed)."""
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            counts[0] += (model(x).argmax(-1) == y).sum()
+            counts[1] += y.numel()
+    model.train(was_training)
+    if d is not None and d.world > 1:
+        dist.all_reduce(counts)
+    return float(100.0 * counts[0] / counts[1].clamp(min=1))
+
+
+def _base_loss(config: TrainConfig, mixing: bool) -> nn.Module:
+    from timm.loss import SoftTargetCrossEntropy
+
+    # With mixup the targets are already smoothed, mixed probability vectors.
+    return SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def _append_metrics(path: Path, records: list[dict]) -> None:
+    with open(path, "a") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+
+
+def _truncate_metrics(path: Path, before_epoch: int) -> None:
+    """Drop records of epochs >= before_epoch (written by a run killed mid-epoch) before resuming."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] < before_epoch]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _prepare_output(config: TrainConfig, out: Path) -> Path | None:
+    """Check `out` against `resume`; return the checkpoint to resume from (None: fresh run)."""
+    latest = ckpt_io.latest_checkpoint(out) if out.is_dir() else None
+    if not config.resume:
+        if latest is not None:
+            raise ValueError(f"output {out} already holds a run (checkpoint {latest}); pass --resume or a new --output")
+        return None
+    if latest is None:
+        return None
+    saved = TrainConfig.load(out / "config.json")
+    diff = config.resume_mismatch(saved)
+    if diff:
+        raise ValueError(f"cannot resume {out}: the config differs from the saved run in {diff}")
+    return latest
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) the training `config` describes; returns the summary (also in summary.json)."""
+    from timm.data import Mixup
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3
+
+    d = _init_distributed()
+    out = Path(config.output)
+    resume_from = _prepare_output(config, out)
+    t_start = time.perf_counter()
+
+    _seed_all(config.seed)
+    splits = open_data(config.data)
+    spec = _model_spec(config, splits.num_classes)
+    model, spec = _build_model(spec)
+    if config.init is not None and resume_from is None:
+        model.load_state_dict(ckpt_io.load_weights(config.init))
+    model.to(d.device)
+    size = _input_size(model, config, spec)
+    mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
+    data = splits.transformed(
+        build_transform(size, mean, std, train=True, rand_augment=config.rand_augment),
+        build_transform(size, mean, std, train=False),
+    )
+    # Randomness after this point (augmentation, drop-path) differs per rank; rank 0 matches a
+    # single-process run.
+    _seed_all(config.seed + d.rank)
+
+    loader, sampler = make_train_loader(
+        data.train, config.batch_size, rank=d.rank, world=d.world, seed=config.seed, num_workers=config.num_workers
+    )
+    val_loader = make_eval_loader(data.val, 2 * config.batch_size, rank=d.rank, world=d.world)
+    test_loader = make_eval_loader(data.test, 2 * config.batch_size, rank=d.rank, world=d.world)
+    steps_per_epoch = len(loader) if config.limit_train_batches is None else min(len(loader), config.limit_train_batches)
+
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="cosine", num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=steps_per_epoch,
+    )
+    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay is not None else None
+    mixing = config.mixup > 0 or config.cutmix > 0
+    mixup = Mixup(
+        mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing,
+        num_classes=splits.num_classes,
+    ) if mixing else None
+    criterion = _base_loss(config, mixing)
+    if config.teacher is not None:
+        from attnreuse.train.distill import DistillLoss, load_teacher
+
+        teacher = load_teacher(config.teacher, config.teacher_checkpoint, config.teacher_kwargs).to(d.device)
+        criterion = DistillLoss(criterion, teacher, config.distill, config.distill_temperature, config.distill_weight)
+
+    start_epoch, step = 0, 0
+    if resume_from is not None:
+        state = ckpt_io.load_state(resume_from)
+        model.load_state_dict(ckpt_io.load_weights(resume_from))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt_io.load_weights(resume_from, ema=True))
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        _set_rng_state(state["rng"][d.rank])
+
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
+    metrics_path = out / METRICS
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            _truncate_metrics(metrics_path, start_epoch)
+        atomic_write_json(out / "config.json", config.to_dict())
+        atomic_write_json(out / ckpt_io.MODEL_JSON, spec)
+
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        t_epoch = time.perf_counter()
+        records, loss_sum = [], 0.0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                   disable=not (config.progress and d.main))
+        for i, (x, y) in enumerate(loader):
+            if i == steps_per_epoch:
+                break
+            x, y = x.to(d.device), y.to(d.device)
+            if mixup is not None:
+                x, y = mixup(x, y)
+            logits = net(x)
+            loss = criterion(x, logits, y) if config.teacher is not None else criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            optimizer.step()
+            step += 1
+            scheduler.step_update(num_updates=step)
+            if ema is not None:
+                ema.update(model, step=step)
+            loss_val = loss.detach()
+            if d.world > 1:
+                dist.all_reduce(loss_val)
+                loss_val /= d.world
+            loss_f = float(loss_val)
+            if not math.isfinite(loss_f):
+                raise FloatingPointError(f"loss became {loss_f} at epoch {epoch}, step {step}; lower --lr")
+            loss_sum += loss_f
+            if step % config.log_every_steps == 0:
+                records.append({"kind": "step", "epoch": epoch, "step": step, "loss": loss_f,
+                                "lr": optimizer.param_groups[0]["lr"]})
+            bar.set_postfix(loss=f"{loss_f:.4f}")
+            bar.update()
+        bar.close()
+        val_top1 = evaluate(model, val_loader, d.device, d)
+        epoch_rec = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / steps_per_epoch,
+                     "val_top1": val_top1, "epoch_s": time.perf_counter() - t_epoch}
+        if ema is not None:
+            epoch_rec["val_ema_top1"] = evaluate(ema.module, val_loader, d.device, d)
+        records.append(epoch_rec)
+        rng_all = _gather(_rng_state(), d)
+        if d.main:
+            _append_metrics(metrics_path, records)
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "epoch": epoch, "step": step, "rng": rng_all}
+            ckpt_io.save_checkpoint(out, epoch, model.state_dict(),
+                                    ema.module.state_dict() if ema is not None else None, state)
+        if d.world > 1:
+            dist.barrier()
+
+    summary = {
+        "model": spec["name"], "data": splits.description, "epochs": config.epochs, "steps": step,
+        "world_size": d.world, "val_top1": evaluate(model, val_loader, d.device, d),
+        "test_top1": evaluate(model, test_loader, d.device, d),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if ema is not None:
+        summary["val_ema_top1"] = evaluate(ema.module, val_loader, d.device, d)
+        summary["test_ema_top1"] = evaluate(ema.module, test_loader, d.device, d)
+    summary["time_s"] = time.perf_counter() - t_start
+    if d.main:
+        atomic_write_json(out / SUMMARY, summary)
+    if d.world > 1:
+        dist.barrier()
+    return summary
