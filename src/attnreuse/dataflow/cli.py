@@ -1,0 +1,154 @@
+"""`attnreuse dataflow`: the FLAT cost model on the command line.
+
+    attnreuse dataflow --hw flat-edge --model bert-base --seq 512,4096,65536 [--batch 64]
+                       [--scope model|attention] [--buffer-kib K] [--plot FILE.png] [--json FILE]
+    attnreuse dataflow --paper [--json FILE]       FLAT's platforms/models, averages beside the paper
+    attnreuse dataflow --validate [--seq 512,2048] [--json FILE]   model vs measured ratios here
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["DataflowConfig", "register", "run"]
+
+
+def _seq_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seq must be comma-separated ints, got {text!r}") from None
+    return values
+
+
+@dataclass(frozen=True)
+class DataflowConfig:
+    """One `attnreuse dataflow` run (written beside its JSON results)."""
+
+    hw: str = "flat-edge"
+    model: str = "bert-base"
+    seq_lens: tuple[int, ...] = (512, 4096, 65536)
+    batch: int = 64
+    scope: str = "model"
+    buffer_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.seq_lens or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.seq_lens):
+            raise ValueError(f"seq_lens (--seq) must be positive ints, got {self.seq_lens!r}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch must be a positive int, got {self.batch!r}")
+        if self.scope not in ("model", "attention"):
+            raise ValueError(f"scope must be 'model' or 'attention', got {self.scope!r}")
+        if self.buffer_bytes is not None and self.buffer_bytes < 1:
+            raise ValueError(f"buffer_bytes (--buffer-kib) must be positive, got {self.buffer_bytes!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "dataflow",
+        help="FLAT accelerator cost model: time, traffic and energy of attention dataflows",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--hw", default="flat-edge", help="flat-edge, flat-cloud, jetson-orin or this-cpu")
+    parser.add_argument("--model", default="bert-base", help="bert-base, trxl, t5, xlm or a ViT-style timm name")
+    parser.add_argument("--seq", type=_seq_list, default=None, help="comma-separated sequence lengths")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--scope", choices=("model", "attention"), default="model",
+                        help="whole model (projections and FFN included) or attention cores only")
+    parser.add_argument("--buffer-kib", type=int, default=None, help="override the on-chip buffer size")
+    parser.add_argument("--plot", default=None, help="PNG: speed-up and off-chip bytes against N")
+    parser.add_argument("--json", default=None, help="write config and one record per (dataflow, N)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--paper", action="store_true", help="FLAT's four models on flat-edge/cloud vs the paper")
+    mode.add_argument("--validate", action="store_true", help="predicted vs measured ratios on this CPU")
+    parser.set_defaults(func=run)
+
+
+def _run_model(args: argparse.Namespace) -> int:
+    from attnreuse._io import atomic_write_json
+    from attnreuse.dataflow.cost import compare
+    from attnreuse.dataflow.hardware import get_hardware
+    from attnreuse.dataflow.report import plot, table
+    from attnreuse.dataflow.workload import get_workload
+
+    cfg = DataflowConfig(
+        hw=args.hw,
+        model=args.model,
+        seq_lens=args.seq or DataflowConfig.seq_lens,
+        batch=args.batch,
+        scope=args.scope,
+        buffer_bytes=None if args.buffer_kib is None else args.buffer_kib * 1024,
+    )
+    hw = get_hardware(cfg.hw)
+    if cfg.buffer_bytes is not None:
+        hw = hw.with_buffer(cfg.buffer_bytes)
+    workload = get_workload(cfg.model, batch=cfg.batch)
+    results = []
+    for n in cfg.seq_lens:
+        w = workload.with_seq(n)
+        results.extend(compare(w.attention() if cfg.scope == "attention" else w, hw))
+    print(f"{cfg.model} ({cfg.scope}, batch {cfg.batch}) on {hw.name}")
+    print(table(results))
+    if args.plot:
+        plot(results, args.plot, title=f"{cfg.model} ({cfg.scope}) on {hw.name}, batch {cfg.batch}")
+    if args.json:
+        atomic_write_json(
+            args.json,
+            {
+                "config": cfg.to_dict(),
+                "hardware": hw.to_dict(),
+                "workload": workload.to_dict(),
+                "records": [r.to_dict() for r in results],
+            },
+        )
+    return 0
+
+
+def _run_paper(args: argparse.Namespace) -> int:
+    from attnreuse._io import atomic_write_json
+    from attnreuse.dataflow.report import PAPER_SEQ_LENS, paper_comparison
+
+    seq_lens = args.seq or PAPER_SEQ_LENS
+    records = paper_comparison(batch=args.batch, seq_lens=seq_lens)
+    print(f"FLAT vs per-operator baseline, batch {args.batch}, N = {','.join(map(str, seq_lens))} (means)")
+    print(f"{'hardware':11s} {'scope':9s} {'model':9s} {'speedup':>8s} {'paper':>6s} {'energy saved':>12s} {'paper':>6s}")
+    for r in records:
+        print(
+            f"{r['hardware']:11s} {r['scope']:9s} {r['model']:9s} {r['speedup_mean']:7.2f}x "
+            f"{r['paper_speedup']:5.2f}x {100 * r['energy_saving_mean']:11.0f}% {100 * r['paper_energy_saving']:5.0f}%"
+        )
+    if args.json:
+        atomic_write_json(args.json, {"batch": args.batch, "seq_lens": list(seq_lens), "records": records})
+    return 0
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from attnreuse._io import atomic_write_json
+    from attnreuse.dataflow.validate import ValidateConfig, validate
+
+    cfg = ValidateConfig(seq_lens=args.seq) if args.seq else ValidateConfig()
+    records = validate(cfg)
+    print(records[0]["hardware"]["sources"][0])
+    print(f"{'case':26s} {'N':>6s} {'measured':>9s} {'model':>7s} {'diff':>6s}")
+    for r in records:
+        print(
+            f"{r['case']:26s} {r['seq_len']:6d} {r['measured_ratio']:8.2f}x {r['predicted_ratio']:6.2f}x "
+            f"{100 * r['rel_diff']:+5.0f}%"
+        )
+    if args.json:
+        atomic_write_json(args.json, {"config": cfg.to_dict(), "records": records})
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.paper:
+        return _run_paper(args)
+    if args.validate:
+        return _run_validate(args)
+    return _run_model(args)

@@ -1,0 +1,323 @@
+"""The FLAT cost model: off-chip traffic, on-chip footprint, cycles, time and energy per dataflow.
+
+Paper: FLAT (Kao et al., ASPLOS 2023): fuse Logit (Q K^T), softmax and Attend (A V) so that the
+N x N scores stay on chip, tiled at batch, head or row (a block of query rows with their full score
+rows) granularity.
+
+Assumptions, all stated here and in docs/dataflow.md:
+- A dataflow is a sequence of phases (operators). Inside a phase, compute and off-chip transfers
+  overlap fully on an accelerator (double-buffered tiles): phase cycles = max(compute, memory); on
+  a CPU (`hw.overlap_memory` False) they add. Phases run one after another. The vector (softmax) unit overlaps the MAC array when `hw.vector_overlaps_mac`, else
+  their cycles add. The MAC array runs at full utilisation (flexible mapping).
+- Matmuls are output-stationary: an output tile [Tr, Tc] stays on chip while the reduction streams
+  through in double-buffered chunks of STREAM elements; A is re-read once per column tile and B once
+  per row tile; the tile is searched to minimise traffic within the buffer.
+- Double-buffered I/O tiles count twice in the footprint; the score tile once.
+- On-chip bytes (energy only): every off-chip byte is staged through the buffer once, every matmul
+  reads its operands from the buffer once per PE-array pass (2 MACs / sqrt(array) bytes a MAC) and
+  writes its output once, and the softmax reads and writes each score once.
+- Energy = MACs and vector ops x mac_j + on-chip bytes x onchip_byte_j + off-chip bytes x
+  offchip_byte_j; no static power.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from attnreuse.dataflow._calibrate import SOFTMAX_OPS_PER_ELEMENT
+from attnreuse.dataflow.hardware import Hardware
+from attnreuse.dataflow.workload import Workload
+
+__all__ = ["DATAFLOWS", "Phase", "Result", "compare", "evaluate"]
+
+DATAFLOWS = ("baseline", "flat-batch", "flat-head", "flat-row", "flat", "flat-reuse", "taylor")
+STREAM = 64  # reduction chunk (elements) streamed through a matmul, double-buffered
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One operator (or fused group) of a dataflow, counted in elements/MACs for all `count` copies."""
+
+    name: str
+    macs: float
+    vector_ops: float
+    offchip_elems: float
+    onchip_elems: float
+    peak_elems: float
+    tile: str = ""
+    fresh_elems: float = 0.0  # output elements written into one freshly allocated host tensor
+
+
+@dataclass(frozen=True)
+class Result:
+    """Costs of one dataflow on one workload and machine (whole workload: all blocks, all batches)."""
+
+    dataflow: str
+    hardware: str
+    workload: str
+    seq_len: int
+    batch: int
+    tile: str
+    fits: bool
+    macs: float
+    offchip_bytes: float
+    onchip_bytes: float
+    onchip_peak_bytes: float
+    compute_cycles: float
+    memory_cycles: float
+    cycles: float
+    time_s: float
+    energy_j: float
+    bound: str
+    speedup_vs_baseline: float = 1.0
+    energy_vs_baseline: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _tiles(n: int) -> list[int]:
+    """Candidate tile sizes: powers of two below n, and n itself."""
+    out = [1 << i for i in range(max(1, n).bit_length()) if (1 << i) < n]
+    return [*out, n]
+
+
+def _array_reads(macs: float, hw: Hardware) -> float:
+    """Operand elements read from the buffer: each PE-array pass reuses an element sqrt(array) times."""
+    return 2.0 * macs / math.sqrt(hw.macs_per_cycle)
+
+
+def _gemm(name: str, rows: int, inner: int, cols: int, count: int, hw: Hardware, *, a_resident: float = 0) -> Phase:
+    """`count` independent [rows, inner] x [inner, cols] matmuls, operands and result off chip.
+
+    Output-stationary: traffic = A * ceil(cols / Tc) + B * ceil(rows / Tr) + C, with the tile
+    [Tr, Tc] (plus 2 x STREAM x (Tr + Tc) reduction chunks) the cheapest that fits the buffer.
+    """
+    budget = hw.buffer_bytes / hw.elem_bytes
+    chunk = min(STREAM, inner)
+    best = None
+    for tr in _tiles(rows):
+        for tc in _tiles(cols):
+            peak = tr * tc + 2 * chunk * (tr + tc)
+            if peak > budget:
+                continue
+            traffic = rows * inner * math.ceil(cols / tc) + inner * cols * math.ceil(rows / tr) + rows * cols
+            key = (traffic, -tr * tc)
+            if best is None or key < best[0]:
+                best = (key, tr, tc, peak)
+    if best is None:
+        raise ValueError(
+            f"buffer_bytes={hw.buffer_bytes} of {hw.name} cannot hold even a 1 x 1 output tile of {name} "
+            f"with its reduction chunks; it needs at least {(1 + 4 * chunk) * hw.elem_bytes} bytes"
+        )
+    (traffic, _), tr, tc, peak = best
+    macs = count * rows * inner * cols
+    return Phase(
+        name=name,
+        macs=macs,
+        vector_ops=0.0,
+        offchip_elems=count * traffic,
+        onchip_elems=count * traffic + _array_reads(macs, hw) + count * rows * cols,
+        peak_elems=peak,
+        tile=f"{tr}x{tc}",
+    )
+
+
+def _baseline_attention(w: Workload, hw: Hardware) -> list[Phase]:
+    """Logit, softmax and Attend as three operators, each over the whole batch: the scores
+    [B, Hq, N, N] are written off chip, read and written by the softmax, and read by Attend."""
+    bh, n, g = w.batch * w.q_heads, w.seq_len, w.map_sharing
+    scores = bh * n * n
+    softmax = Phase(
+        name="softmax",
+        macs=0.0,
+        vector_ops=SOFTMAX_OPS_PER_ELEMENT * scores,
+        offchip_elems=2.0 * scores,
+        onchip_elems=4.0 * scores,
+        peak_elems=2 * 2 * n,  # one score row in and one out, double-buffered
+        tile="row",
+        fresh_elems=scores,
+    )
+    logit = _gemm("logit", n, w.dk, n, bh, hw)
+    return [
+        dataclasses.replace(logit, fresh_elems=scores),
+        softmax,
+        _gemm("attend", n, n, g * w.dv, bh, hw),
+    ]
+
+
+def _fused(w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: bool) -> Phase:
+    """Logit + softmax + Attend fused over one tile; the scores never leave the buffer.
+
+    granularity "batch": all Hq heads of one batch element per tile; "head": one map (with its
+    Hv / Hq value heads); "row": `rows` query rows of one map with full score rows, K and V either
+    resident for the whole head (read once) or streamed again for every row tile.
+    """
+    bh, n, g, dk, dv = w.batch * w.q_heads, w.seq_len, w.map_sharing, w.dk, w.dv
+    q_o = n * (dk + g * dv)  # one map's Q in and O out
+    k_v = n * (dk + g * dv)  # one map's K and V
+    if granularity in ("batch", "head"):
+        heads = w.q_heads if granularity == "batch" else 1
+        peak = heads * (2 * (q_o + k_v) + n * n)
+        offchip = bh * (q_o + k_v)
+        tile = granularity
+    else:
+        io = 2 * rows * (dk + g * dv)
+        kv = k_v if kv_resident else 2 * STREAM * (dk + g * dv)
+        peak = io + rows * n + kv
+        offchip = bh * (q_o + k_v * (1 if kv_resident else math.ceil(n / rows)))
+        tile = f"row R={rows} kv={'resident' if kv_resident else 'streamed'}"
+    scores = bh * n * n
+    macs = scores * (dk + g * dv)
+    return Phase(
+        name="attention",
+        macs=macs,
+        vector_ops=SOFTMAX_OPS_PER_ELEMENT * scores,
+        offchip_elems=offchip,
+        onchip_elems=offchip + _array_reads(macs, hw) + scores + bh * n * g * dv + 2.0 * scores,
+        peak_elems=peak,
+        tile=tile,
+    )
+
+
+def _flat_candidates(w: Workload, hw: Hardware, granularity: str) -> list[Phase]:
+    if granularity != "row":
+        return [_fused(w, hw, granularity, w.seq_len, True)]
+    return [_fused(w, hw, "row", r, res) for r in _tiles(w.seq_len) for res in (True, False)]
+
+
+def _taylor_attention(w: Workload, hw: Hardware) -> list[Phase]:
+    """ViTALiTy: per map, centre K, G = K^T V [Dk, G*Dv], k_sum, v_sum; then Z = (Q G + v_sum) /
+    (Q k_sum + N), streamed over query rows. No N x N term; Q, K, V, O move off chip once."""
+    bh, n, g, dk, dv = w.batch * w.q_heads, w.seq_len, w.map_sharing, w.dk, w.dv
+    macs = bh * (n * dk * g * dv * 2 + n * dk)
+    vector = bh * (n * dk + n * g * dv * 2)  # centring, v_sum, divide
+    offchip = bh * 2 * n * (dk + g * dv)
+    return [
+        Phase(
+            name="taylor",
+            macs=macs,
+            vector_ops=vector,
+            offchip_elems=offchip,
+            onchip_elems=offchip + _array_reads(macs, hw) + bh * n * g * dv,
+            peak_elems=dk * g * dv + dk + g * dv + 2 * 2 * STREAM * (dk + g * dv),
+            tile="rows streamed",
+        )
+    ]
+
+
+def _projections(w: Workload, hw: Hardware) -> tuple[list[Phase], list[Phase]]:
+    """(QKV projection, [output projection, FFN in, FFN out]) of one block over batch x seq rows."""
+    if w.attention_only:
+        return [], []
+    rows, c = w.batch * w.seq_len, w.embed_dim
+    qkv = 2 * w.q_heads * w.dk + w.v_heads * w.dv
+    return [_gemm("qkv", rows, c, qkv, 1, hw)], [
+        _gemm("proj", rows, w.v_heads * w.dv, c, 1, hw),
+        _gemm("fc1", rows, c, w.mlp_hidden, 1, hw),
+        _gemm("fc2", rows, w.mlp_hidden, c, 1, hw),
+    ]
+
+
+def _phase_cycles(p: Phase, hw: Hardware) -> tuple[float, float, float]:
+    """(compute, memory, total) cycles of one phase."""
+    mac = p.macs / hw.macs_per_cycle
+    vec = p.vector_ops / hw.vector_ops_per_cycle
+    compute = max(mac, vec) if hw.vector_overlaps_mac else mac + vec
+    memory = p.offchip_elems * hw.elem_bytes / hw.offchip_bytes_per_cycle
+    fresh_bytes = p.fresh_elems * hw.elem_bytes
+    if fresh_bytes >= hw.fresh_alloc_min_bytes:
+        memory += fresh_bytes * hw.fresh_alloc_s_per_byte * hw.clock_hz
+    return compute, memory, max(compute, memory) if hw.overlap_memory else compute + memory
+
+
+def _result(dataflow: str, w: Workload, hw: Hardware, phases: list[Phase], tile: str, fits: bool) -> Result:
+    compute = memory = cycles = 0.0
+    for p in phases:
+        c, m, t = _phase_cycles(p, hw)
+        compute, memory, cycles = compute + c, memory + m, cycles + t
+    d, eb = w.depth, hw.elem_bytes
+    macs = sum(p.macs for p in phases) * d
+    vector = sum(p.vector_ops for p in phases) * d
+    offchip = sum(p.offchip_elems for p in phases) * d * eb
+    onchip = sum(p.onchip_elems for p in phases) * d * eb
+    return Result(
+        dataflow=dataflow,
+        hardware=hw.name,
+        workload=w.name,
+        seq_len=w.seq_len,
+        batch=w.batch,
+        tile=tile,
+        fits=fits,
+        macs=macs,
+        offchip_bytes=offchip,
+        onchip_bytes=onchip,
+        onchip_peak_bytes=max(p.peak_elems for p in phases) * eb,
+        compute_cycles=compute * d,
+        memory_cycles=memory * d,
+        cycles=cycles * d,
+        time_s=cycles * d / hw.clock_hz,
+        energy_j=(macs + vector) * hw.mac_j + onchip * hw.onchip_byte_j + offchip * hw.offchip_byte_j,
+        bound="memory" if memory > compute else "compute",
+    )
+
+
+def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
+    """Cost of `dataflow` (one of DATAFLOWS) on workload `w` and machine `hw`.
+
+    "flat" is the best of flat-batch/head/row; "flat-reuse" is "flat" on `w.reuse()` (one map for
+    every value head). A FLAT granularity with no tile that fits the buffer falls back to the
+    baseline's costs and reports fits=False.
+    """
+    if not isinstance(w, Workload):
+        raise TypeError(f"w must be a Workload, got {type(w).__name__}")
+    if not isinstance(hw, Hardware):
+        raise TypeError(f"hw must be a Hardware, got {type(hw).__name__}")
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+    if dataflow == "flat-reuse":
+        result = evaluate(w.reuse(), hw, "flat")
+        return Result(**{**result.to_dict(), "dataflow": dataflow, "workload": w.name})
+    before, after = _projections(w, hw)
+    if dataflow == "baseline":
+        return _result(dataflow, w, hw, before + _baseline_attention(w, hw) + after, "per-operator", True)
+    if dataflow == "taylor":
+        phases = _taylor_attention(w, hw)
+        fits = phases[0].peak_elems * hw.elem_bytes <= hw.buffer_bytes
+        return _result(dataflow, w, hw, before + phases + after, phases[0].tile, fits)
+    granularities = ("batch", "head", "row") if dataflow == "flat" else (dataflow.removeprefix("flat-"),)
+    budget = hw.buffer_bytes / hw.elem_bytes
+    best = None
+    for g in granularities:
+        for cand in _flat_candidates(w, hw, g):
+            if cand.peak_elems > budget:
+                continue
+            res = _result(dataflow, w, hw, before + [cand] + after, cand.tile, True)
+            # Ties (compute-bound tiles) go to the larger tile: fewer, longer array passes.
+            key = (res.cycles, res.energy_j, -cand.peak_elems)
+            if best is None or key < best[0]:
+                best = (key, res)
+    if best is None:
+        base = evaluate(w, hw, "baseline")
+        return Result(**{**base.to_dict(), "dataflow": dataflow, "tile": "none fits", "fits": False})
+    return best[1]
+
+
+def compare(w: Workload, hw: Hardware, dataflows: tuple[str, ...] = DATAFLOWS) -> list[Result]:
+    """Every dataflow on `w`, with speed-up and energy ratio against the baseline."""
+    base = evaluate(w, hw, "baseline")
+    out = []
+    for name in dataflows:
+        r = base if name == "baseline" else evaluate(w, hw, name)
+        out.append(
+            Result(
+                **{
+                    **r.to_dict(),
+                    "speedup_vs_baseline": base.time_s / r.time_s,
+                    "energy_vs_baseline": r.energy_j / base.energy_j,
+                }
+            )
+        )
+    return out
