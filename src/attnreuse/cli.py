@@ -12,6 +12,7 @@ import sys
 # Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
 _TOOLS = (
     "attnreuse.bench.cli",
+    "attnreuse.dataflow.cli",
     "attnreuse.export.cli",
     "attnreuse.train.cli",
 )
