@@ -53,14 +53,14 @@ def _parse_kind(entry: object, index: int, num_heads: int) -> LayerSpec:
     return LayerSpec("reuse", int(arg))
 
 
-def parse_plan(plan: object, depth: int, num_heads: int) -> tuple[LayerSpec, ...]:
-    """Validate `plan` (a kind, or one kind per layer) for a model of `depth` blocks."""
+def parse_plan(plan: object, depth: int, num_heads: int, owner: str = "the model") -> tuple[LayerSpec, ...]:
+    """Validate `plan` (a kind, or one kind per layer) for `owner` (model or checkpoint) of `depth` blocks."""
     if isinstance(plan, str):
         plan = [plan] * depth
     elif isinstance(plan, Sequence) and not isinstance(plan, (bytes, bytearray)):
         plan = list(plan)
         if len(plan) != depth:
-            raise ValueError(f"attn_plan has {len(plan)} entries but the model has depth={depth}; give one kind per layer")
+            raise ValueError(f"attn_plan has {len(plan)} entries but {owner} has depth={depth}; give one kind per layer")
     else:
         raise TypeError(f"attn_plan must be a str or a sequence of str, got {type(plan).__name__}")
     specs = tuple(_parse_kind(entry, i, num_heads) for i, entry in enumerate(plan))

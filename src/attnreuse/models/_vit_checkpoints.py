@@ -133,7 +133,7 @@ def convert_state_dict(
     `checkpoint_filter_fn` runs timm's position-embedding resampling first.
     """
     sd = _unwrap(state_dict)
-    specs = parse_plan(attn_plan, _depth(sd), num_heads)
+    specs = parse_plan(attn_plan, _depth(sd), num_heads, owner="the checkpoint")
     skip_layers = [i for i, s in enumerate(specs) if s.kind == "skip"]
     out: dict[str, Tensor] = {}
     renamed: list[tuple[str, str]] = []
@@ -164,12 +164,13 @@ def convert_state_dict(
         head = (f"{classifier}.weight", f"{classifier}.bias")
         mismatched, reinit = [], []
         for key in sorted(set(out) & set(target)):
-            if tuple(out[key].shape) != tuple(target[key].shape):
-                if key in head:
+            got, want = tuple(out[key].shape), tuple(target[key].shape)
+            if got != want:
+                if key in head and got[1:] == want[1:]:
                     reinit.append(key)
                     del out[key]
                 else:
-                    mismatched.append((key, tuple(out[key].shape), tuple(target[key].shape)))
+                    mismatched.append((key, got, want))
         report.update(
             new=tuple(sorted(set(target) - set(out) - set(reinit))),
             unexpected=tuple(sorted(set(out) - set(target))),
