@@ -31,9 +31,9 @@ def measure_cpu(*, threads: int, seconds: float) -> tuple[float, float, float, f
         sm = measure_latency(lambda: torch.softmax(scores, -1, out=probs), min_time_s=seconds)
         src = torch.ones(16 * 1024 * 1024)
         dst = torch.empty_like(src)
-        cp = measure_latency(lambda: dst.copy_(src), repeats=5, min_time_s=seconds)
-        fill = measure_latency(lambda: dst.fill_(0.0), repeats=5, min_time_s=seconds)
-        fresh = measure_latency(lambda: torch.empty_like(src).fill_(0.0), repeats=5, min_time_s=seconds)
+        cp = measure_latency(lambda: dst.copy_(src), warmup=1, repeats=3, min_time_s=seconds)
+        fill = measure_latency(lambda: dst.fill_(0.0), warmup=1, repeats=3, min_time_s=seconds)
+        fresh = measure_latency(lambda: torch.empty_like(src).fill_(0.0), warmup=1, repeats=3, min_time_s=seconds)
     finally:
         torch.set_num_threads(previous)
     ops_per_s = SOFTMAX_OPS_PER_ELEMENT * scores.numel() / (sm.latency_ms_median / 1e3)

@@ -52,7 +52,11 @@ class Phase:
 
 @dataclass(frozen=True)
 class Result:
-    """Costs of one dataflow on one workload and machine (whole workload: all blocks, all batches)."""
+    """Costs of one dataflow on one workload and machine (whole workload: all blocks, all batches).
+
+    fits: every phase's footprint is within the buffer. fused: the attention core runs as one
+    fused operator (False for the baseline and for a FLAT dataflow that kept per-operator execution).
+    """
 
     dataflow: str
     hardware: str
@@ -71,6 +75,7 @@ class Result:
     time_s: float
     energy_j: float
     bound: str
+    fused: bool = True
     speedup_vs_baseline: float = 1.0
     energy_vs_baseline: float = 1.0
 
@@ -239,6 +244,8 @@ def _result(dataflow: str, w: Workload, hw: Hardware, phases: list[Phase], tile:
         c, m, t = _phase_cycles(p, hw)
         compute, memory, cycles = compute + c, memory + m, cycles + t
     d, eb = w.depth, hw.elem_bytes
+    peak = max(p.peak_elems for p in phases) * eb
+    fits = fits and peak <= hw.buffer_bytes
     macs = sum(p.macs for p in phases) * d
     vector = sum(p.vector_ops for p in phases) * d
     offchip = sum(p.offchip_elems for p in phases) * d * eb
@@ -254,7 +261,7 @@ def _result(dataflow: str, w: Workload, hw: Hardware, phases: list[Phase], tile:
         macs=macs,
         offchip_bytes=offchip,
         onchip_bytes=onchip,
-        onchip_peak_bytes=max(p.peak_elems for p in phases) * eb,
+        onchip_peak_bytes=peak,
         compute_cycles=compute * d,
         memory_cycles=memory * d,
         cycles=cycles * d,
@@ -268,8 +275,9 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
     """Cost of `dataflow` (one of DATAFLOWS) on workload `w` and machine `hw`.
 
     "flat" is the best of flat-batch/head/row; "flat-reuse" is "flat" on `w.reuse()` (one map for
-    every value head). A FLAT granularity with no tile that fits the buffer falls back to the
-    baseline's costs and reports fits=False.
+    every value head). A FLAT dataflow, like a scheduler would, keeps the per-operator execution
+    where no fused tile fits the buffer or every fused tile is slower (`fused` False, the tile says
+    why), so it is never slower than the baseline of its workload.
     """
     if not isinstance(w, Workload):
         raise TypeError(f"w must be a Workload, got {type(w).__name__}")
@@ -279,14 +287,15 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
     if dataflow == "flat-reuse":
         result = evaluate(w.reuse(), hw, "flat")
-        return Result(**{**result.to_dict(), "dataflow": dataflow, "workload": w.name})
+        return dataclasses.replace(result, dataflow=dataflow, workload=w.name)
     before, after = _projections(w, hw)
+    unfused = _result(dataflow, w, hw, before + _baseline_attention(w, hw) + after, "per-operator", True)
+    unfused = dataclasses.replace(unfused, fused=False)
     if dataflow == "baseline":
-        return _result(dataflow, w, hw, before + _baseline_attention(w, hw) + after, "per-operator", True)
+        return unfused
     if dataflow == "taylor":
         phases = _taylor_attention(w, hw)
-        fits = phases[0].peak_elems * hw.elem_bytes <= hw.buffer_bytes
-        return _result(dataflow, w, hw, before + phases + after, phases[0].tile, fits)
+        return _result(dataflow, w, hw, before + phases + after, phases[0].tile, True)
     granularities = ("batch", "head", "row") if dataflow == "flat" else (dataflow.removeprefix("flat-"),)
     budget = hw.buffer_bytes / hw.elem_bytes
     best = None
@@ -300,8 +309,10 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
             if best is None or key < best[0]:
                 best = (key, res)
     if best is None:
-        base = evaluate(w, hw, "baseline")
-        return Result(**{**base.to_dict(), "dataflow": dataflow, "tile": "none fits", "fits": False})
+        return dataclasses.replace(unfused, tile="per-operator: no fused tile fits")
+    if unfused.cycles < best[1].cycles:
+        why = f"per-operator: fused {best[1].tile} is {best[1].cycles / unfused.cycles:.2g}x slower"
+        return dataclasses.replace(unfused, tile=why)
     return best[1]
 
 
@@ -312,12 +323,8 @@ def compare(w: Workload, hw: Hardware, dataflows: tuple[str, ...] = DATAFLOWS) -
     for name in dataflows:
         r = base if name == "baseline" else evaluate(w, hw, name)
         out.append(
-            Result(
-                **{
-                    **r.to_dict(),
-                    "speedup_vs_baseline": base.time_s / r.time_s,
-                    "energy_vs_baseline": r.energy_j / base.energy_j,
-                }
+            dataclasses.replace(
+                r, speedup_vs_baseline=base.time_s / r.time_s, energy_vs_baseline=r.energy_j / base.energy_j
             )
         )
     return out
