@@ -1,0 +1,159 @@
+"""`attnreuse export` as a function: one frozen config in, ONNX file(s) and a JSON record out.
+
+Outputs for `--output model.onnx`: `model.onnx` (fp32, checked in ONNX Runtime), with `int8`
+also `model.int8.onnx`, and `model.export.json` (the config, parity, sizes, int8 comparison and
+the machine), each written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ExportConfig", "int8_path", "record_path", "run_export"]
+
+
+def _positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str  # any name timm knows once attnreuse is imported
+    output: str  # the fp32 .onnx file
+    model_kwargs: dict = field(default_factory=dict)  # e.g. {"attn_plan": ["mha", "share"] * 6}
+    checkpoint: str | None = None  # a state dict file (torch or safetensors), loaded strictly
+    num_classes: int | None = None  # default: the checkpoint's classifier width, else the model's
+    img_size: int | None = None  # default: the model's pretrained_cfg input size
+    batch: int = 1  # the exported batch (with dynamic_batch: the example batch)
+    dynamic_batch: bool = False
+    opset: int = 18
+    exporter: str = "torchscript"  # or "dynamo" (torch.export based; slower to export)
+    atol: float = 1e-4  # max abs logit difference ONNX Runtime vs PyTorch
+    check_images: int = 16  # digits test images for the parity check
+    int8: bool = False
+    calib: str | None = None  # "digits" or an ImageFolder: static int8 (else dynamic)
+    calib_images: int = 64
+    eval_data: str = "digits"  # "digits" (test split) or an ImageFolder for int8 agreement
+    eval_images: int | None = None  # default: all of eval_data
+    threads: int = 2  # ONNX Runtime intra-op threads for checks and timings
+
+    def __post_init__(self) -> None:
+        from attnreuse.export.onnx import EXPORTERS
+
+        for name in ("model", "output"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise TypeError(f"model_kwargs must be a dict (JSON object), got {self.model_kwargs!r}")
+        if not self.output.endswith(".onnx"):
+            raise ValueError(f"output must name a .onnx file, got {self.output!r}")
+        for name in ("batch", "opset", "check_images", "calib_images", "threads"):
+            _positive_int(name, getattr(self, name))
+        for name in ("num_classes", "img_size", "eval_images"):
+            _positive_int(name, getattr(self, name), allow_none=True)
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
+        if isinstance(self.atol, bool) or not isinstance(self.atol, (int, float)) or not self.atol > 0:
+            raise ValueError(f"atol must be a positive number, got {self.atol!r}")
+        if self.check_images < self.batch:
+            raise ValueError(f"check_images must be >= batch={self.batch}, got {self.check_images}")
+        if self.calib is not None and not self.int8:
+            raise ValueError(f"calib={self.calib!r} calibrates int8 quantization: add int8=True (--int8)")
+        for name in ("calib", "eval_data"):
+            value = getattr(self, name)
+            if value is not None and value != "digits" and not Path(value).is_dir():
+                raise ValueError(f"{name} must be 'digits' or an ImageFolder directory, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def int8_path(output: str | os.PathLike) -> Path:
+    """model.onnx -> model.int8.onnx"""
+    return Path(output).with_suffix(".int8.onnx")
+
+
+def record_path(output: str | os.PathLike) -> Path:
+    """model.onnx -> model.export.json"""
+    return Path(output).with_suffix(".export.json")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any work when `path` cannot be written (a directory, or no permission)."""
+    if path.is_dir():
+        raise ValueError(f"output {str(path)!r} is a directory; give a .onnx file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise ValueError(f"output {str(path)!r} cannot be written: {err.strerror} ({parent})") from err
+
+
+def run_export(config: ExportConfig) -> dict:
+    """Export (and optionally quantise) `config.model`; returns the record also written to JSON."""
+    import torch
+
+    from attnreuse._io import atomic_write_json
+    from attnreuse.bench.timing import machine_record
+    from attnreuse.export.data import load_images
+    from attnreuse.export.onnx import create_export_model, export_onnx, input_spec
+    from attnreuse.export.quantize import compare_int8, quantize_onnx
+
+    out = Path(config.output)
+    _check_writable(out)
+    model = create_export_model(
+        config.model,
+        checkpoint=config.checkpoint,
+        img_size=config.img_size,
+        num_classes=config.num_classes,
+        model_kwargs=config.model_kwargs,
+    )
+    chans, height, width = input_spec(model, config.img_size)
+    if height != width:
+        raise ValueError(f"{config.model} expects a {height}x{width} input; square inputs only (set img_size)")
+    cfg = model.pretrained_cfg
+    norm = dict(img_size=height, in_chans=chans, mean=cfg.get("mean", (0.5,) * 3), std=cfg.get("std", (0.5,) * 3))
+    check_x, _ = load_images("digits", "test", limit=config.check_images, **norm)
+    result = export_onnx(
+        model,
+        out,
+        check_x,
+        opset=config.opset,
+        dynamic_batch=config.dynamic_batch,
+        exporter=config.exporter,
+        batch=config.batch,
+        atol=config.atol,
+        threads=config.threads,
+    )
+    with torch.no_grad():
+        logit_scale = model(check_x[: config.batch]).abs().max().item()
+    record: dict = {
+        "config": config.to_dict(),
+        "machine": machine_record(threads=config.threads),
+        "onnx": dataclasses.asdict(result),
+        "max_abs_logit": logit_scale,
+        "input_shape": [config.batch, chans, height, width],
+    }
+    if config.int8:
+        calib_x = None
+        if config.calib is not None:
+            calib_x, _ = load_images(config.calib, "train", limit=config.calib_images, **norm)
+        q_path = quantize_onnx(out, int8_path(out), mode="static" if config.calib else "dynamic", calib_images=calib_x)
+        eval_x, eval_y = load_images(config.eval_data, "test", limit=config.eval_images, **norm)
+        record["int8"] = {
+            "path": str(q_path),
+            "mode": "static" if config.calib else "dynamic",
+            **compare_int8(out, q_path, eval_x, eval_y, threads=config.threads),
+        }
+    atomic_write_json(record_path(out), record)
+    return record

@@ -1,0 +1,115 @@
+"""Int8 ONNX models through ONNX Runtime's quantisation tools, and how they compare with fp32.
+
+- "dynamic": weights stored as int8, activations quantised on the fly at run time (no data needed).
+- "static":  weights and activations int8 (QDQ format, per-channel weights, unsigned 8-bit
+             activations), activation ranges from min/max over calibration images.
+Both start from ONNX Runtime's pre-processing (shape inference and graph optimisation).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from torch import Tensor
+
+from attnreuse._io import atomic_path
+from attnreuse.export.onnx import INPUT_NAME, ort_session, run_ort
+
+__all__ = ["QUANT_MODES", "compare_int8", "quantize_onnx"]
+
+QUANT_MODES = ("dynamic", "static")
+
+
+class _ImageReader:
+    """Feeds calibration images [N, C, H, W] to ONNX Runtime's calibrator, `batch` at a time."""
+
+    def __init__(self, images: Tensor, batch: int):
+        self._batches = iter(images[i : i + batch].numpy() for i in range(0, len(images) - batch + 1, batch))
+
+    def get_next(self):
+        x = next(self._batches, None)
+        return None if x is None else {INPUT_NAME: x}
+
+
+def quantize_onnx(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    mode: str = "dynamic",
+    calib_images: Tensor | None = None,
+) -> Path:
+    """Quantise the fp32 ONNX file `src` to int8 at `dst` (atomically; nothing written on failure).
+
+    `calib_images` [N, C, H, W] is required for mode="static" and must hold at least one batch of
+    the model's input size.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in QUANT_MODES:
+        raise ValueError(f"mode must be one of {QUANT_MODES}, got {mode!r}")
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"ONNX model {str(src)!r} does not exist")
+    batch = ort_session(src, threads=1).get_inputs()[0].shape[0]
+    batch = batch if isinstance(batch, int) else 1
+    if mode == "static" and (calib_images is None or calib_images.ndim != 4 or len(calib_images) < batch):
+        got = None if calib_images is None else tuple(calib_images.shape)
+        raise ValueError(f"static quantization needs calib_images [N >= {batch}, C, H, W], got {got}")
+    with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        if mode == "dynamic":
+            quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QInt8)
+        else:
+            quantize_static(
+                str(pre),
+                str(tmp),
+                _ImageReader(calib_images, batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+    return Path(dst)
+
+
+def compare_int8(
+    fp32_path: str | os.PathLike,
+    int8_path: str | os.PathLike,
+    images: Tensor,
+    labels: Tensor | None = None,
+    *,
+    threads: int = 2,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> dict:
+    """Size, latency (one input batch, `threads` threads) and top-1 agreement of int8 with fp32.
+
+    images: [N, C, H, W]; labels: [N] (adds each model's top-1 accuracy).
+    """
+    from attnreuse.bench.timing import measure_latency
+
+    batch = ort_session(fp32_path, threads=1).get_inputs()[0].shape[0]
+    batch = batch if isinstance(batch, int) else 1
+    n = len(images) - len(images) % batch
+    images, labels = images[:n], None if labels is None else labels[:n]
+    record: dict = {"images": n, "threads": threads, "batch": batch}
+    logits = {}
+    for tag, path in (("fp32", fp32_path), ("int8", int8_path)):
+        session = ort_session(path, threads=threads)
+        logits[tag] = run_ort(session, images, batch=batch)
+        feed = {INPUT_NAME: images[:batch].numpy()}
+        stats = measure_latency(lambda: session.run(None, feed), warmup=warmup, repeats=repeats)
+        record[f"{tag}_size_bytes"] = Path(path).stat().st_size
+        record[f"{tag}_latency_ms_median"] = stats.latency_ms_median
+        record[f"{tag}_latency_ms_p90"] = stats.latency_ms_p90
+        if labels is not None:
+            record[f"{tag}_top1"] = (logits[tag].argmax(-1) == labels).float().mean().item()
+    record["top1_agreement"] = (logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).float().mean().item()
+    record["size_ratio"] = record["int8_size_bytes"] / record["fp32_size_bytes"]
+    record["speedup"] = record["fp32_latency_ms_median"] / record["int8_latency_ms_median"]
+    record["max_abs_logit_diff"] = (logits["fp32"] - logits["int8"]).abs().max().item()
+    return record
