@@ -160,3 +160,12 @@ def test_bad_dataflow_and_types_are_rejected():
         evaluate(w, "flat-edge", "flat")
     with pytest.raises(TypeError, match="w must be a Workload"):
         evaluate("bert-base", UNIT, "flat")
+
+
+def test_small_output_tiles_idle_part_of_the_pe_array():
+    """4x4 PEs, N=4, dk=dv=2, one head, head granularity: Logit's [4, 4] output fills the array
+    (32 MACs / 16 = 2 cycles); Attend's [4, 2] output fills half of it (32 MACs / 8 = 4 cycles)."""
+    hw = dataclasses.replace(UNIT, macs_per_cycle=16, pe_rows=4, pe_cols=4, offchip_bytes_per_s=1e12)
+    assert evaluate(_layer(1, 1, 1, 4, 2, 2), hw, "flat-head").compute_cycles == 2 + 4
+    with pytest.raises(ValueError, match="pe_rows x pe_cols must equal macs_per_cycle=16"):
+        dataclasses.replace(hw, pe_cols=2)

@@ -8,7 +8,9 @@ Assumptions, all stated here and in docs/dataflow.md:
 - A dataflow is a sequence of phases (operators). Inside a phase, compute and off-chip transfers
   overlap fully on an accelerator (double-buffered tiles): phase cycles = max(compute, memory); on
   a CPU (`hw.overlap_memory` False) they add. Phases run one after another. The vector (softmax) unit overlaps the MAC array when `hw.vector_overlaps_mac`, else
-  their cycles add. The MAC array runs at full utilisation (flexible mapping).
+  their cycles add. Where the PE array's shape is given, a matmul keeps the fraction of it busy
+  that its output tile fills (output-stationary, either orientation, partial passes padded);
+  otherwise the array runs at full utilisation.
 - Matmuls are output-stationary: an output tile [Tr, Tc] stays on chip while the reduction streams
   through in double-buffered chunks of STREAM elements; A is re-read once per column tile and B once
   per row tile; the tile is searched to minimise traffic within the buffer.
@@ -42,6 +44,7 @@ class Phase:
 
     name: str
     macs: float
+    mac_cycles: float
     vector_ops: float
     offchip_elems: float
     onchip_elems: float
@@ -94,7 +97,26 @@ def _array_reads(macs: float, hw: Hardware) -> float:
     return 2.0 * macs / math.sqrt(hw.macs_per_cycle)
 
 
-def _gemm(name: str, rows: int, inner: int, cols: int, count: int, hw: Hardware, *, a_resident: float = 0) -> Phase:
+def _utilisation(out_rows: float, out_cols: float, hw: Hardware) -> float:
+    """Fraction of the PE array an output-stationary [out_rows, out_cols] tile keeps busy (either
+    orientation; partial passes padded). 1.0 when the array shape is not given (`pe_rows` 0)."""
+    if not hw.pe_rows:
+        return 1.0
+
+    def fill(extent: float, pes: int) -> float:
+        return extent / (math.ceil(extent / pes) * pes)
+
+    return max(
+        fill(out_rows, hw.pe_rows) * fill(out_cols, hw.pe_cols),
+        fill(out_rows, hw.pe_cols) * fill(out_cols, hw.pe_rows),
+    )
+
+
+def _mac_cycles(macs: float, out_rows: float, out_cols: float, hw: Hardware) -> float:
+    return macs / (hw.macs_per_cycle * _utilisation(out_rows, out_cols, hw))
+
+
+def _gemm(name: str, rows: int, inner: int, cols: int, count: int, hw: Hardware) -> Phase:
     """`count` independent [rows, inner] x [inner, cols] matmuls, operands and result off chip.
 
     Output-stationary: traffic = A * ceil(cols / Tc) + B * ceil(rows / Tr) + C, with the tile
@@ -122,6 +144,7 @@ def _gemm(name: str, rows: int, inner: int, cols: int, count: int, hw: Hardware,
     return Phase(
         name=name,
         macs=macs,
+        mac_cycles=_mac_cycles(macs, tr, tc, hw),
         vector_ops=0.0,
         offchip_elems=count * traffic,
         onchip_elems=count * traffic + _array_reads(macs, hw) + count * rows * cols,
@@ -138,6 +161,7 @@ def _baseline_attention(w: Workload, hw: Hardware) -> list[Phase]:
     softmax = Phase(
         name="softmax",
         macs=0.0,
+        mac_cycles=0.0,
         vector_ops=SOFTMAX_OPS_PER_ELEMENT * scores,
         offchip_elems=2.0 * scores,
         onchip_elems=4.0 * scores,
@@ -176,9 +200,11 @@ def _fused(w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: 
         tile = f"row R={rows} kv={'resident' if kv_resident else 'streamed'}"
     scores = bh * n * n
     macs = scores * (dk + g * dv)
+    tile_rows = n if granularity != "row" else rows
     return Phase(
         name="attention",
         macs=macs,
+        mac_cycles=_mac_cycles(scores * dk, tile_rows, n, hw) + _mac_cycles(scores * g * dv, tile_rows, g * dv, hw),
         vector_ops=SOFTMAX_OPS_PER_ELEMENT * scores,
         offchip_elems=offchip,
         onchip_elems=offchip + _array_reads(macs, hw) + scores + bh * n * g * dv + 2.0 * scores,
@@ -198,12 +224,17 @@ def _taylor_attention(w: Workload, hw: Hardware) -> list[Phase]:
     (Q k_sum + N), streamed over query rows. No N x N term; Q, K, V, O move off chip once."""
     bh, n, g, dk, dv = w.batch * w.q_heads, w.seq_len, w.map_sharing, w.dk, w.dv
     macs = bh * (n * dk * g * dv * 2 + n * dk)
+    # K^T V has a [Dk, G*Dv] output; Q G and Q k_sum are [N, G*Dv + 1].
+    mac_cycles = _mac_cycles(bh * n * dk * g * dv, dk, g * dv, hw) + _mac_cycles(
+        bh * n * dk * (g * dv + 1), n, g * dv + 1, hw
+    )
     vector = bh * (n * dk + n * g * dv * 2)  # centring, v_sum, divide
     offchip = bh * 2 * n * (dk + g * dv)
     return [
         Phase(
             name="taylor",
             macs=macs,
+            mac_cycles=mac_cycles,
             vector_ops=vector,
             offchip_elems=offchip,
             onchip_elems=offchip + _array_reads(macs, hw) + bh * n * g * dv,
@@ -228,7 +259,7 @@ def _projections(w: Workload, hw: Hardware) -> tuple[list[Phase], list[Phase]]:
 
 def _phase_cycles(p: Phase, hw: Hardware) -> tuple[float, float, float]:
     """(compute, memory, total) cycles of one phase."""
-    mac = p.macs / hw.macs_per_cycle
+    mac = p.mac_cycles
     vec = p.vector_ops / hw.vector_ops_per_cycle
     compute = max(mac, vec) if hw.vector_overlaps_mac else mac + vec
     memory = p.offchip_elems * hw.elem_bytes / hw.offchip_bytes_per_cycle

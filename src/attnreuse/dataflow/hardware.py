@@ -39,6 +39,8 @@ class Hardware:
         special-function unit); False when the same cores do both (a CPU), so their cycles add.
     overlap_memory: True when off-chip transfers overlap compute inside an operator (double-
         buffered DMA: time = max); False when they add (a CPU running one eager op at a time).
+    pe_rows, pe_cols: the PE array's shape (rows x cols = macs_per_cycle) for the utilisation of
+        small matmul tiles; 0 for a machine modelled at full utilisation (GPU, CPU).
     fresh_alloc_s_per_byte, fresh_alloc_min_bytes: host cost of first touching a freshly allocated
         tensor (page faults + zeroing), charged to an unfused operator's output of at least
         fresh_alloc_min_bytes (smaller blocks are recycled by the allocator). 0 on accelerators.
@@ -60,6 +62,8 @@ class Hardware:
     onchip_byte_j: float
     offchip_byte_j: float
     overlap_memory: bool = True
+    pe_rows: int = 0
+    pe_cols: int = 0
     fresh_alloc_s_per_byte: float = 0.0
     fresh_alloc_min_bytes: int = 0
     sources: tuple[str, ...] = ()
@@ -75,6 +79,12 @@ class Hardware:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{field} must be a positive int, got {value!r}")
+        if self.pe_rows or self.pe_cols:
+            if self.pe_rows < 1 or self.pe_cols < 1 or self.pe_rows * self.pe_cols != self.macs_per_cycle:
+                raise ValueError(
+                    f"pe_rows x pe_cols must equal macs_per_cycle={self.macs_per_cycle} (or both be 0), "
+                    f"got {self.pe_rows} x {self.pe_cols}"
+                )
         if not isinstance(self.fresh_alloc_min_bytes, int) or self.fresh_alloc_min_bytes < 0:
             raise ValueError(f"fresh_alloc_min_bytes must be an int >= 0, got {self.fresh_alloc_min_bytes!r}")
         for field in ("mac_j", "onchip_byte_j", "offchip_byte_j", "fresh_alloc_s_per_byte"):
@@ -109,10 +119,13 @@ def _flat(name: str, pes: int, buffer_bytes: int, bytes_per_s: float) -> Hardwar
         mac_j=MAC_J_FP16,
         onchip_byte_j=ONCHIP_BYTE_J,
         offchip_byte_j=OFFCHIP_BYTE_J,
+        pe_rows=pes,
+        pe_cols=pes,
         sources=(
             f"{pes}x{pes} PEs, {buffer_bytes // KIB} KiB buffer, {bytes_per_s / 1e9:g} GB/s, 940 MHz: "
             "FLAT (Kao et al., ASPLOS 2023) platforms as in NOTES.md section 4",
             "FP16 operands (2 bytes an element); softmax unit pipelined beside the array (assumption)",
+            "output-stationary mapping: a matmul output tile smaller than the array idles PEs (assumption)",
             HOROWITZ,
         ),
     )
