@@ -156,3 +156,19 @@ def test_opset_out_of_range_names_the_exporter(tmp_path):
     model = create_export_model(PICO, num_classes=10)
     with pytest.raises(ValueError, match=r"opset for the dynamo exporter must be an int in \[18, 23\], got 13"):
         export_onnx(model, tmp_path / "m.onnx", _images(1), opset=13, exporter="dynamo")
+
+
+def test_train_output_directory_as_checkpoint(tmp_path):
+    from attnreuse.train.checkpoint import save_model_weights
+
+    src = create_export_model(PICO, num_classes=10, model_kwargs={"attn_plan": "reuse"})
+    run = tmp_path / "run"
+    save_model_weights(run / "model.safetensors", src.state_dict())
+    (run / "model.json").write_text(json.dumps({"name": PICO, "kwargs": {"num_classes": 10, "attn_plan": "reuse"}}))
+    model = create_export_model(PICO, checkpoint=run)
+    assert model.attn_plan == ("reuse",) * len(model.attn_plan)
+    x = _images(2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), src(x), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="holds a 'attnreuse_vit_pico_patch4_32', not a 'reuse_vit_tiny_patch16_224'"):
+        create_export_model("reuse_vit_tiny_patch16_224", checkpoint=run)

@@ -67,6 +67,28 @@ def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise ValueError(f"checkpoint {str(path)!r} could not be read as a state dict: {err}") from err
 
 
+def _read_run_dir(run_dir: Path, name: str) -> tuple[dict[str, Tensor], dict]:
+    """The latest weights of an `attnreuse train`/`convert` output directory and the model
+    arguments it was built with (its model.json, plus img_size from its config.json)."""
+    import json
+
+    from attnreuse.train.checkpoint import MODEL_JSON, load_weights
+
+    spec_path = run_dir / MODEL_JSON
+    if not spec_path.is_file():
+        raise ValueError(f"checkpoint directory {str(run_dir)!r} is not a train/convert output (no {MODEL_JSON})")
+    spec = json.loads(spec_path.read_text())
+    if spec["name"] != name:
+        raise ValueError(f"checkpoint directory {str(run_dir)!r} holds a {spec['name']!r}, not a {name!r}")
+    kwargs = dict(spec["kwargs"])
+    config_path = run_dir / "config.json"
+    if "img_size" not in kwargs and config_path.is_file():
+        img_size = json.loads(config_path.read_text()).get("img_size")
+        if img_size:
+            kwargs["img_size"] = img_size
+    return load_weights(run_dir), kwargs
+
+
 def _classes_in(state: dict[str, Tensor], classifier: str | None) -> int | None:
     weight = state.get(f"{classifier}.weight") if classifier else None
     return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
@@ -82,16 +104,24 @@ def create_export_model(
 ) -> nn.Module:
     """`timm.create_model(name, **model_kwargs)` in eval mode, weights from `checkpoint` (strict).
 
-    `num_classes` defaults to the checkpoint's classifier width; `img_size` is passed to models
-    that take it (the others are fully convolutional and take any size at run time).
+    `checkpoint`: a state dict file, or an `attnreuse train` output directory (whose model.json
+    arguments and img_size are used). `num_classes` defaults to the checkpoint's classifier width;
+    `img_size` is passed to models that take it (the others take any size at run time) and
+    recorded as `pretrained_cfg["input_size"]`.
     """
     import timm
 
     import attnreuse  # noqa: F401 - registers the attnreuse models
 
     _check_model_name(name)
-    state = _read_state_dict(checkpoint) if checkpoint is not None else None
     kwargs = dict(model_kwargs or {})
+    state = None
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        state, run_kwargs = _read_run_dir(Path(checkpoint), name)
+        kwargs = {**run_kwargs, **kwargs}
+        img_size = img_size or kwargs.pop("img_size", None)
+    elif checkpoint is not None:
+        state = _read_state_dict(checkpoint)
     if num_classes is None and state is not None:
         cfg = timm.models.get_pretrained_cfg(name)
         num_classes = _classes_in(state, getattr(cfg, "classifier", None) if cfg else None)
@@ -108,6 +138,10 @@ def create_export_model(
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise ValueError(f"checkpoint {str(checkpoint)!r} does not fit model {name!r}: {err}") from err
+    if img_size:
+        # record the resolution it was built for (a copy: timm's registry entry stays as it was)
+        chans = model.pretrained_cfg.get("input_size", (3,))[0]
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (chans, img_size, img_size)}
     return model.eval()
 
 
