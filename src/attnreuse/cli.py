@@ -15,6 +15,7 @@ _TOOLS = (
     "attnreuse.dataflow.cli",
     "attnreuse.export.cli",
     "attnreuse.train.cli",
+    "attnreuse.analysis.cli",
 )
 
 

@@ -1,0 +1,1 @@
+"""`attnreuse analyze`: how alike attention maps are across heads and layers, and a suggested plan."""

@@ -1,0 +1,112 @@
+"""Record every layer's softmax attention maps and attention outputs with forward hooks.
+
+Works on timm ViT/DeiT (`blocks.N.attn.qkv`, `q_norm`, `k_norm`, `scale`, `proj`) and on the
+attnreuse ViT (`PlanBlock`: fused `qkv` for "mha", `qk` for "reuse", the source layer's map for
+"share", no softmax map for "skip" and "taylor"). Maps are recomputed from the captured q/k with
+`attnreuse.ops.attention_map`, so the model runs its normal (fast) path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnreuse.ops import attention_map
+
+__all__ = ["LayerCapture", "capture_attention", "vit_blocks"]
+
+
+@dataclass
+class LayerCapture:
+    """One layer over the captured batches.
+
+    kind: the plan kind ("mha" for timm blocks); maps: [B, Hq, N, N] softmax maps (None for
+    layers without one); output: [B, N, C] attention output (after `proj`, before the residual;
+    None if the block exposes none).
+    """
+
+    kind: str
+    maps: Tensor | None
+    output: Tensor | None
+
+
+def vit_blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a timm-style ViT (`model.blocks`), with a clear error otherwise."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0:
+        raise TypeError(
+            f"{type(model).__name__} has no `blocks` list of ViT blocks; analysis supports timm ViT/DeiT "
+            "and attnreuse ViT models"
+        )
+    return list(blocks)
+
+
+def _qk_from(attn: nn.Module, proj_out: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
+    """q, k: [B, Hq, N, d] from the output of `attn.qkv` ([B, N, 3C], fused) or `attn.qk` ([B, N, 2Cqk])."""
+    B, N, _ = proj_out.shape
+    heads, parts = (attn.num_heads, 3) if fused else (attn.qk_heads, 2)
+    t = proj_out.reshape(B, N, parts, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = t[0], t[1]
+    return attn.q_norm(q), attn.k_norm(k)
+
+
+def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapture]:
+    """Run `model` (eval, no grad) on each batch [B, 3, H, W]; return one LayerCapture per block."""
+    blocks = vit_blocks(model)
+    kinds = [getattr(blk, "kind", "mha") for blk in blocks]
+    maps: list[list[Tensor]] = [[] for _ in blocks]
+    outs: list[list[Tensor]] = [[] for _ in blocks]
+    handles = []
+
+    def on_qk(i: int, attn: nn.Module, fused: bool):
+        def hook(_module, _inp, out):
+            q, k = _qk_from(attn, out.float(), fused)
+            maps[i].append(attention_map(q, k, scale=attn.scale))
+
+        return hook
+
+    def on_block(i: int):
+        def hook(_module, _inp, out):
+            if isinstance(out, tuple):  # attnreuse PlanBlock: (x, attn_map, attn_out)
+                outs[i].append(out[2].float())
+
+        return hook
+
+    def on_attn(i: int):
+        def hook(_module, _inp, out):
+            outs[i].append(out.float())
+
+        return hook
+
+    try:
+        for i, (blk, kind) in enumerate(zip(blocks, kinds)):
+            attn = getattr(blk, "attn", None)
+            if kind in ("mha", "reuse") and attn is not None:
+                fused = hasattr(attn, "qkv")
+                proj = attn.qkv if fused else attn.qk
+                handles.append(proj.register_forward_hook(on_qk(i, attn, fused)))
+            if hasattr(blk, "kind"):
+                handles.append(blk.register_forward_hook(on_block(i)))
+            elif attn is not None:
+                handles.append(attn.register_forward_hook(on_attn(i)))
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+
+    captures, last_map = [], None
+    for kind, m, o in zip(kinds, maps, outs):
+        layer_maps = torch.cat(m) if m else None
+        if kind == "share":
+            layer_maps = last_map  # a shared layer applies the latest computed map
+        elif layer_maps is not None:
+            last_map = layer_maps
+        captures.append(LayerCapture(kind, layer_maps, torch.cat(o) if o else None))
+    return captures
