@@ -69,7 +69,7 @@ def test_cache_size_is_read_from_sysfs(tmp_path):
 def test_calibrated_cpu_is_a_valid_hardware():
     hw = calibrate_cpu(seconds=0.01)
     assert isinstance(hw, Hardware) and hw.name == "this-cpu" and hw.elem_bytes == 4
-    assert not hw.overlap_memory and hw.fresh_alloc_min_bytes == 32 << 20
+    assert not hw.overlap_memory and hw.fresh_alloc_min_bytes == 16 << 20
 
 
 def test_flat_models_and_bad_workloads():

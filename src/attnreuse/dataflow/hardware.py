@@ -162,7 +162,11 @@ JETSON_ORIN = Hardware(
 
 HARDWARE = {hw.name: hw for hw in (FLAT_EDGE, FLAT_CLOUD, JETSON_ORIN)}
 CPU_NAME = "this-cpu"
-GLIBC_MMAP_MAX = 32 * MIB
+# glibc serves blocks >= 32 MiB with mmap and unmaps them on free; smaller blocks come from the
+# heap, which it trims back to the OS when more than its trim threshold is free at the top. Here
+# a dense attention's score and probability tensors of 16 MiB each were observed to fault in again
+# on every call and 8 MiB ones not (measured, `attnreuse dataflow --validate`): an empirical bound.
+FRESH_ALLOC_MIN_BYTES = 16 * MIB
 
 
 def cpu_cache_bytes(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> int:
@@ -209,15 +213,15 @@ def calibrate_cpu(*, threads: int = 1, seconds: float = 0.3) -> Hardware:
         offchip_byte_j=OFFCHIP_BYTE_J,
         overlap_memory=False,
         fresh_alloc_s_per_byte=fault_s_per_byte,
-        fresh_alloc_min_bytes=GLIBC_MMAP_MAX,
+        fresh_alloc_min_bytes=FRESH_ALLOC_MIN_BYTES,
         sources=(
             f"measured with {threads} thread(s): FP32 matmul {macs_per_s / 1e9:.2f} GMAC/s, softmax "
             f"{exp_per_s / 1e9:.2f} G element-wise ops/s, copy {bytes_per_s / 1e9:.2f} GB/s (read + "
             f"write), first touch of fresh memory {fault_s_per_byte * 1e12:.0f} ps/byte",
             f"buffer = largest cache of cpu0 from sysfs: {cache // KIB} KiB",
             "one cycle = 1 ns; MAC, element-wise work and memory traffic of one op add (eager ops)",
-            "fresh allocations >= 32 MiB (glibc's largest mmap threshold) are returned to the OS on "
-            "free, so each call faults them in again",
+            "fresh tensors >= 16 MiB are returned to the OS on free (glibc unmaps/trims them), so each "
+            "call faults them in again (observed here; smaller ones are recycled)",
             HOROWITZ + " (FP32 MAC; not measured here)",
         ),
     )

@@ -32,7 +32,7 @@ class ValidateConfig:
     batch: int = 1
     threads: int = 1
     min_time_s: float = 0.1
-    rounds: int = 3
+    rounds: int = 5
 
     def __post_init__(self) -> None:
         if not self.seq_lens or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.seq_lens):
@@ -72,10 +72,9 @@ def predicted_ratios(cfg: ValidateConfig, hw: Hardware, n: int) -> dict[str, flo
 
 
 def _measure(cfg: ValidateConfig, n: int) -> dict[tuple[str, bool], float]:
-    """Median seconds per (backend, shared); the four variants are timed in turn, `rounds` times,
-    so that a change of machine load hits all of them alike."""
-    import statistics
-
+    """Fastest seconds per (backend, shared) over `rounds` rounds that time the four variants in
+    turn: on a shared machine the minimum is the most repeatable estimate of the unloaded time,
+    and interleaving makes a change of load hit all variants alike."""
     import torch
 
     from attnreuse import ops
@@ -93,8 +92,8 @@ def _measure(cfg: ValidateConfig, n: int) -> dict[tuple[str, bool], float]:
                     stats = measure_latency(
                         lambda: ops.softmax_attention(q, k, v), warmup=1, repeats=3, min_time_s=cfg.min_time_s
                     )
-                samples.setdefault((backend, shared), []).append(stats.latency_ms_median / 1e3)
-    return {key: statistics.median(ts) for key, ts in samples.items()}
+                samples.setdefault((backend, shared), []).append(stats.latency_ms_min / 1e3)
+    return {key: min(ts) for key, ts in samples.items()}
 
 
 def validate(cfg: ValidateConfig, hw: Hardware | None = None) -> list[dict]:
