@@ -1,0 +1,227 @@
+"""Exact attention with shared maps (`softmax_attention`, `attention_map`, `apply_map`): every
+backend, forward and backward, against the literal float64 reference."""
+
+import pytest
+import torch
+from opscheck import BF16_ATOL, BF16_RTOL, F32_ATOL, F32_RTOL, assert_close, grads, qkv
+
+import attnreuse.ops.softmax as softmax_mod
+from attnreuse import ops
+from attnreuse.bench.timing import measure_peak_bytes
+from attnreuse.ops import reference
+
+# B, Hq, Hv, N, M, Dk, Dv, tile, bias shape (None: no bias)
+CASES = [
+    (1, 1, 8, 37, 37, 16, 16, 8, None),  # Reuse Attention; N not a multiple of the tile
+    (2, 2, 4, 33, 20, 8, 12, 7, (1, 2, 33, 20)),  # grouped reuse, N != M, Dk != Dv, per-head bias
+    (3, 4, 4, 17, 23, 8, 8, None, (3, 1, 1, 23)),  # multi-head, key bias per batch
+    (2, 1, 3, 19, 19, 6, 5, 4, (19, 19)),  # 2-D bias (UniForm's relative position bias)
+    (2, 2, 2, 9, 12, 4, 4, None, (2, 2, 9, 1)),  # multi-head, a bias per query row
+]
+IDS = ["reuse", "grouped-dk!=dv", "mha-keybias", "bias2d", "mha-rowbias"]
+
+
+def _applies(backend, case):
+    B, Hq, Hv, N, M, Dk, Dv = case[:7]
+    return backend != "sdpa" or (Hq == Hv and Dk == Dv)
+
+
+# sdpa cannot express shared maps or Dk != Dv; that it raises there is tested below.
+F32_PARAMS = [
+    pytest.param(case, backend, id=f"{name}-{backend}")
+    for case, name in zip(CASES, IDS)
+    for backend in ("tiled", "dense", "auto", "sdpa")
+    if _applies(backend, case)
+]
+
+
+def _inputs(case, dtype):
+    B, Hq, Hv, N, M, Dk, Dv, tile, bias_shape = case
+    q, k, v = qkv(B, Hq, Hv, N, M, Dk, Dv, dtype)
+    bias = None
+    if bias_shape is not None:
+        bias = torch.randn(bias_shape, dtype=torch.float64).to(dtype).requires_grad_()
+    return q, k, v, bias, tile
+
+
+def _check_against_reference(case, backend, dtype, rtol, atol):
+    q, k, v, bias, tile = _inputs(case, dtype)
+    with ops.use_backend(backend):
+        out = ops.softmax_attention(q, k, v, bias=bias, tile=tile)
+    inputs64 = [x.detach().double().requires_grad_() if x is not None else None for x in (q, k, v, bias)]
+    ref = reference.softmax_attention(*inputs64[:3], bias=inputs64[3])
+    assert out.dtype == dtype
+    assert_close("out", ref, out, rtol, atol)
+    seed = torch.randn(ref.shape, dtype=torch.float64)
+    got = grads(out, (q, k, v, bias), seed)
+    want = grads(ref, inputs64, seed)
+    for name, g, w in zip(("dq", "dk", "dv", "dbias"), got, want):
+        if w is not None:
+            assert g.dtype == dtype, name
+            assert_close(name, w, g, rtol, atol)
+
+
+@pytest.mark.parametrize("case, backend", F32_PARAMS)
+def test_float32_forward_backward(case, backend):
+    _check_against_reference(case, backend, torch.float32, F32_RTOL, F32_ATOL)
+
+
+@pytest.mark.parametrize("backend", ["tiled", "dense", "auto"])
+@pytest.mark.parametrize("case", CASES[:3], ids=IDS[:3])
+def test_bfloat16_forward_backward(case, backend):
+    _check_against_reference(case, backend, torch.bfloat16, BF16_RTOL, BF16_ATOL)
+
+
+@pytest.mark.parametrize("backend", ["tiled", "dense", "sdpa"])
+def test_gradcheck_float64(backend):
+    Hv, Dv = (2, 3) if backend == "sdpa" else (4, 2)
+    Hq = 2
+    q, k, v = qkv(2, Hq, Hv, 5, 4, 3, Dv if backend != "sdpa" else 3)
+    bias = torch.randn(1, Hq, 5, 4, dtype=torch.float64, requires_grad=True)
+    if backend == "sdpa":
+        v = torch.randn(2, Hq, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(q, k, v, bias):
+        with ops.use_backend(backend):
+            return ops.softmax_attention(q, k, v, bias=bias, tile=2)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, bias))
+
+
+def test_gradcheck_reuse_broadcast_bias():
+    q, k, v = qkv(2, 1, 3, 6, 5, 3, 2)
+    bias = torch.randn(6, 1, dtype=torch.float64, requires_grad=True)
+    fn = lambda q, k, v, b: ops.softmax_attention(q, k, v, bias=b, tile=4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v, bias))
+
+
+def test_gradcheck_attention_map_and_apply_map():
+    q, k, v = qkv(1, 2, 4, 4, 5, 3, 2)
+    bias = torch.randn(2, 1, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, k, b: ops.attention_map(q, k, bias=b, scale=0.7), (q, k, bias))
+    attn = torch.softmax(torch.randn(1, 2, 4, 5, dtype=torch.float64), -1).requires_grad_()
+    assert torch.autograd.gradcheck(ops.apply_map, (attn, v))
+
+
+@pytest.mark.parametrize("backend", ["tiled", "dense", "auto"])
+def test_return_map_equals_reference(backend):
+    q, k, v = qkv(2, 2, 4, 11, 7, 4, 3, torch.float32, requires_grad=False)
+    bias = torch.randn(2, 1, 1, 7)
+    with ops.use_backend(backend):
+        out, attn = ops.softmax_attention(q, k, v, bias=bias, scale=0.3, return_map=True)
+    ref_map = reference.attention_map(q.double(), k.double(), scale=0.3, bias=bias.double())
+    assert_close("map", ref_map, attn, F32_RTOL, F32_ATOL)
+    assert_close("out", reference.apply_map(ref_map, v.double()), out, F32_RTOL, F32_ATOL)
+    assert_close("apply_map", reference.apply_map(ref_map, v.double()), ops.apply_map(attn, v), F32_RTOL, F32_ATOL)
+
+
+@pytest.mark.parametrize(
+    "tile_bytes, tile",
+    [(3 * 4 * 9 * 12, None), (4 * 12 * 2, None), (1 << 20, 5)],
+    ids=["3-whole-maps-per-tile", "rows-per-tile", "explicit-tile"],
+)
+def test_every_tile_layout(monkeypatch, tile_bytes, tile):
+    """Tiles of several whole maps (not dividing B * Hq), of row blocks, and user-given rows."""
+    monkeypatch.setattr(softmax_mod, "TILE_BYTES", tile_bytes)
+    case = (2, 4, 8, 9, 12, 5, 3, tile, (2, 4, 9, 12))
+    _check_against_reference(case, "tiled", torch.float32, F32_RTOL, F32_ATOL)
+
+
+def test_auto_tile():
+    assert ops.auto_tile(10, 10, 1) == 10
+    assert ops.auto_tile(1 << 20, 1 << 16, 1) == softmax_mod.TILE_BYTES // (4 << 16)
+    assert ops.auto_tile(1 << 20, 1 << 30, 8) == softmax_mod.MIN_TILE_ROWS
+
+
+@pytest.mark.parametrize("backend", ["tiled", "dense", "auto"])
+def test_nan_and_inf_propagate_like_pytorch(backend):
+    q, k, v = qkv(1, 2, 4, 6, 5, 3, 2, torch.float32, requires_grad=False)
+    q[0, 0, 2, 1] = float("nan")  # one query row of map 0
+    k[0, 1, 3, 0] = float("inf")  # one key of map 1
+    v[0, 3, 4, 1] = float("-inf")
+    bias = torch.zeros(6, 5)
+    bias[4] = float("-inf")  # a fully masked row: softmax gives NaN
+    with ops.use_backend(backend):
+        out = ops.softmax_attention(q, k, v, bias=bias)
+    ref = reference.softmax_attention(q.double(), k.double(), v.double(), bias=bias.double())
+    assert torch.equal(out.isnan(), ref.isnan()) and out.isnan().any()
+    assert torch.equal(out.isinf(), ref.isinf())
+    finite = ref.isfinite()
+    assert_close("finite part", ref[finite], out[finite], F32_RTOL, F32_ATOL)
+
+
+def test_backend_selects_the_path(monkeypatch):
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(softmax_mod, name, wrapped)
+
+    spy("_forward_tiles", softmax_mod._forward_tiles)
+    spy("attention_map", softmax_mod.attention_map)
+    monkeypatch.setattr(softmax_mod.F, "scaled_dot_product_attention", _spy_sdpa(calls))
+    mha = qkv(1, 2, 2, 4, 4, 3, 3, torch.float32, requires_grad=False)
+    reuse = qkv(1, 1, 2, 4, 4, 3, 3, torch.float32, requires_grad=False)
+    expected = [
+        ("auto", mha, False, "sdpa"),
+        ("auto", reuse, False, "_forward_tiles"),
+        ("auto", mha, True, "attention_map"),
+        ("tiled", mha, False, "_forward_tiles"),
+        ("dense", reuse, False, "attention_map"),
+        ("sdpa", mha, False, "sdpa"),
+    ]
+    for backend, inputs, return_map, path in expected:
+        calls.clear()
+        with ops.use_backend(backend):
+            ops.softmax_attention(*inputs, return_map=return_map)
+        assert calls == [path], (backend, return_map, calls)
+    assert ops.get_backend() == "auto"
+
+
+def _spy_sdpa(calls):
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa(*args, **kwargs):
+        calls.append("sdpa")
+        return real(*args, **kwargs)
+
+    return sdpa
+
+
+@pytest.mark.parametrize(
+    "shape, return_map, needs",
+    [((1, 2, 3, 3), False, "Hq == Hv"), ((2, 2, 3, 4), False, "Dk == Dv"), ((2, 2, 3, 3), True, "return_map")],
+)
+def test_sdpa_backend_raises_where_it_cannot_apply(shape, return_map, needs):
+    Hq, Hv, Dk, Dv = shape
+    q, k, v = qkv(1, Hq, Hv, 4, 4, Dk, Dv, torch.float32, requires_grad=False)
+    with ops.use_backend("sdpa"), pytest.raises(ValueError, match="backend 'sdpa' needs") as err:
+        ops.softmax_attention(q, k, v, return_map=return_map)
+    assert needs in str(err.value)
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.set_backend("flash")
+    assert ops.get_backend() == "auto"
+
+
+def test_tiled_memory_grows_with_n_not_n_squared(monkeypatch):
+    """FLAT: one score tile at a time, forward and backward; the dense map is 4 MiB here."""
+    monkeypatch.setattr(softmax_mod, "TILE_BYTES", 256 << 10)
+    q, k, v = qkv(1, 1, 2, 1024, 1024, 8, 8, torch.float32)
+    map_bytes = 1024 * 1024 * 4
+    with torch.no_grad(), ops.use_backend("dense"):
+        dense = measure_peak_bytes(lambda: ops.softmax_attention(q, k, v))
+    with torch.no_grad(), ops.use_backend("tiled"):
+        tiled = measure_peak_bytes(lambda: ops.softmax_attention(q, k, v))
+    assert dense >= map_bytes
+    assert tiled < map_bytes // 4, tiled
+    with ops.use_backend("tiled"):
+        out = ops.softmax_attention(q, k, v)
+    seed = torch.randn_like(out)
+    backward = measure_peak_bytes(lambda: torch.autograd.grad(out, (q, k, v), seed))
+    assert backward < map_bytes // 2, backward
