@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 
@@ -77,11 +79,21 @@ def check_bias(bias: object, ref: Tensor, shape: tuple[int, int, int, int]) -> T
 
 
 def check_scale(scale: object, default: float) -> float:
+    """A finite float, or `default` for None."""
     if scale is None:
         return default
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale!r}")
     return float(scale)
+
+
+def check_eps(eps: object) -> float:
+    """A positive finite float (a denominator's floor)."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+        raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+    return float(eps)
 
 
 def group_values(v: Tensor, hq: int) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnreuse.ops._checks import check_qkv, check_scale, group_values, ungroup_values
+from attnreuse.ops._checks import check_eps, check_qkv, check_scale, group_values, ungroup_values
 
 __all__ = ["TAYLOR_CENTERS", "linear_attention", "taylor_attention"]
 
@@ -57,6 +57,7 @@ def taylor_attention(
     scale = check_scale(scale, Dk**-0.5)
     if center not in TAYLOR_CENTERS:
         raise ValueError(f"center must be one of {TAYLOR_CENTERS}, got {center!r}")
+    eps = check_eps(eps)
     acc = _accumulator(q)
     qa, ka, va = q.to(acc), k.to(acc), group_values(v, Hq).to(acc)
     if center == "tokens":
@@ -84,6 +85,7 @@ def linear_attention(
     B, Hq, Hv, N, M, Dk, Dv = check_qkv(q, k, v)
     if feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+    eps = check_eps(eps)
     acc = _accumulator(q)
     phi = (lambda x: F.elu(x) + 1) if feature_map == "elu" else F.relu
     fq, fk = phi(q.to(acc)), phi(k.to(acc))
