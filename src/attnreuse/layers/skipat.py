@@ -78,6 +78,8 @@ class SkipAtPhi(nn.Module):
         if H * W != N:
             raise ValueError(f"grid {tuple(grid)} has {H * W} cells but x has {N} tokens (shape {tuple(x.shape)})")
         h = self.act1(self.fc1(x))  # [B, N, hidden]
-        h = h.transpose(1, 2).reshape(B, -1, H, W)
-        h = self.act2(self.dwconv(h)).flatten(2).transpose(1, 2)  # [B, N, hidden]
+        # [B, hidden, H, W] as a channels-last view: CPU depthwise conv is ~10x faster on it than on a
+        # channels-first copy, and its channels-last output flattens back to tokens without a copy.
+        h = h.view(B, H, W, -1).permute(0, 3, 1, 2)
+        h = self.act2(self.dwconv(h)).permute(0, 2, 3, 1).reshape(B, N, -1)  # [B, N, hidden]
         return self.eca(self.fc2(h))
