@@ -272,3 +272,14 @@ def test_bad_resolution_raises():
         model(torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match="multiple of the patch size"):
         _vit(dynamic_img_size=True)(torch.randn(1, 3, 40, 40))
+
+
+def test_reuse_qk_dim_and_grouped_reuse():
+    model = _vit("attnreuse_vit_small_patch16_224", attn_plan=["reuse", "reuse:2", "reuse:6", "share"], reuse_qk_dim=48)
+    blocks = model.blocks
+    assert blocks[0].attn.qk.weight.shape == (96, 384) and blocks[0].attn.qk_heads == 1
+    assert blocks[1].attn.qk.weight.shape == (96, 384) and blocks[1].attn.qk_heads == 2
+    assert blocks[2].attn.fused_qkv  # reuse:<num_heads> is multi-head attention
+    assert model.attn_plan == ("reuse", "reuse:2", "reuse:6", "share")
+    with torch.no_grad():
+        assert model(_images()).shape == (2, 1000)

@@ -80,12 +80,11 @@ class PlanBlock(nn.Module):
         norm_layer: type[nn.Module] = LayerNorm,
         mlp_layer: type[nn.Module] = Mlp,
         attn_layer: object = None,
-        depth: int = 0,
         device=None,
         dtype=None,
         *,
-        plan: tuple[LayerSpec, ...],
-        emit_maps: frozenset[int] = frozenset(),
+        spec: LayerSpec,
+        emit_map: bool = False,
         num_prefix_tokens: int = 1,
         reuse_qk_dim: int | None = None,
         taylor_center: str | None = "tokens",
@@ -96,9 +95,9 @@ class PlanBlock(nn.Module):
         super().__init__()
         if scale_attn_norm:
             raise ValueError("scale_attn_norm=True is not supported by the attnreuse ViT blocks")
-        self.spec = plan[depth]
-        self.kind = self.spec.kind
-        self.emit_map = depth in emit_maps
+        self.spec = spec
+        self.kind = spec.kind
+        self.emit_map = emit_map
         self.num_prefix_tokens = num_prefix_tokens
         attn_args = dict(qkv_bias=qkv_bias, proj_bias=proj_bias, proj_drop=proj_drop)
         if self.kind == "skip":
@@ -159,6 +158,26 @@ class PlanBlock(nn.Module):
         return x, attn_map, attn_out
 
 
+class _PlanBlocks:
+    """`block_fn` for timm's `VisionTransformer`: its i-th call builds block i of the plan.
+
+    timm builds the blocks once, in order; the index is counted here rather than read from timm's
+    `depth` argument, which older timm 1.0 releases do not pass.
+    """
+
+    def __init__(self, specs: tuple[LayerSpec, ...], **block_args) -> None:
+        self.specs = specs
+        self.emit_maps = frozenset(i for i in map_sources(specs) if i is not None)
+        self.block_args = block_args
+        self.built = 0
+
+    def __call__(self, **kwargs) -> PlanBlock:
+        kwargs.pop("depth", None)
+        i = self.built
+        self.built += 1
+        return PlanBlock(spec=self.specs[i], emit_map=i in self.emit_maps, **self.block_args, **kwargs)
+
+
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -205,10 +224,8 @@ class AttnReuseVisionTransformer(VisionTransformer):
         if any(s.kind == "skip" for s in specs) and kwargs.get("patch_drop_rate", 0.0) > 0:
             raise ValueError("patch_drop_rate > 0 breaks the token grid that 'skip' layers (SkipAt Phi) need")
         num_prefix_tokens = int(kwargs.get("class_token", True)) + kwargs.get("reg_tokens", 0)
-        block_fn = partial(
-            PlanBlock,
-            plan=specs,
-            emit_maps=frozenset(i for i in map_sources(specs) if i is not None),
+        block_fn = _PlanBlocks(
+            specs,
             num_prefix_tokens=num_prefix_tokens,
             reuse_qk_dim=reuse_qk_dim,
             taylor_center=taylor_center,
