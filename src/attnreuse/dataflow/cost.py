@@ -7,16 +7,19 @@ rows) granularity.
 Assumptions, all stated here and in docs/dataflow.md:
 - A dataflow is a sequence of phases (operators). Inside a phase, compute and off-chip transfers
   overlap fully on an accelerator (double-buffered tiles): phase cycles = max(compute, memory); on
-  a CPU (`hw.overlap_memory` False) they add. Phases run one after another. The vector (softmax) unit overlaps the MAC array when `hw.vector_overlaps_mac`, else
-  their cycles add. Where the PE array's shape is given, a matmul keeps the fraction of it busy
-  that its output tile fills (output-stationary, either orientation, partial passes padded);
-  otherwise the array runs at full utilisation.
+  a CPU (`hw.overlap_memory` False) they add. Phases run one after another. The vector (softmax)
+  unit overlaps the MAC array when `hw.vector_overlaps_mac`, else their cycles add. Where the PE
+  array's shape is given, a matmul keeps the fraction of it busy that its output tile fills
+  (output-stationary, either orientation, partial passes padded); otherwise full utilisation.
+- A FLAT dataflow keeps per-operator execution where no fused tile fits or fusion is slower.
+- CPU only: an unfused intermediate of at least `hw.fresh_alloc_min_bytes` is charged its
+  first-touch cost (page faults + zeroing) as memory time.
 - Matmuls are output-stationary: an output tile [Tr, Tc] stays on chip while the reduction streams
   through in double-buffered chunks of STREAM elements; A is re-read once per column tile and B once
   per row tile; the tile is searched to minimise traffic within the buffer.
 - Double-buffered I/O tiles count twice in the footprint; the score tile once.
 - On-chip bytes (energy only): every off-chip byte is staged through the buffer once, every matmul
-  reads its operands from the buffer once per PE-array pass (2 MACs / sqrt(array) bytes a MAC) and
+  reads its operands from the buffer once per PE-array pass (2 / sqrt(array) elements a MAC) and
   writes its output once, and the softmax reads and writes each score once.
 - Energy = MACs and vector ops x mac_j + on-chip bytes x onchip_byte_j + off-chip bytes x
   offchip_byte_j; no static power.
@@ -204,7 +207,8 @@ def _fused(w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: 
     return Phase(
         name="attention",
         macs=macs,
-        mac_cycles=_mac_cycles(scores * dk, tile_rows, n, hw) + _mac_cycles(scores * g * dv, tile_rows, g * dv, hw),
+        mac_cycles=_mac_cycles(scores * dk, tile_rows, n, hw)
+        + _mac_cycles(scores * g * dv, tile_rows, g * dv, hw),
         vector_ops=SOFTMAX_OPS_PER_ELEMENT * scores,
         offchip_elems=offchip,
         onchip_elems=offchip + _array_reads(macs, hw) + scores + bh * n * g * dv + 2.0 * scores,

@@ -105,7 +105,7 @@ def paper_comparison(
                 speedups, savings = [], []
                 for n in seq_lens:
                     wn = w.with_seq(n)
-                    base, flat = compare(wn.attention() if scope == "attention" else wn, hw, ("baseline", "flat"))
+                    _, flat = compare(wn.attention() if scope == "attention" else wn, hw, ("baseline", "flat"))
                     speedups.append(flat.speedup_vs_baseline)
                     savings.append(1 - flat.energy_vs_baseline)
                 per_model.append(
