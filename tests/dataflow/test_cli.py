@@ -68,3 +68,11 @@ def test_validate_sets_measured_beside_predicted():
 def test_model_predicts_a_shared_map_is_cheaper_per_head():
     ratios = predicted_ratios(ValidateConfig(), HARDWARE["flat-edge"], 2048)
     assert ratios["per-head/shared (tiled)"] > 1.5 and ratios["dense/tiled (per-head)"] > 1
+
+
+def test_an_image_model_defaults_to_its_token_count(tmp_path, capsys):
+    out = tmp_path / "vit.json"
+    assert main(["dataflow", "--model", "vit_tiny_patch16_224", "--batch", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["seq_lens"] == [197] and {r["seq_len"] for r in data["records"]} == {197}
+    assert data["workload"]["embed_dim"] == 192

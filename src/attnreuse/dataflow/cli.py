@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--hw", default="flat-edge", help="flat-edge, flat-cloud, jetson-orin or this-cpu")
     parser.add_argument("--model", default="bert-base", help="bert-base, trxl, t5, xlm or a ViT-style timm name")
-    parser.add_argument("--seq", type=_seq_list, default=None, help="comma-separated sequence lengths")
+    parser.add_argument("--seq", type=_seq_list, default=None,
+                        help="comma-separated sequence lengths (default: 512,4096,65536 for the FLAT "
+                        "models, the token count of an image model)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--scope", choices=("model", "attention"), default="model",
                         help="whole model (projections and FFN included) or attention cores only")
@@ -75,12 +77,15 @@ def _run_model(args: argparse.Namespace) -> int:
     from attnreuse.dataflow.cost import compare
     from attnreuse.dataflow.hardware import get_hardware
     from attnreuse.dataflow.report import plot, table
-    from attnreuse.dataflow.workload import get_workload
+    from attnreuse.dataflow.workload import MODELS, get_workload
 
+    workload = get_workload(args.model, batch=args.batch)
+    # FLAT's language models default to a sweep; an image model to its own token count.
+    default_seq = DataflowConfig.seq_lens if args.model in MODELS else (workload.seq_len,)
     cfg = DataflowConfig(
         hw=args.hw,
         model=args.model,
-        seq_lens=args.seq or DataflowConfig.seq_lens,
+        seq_lens=args.seq or default_seq,
         batch=args.batch,
         scope=args.scope,
         buffer_bytes=None if args.buffer_kib is None else args.buffer_kib * 1024,
@@ -88,7 +93,6 @@ def _run_model(args: argparse.Namespace) -> int:
     hw = get_hardware(cfg.hw)
     if cfg.buffer_bytes is not None:
         hw = hw.with_buffer(cfg.buffer_bytes)
-    workload = get_workload(cfg.model, batch=cfg.batch)
     results = []
     for n in cfg.seq_lens:
         w = workload.with_seq(n)
