@@ -16,6 +16,7 @@ _TOOLS = (
     "attnreuse.export.cli",
     "attnreuse.train.cli",
     "attnreuse.analysis.cli",
+    "attnreuse.demo.cli",
 )
 
 
