@@ -76,6 +76,7 @@ def plot(results: Sequence[Result], path: str | os.PathLike, *, title: str = "")
         ax.set_xlabel("sequence length N")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
+    ax_speed.set_yscale("log")
     ax_bytes.set_yscale("log")
     ax_speed.legend(fontsize=8)
     if title:
