@@ -9,6 +9,8 @@ import argparse
 import importlib
 
 _COMMANDS = (
+    "attnreuse.bench.ops",
+    "attnreuse.bench.models",
 )
 
 

@@ -10,6 +10,7 @@ The file is written through `atomic_path`: a failed export or parity check leave
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import io
 import os
@@ -240,7 +241,7 @@ def export_onnx(
     images = check_images[:n]
     with torch.no_grad():
         expected = torch.cat([model.eval()(images[i : i + batch]) for i in range(0, n, batch)])
-    deployed = deploy_model(model)
+    deployed = deploy_model(copy.deepcopy(model))  # the caller's model stays as it was
     with atomic_path(path) as tmp:
         example = images[:batch]
         if dynamic_batch and batch == 1:

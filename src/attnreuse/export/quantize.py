@@ -8,6 +8,8 @@ Both start from ONNX Runtime's pre-processing (shape inference and graph optimis
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +22,19 @@ from attnreuse.export.onnx import INPUT_NAME, ort_session, run_ort
 __all__ = ["QUANT_MODES", "compare_int8", "quantize_onnx"]
 
 QUANT_MODES = ("dynamic", "static")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantiser logs per-tensor notes (e.g. per-channel axes of LayerNorm weights it
+    leaves alone) as root-logger warnings; errors still raise."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _ImageReader:
@@ -58,7 +73,7 @@ def quantize_onnx(
     if mode == "static" and (calib_images is None or calib_images.ndim != 4 or len(calib_images) < batch):
         got = None if calib_images is None else tuple(calib_images.shape)
         raise ValueError(f"static quantization needs calib_images [N >= {batch}, C, H, W], got {got}")
-    with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
+    with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp, _quiet_root_logger():
         pre = Path(work) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         if mode == "dynamic":

@@ -1,0 +1,335 @@
+"""`attnreuse bench models`: whole-model latency, throughput, parameters, MACs and peak memory,
+in several runtimes side by side, with each model's speed-up over its family's baseline.
+
+Records (one per model x resolution x runtime) carry the machine tags of `bench.timing`, the
+settings, and either measurements or an `error` (a model that fails in one runtime does not stop
+the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
+attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
+Beside each measured speed-up is the ideal one, the ratio of MAC counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "PEERS",
+    "ModelBenchConfig",
+    "add_relative_columns",
+    "baseline_of",
+    "default_models",
+    "family_of",
+    "format_table",
+    "register",
+    "reproduce_command",
+    "run_models",
+]
+
+PEERS = (
+    "efficientvit_m0", "efficientvit_m1", "efficientvit_m2", "efficientvit_m3", "efficientvit_m4",
+    "efficientvit_m5", "deit_tiny_patch16_224", "deit_small_patch16_224", "vit_small_patch16_224",
+    "fastvit_t8", "mobilevit_xxs", "efficientvit_b0",
+)  # fmt: skip
+# UniForm sizes are EfficientViT-M widths (NOTES.md section 1): xs = m0, s = m1, m = m3, l = m5.
+UNIFORM_BASELINES = {
+    "uniform_xs": "efficientvit_m0",
+    "uniform_s": "efficientvit_m1",
+    "uniform_m2": "efficientvit_m2",
+    "uniform_m": "efficientvit_m3",
+    "uniform_m4": "efficientvit_m4",
+    "uniform_l": "efficientvit_m5",
+}
+# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `attnreuse_vit_*`.
+_VIT_PLAN = re.compile(r"(?:skipat|reuse|mapshare)_vit_(\w+?)_(patch\d+_\d+)|taylor_deit_(\w+?)_(patch\d+_\d+)")
+
+
+def baseline_of(name: str) -> str | None:
+    """The model `name` is compared with, or None (it is a baseline or a peer)."""
+    if name in UNIFORM_BASELINES:
+        return UNIFORM_BASELINES[name]
+    m = _VIT_PLAN.fullmatch(name)
+    if m:
+        size, patch = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        return f"attnreuse_vit_{size}_{patch}"
+    return None
+
+
+def family_of(name: str) -> str:
+    if name.startswith("uniform_"):
+        return "uniform"
+    if name.startswith("efficientvit_m"):
+        return "efficientvit_m"
+    if baseline_of(name) or name.startswith("attnreuse_vit_"):
+        return "attnreuse_vit"
+    return "peer"
+
+
+def default_models() -> list[str]:
+    """Every registered attnreuse model, then the timm peers."""
+    import attnreuse
+
+    return [*attnreuse.models.list_models(), *PEERS]
+
+
+@dataclass(frozen=True)
+class ModelBenchConfig:
+    models: tuple[str, ...] = ()  # empty: `default_models()`
+    batch: int = 1
+    img_sizes: tuple[int, ...] = (224,)
+    threads: int = 2
+    runtimes: tuple[str, ...] = ("eager", "compile", "ort", "ort-int8")
+    int8_mode: str = "static"  # "static" (calibrated on digits train images) or "dynamic"
+    warmup: int = 5
+    repeats: int = 20
+    min_time_s: float = 1.0  # keep timing each runtime until this much time has passed
+    baselines: bool = True  # also run each model's baseline when it is not listed
+    json: str | None = None
+    csv: str | None = None
+    command: str | None = None  # the command line that reproduces the run (recorded)
+
+    def __post_init__(self) -> None:
+        from attnreuse.bench.runtimes import RUNTIMES
+        from attnreuse.export.quantize import QUANT_MODES
+
+        for name in ("models", "img_sizes", "runtimes"):
+            if not isinstance(getattr(self, name), tuple):
+                raise TypeError(f"{name} must be a tuple, got {type(getattr(self, name)).__name__}")
+        for name in ("batch", "threads", "warmup", "repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup' else 'positive'} int, got {value!r}")
+        bad_sizes = [s for s in self.img_sizes if isinstance(s, bool) or not isinstance(s, int) or s < 16]
+        if bad_sizes or not self.img_sizes:
+            raise ValueError(f"img_sizes must be ints >= 16, got {self.img_sizes!r}")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown or not self.runtimes:
+            raise ValueError(f"runtimes must be a non-empty selection of {RUNTIMES}, got {self.runtimes!r}")
+        if self.int8_mode not in QUANT_MODES:
+            raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
+        if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
+            raise ValueError(f"min_time_s must be a number >= 0, got {self.min_time_s!r}")
+        for name in ("json", "csv"):
+            if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
+                raise ValueError(f"{name} must be a file path, got the directory {getattr(self, name)!r}")
+
+    def model_list(self) -> list[str]:
+        """The models to run, in order, each baseline added after the last model that needs it."""
+        names = list(self.models) or default_models()
+        if self.baselines:
+            for name in list(names):
+                base = baseline_of(name)
+                if base is not None and base not in names:
+                    names.append(base)
+        return list(dict.fromkeys(names))
+
+
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:400] if str(err).strip() else ''}"
+
+
+def _bench_model(name: str, img_size: int, config: ModelBenchConfig, work: Path) -> list[dict]:
+    import torch
+
+    from attnreuse.bench.flops import count_macs, count_params
+    from attnreuse.bench.runtimes import prepare_runtime
+    from attnreuse.bench.timing import measure_latency, measure_peak_bytes
+    from attnreuse.export.data import digits_images
+    from attnreuse.export.onnx import create_export_model, deploy_model, input_spec
+
+    base = dict(
+        model=name, family=family_of(name), baseline=baseline_of(name), img_size=img_size,
+        batch=config.batch, threads=config.threads, dtype="float32",
+    )  # fmt: skip
+    try:
+        model = create_export_model(name, img_size=img_size)
+        chans, height, width = input_spec(model, img_size)
+        norm = dict(mean=model.pretrained_cfg.get("mean", (0.5,) * 3), std=model.pretrained_cfg.get("std", (0.5,) * 3))
+        x, _ = digits_images("test", img_size=height, limit=config.batch, in_chans=chans, **norm)
+        x = x.repeat((config.batch + len(x) - 1) // len(x), 1, 1, 1)[: config.batch]
+        calib = digits_images("train", img_size=height, limit=16 * config.batch, in_chans=chans, **norm)[0]
+        base.update(params=count_params(model), macs=count_macs(model, x[:1]))
+        deployed = deploy_model(model)
+        with torch.inference_mode():
+            peak_bytes = measure_peak_bytes(lambda: deployed(x))
+    except Exception as err:  # noqa: BLE001 - any failure becomes the model's error record
+        return [{**base, "runtime": r, "error": _error(err)} for r in config.runtimes]
+    records = []
+    mdir = work / f"{name}_{img_size}"
+    mdir.mkdir(parents=True, exist_ok=True)
+    for runtime in config.runtimes:
+        rec = {**base, "runtime": runtime, "error": None}
+        try:
+            call, info = prepare_runtime(
+                runtime, deployed, x, threads=config.threads, work_dir=mdir, calib_images=calib,
+                int8_mode=config.int8_mode,
+            )  # fmt: skip
+            stats = measure_latency(call, warmup=config.warmup, repeats=config.repeats, min_time_s=config.min_time_s)
+            rec.update(info, **dataclasses.asdict(stats))
+            rec["throughput_img_per_s"] = 1e3 * config.batch / stats.latency_ms_median
+            rec["peak_bytes"] = peak_bytes if runtime == "eager" else None
+        except Exception as err:  # noqa: BLE001 - recorded, the run goes on
+            rec["error"] = _error(err)
+        finally:
+            if runtime == "compile":
+                torch._dynamo.reset()
+        records.append(rec)
+    return records
+
+
+def add_relative_columns(records: list[dict]) -> list[dict]:
+    """Add, where both sides were measured: `latency_vs_eager` (this runtime / eager, same model),
+    and against the baseline in the same runtime `speedup_vs_baseline` (baseline latency / this),
+    `ideal_speedup_vs_baseline` (baseline MACs / these MACs) and `fraction_of_ideal`."""
+    ok = {
+        (r["model"], r["img_size"], r["batch"], r["runtime"]): r
+        for r in records
+        if r.get("error") is None and r.get("latency_ms_median")
+    }
+    for r in records:
+        if r.get("error") is not None:
+            continue
+        eager = ok.get((r["model"], r["img_size"], r["batch"], "eager"))
+        if eager is not None and r["runtime"] != "eager":
+            r["latency_vs_eager"] = r["latency_ms_median"] / eager["latency_ms_median"]
+        base = ok.get((r["baseline"], r["img_size"], r["batch"], r["runtime"])) if r.get("baseline") else None
+        if base is not None:
+            r["speedup_vs_baseline"] = base["latency_ms_median"] / r["latency_ms_median"]
+            r["ideal_speedup_vs_baseline"] = base["macs"] / r["macs"]
+            r["fraction_of_ideal"] = r["speedup_vs_baseline"] / r["ideal_speedup_vs_baseline"]
+    return records
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(records: list[dict]) -> str:
+    """A fixed-width table of the records, one line each (errors shortened)."""
+    head = (
+        f"{'model':<34} {'img':>4} {'runtime':<9} {'median ms':>10} {'p90 ms':>9} {'img/s':>8} "
+        f"{'params M':>8} {'GMACs':>6} {'peak MiB':>8} {'vs eager':>8} {'vs base':>8} {'ideal':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in records:
+        left = f"{r['model']:<34} {r['img_size']:>4} {r['runtime']:<9}"
+        if r.get("error"):
+            lines.append(f"{left} error: {r['error'][:90]}")
+            continue
+        lines.append(
+            f"{left} {r['latency_ms_median']:>10.2f} {r['latency_ms_p90']:>9.2f} "
+            f"{r['throughput_img_per_s']:>8.1f} {r['params'] / 1e6:>8.2f} {r['macs'] / 1e9:>6.3f} "
+            f"{_fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '8.1f'):>8} "
+            f"{_fmt(r.get('latency_vs_eager'), '8.2f'):>8} {_fmt(r.get('speedup_vs_baseline'), '8.2f'):>8} "
+            f"{_fmt(r.get('ideal_speedup_vs_baseline'), '6.2f'):>6}"
+        )
+    return "\n".join(lines)
+
+
+def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
+    """Benchmark every model at every resolution in every runtime; write JSON/CSV if asked.
+
+    `progress(record)` is called after each record (the CLI prints a line).
+    """
+    import warnings
+
+    from attnreuse.bench.timing import machine_record, set_threads, write_records
+
+    set_threads(config.threads)
+    machine = machine_record(threads=config.threads, command=config.command, bench="models")
+    records = []
+    with tempfile.TemporaryDirectory(prefix="attnreuse-bench-") as work, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter and compiler chatter; errors are recorded
+        for img_size in config.img_sizes:
+            for name in config.model_list():
+                for rec in _bench_model(name, img_size, config, Path(work)):
+                    rec.update(machine)
+                    records.append(rec)
+                    if progress is not None:
+                        progress(rec)
+    add_relative_columns(records)
+    for path in (config.json, config.csv):
+        if path is not None:
+            write_records(path, records)
+    return records
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv_list(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
+
+
+def reproduce_command(config: ModelBenchConfig, *, quick: bool = False) -> str:
+    """The `attnreuse bench models ...` command line that repeats this configuration."""
+    argv = ["attnreuse", "bench", "models", *config.models, "--batch", str(config.batch),
+            "--img-size", ",".join(map(str, config.img_sizes)), "--threads", str(config.threads),
+            "--runtimes", ",".join(config.runtimes), "--int8-mode", config.int8_mode]  # fmt: skip
+    if quick:
+        argv.append("--quick")
+    else:
+        argv += ["--warmup", str(config.warmup), "--repeats", str(config.repeats), "--min-time", f"{config.min_time_s:g}"]
+    if not config.baselines:
+        argv.append("--no-baselines")
+    for flag, value in (("--json", config.json), ("--csv", config.csv)):
+        if value is not None:
+            argv += [flag, value]
+    return shlex.join(argv)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="whole-model latency/params/MACs/memory in eager, torch.compile and ONNX Runtime",
+        description="Benchmark models (default: every attnreuse model and the timm peers, random init) "
+        "in several runtimes, with each model's speed-up over its family baseline beside the ideal "
+        "one from MAC counts.",
+    )
+    p.add_argument("names", nargs="*", help="model names (default: attnreuse models + timm peers)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--img-size", type=_int_list, default=(224,), help="one or more, e.g. 224,384")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runtimes", type=_csv_list, default=("eager", "compile", "ort", "ort-int8"),
+                   help="comma-separated subset of eager,compile,ort,ort-int8")
+    p.add_argument("--int8-mode", choices=("static", "dynamic"), default="static")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per runtime")
+    p.add_argument("--no-baselines", action="store_true", help="do not add missing family baselines")
+    p.add_argument("--quick", action="store_true", help="1 warm-up, 3 repeats, no minimum time (smoke test)")
+    p.add_argument("--json", help="write the records as JSON")
+    p.add_argument("--csv", help="write the records as CSV")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = ModelBenchConfig(
+        models=tuple(args.names),
+        batch=args.batch,
+        img_sizes=tuple(args.img_size),
+        threads=args.threads,
+        runtimes=tuple(args.runtimes),
+        int8_mode=args.int8_mode,
+        warmup=1 if args.quick else args.warmup,
+        repeats=3 if args.quick else args.repeats,
+        min_time_s=0.0 if args.quick else args.min_time,
+        baselines=not args.no_baselines,
+        json=args.json,
+        csv=args.csv,
+    )
+    config = dataclasses.replace(config, command=reproduce_command(config, quick=args.quick))
+    print(format_table([])[: format_table([]).index("\n")], flush=True)
+    records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[-1], flush=True))
+    print()
+    print(format_table(records))
+    return 0

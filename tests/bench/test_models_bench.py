@@ -1,0 +1,118 @@
+"""`attnreuse bench models`: records, baselines, error entries, CLI."""
+
+import json
+
+import pytest
+
+from attnreuse.bench import models as bm
+from attnreuse.cli import main
+
+PICO = "attnreuse_vit_pico_patch4_32"
+
+
+@pytest.mark.parametrize(
+    "name, baseline",
+    [
+        ("uniform_xs", "efficientvit_m0"),
+        ("uniform_s", "efficientvit_m1"),
+        ("uniform_m", "efficientvit_m3"),
+        ("uniform_l", "efficientvit_m5"),
+        ("skipat_vit_small_patch16_224", "attnreuse_vit_small_patch16_224"),
+        ("mapshare_vit_small_patch16_224", "attnreuse_vit_small_patch16_224"),
+        ("reuse_vit_tiny_patch16_224", "attnreuse_vit_tiny_patch16_224"),
+        ("taylor_deit_small_patch16_224", "attnreuse_vit_small_patch16_224"),
+        ("attnreuse_vit_small_patch16_224", None),
+        ("efficientvit_m0", None),
+    ],
+)
+def test_family_baselines(name, baseline):
+    assert bm.baseline_of(name) == baseline
+
+
+def test_default_set_holds_attnreuse_models_and_peers_and_baselines_are_added():
+    names = bm.default_models()
+    for must in ("skipat_vit_small_patch16_224", "efficientvit_m0", "efficientvit_b0", "mobilevit_xxs", "fastvit_t8"):
+        assert must in names
+    cfg = bm.ModelBenchConfig(models=("skipat_vit_tiny_patch16_224",))
+    assert cfg.model_list() == ["skipat_vit_tiny_patch16_224", "attnreuse_vit_tiny_patch16_224"]
+    assert bm.ModelBenchConfig(models=("reuse_vit_tiny_patch16_224",), baselines=False).model_list() == [
+        "reuse_vit_tiny_patch16_224"
+    ]
+
+
+def test_quick_run_records_every_runtime_and_errors_do_not_stop_it(tmp_path, monkeypatch):
+    from attnreuse.bench import runtimes
+
+    real = runtimes.prepare_runtime
+
+    def flaky(runtime, *args, **kwargs):
+        if runtime == "ort-int8":
+            raise RuntimeError("int8 broke")
+        return real(runtime, *args, **kwargs)
+
+    monkeypatch.setattr(runtimes, "prepare_runtime", flaky)
+    cfg = bm.ModelBenchConfig(
+        models=(PICO, "no_such_model_xyz"), img_sizes=(32,), threads=1, runtimes=("eager", "ort", "ort-int8"),
+        warmup=0, repeats=2, min_time_s=0.0, json=str(tmp_path / "r.json"), csv=str(tmp_path / "r.csv"),
+    )  # fmt: skip
+    records = bm.run_models(cfg)
+    assert [(r["model"], r["runtime"]) for r in records] == [
+        (m, r) for m in (PICO, "no_such_model_xyz") for r in ("eager", "ort", "ort-int8")
+    ]
+    eager, ort, int8 = records[:3]
+    assert eager["error"] is None and ort["error"] is None
+    assert int8["error"] == "RuntimeError: int8 broke"
+    assert eager["params"] > 1e6 and eager["macs"] > 1e7 and eager["peak_bytes"] > 0
+    assert ort["onnx_max_abs_diff"] <= 1e-4 and ort["peak_bytes"] is None
+    assert 0 < eager["latency_ms_median"] <= eager["latency_ms_p90"]
+    assert ort["throughput_img_per_s"] == pytest.approx(1e3 / ort["latency_ms_median"])
+    assert ort["latency_vs_eager"] == pytest.approx(ort["latency_ms_median"] / eager["latency_ms_median"])
+    assert all("unknown model" in r["error"] for r in records[3:])
+    assert eager["threads"] == 1 and eager["torch"] and "cpu" in eager
+    assert json.loads((tmp_path / "r.json").read_text())[0]["model"] == PICO
+    assert (tmp_path / "r.csv").read_text().startswith("model,")
+    table = bm.format_table(records)
+    assert "error: RuntimeError: int8 broke" in table and PICO in table
+
+
+def test_relative_columns_use_the_same_runtime_and_resolution():
+    rows = [
+        dict(model="uniform_s", baseline="efficientvit_m1", img_size=224, batch=1, runtime="eager",
+             latency_ms_median=4.0, macs=100, error=None),
+        dict(model="uniform_s", baseline="efficientvit_m1", img_size=224, batch=1, runtime="ort",
+             latency_ms_median=2.0, macs=100, error=None),
+        dict(model="efficientvit_m1", baseline=None, img_size=224, batch=1, runtime="ort",
+             latency_ms_median=3.0, macs=150, error=None),
+        dict(model="efficientvit_m1", baseline=None, img_size=224, batch=1, runtime="eager", error="boom"),
+    ]  # fmt: skip
+    bm.add_relative_columns(rows)
+    assert rows[1]["latency_vs_eager"] == 0.5
+    assert rows[1]["speedup_vs_baseline"] == 1.5 and rows[1]["ideal_speedup_vs_baseline"] == 1.5
+    assert rows[1]["fraction_of_ideal"] == 1.0
+    assert "speedup_vs_baseline" not in rows[0]  # the baseline's eager run failed
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(runtimes=("eager", "tensorrt")), "runtimes must be a non-empty selection"),
+        (dict(img_sizes=(8,)), "img_sizes must be ints >= 16"),
+        (dict(batch=0), "batch must be a positive int"),
+        (dict(int8_mode="int4"), "int8_mode must be one of"),
+        (dict(models=["uniform_s"]), "models must be a tuple"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        bm.ModelBenchConfig(**kwargs)
+
+
+def test_cli_quick(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    rc = main(["bench", "models", PICO, "--img-size", "32", "--threads", "1", "--runtimes", "eager",
+               "--quick", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert PICO in printed and "median ms" in printed
+    rec = json.loads(out.read_text())[0]
+    assert rec["command"].startswith(f"attnreuse bench models {PICO} --batch 1 --img-size 32 --threads 1")
