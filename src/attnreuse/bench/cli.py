@@ -9,7 +9,6 @@ import argparse
 import importlib
 
 _COMMANDS = (
-    "attnreuse.bench.ops",
     "attnreuse.bench.models",
 )
 
