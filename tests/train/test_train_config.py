@@ -17,6 +17,7 @@ from attnreuse.train.config import TrainConfig
         ("ema_decay", 1.5, "ema_decay must be a float in (0, 1)"),
         ("rand_augment", "m9", "rand_augment must be a timm RandAugment string"),
         ("seed", -1, "seed must be a non-negative int"),
+        ("threads", 0, "threads must be a positive int, got 0"),
         ("teacher_checkpoint", "x.safetensors", "teacher_checkpoint needs teacher"),
     ],
 )

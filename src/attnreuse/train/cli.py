@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train-batches", type=int, help="steps per epoch cap (smoke runs)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (1 avoids spin-waiting on a busy machine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         mixup=args.mixup, cutmix=args.cutmix, ema_decay=args.ema_decay, teacher=args.teacher,
         teacher_checkpoint=args.teacher_checkpoint, teacher_kwargs=args.teacher_kwargs, distill=args.distill,
         distill_temperature=args.distill_temperature, distill_weight=args.distill_weight, seed=args.seed,
-        limit_train_batches=args.limit_train_batches, num_workers=args.workers, progress=not args.no_progress,
+        limit_train_batches=args.limit_train_batches, num_workers=args.workers, threads=args.threads,
+        progress=not args.no_progress,
         resume=args.resume,
     )
     summary = train(config)

@@ -13,7 +13,7 @@ __all__ = ["TrainConfig"]
 
 DISTILL_KINDS = ("soft", "hard")
 # Fields that may differ between a run and its resumption without changing the loss curve.
-RESUME_FREE = ("output", "resume", "num_workers", "progress")
+RESUME_FREE = ("output", "resume", "num_workers", "progress", "threads")
 
 
 def _positive(name: str, value: Any, kind: type = int, allow_zero: bool = False) -> None:
@@ -70,6 +70,7 @@ class TrainConfig:
     limit_train_batches: int | None = None  # stop each epoch after this many steps (smoke tests)
     log_every_steps: int = 1
     num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads (default: torch's; 1 on a busy machine)
     progress: bool = True
     resume: bool = False
 
@@ -87,6 +88,8 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
         _positive("num_workers", self.num_workers, allow_zero=True)
+        if self.threads is not None:
+            _positive("threads", self.threads)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"warmup_epochs must be smaller than epochs, got {self.warmup_epochs} >= {self.epochs}"

@@ -199,6 +199,8 @@ def train(config: TrainConfig) -> dict:
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
 
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     d = _init_distributed()
     out = Path(config.output)
     resume_from = _prepare_output(config, out)
