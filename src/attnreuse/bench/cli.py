@@ -9,7 +9,9 @@ import argparse
 import importlib
 
 _COMMANDS = (
+    "attnreuse.bench.ops",
     "attnreuse.bench.models",
+    "attnreuse.bench.report",
 )
 
 

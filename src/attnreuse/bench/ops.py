@@ -1,0 +1,327 @@
+"""`attnreuse bench ops`: the attention operators against PyTorch's fused SDPA on this machine.
+
+A sweep over operators x sequence length N x batch x widths: warm-up, a fixed thread count, median
+and p90 latency, peak extra memory of one call, effective GFLOP/s and its fraction of this
+machine's measured matrix-multiply peak. Widths (C = 256 channels, 8 value heads of 32):
+  vit      multi-head ops: 8 query/key heads of 32; Reuse Attention: 1 query/key head of 32
+  uniform  Reuse Attention as UniForm: 1 query/key head of C/4 = 64, values all 256 channels
+The baseline is `torch.nn.functional.scaled_dot_product_attention` with a map per head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["OPS", "SHAPES", "OpsBenchConfig", "format_table", "register", "run_bench"]
+
+# op -> which widths of a shape it runs on ("mha": one map per head, "reuse": one shared map)
+OPS = {
+    "sdpa_mha": "mha",  # baseline: PyTorch's fused kernel, a map per head
+    "dense_mha": "mha",  # the whole [B, H, N, N] map materialised (the unfused baseline)
+    "flat_mha": "mha",  # attnreuse's FLAT row-tiled kernel with a map per head
+    "reuse": "reuse",  # Reuse Attention: one map for all value heads, FLAT tiles
+    "taylor": "mha",  # ViTALiTy linear Taylor attention
+    "linear_elu": "mha",  # Katharopoulos et al. elu + 1 linear attention
+    "linear_relu": "mha",  # EfficientViT ReLU linear attention
+}
+# shape -> widths (qk_heads, v_heads, qk_dim, v_dim) per kind
+SHAPES = {
+    "vit": {"mha": (8, 8, 32, 32), "reuse": (1, 8, 32, 32)},
+    "uniform": {"mha": (8, 8, 32, 32), "reuse": (1, 8, 64, 32)},
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+BASELINE = "sdpa_mha"
+
+
+@dataclass(frozen=True)
+class OpsBenchConfig:
+    """One sweep. Cases with batch * tokens > max_batch_tokens are skipped (their time would
+    dominate the run), and so are materialised maps larger than max_dense_bytes."""
+
+    ops: tuple[str, ...] = ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "taylor", "linear_elu")
+    shapes: tuple[str, ...] = ("vit", "uniform")
+    tokens: tuple[int, ...] = (196, 1024, 4096, 16384)
+    batch: tuple[int, ...] = (1, 32)
+    threads: int = 2
+    dtype: str = "float32"
+    warmup: int = 1
+    repeats: int = 5
+    min_time_s: float = 0.5
+    max_batch_tokens: int = 32 * 1024
+    max_dense_bytes: int = 4 << 30
+    matmul_size: int = 2048
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("ops", OPS), ("shapes", SHAPES)):
+            values = getattr(self, name)
+            bad = [x for x in values if x not in allowed]
+            if not values or bad:
+                raise ValueError(f"{name} must be a non-empty list from {sorted(allowed)}, got {list(values)}")
+        for name in ("tokens", "batch"):
+            values = getattr(self, name)
+            if not values or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in values):
+                raise ValueError(f"{name} must be a non-empty list of positive ints, got {list(values)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        for name in ("threads", "repeats", "max_batch_tokens", "max_dense_bytes", "matmul_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
+        if not 0 <= self.min_time_s < math.inf:
+            raise ValueError(f"min_time_s must be a finite number >= 0, got {self.min_time_s!r}")
+
+
+QUICK = {"tokens": (64, 196), "batch": (1, 4), "warmup": 1, "repeats": 2, "min_time_s": 0.0, "matmul_size": 256}
+
+
+@dataclass(frozen=True)
+class _Case:
+    op: str
+    batch: int
+    tokens: int
+    widths: tuple[int, int, int, int]
+
+    def record(self) -> dict[str, Any]:
+        hq, hv, dk, dv = self.widths
+        return {"op": self.op, "batch": self.batch, "tokens": self.tokens, "qk_heads": hq, "v_heads": hv,
+                "qk_dim": dk, "v_dim": dv}
+
+
+def _cases(config: OpsBenchConfig) -> Iterator[_Case]:
+    seen = set()
+    for batch in config.batch:
+        for tokens in config.tokens:
+            for shape in config.shapes:
+                for op in config.ops:
+                    case = _Case(op, batch, tokens, SHAPES[shape][OPS[op]])
+                    if case not in seen:
+                        seen.add(case)
+                        yield case
+
+
+def _flops(case: _Case) -> int:
+    """Multiply-add work (2 flops each) of the op's matrix products, the way each op computes."""
+    hq, hv, dk, dv = case.widths
+    B, N = case.batch, case.tokens
+    if case.op in ("taylor", "linear_elu", "linear_relu"):
+        # K^T V and Q (K^T V) per query/key head over its r = hv // hq value heads, plus Q k_sum
+        return 2 * B * hq * N * dk * ((hv // hq) * dv * 2 + 1)
+    return 2 * B * N * N * (hq * dk + hv * dv)
+
+
+def _skip_reason(case: _Case, config: OpsBenchConfig, itemsize: int) -> str | None:
+    if case.batch * case.tokens > config.max_batch_tokens:
+        return f"skipped: batch x tokens > max_batch_tokens={config.max_batch_tokens}"
+    if case.op == "dense_mha":
+        map_bytes = 2 * case.batch * case.widths[0] * case.tokens**2 * max(4, itemsize)
+        if map_bytes > config.max_dense_bytes:
+            return f"skipped: dense maps need {map_bytes / 2**30:.1f} GiB > max_dense_bytes"
+    return None
+
+
+def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    import torch.nn.functional as F
+
+    from attnreuse import ops
+
+    hq, hv, dk, dv = case.widths
+    B, N = case.batch, case.tokens
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(B, hq, N, dk, generator=gen).to(dtype)
+    k = torch.randn(B, hq, N, dk, generator=gen).to(dtype)
+    v = torch.randn(B, hv, N, dv, generator=gen).to(dtype)
+
+    def with_backend(name: str) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            with ops.use_backend(name):
+                return ops.softmax_attention(q, k, v)
+
+        return call
+
+    return {
+        "sdpa_mha": lambda: F.scaled_dot_product_attention(q, k, v),
+        "dense_mha": with_backend("dense"),
+        "flat_mha": with_backend("tiled"),
+        "reuse": with_backend("auto"),
+        "taylor": lambda: ops.taylor_attention(q, k, v),
+        "linear_elu": lambda: ops.linear_attention(q, k, v, feature_map="elu"),
+        "linear_relu": lambda: ops.linear_attention(q, k, v, feature_map="relu"),
+    }[case.op]
+
+
+def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Measure every case of `config` (inference, no autograd); one record per case, skipped
+    cases included with a `note`. Each record carries the `machine` it was measured on."""
+    from attnreuse.bench.timing import machine_record, matmul_peak_gflops, measure_latency, measure_peak_bytes, set_threads
+
+    dtype = DTYPES[config.dtype]
+    previous = torch.get_num_threads()
+    threads = set_threads(config.threads)
+    try:
+        peak_gflops = matmul_peak_gflops(threads, dtype, size=config.matmul_size)
+        machine = machine_record(threads=threads, dtype=config.dtype, matmul_peak_gflops=round(peak_gflops, 2))
+        records = []
+        baseline_ms: dict[tuple[int, int], float] = {}
+        for case in _cases(config):
+            record = {**case.record(), "dtype": config.dtype, "threads": threads}
+            reason = _skip_reason(case, config, torch.finfo(dtype).bits // 8)
+            if reason is None:
+                fn = _callable(case, dtype)
+                with torch.inference_mode():
+                    stats = measure_latency(fn, warmup=config.warmup, repeats=config.repeats, min_time_s=config.min_time_s)
+                    peak_bytes = measure_peak_bytes(fn)
+                gflops = _flops(case) / stats.latency_ms_median / 1e6
+                record.update(
+                    latency_ms_median=round(stats.latency_ms_median, 4),
+                    latency_ms_p90=round(stats.latency_ms_p90, 4),
+                    repeats=stats.repeats,
+                    peak_bytes=peak_bytes,
+                    gflops_per_s=round(gflops, 3),
+                    fraction_of_matmul_peak=round(gflops / peak_gflops, 4),
+                    note="",
+                )
+                if case.op == BASELINE:
+                    baseline_ms[(case.batch, case.tokens)] = record["latency_ms_median"]
+            else:
+                record.update(latency_ms_median=None, latency_ms_p90=None, repeats=0, peak_bytes=None,
+                              gflops_per_s=None, fraction_of_matmul_peak=None, note=reason)
+            record["machine"] = machine
+            records.append(record)
+            if progress is not None:
+                progress(_row(record))
+        for record in records:
+            base = baseline_ms.get((record["batch"], record["tokens"]))
+            ms = record["latency_ms_median"]
+            record["speedup_vs_sdpa_mha"] = round(base / ms, 3) if base and ms else None
+        return records
+    finally:
+        torch.set_num_threads(previous)
+
+
+_COLUMNS = ("op", "widths", "batch", "tokens", "median_ms", "p90_ms", "peak_MiB", "GFLOP/s", "%peak", "vs_sdpa")
+
+
+def _row(record: dict[str, Any]) -> str:
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    widths = f"{record['qk_heads']}x{record['qk_dim']}/{record['v_heads']}x{record['v_dim']}"
+    peak = record["peak_bytes"]
+    frac = record["fraction_of_matmul_peak"]
+    cells = (
+        record["op"], widths, str(record["batch"]), str(record["tokens"]),
+        num(record["latency_ms_median"], ".3f"), num(record["latency_ms_p90"], ".3f"),
+        num(None if peak is None else peak / 2**20, ".1f"), num(record["gflops_per_s"], ".1f"),
+        num(None if frac is None else 100 * frac, ".0f"), num(record.get("speedup_vs_sdpa_mha"), ".2f"),
+    )
+    line = "  ".join(f"{c:>{w}}" for c, w in zip(cells, (11, 12, 5, 6, 10, 10, 9, 8, 5, 7)))
+    return f"{line}  {record['note']}".rstrip()
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """A fixed-width table, one row per record (widths are qk_heads x qk_dim / v_heads x v_dim)."""
+    header = "  ".join(f"{c:>{w}}" for c, w in zip(_COLUMNS, (11, 12, 5, 6, 10, 10, 9, 8, 5, 7)))
+    lines = [header, "-" * len(header)]
+    lines += [_row(r) for r in records]
+    if records:
+        m = records[0]["machine"]
+        lines.append(
+            f"{m['cpu']}, {m['threads']} threads, {m['dtype']}, torch {m['torch']}, "
+            f"matmul peak {m['matmul_peak_gflops']} GFLOP/s"
+        )
+    return "\n".join(lines)
+
+
+def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """Latency and peak memory against N, one line per op, widths and batch (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attnreuse._io import atomic_path
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for r in records:
+        if r["latency_ms_median"] is None:
+            continue
+        label = f"{r['op']} {r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']} b{r['batch']}"
+        series.setdefault(label, []).append((r["tokens"], r["latency_ms_median"], r["peak_bytes"] / 2**20))
+    for label, points in series.items():
+        points.sort()
+        n, ms, mib = zip(*points)
+        ax_t.plot(n, ms, marker="o", label=label)
+        ax_m.plot(n, [max(m, 1e-3) for m in mib], marker="o", label=label)
+    for ax, ylabel in ((ax_t, "median latency (ms)"), (ax_m, "peak extra memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens N")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    if records:
+        m = records[0]["machine"]
+        fig.suptitle(f"attention operators: {m['cpu']}, {m['threads']} threads, {m['dtype']}")
+    ax_m.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    return target
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ops", help="attention operators vs fused SDPA: latency, memory, GFLOP/s")
+    p.add_argument("--ops", nargs="+", choices=sorted(OPS), help="operators (default: all but linear_relu)")
+    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="widths (default: vit uniform)")
+    p.add_argument("--tokens", nargs="+", type=int, help="sequence lengths N (default: 196 1024 4096 16384)")
+    p.add_argument("--batch", nargs="+", type=int, help="batch sizes (default: 1 32)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default: 2)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--repeats", type=int, help="timed calls at least (default: 5)")
+    p.add_argument("--quick", action="store_true", help="a handful of small cases (tests, demo)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write one record per case as JSON")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write the records as CSV")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot latency and memory against N")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> OpsBenchConfig:
+    values: dict[str, Any] = dict(QUICK) if args.quick else {}
+    for name in ("ops", "shapes", "tokens", "batch", "repeats"):
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return OpsBenchConfig(threads=args.threads, dtype=args.dtype, **values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnreuse._io import atomic_write_json
+    from attnreuse.bench.timing import write_records
+
+    config = config_from_args(args)
+    records = run_bench(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(records))
+    outputs = [p for p in (args.json, args.csv) if p is not None]
+    for path in outputs:
+        write_records(path, records)
+    if args.plot is not None:
+        plot(records, args.plot)
+        outputs.append(args.plot)
+    if outputs:
+        atomic_write_json(outputs[0].with_suffix(".config.json"), dataclasses.asdict(config))
+        print("wrote " + ", ".join(str(p) for p in outputs + [outputs[0].with_suffix(".config.json")]))
+    return 0
+

@@ -1,0 +1,82 @@
+"""`attnreuse bench ops`: the quick sweep end to end, skipping rules, config validation."""
+
+import csv
+import json
+
+import pytest
+
+from attnreuse.bench import ops as bench_ops
+from attnreuse.cli import main
+
+FIELDS = {
+    "op", "batch", "tokens", "qk_heads", "v_heads", "qk_dim", "v_dim", "dtype", "threads",
+    "latency_ms_median", "latency_ms_p90", "peak_bytes", "gflops_per_s", "fraction_of_matmul_peak", "machine",
+}
+
+
+def test_quick_sweep_writes_json_csv_plot_and_config(tmp_path, capsys):
+    out = tmp_path / "ops.json"
+    argv = ["bench", "ops", "--quick", "--threads", "1", "--tokens", "32", "64", "--batch", "1", "2",
+            "--ops", "sdpa_mha", "reuse", "dense_mha", "taylor", "--shapes", "vit", "uniform",
+            "--json", str(out), "--csv", str(tmp_path / "ops.csv"), "--plot", str(tmp_path / "ops.png")]
+    assert main(argv) == 0
+    records = json.loads(out.read_text())
+    # 2 tokens x 2 batches x (3 multi-head ops + reuse on 2 widths)
+    assert len(records) == 2 * 2 * 5
+    for r in records:
+        assert FIELDS <= set(r), FIELDS - set(r)
+        assert r["latency_ms_median"] > 0 and r["latency_ms_p90"] >= r["latency_ms_median"]
+        assert r["peak_bytes"] > 0 and r["gflops_per_s"] > 0 and 0 < r["fraction_of_matmul_peak"]
+        assert r["threads"] == 1 and r["dtype"] == "float32" and r["machine"]["matmul_peak_gflops"] > 0
+    reuse = {(r["qk_dim"], r["v_heads"]) for r in records if r["op"] == "reuse"}
+    assert reuse == {(32, 8), (64, 8)}
+    assert all(r["speedup_vs_sdpa_mha"] == 1.0 for r in records if r["op"] == "sdpa_mha")
+    # a materialised map of b x 8 x N x N floats is the biggest extra allocation of dense_mha
+    dense = next(r for r in records if r["op"] == "dense_mha" and r["tokens"] == 64 and r["batch"] == 2)
+    assert dense["peak_bytes"] >= 2 * 8 * 64 * 64 * 4
+    with open(tmp_path / "ops.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(records)
+    assert (tmp_path / "ops.png").read_bytes()[:4] == b"\x89PNG"
+    config = json.loads((tmp_path / "ops.config.json").read_text())
+    assert config["tokens"] == [32, 64] and config["threads"] == 1
+    table = capsys.readouterr().out
+    assert "median_ms" in table and "reuse" in table and "matmul peak" in table
+
+
+def test_skips_are_noted_not_crashed():
+    config = bench_ops.OpsBenchConfig(
+        ops=("dense_mha", "reuse"), shapes=("vit",), tokens=(32,), batch=(1, 2), threads=1,
+        warmup=0, repeats=1, min_time_s=0.0, max_batch_tokens=40, max_dense_bytes=1000, matmul_size=64,
+    )
+    records = bench_ops.run_bench(config)
+    notes = {(r["op"], r["batch"]): r["note"] for r in records}
+    assert "max_dense_bytes" in notes[("dense_mha", 1)]
+    assert notes[("reuse", 1)] == ""
+    assert "max_batch_tokens" in notes[("reuse", 2)] and "max_batch_tokens" in notes[("dense_mha", 2)]
+    skipped = [r for r in records if r["note"]]
+    assert all(r["latency_ms_median"] is None and r["peak_bytes"] is None for r in skipped)
+    assert "skipped" in bench_ops.format_table(records)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ops", ("flash",), "ops must be a non-empty list"),
+        ("shapes", (), "shapes must be a non-empty list"),
+        ("tokens", (196, 0), r"tokens must be a non-empty list of positive ints, got \[196, 0\]"),
+        ("batch", (1.5,), "batch must be"),
+        ("dtype", "float16", "dtype must be one of"),
+        ("threads", 0, "threads must be a positive int, got 0"),
+        ("warmup", -1, "warmup must be an int >= 0"),
+        ("min_time_s", float("inf"), "min_time_s must be a finite number"),
+    ],
+)
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        bench_ops.OpsBenchConfig(**{field: value})
+
+
+def test_cli_reports_bad_values_in_one_line(capsys):
+    assert main(["bench", "ops", "--quick", "--batch", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnreuse bench: error: batch must be") and err.count("\n") == 1

@@ -1,0 +1,41 @@
+"""The `attnreuse` command line: every tool registers, help works, user errors are one line."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnreuse import cli
+from attnreuse.bench import cli as bench_cli
+
+
+def test_every_tool_and_bench_command_registers():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert "bench" in commands
+    bench = commands["bench"]._subparsers._group_actions[0].choices
+    assert "ops" in bench
+    assert len(bench) == len(bench_cli._COMMANDS) and len(commands) >= len(cli._TOOLS)
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+    assert "usage: attnreuse" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    script = Path(sys.executable).with_name("attnreuse")
+    command = [str(script)] if script.exists() else [shutil.which("attnreuse") or "attnreuse"]
+    result = subprocess.run([*command, "bench", "ops", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout and "--plot" in result.stdout
+
+
+def test_user_error_is_one_line_exit_2(capsys):
+    assert cli.main(["bench", "ops", "--quick", "--tokens", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert err == "attnreuse bench: error: tokens must be a non-empty list of positive ints, got [-5]\n"
