@@ -11,7 +11,6 @@ import importlib
 _COMMANDS = (
     "attnreuse.bench.ops",
     "attnreuse.bench.models",
-    "attnreuse.bench.report",
 )
 
 
