@@ -283,3 +283,14 @@ def test_reuse_qk_dim_and_grouped_reuse():
     assert model.attn_plan == ("reuse", "reuse:2", "reuse:6", "share")
     with torch.no_grad():
         assert model(_images()).shape == (2, 1000)
+
+
+def test_own_checkpoints_round_trip(tmp_path):
+    """A plan model's own state dict (qk + v, q/k norms, V-only and Phi layers) loads back strictly."""
+    plan = ["reuse", "share", "skip", "taylor"]
+    model = _vit(attn_plan=plan, qk_norm=True)
+    loaded = _vit(attn_plan=plan, qk_norm=True, **_file(tmp_path, model.state_dict()))
+    assert loaded.load_report.complete and not loaded.load_report.dropped
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))

@@ -8,7 +8,8 @@ Sources understood:
 - ViTALiTy's DeiT checkpoints: DeiT keys plus quantiser state under `blocks.N.attn.quant*`.
 Per plan kind: "mha", "taylor" and "reuse:<num_heads>" keep `attn.qkv`; "share" and grouped
 "reuse" keep only the V rows of `qkv` as `attn.v` (their q/k rows are dropped; "reuse" gets new
-`attn.qk`); "skip" drops `norm1` and `attn` (and gets `phi`).
+`attn.qk`); "skip" drops `norm1` and `attn` (and gets `phi`). Checkpoints already in a plan's
+layout (`attn.qk`, `attn.v`, `phi`: saved attnreuse models) pass through unchanged.
 """
 
 from __future__ import annotations
@@ -95,18 +96,20 @@ def _v_rows(t: Tensor) -> Tensor:
     return t[2 * c :].clone()
 
 
-def _convert_block(key: str, i: int, rest: str, spec: LayerSpec, num_heads: int, value: Tensor, out, renamed, dropped):
-    mha_layout = spec.kind in ("mha", "taylor") or (spec.kind == "reuse" and spec.qk_heads == num_heads)
+def _convert_block(key: str, i: int, rest: str, spec: LayerSpec, fused_source: bool, num_heads: int, value: Tensor, out, renamed, dropped):
+    """Place one `blocks.i.*` tensor; `fused_source`: the checkpoint's block i has a fused `attn.qkv`."""
+    fused_target = spec.kind in ("mha", "taylor") or (spec.kind == "reuse" and spec.qk_heads == num_heads)
+    to_split = fused_source and not fused_target
     if rest.startswith("attn.quant"):
         dropped.append(key)  # ViTALiTy quantiser statistics: no counterpart
     elif spec.kind == "skip" and rest.startswith(("norm1.", "attn.")):
         dropped.append(key)
-    elif not mha_layout and rest in ("attn.qkv.weight", "attn.qkv.bias"):
+    elif to_split and rest in ("attn.qkv.weight", "attn.qkv.bias"):
         target = f"blocks.{i}.attn.v.{rest.rsplit('.', 1)[1]}"
         out[target] = _v_rows(value)
         renamed.append((f"{key}[v rows]", target))
         dropped.append(f"{key}[q, k rows]")
-    elif not mha_layout and rest.startswith(("attn.q_norm.", "attn.k_norm.")):
+    elif to_split and rest.startswith(("attn.q_norm.", "attn.k_norm.")):
         dropped.append(key)
     else:
         out[key] = value
@@ -154,7 +157,8 @@ def convert_state_dict(
             renamed.append((key, target_key))
         elif block:
             i = int(block.group(1))
-            _convert_block(key, i, block.group(2), specs[i], num_heads, value, out, renamed, dropped)
+            fused_source = f"blocks.{i}.attn.qkv.weight" in sd
+            _convert_block(key, i, block.group(2), specs[i], fused_source, num_heads, value, out, renamed, dropped)
         elif key.startswith(_DISTILLATION):
             dropped.append(key)  # DeiT distillation token / head: the attnreuse ViT has none
         else:
