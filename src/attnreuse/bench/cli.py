@@ -11,6 +11,7 @@ import importlib
 _COMMANDS = (
     "attnreuse.bench.ops",
     "attnreuse.bench.models",
+    "attnreuse.bench.report",
 )
 
 

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ExportConfig", "int8_path", "record_path", "run_export"]
+__all__ = ["ExportConfig", "export_command", "int8_path", "record_path", "run_export"]
 
 
 def _positive_int(name: str, value, allow_none: bool = False) -> None:
@@ -73,6 +73,23 @@ class ExportConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def export_command(config: ExportConfig) -> str:
+    """The `attnreuse export ...` command line that repeats `config`."""
+    import json
+    import shlex
+
+    argv = ["attnreuse", "export", config.model, "--output", config.output]
+    defaults = ExportConfig(model=config.model, output=config.output)
+    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "eval_data", "threads"):
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    if config.model_kwargs:
+        argv += ["--model-kwargs", json.dumps(config.model_kwargs)]
+    argv += [flag for flag, on in (("--dynamic-batch", config.dynamic_batch), ("--int8", config.int8)) if on]
+    return shlex.join(argv)
 
 
 def int8_path(output: str | os.PathLike) -> Path:
@@ -139,6 +156,7 @@ def run_export(config: ExportConfig) -> dict:
         logit_scale = model(check_x[: config.batch]).abs().max().item()
     record: dict = {
         "config": config.to_dict(),
+        "command": export_command(config),
         "machine": machine_record(threads=config.threads),
         "onnx": dataclasses.asdict(result),
         "max_abs_logit": logit_scale,
