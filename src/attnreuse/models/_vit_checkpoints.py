@@ -14,15 +14,19 @@ layout (`attn.qk`, `attn.v`, `phi`: saved attnreuse models) pass through unchang
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from torch import Tensor
+from timm.models.vision_transformer import checkpoint_filter_fn as timm_checkpoint_filter_fn
+from torch import Tensor, nn
 
 from attnreuse.models._plan import LayerSpec, format_plan, parse_plan
 
-__all__ = ["ConversionReport", "convert_state_dict"]
+__all__ = ["ConversionReport", "checkpoint_filter_fn", "convert_state_dict"]
+
+_logger = logging.getLogger(__name__)
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _SKIPAT_PHI = re.compile(r"^param_(\d+)\.(.+)$")
@@ -182,3 +186,35 @@ def convert_state_dict(
             reinitialised=tuple(reinit),
         )
     return out, ConversionReport(**report)
+
+
+def _first_conv_channels_only(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """patch_embed weights differing only in input channels: timm adapts those after filtering."""
+    return key == "patch_embed.proj.weight" and len(got) == len(want) == 4 and got[0] == want[0] and got[2:] == want[2:]
+
+
+def checkpoint_filter_fn(state_dict: dict, model: nn.Module, strict: bool = True) -> dict:
+    """The attnreuse ViT's `pretrained_filter_fn`: timm's ViT filter (unnesting, patch and position
+    embedding resampling), then `convert_state_dict` onto `model.attn_plan`.
+
+    The report is kept as `model.load_report`. strict=True (the default) raises ValueError unless
+    every model tensor comes from the checkpoint (a classifier with another class count aside) and
+    every checkpoint tensor the plan uses has a place; strict=False keeps what matches, logs the
+    report and leaves the rest initialised.
+    """
+    state_dict = timm_checkpoint_filter_fn(state_dict, model)
+    out, report = convert_state_dict(
+        state_dict, model.attn_plan, num_heads=model.num_heads, target=model.state_dict()
+    )
+    report = replace(report, mismatched=tuple(m for m in report.mismatched if not _first_conv_channels_only(*m)))
+    model.load_report = report
+    if report.complete:
+        return out
+    if strict:
+        raise ValueError(
+            f"checkpoint does not match this model:\n{report}\n"
+            "Pass pretrained_strict=False to load the matching tensors and keep the rest initialised."
+        )
+    _logger.warning("loading a partial checkpoint:\n%s", report)
+    bad = set(report.unexpected) | {k for k, _, _ in report.mismatched}
+    return {k: v for k, v in out.items() if k not in bad}

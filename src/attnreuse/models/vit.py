@@ -18,8 +18,6 @@ previous attention output (for "skip"); the map is only materialised by a layer 
 
 from __future__ import annotations
 
-import logging
-from dataclasses import replace
 from functools import partial
 
 import torch
@@ -30,12 +28,11 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer import checkpoint_filter_fn as timm_checkpoint_filter_fn
 from torch import Tensor, nn
 
 from attnreuse.layers import Attention, SkipAtPhi, TaylorAttention
 from attnreuse.models._plan import LayerSpec, format_plan, map_sources, parse_plan
-from attnreuse.models._vit_checkpoints import ConversionReport, convert_state_dict
+from attnreuse.models._vit_checkpoints import ConversionReport, checkpoint_filter_fn, convert_state_dict
 
 __all__ = [
     "AttnReuseVisionTransformer",
@@ -47,8 +44,6 @@ __all__ = [
     "mapshare_plan",
     "skipat_plan",
 ]
-
-_logger = logging.getLogger(__name__)
 
 
 class PlanBlock(nn.Module):
@@ -333,35 +328,6 @@ class AttnReuseVisionTransformer(VisionTransformer):
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
-
-
-def _first_conv_channels_only(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> bool:
-    """patch_embed weights differing only in input channels: timm adapts those after filtering."""
-    return key == "patch_embed.proj.weight" and len(got) == len(want) == 4 and got[0] == want[0] and got[2:] == want[2:]
-
-
-def checkpoint_filter_fn(state_dict: dict, model: AttnReuseVisionTransformer, strict: bool = True) -> dict:
-    """timm's ViT filter (unnesting, patch / position embedding resampling), then `convert_state_dict`
-    onto the model's plan. The report is kept as `model.load_report`. strict=True (the default)
-    raises ValueError unless every model tensor comes from the checkpoint (a classifier with
-    another class count aside) and every checkpoint tensor the plan uses has a place;
-    strict=False keeps what matches, logs the report and leaves the rest initialised."""
-    state_dict = timm_checkpoint_filter_fn(state_dict, model)
-    out, report = convert_state_dict(
-        state_dict, model.attn_plan, num_heads=model.num_heads, target=model.state_dict()
-    )
-    report = replace(report, mismatched=tuple(m for m in report.mismatched if not _first_conv_channels_only(*m)))
-    model.load_report = report
-    if report.complete:
-        return out
-    if strict:
-        raise ValueError(
-            f"checkpoint does not match this model:\n{report}\n"
-            "Pass pretrained_strict=False to load the matching tensors and keep the rest initialised."
-        )
-    _logger.warning("loading a partial checkpoint:\n%s", report)
-    bad = set(report.unexpected) | {k for k, _, _ in report.mismatched}
-    return {k: v for k, v in out.items() if k not in bad}
 
 
 def _cfg(**kwargs) -> dict:
