@@ -260,6 +260,8 @@ def test_bad_plan_types_and_arguments():
         _vit(img_size=30)
     with pytest.raises(ValueError, match="block_fn is chosen by attn_plan"):
         _vit(block_fn=torch.nn.Identity)
+    with pytest.raises(ValueError, match="reuse_qk_dim must be a positive int, got 0"):
+        _vit(attn_plan="reuse", reuse_qk_dim=0)
     with pytest.raises(ValueError, match="patch_drop_rate"):
         _vit("skipat_vit_tiny_patch16_224", patch_drop_rate=0.1)
 

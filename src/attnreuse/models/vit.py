@@ -216,6 +216,8 @@ class AttnReuseVisionTransformer(VisionTransformer):
                 f"img_size={img_size} must be a multiple of patch_size={patch_size} (or pass dynamic_img_pad=True)"
             )
         specs = parse_plan(attn_plan, depth, num_heads)
+        if reuse_qk_dim is not None:
+            _positive_int("reuse_qk_dim", reuse_qk_dim)
         if any(s.kind == "skip" for s in specs) and kwargs.get("patch_drop_rate", 0.0) > 0:
             raise ValueError("patch_drop_rate > 0 breaks the token grid that 'skip' layers (SkipAt Phi) need")
         num_prefix_tokens = int(kwargs.get("class_token", True)) + kwargs.get("reg_tokens", 0)
