@@ -155,11 +155,66 @@ def evaluate(model: nn.Module, loader, device: torch.device, d: _Dist | None = N
     return float(100.0 * counts[0] / counts[1].clamp(min=1))
 
 
-def _base_loss(config: TrainConfig, mixing: bool) -> nn.Module:
+def _objective(config: TrainConfig, num_classes: int, device: torch.device):
+    """(timm Mixup or None, loss(x, logits, target)): label-smoothed CE, or soft-target CE on the
+    already smoothed, mixed targets of mixup; wrapped in distillation when there is a teacher."""
+    from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
 
-    # With mixup the targets are already smoothed, mixed probability vectors.
-    return SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    mixup = None
+    base: nn.Module = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if config.mixup > 0 or config.cutmix > 0:
+        mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
+                      label_smoothing=config.label_smoothing, num_classes=num_classes)
+        base = SoftTargetCrossEntropy()
+    if config.teacher is None:
+        return mixup, lambda x, logits, target: base(logits, target)
+    from attnreuse.train.distill import DistillLoss, load_teacher
+
+    teacher = load_teacher(config.teacher, config.teacher_checkpoint, config.teacher_kwargs).to(device)
+    return mixup, DistillLoss(base, teacher, config.distill, config.distill_temperature, config.distill_weight)
+
+
+def _train_epoch(net, model, loader, steps: int, opt, sched, ema, mixup, criterion, config, d: _Dist,
+                 epoch: int, step: int) -> tuple[list[dict], float, int]:
+    """One epoch of at most `steps` updates; returns (step records, mean loss, global step)."""
+    from tqdm import tqdm
+
+    net.train()
+    records, loss_sum = [], 0.0
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=not (config.progress and d.main))
+    for i, (x, y) in enumerate(loader):
+        if i == steps:
+            break
+        x, y = x.to(d.device), y.to(d.device)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        loss = criterion(x, net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_grad is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+        opt.step()
+        step += 1
+        sched.step_update(num_updates=step)
+        if ema is not None:
+            ema.update(model, step=step)
+        loss_val = loss.detach()
+        if d.world > 1:
+            dist.all_reduce(loss_val)  # log the global-batch loss on every rank
+            loss_val /= d.world
+        loss_f = float(loss_val)
+        if not math.isfinite(loss_f):
+            raise FloatingPointError(f"loss became {loss_f} at epoch {epoch}, step {step}; lower --lr")
+        loss_sum += loss_f
+        if step % config.log_every_steps == 0:
+            records.append({"kind": "step", "epoch": epoch, "step": step, "loss": loss_f,
+                            "lr": opt.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{loss_f:.4f}")
+        bar.update()
+    bar.close()
+    return records, loss_sum / steps, step
 
 
 def _append_metrics(path: Path, records: list[dict]) -> None:
@@ -194,7 +249,6 @@ def _prepare_output(config: TrainConfig, out: Path) -> Path | None:
 
 def train(config: TrainConfig) -> dict:
     """Run (or resume) the training `config` describes; returns the summary (also in summary.json)."""
-    from timm.data import Mixup
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
@@ -236,17 +290,7 @@ def train(config: TrainConfig) -> dict:
         warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=steps_per_epoch,
     )
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay is not None else None
-    mixing = config.mixup > 0 or config.cutmix > 0
-    mixup = Mixup(
-        mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing,
-        num_classes=splits.num_classes,
-    ) if mixing else None
-    criterion = _base_loss(config, mixing)
-    if config.teacher is not None:
-        from attnreuse.train.distill import DistillLoss, load_teacher
-
-        teacher = load_teacher(config.teacher, config.teacher_checkpoint, config.teacher_kwargs).to(d.device)
-        criterion = DistillLoss(criterion, teacher, config.distill, config.distill_temperature, config.distill_weight)
+    mixup, criterion = _objective(config, splits.num_classes, d.device)
 
     start_epoch, step = 0, 0
     if resume_from is not None:
@@ -259,7 +303,9 @@ def train(config: TrainConfig) -> dict:
         start_epoch, step = state["epoch"] + 1, state["step"]
         _set_rng_state(state["rng"][d.rank])
 
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
+    net = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     metrics_path = out / METRICS
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -270,48 +316,14 @@ def train(config: TrainConfig) -> dict:
         atomic_write_json(out / "config.json", config.to_dict())
         atomic_write_json(out / ckpt_io.MODEL_JSON, spec)
 
-    from tqdm import tqdm
-
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
-        net.train()
         t_epoch = time.perf_counter()
-        records, loss_sum = [], 0.0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (config.progress and d.main))
-        for i, (x, y) in enumerate(loader):
-            if i == steps_per_epoch:
-                break
-            x, y = x.to(d.device), y.to(d.device)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            logits = net(x)
-            loss = criterion(x, logits, y) if config.teacher is not None else criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            optimizer.step()
-            step += 1
-            scheduler.step_update(num_updates=step)
-            if ema is not None:
-                ema.update(model, step=step)
-            loss_val = loss.detach()
-            if d.world > 1:
-                dist.all_reduce(loss_val)
-                loss_val /= d.world
-            loss_f = float(loss_val)
-            if not math.isfinite(loss_f):
-                raise FloatingPointError(f"loss became {loss_f} at epoch {epoch}, step {step}; lower --lr")
-            loss_sum += loss_f
-            if step % config.log_every_steps == 0:
-                records.append({"kind": "step", "epoch": epoch, "step": step, "loss": loss_f,
-                                "lr": optimizer.param_groups[0]["lr"]})
-            bar.set_postfix(loss=f"{loss_f:.4f}")
-            bar.update()
-        bar.close()
+        records, train_loss, step = _train_epoch(
+            net, model, loader, steps_per_epoch, optimizer, scheduler, ema, mixup, criterion, config, d, epoch, step
+        )
         val_top1 = evaluate(model, val_loader, d.device, d)
-        epoch_rec = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / steps_per_epoch,
+        epoch_rec = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
                      "val_top1": val_top1, "epoch_s": time.perf_counter() - t_epoch}
         if ema is not None:
             epoch_rec["val_ema_top1"] = evaluate(ema.module, val_loader, d.device, d)
