@@ -71,6 +71,8 @@ def test_quick_run_records_every_runtime_and_errors_do_not_stop_it(tmp_path, mon
     assert eager["threads"] == 1 and eager["torch"] and "cpu" in eager
     assert json.loads((tmp_path / "r.json").read_text())[0]["model"] == PICO
     assert (tmp_path / "r.csv").read_text().startswith("model,")
+    saved = json.loads(bm.config_path(tmp_path / "r.json").read_text())
+    assert saved["models"] == [PICO, "no_such_model_xyz"] and saved["threads"] == 1
     table = bm.format_table(records)
     assert "error: RuntimeError: int8 broke" in table and PICO in table
 

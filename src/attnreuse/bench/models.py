@@ -23,6 +23,7 @@ __all__ = [
     "ModelBenchConfig",
     "add_relative_columns",
     "baseline_of",
+    "config_path",
     "default_models",
     "family_of",
     "format_table",
@@ -130,7 +131,9 @@ class ModelBenchConfig:
 
 
 def _error(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:400] if str(err).strip() else ''}"
+    """`Type: first line of the message` (at most 400 characters of it)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:400] if lines else ''}"
 
 
 def _bench_model(name: str, img_size: int, config: ModelBenchConfig, work: Path) -> list[dict]:
@@ -231,6 +234,11 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def config_path(results: str | Path) -> Path:
+    """Where the config of a run is written beside its results: r.json -> r.config.json."""
+    return Path(results).with_suffix(".config.json")
+
+
 def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     """Benchmark every model at every resolution in every runtime; write JSON/CSV if asked.
 
@@ -238,6 +246,7 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     """
     import warnings
 
+    from attnreuse._io import atomic_write_json
     from attnreuse.bench.timing import machine_record, set_threads, write_records
 
     set_threads(config.threads)
@@ -256,6 +265,7 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     for path in (config.json, config.csv):
         if path is not None:
             write_records(path, records)
+            atomic_write_json(config_path(path), dataclasses.asdict(config))
     return records
 
 

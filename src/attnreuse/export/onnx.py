@@ -5,6 +5,12 @@ has one, e.g. UniForm's ConvBN pairs; timm's `reparameterize_model` otherwise, e
 Attention runs on the "dense" backend while exporting: one matmul-softmax-matmul graph that
 ONNX Runtime fuses, with no Python loop over row tiles baked into the graph for one batch size.
 The file is written through `atomic_path`: a failed export or parity check leaves nothing behind.
+
+Exporters: both of torch.onnx's export every attention path (softmax reuse, map sharing, SkipAt,
+Taylor; see tests/export). The TorchScript-based one is the default: on efficientvit_m0 it
+exported in 1.3 s against 18 s for the torch.export-based ("dynamo") one, with a 6.1 MB file
+against 10.2 MB (BatchNorms folded) and ONNX Runtime latency no worse. Torch marks it deprecated;
+"dynamo" is one flag away (`exporter="dynamo"`, opset >= 18).
 """
 
 from __future__ import annotations
@@ -179,14 +185,14 @@ def ort_session(path: str | Path, *, threads: int = 2):
 def run_ort(session, images: Tensor, *, batch: int | None = None) -> Tensor:
     """Logits [N, classes] of `images` [N, C, H, W], `batch` at a time (None: the session's fixed
     batch, or all at once when its batch is dynamic)."""
+    import numpy as np
+
     fixed = session.get_inputs()[0].shape[0]
     step = batch or (fixed if isinstance(fixed, int) else len(images))
     outs = [
         session.run(None, {INPUT_NAME: images[i : i + step].numpy()})[0]
         for i in range(0, len(images), step)
     ]
-    import numpy as np
-
     return torch.from_numpy(np.concatenate(outs))
 
 
