@@ -1,7 +1,9 @@
 """nn.Modules on token sequences [B, N, C], built on `attnreuse.ops`."""
 
 from attnreuse.layers.attention import Attention
+from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual, fuse_modules
 from attnreuse.layers.linear import LinearAttention
+from attnreuse.layers.reuse_mixer import ReuseAttention2d, window_partition, window_reverse
 from attnreuse.layers.skipat import EfficientChannelAttention, SkipAtPhi
 from attnreuse.layers.taylor import TaylorAttention
 
@@ -11,4 +13,13 @@ __all__ = [
     "LinearAttention",
     "SkipAtPhi",
     "TaylorAttention",
+    "ConvBN",
+    "ConvFFN",
+    "NormLinear",
+    "PatchMerging",
+    "Residual",
+    "ReuseAttention2d",
+    "fuse_modules",
+    "window_partition",
+    "window_reverse",
 ]
