@@ -4,6 +4,7 @@ import pytest
 import torch
 from opscheck import BF16_ATOL, BF16_RTOL, F32_ATOL, F32_RTOL, assert_close, grads, qkv
 
+import attnreuse.ops.linear as linear_mod
 from attnreuse import ops
 from attnreuse.bench.timing import measure_peak_bytes
 from attnreuse.ops import reference
@@ -93,3 +94,27 @@ def test_no_n_by_n_tensor(kind):
     q, k, v = qkv(1, 1, 4, 2048, 2048, 16, 16, torch.float32, requires_grad=False)
     peak = measure_peak_bytes(lambda: fast(q, k, v))
     assert peak < 2 << 20, peak
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 300], ids=["default-chunks", "many-chunks"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["reuse", "grouped", "mha"])
+@pytest.mark.parametrize("kind, kwargs", VARIANTS, ids=VARIANT_IDS)
+def test_inference_path_matches_reference(monkeypatch, kind, kwargs, shape, chunk_bytes):
+    """Without autograd the chunked in-place path runs; keys offset by 3 so centring matters."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(linear_mod, "CHUNK_BYTES", chunk_bytes)
+    fast, ref_fn = _ops(kind)
+    q, k, v = qkv(*shape, dtype=torch.float32, requires_grad=False)
+    k = k + 3
+    with torch.no_grad():
+        out = fast(q, k, v, **kwargs)
+    assert_close("out", ref_fn(q.double(), k.double(), v.double(), **kwargs), out, F32_RTOL, F32_ATOL)
+
+
+@pytest.mark.parametrize("kind, kwargs", [VARIANTS[0], VARIANTS[3]], ids=["taylor", "linear"])
+def test_inference_path_bfloat16(kind, kwargs):
+    fast, ref_fn = _ops(kind)
+    q, k, v = qkv(*SHAPES[1], dtype=torch.bfloat16, requires_grad=False)
+    out = fast(q, k, v, **kwargs)
+    assert out.dtype == torch.bfloat16
+    assert_close("out", ref_fn(q.double(), k.double(), v.double(), **kwargs), out, BF16_RTOL, BF16_ATOL)

@@ -9,6 +9,8 @@ K^T V is formed first, so time is O(N Dk Dv) and no N x M tensor exists. Literal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,6 +30,90 @@ def _accumulator(x: Tensor) -> torch.dtype:
 def _guard(denom: Tensor, tiny: float) -> Tensor:
     """Keep |denom| >= tiny, preserving its sign (zero counts as positive)."""
     return torch.where(denom.abs() < tiny, torch.where(denom < 0, -tiny, tiny), denom)
+
+
+# Rows of q (or k) per chunk of the inference path: its temporaries stay in cache and no tensor
+# of N rows is allocated besides the output (fresh large tensors cost page faults on first touch).
+CHUNK_BYTES = 4 << 20
+
+_Map = Callable[[Tensor, Tensor], Tensor]  # (chunk [BH, rows, D], scratch) -> features of the chunk
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _kernelised(
+    q: Tensor, k: Tensor, v: Tensor, *, q_map: _Map, k_map: _Map, num_const: bool, den_const: float,
+    scale: float, tiny: float | None,
+) -> Tensor:
+    """Inference path of (scale phi_q(q) G + c_v) / (scale phi_q(q) k_sum + c_d), chunked, where
+    G = phi_k(k)^T v, k_sum = phi_k(k)^T 1 and c_v = v_sum (when `num_const`) or 0.
+
+    q: [BH, N, Dk], k: [BH, M, Dk], v: [BH, M, Dv] in the accumulation dtype -> [BH, N, Dv].
+    Keys, per chunk of rows: features, then G, k_sum, v_sum accumulate. Queries, per block of rows:
+    the denominators d (one matrix-vector product; guarded to |d| >= tiny, sign kept, when `tiny`
+    is set), then one batched matmul [phi_q / d | 1 / d] @ [scale G ; c_v] written into the output.
+    """
+    BH, M, Dk = k.shape
+    N, Dv = q.shape[1], v.shape[-1]
+    dt, dev = q.dtype, q.device
+    kv = torch.zeros(BH, Dk, Dv, dtype=dt, device=dev)
+    k_sum = torch.zeros(BH, Dk, 1, dtype=dt, device=dev)
+    w = torch.zeros(BH, Dk + 1, Dv, dtype=dt, device=dev)  # [scale G ; c_v]
+    rows = max(1, min(M, CHUNK_BYTES // (q.element_size() * BH * Dk)))
+    scratch = torch.empty(BH * rows * Dk, dtype=dt, device=dev)
+    for c0 in range(0, M, rows):
+        c1 = min(M, c0 + rows)
+        fk = k_map(k[:, c0:c1], scratch[: BH * (c1 - c0) * Dk].view(BH, c1 - c0, Dk))
+        vc = v[:, c0:c1]
+        kv.baddbmm_(fk.transpose(1, 2), vc)
+        k_sum.add_(fk.sum(1).unsqueeze(-1))
+        if num_const:
+            w[:, Dk].add_(vc.sum(1))
+    torch.mul(kv, scale, out=w[:, :Dk])
+    k_sum.mul_(scale)
+    out = torch.empty(BH, N, Dv, dtype=dt, device=dev)
+    per_row = q.element_size() * (2 * Dk + 2)
+    rows = max(1, min(N, CHUNK_BYTES // per_row))
+    heads = 1 if rows < N else max(1, min(BH, CHUNK_BYTES // (per_row * N)))
+    feat = torch.empty(heads * rows * Dk, dtype=dt, device=dev)
+    aug = torch.empty(heads * rows * (Dk + 1), dtype=dt, device=dev)
+    for b0 in range(0, BH, heads):
+        b1 = min(BH, b0 + heads)
+        for r0 in range(0, N, rows):
+            r1 = min(N, r0 + rows)
+            shape = (b1 - b0, r1 - r0)
+            fq = q_map(q[b0:b1, r0:r1], feat[: shape[0] * shape[1] * Dk].view(*shape, Dk))
+            den = torch.bmm(fq, k_sum[b0:b1]).add_(den_const)  # [heads, rows, 1]
+            if tiny is not None:
+                den = _guard(den, tiny)
+            a = aug[: shape[0] * shape[1] * (Dk + 1)].view(*shape, Dk + 1)
+            torch.reciprocal(den, out=a[..., Dk:])
+            torch.mul(fq, a[..., Dk:], out=a[..., :Dk])
+            torch.bmm(a, w[b0:b1], out=out[b0:b1, r0:r1])
+    return out
+
+
+def _identity(x: Tensor, scratch: Tensor) -> Tensor:
+    return x
+
+
+def _center_tokens(mean: Tensor) -> _Map:
+    return lambda x, scratch: torch.sub(x, mean, out=scratch)
+
+
+def _center_features(x: Tensor, scratch: Tensor) -> Tensor:
+    return torch.sub(x, x.mean(-1, keepdim=True), out=scratch)
+
+
+def _elu1(x: Tensor, scratch: Tensor) -> Tensor:
+    """elu(x) + 1 = exp(min(x, 0)) + max(x, 0) (F.elu itself is several times slower on CPU)."""
+    return torch.clamp(x, max=0, out=scratch).exp_().add_(x.clamp(min=0))
+
+
+def _relu(x: Tensor, scratch: Tensor) -> Tensor:
+    return torch.clamp(x, min=0, out=scratch)
 
 
 def taylor_attention(
@@ -60,6 +146,15 @@ def taylor_attention(
     eps = check_eps(eps)
     acc = _accumulator(q)
     qa, ka, va = q.to(acc), k.to(acc), group_values(v, Hq).to(acc)
+    if not _needs_grad(q, k, v):
+        flat = [x.reshape(B * Hq, *x.shape[2:]) for x in (qa, ka, va)]
+        if center == "tokens":
+            k_map = _center_tokens(flat[1].mean(dim=1, keepdim=True))
+        else:
+            k_map = _center_features if center == "features" else _identity
+        out = _kernelised(*flat, q_map=_identity, k_map=k_map, num_const=True, den_const=float(M),
+                          scale=scale, tiny=eps * M)
+        return ungroup_values(out.view(B, Hq, N, -1), Hv).to(q.dtype)
     if center == "tokens":
         ka = ka - ka.mean(dim=-2, keepdim=True)
     elif center == "features":
@@ -87,6 +182,11 @@ def linear_attention(
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     eps = check_eps(eps)
     acc = _accumulator(q)
+    if not _needs_grad(q, k, v):
+        flat = [x.to(acc).reshape(B * Hq, *x.shape[2:]) for x in (q, k, group_values(v, Hq))]
+        phi_ = _elu1 if feature_map == "elu" else _relu
+        out = _kernelised(*flat, q_map=phi_, k_map=phi_, num_const=False, den_const=eps, scale=1.0, tiny=None)
+        return ungroup_values(out.view(B, Hq, N, -1), Hv).to(q.dtype)
     phi = (lambda x: F.elu(x) + 1) if feature_map == "elu" else F.relu
     fq, fk = phi(q.to(acc)), phi(k.to(acc))
     kv = fk.transpose(-1, -2) @ group_values(v, Hq).to(acc)  # [B, Hq, Dk, Dvg]
