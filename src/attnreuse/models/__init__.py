@@ -5,7 +5,7 @@ from __future__ import annotations
 import timm
 from timm.models import model_entrypoint
 
-from attnreuse.models import vit
+from attnreuse.models import uniform, vit
 
 
 def create_model(name: str, **kwargs):
@@ -18,4 +18,4 @@ def list_models() -> list[str]:
     return sorted(n for n in timm.list_models() if model_entrypoint(n).__module__.startswith("attnreuse."))
 
 
-__all__ = ["create_model", "list_models", "vit"]
+__all__ = ["create_model", "list_models", "uniform", "vit"]
