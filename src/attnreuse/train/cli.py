@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", default="digits", help="calibration data (as for train)")
     c.add_argument("--calib-batches", type=int, default=4)
     c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--fit-steps", type=int, default=500, help="Adam steps of each calibration regression")
+    c.add_argument("--fit-lr", type=float, default=5e-3)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", required=True)
     c.set_defaults(func=run_convert)
@@ -119,7 +121,7 @@ def run_convert(args: argparse.Namespace) -> int:
     config = ConvertConfig(
         checkpoint=args.checkpoint, plan=args.plan, output=args.output, model=args.model,
         model_kwargs=args.model_kwargs, data=args.data, calib_batches=args.calib_batches,
-        batch_size=args.batch_size, seed=args.seed,
+        batch_size=args.batch_size, fit_steps=args.fit_steps, fit_lr=args.fit_lr, seed=args.seed,
     )
     report = convert(config)
     print(f"converted {report['source']} -> plan {report['plan']}: {report['carried']} of "
