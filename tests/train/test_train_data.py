@@ -74,3 +74,32 @@ def test_ranks_split_each_global_batch():
         make_train_loader(data, 7, rank=0, world=2, seed=0)
     evals = [torch.cat(list(make_eval_loader(data, 4, rank=r, world=2))).tolist() for r in range(2)]
     assert sorted(evals[0] + evals[1]) == data
+
+
+class _FakeVisionSet:
+    """Stands in for a torchvision dataset class: (root, train=, download=), .classes, .targets."""
+
+    def __init__(self, root, train=True, download=False):
+        assert download is False
+        n = 30 if train else 20
+        self.classes = ["a", "b"]
+        self.targets = [i % 2 for i in range(n)]
+        self.train = train
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return Image.new("RGB", (6, 6), color=(i, 0, 0)), self.targets[i]
+
+
+def test_local_torchvision_dataset(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "FakeSet", _FakeVisionSet, raising=False)
+    splits = open_data(f"torchvision:FakeSet:{tmp_path}")
+    assert splits.num_classes == 2 and splits.train.train is True
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 10)
+    assert not set(splits.val.indices) & set(splits.test.indices)
