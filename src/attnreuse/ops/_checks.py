@@ -81,7 +81,7 @@ def check_bias(bias: object, ref: Tensor, shape: tuple[int, int, int, int]) -> T
 def check_scale(scale: object, default: float) -> float:
     """A finite float, or `default` for None."""
     if scale is None:
-        return default
+        return float(default)  # a traced shape makes the default a 0-d tensor
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
     if not math.isfinite(scale):

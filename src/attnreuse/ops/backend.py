@@ -1,7 +1,8 @@
 """Which execution path `softmax_attention` takes. Chosen once, flippable by tests.
 
 - "auto":  PyTorch's fused SDPA where it applies (one map per value head, Dk == Dv, no map
-           returned), else the FLAT row-tiled kernel; the dense path when the map is returned.
+           returned), else the FLAT row-tiled kernel; the dense path when the map is returned
+           or while a graph is traced for export (`tracing()`).
 - "tiled": always the FLAT row-tiled kernel (exact; extra memory grows with N, not N^2).
 - "dense": materialise the whole [B, Hq, N, M] map (the unfused baseline).
 - "sdpa":  always `torch.nn.functional.scaled_dot_product_attention`; raises where it cannot
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+
+import torch
 
 BACKENDS = ("auto", "tiled", "dense", "sdpa")
 _current = "auto"
@@ -26,6 +29,13 @@ def set_backend(name: str) -> None:
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     _current = name
+
+
+def tracing() -> bool:
+    """True while TorchScript tracing or ONNX export records the graph. The eager fast paths
+    write into preallocated outputs (`out=`), which the tracer does not record, so under tracing
+    the operators emit their plain vectorised form instead (same maths, tested the same way)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnreuse.ops._checks import check_eps, check_qkv, check_scale, group_values, ungroup_values
+from attnreuse.ops.backend import tracing
 
 __all__ = ["TAYLOR_CENTERS", "linear_attention", "taylor_attention"]
 
@@ -146,7 +147,7 @@ def taylor_attention(
     eps = check_eps(eps)
     acc = _accumulator(q)
     qa, ka, va = q.to(acc), k.to(acc), group_values(v, Hq).to(acc)
-    if not _needs_grad(q, k, v):
+    if not _needs_grad(q, k, v) and not tracing():
         flat = [x.reshape(B * Hq, *x.shape[2:]) for x in (qa, ka, va)]
         if center == "tokens":
             k_map = _center_tokens(flat[1].mean(dim=1, keepdim=True))
@@ -182,7 +183,7 @@ def linear_attention(
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     eps = check_eps(eps)
     acc = _accumulator(q)
-    if not _needs_grad(q, k, v):
+    if not _needs_grad(q, k, v) and not tracing():
         flat = [x.to(acc).reshape(B * Hq, *x.shape[2:]) for x in (q, k, group_values(v, Hq))]
         phi_ = _elu1 if feature_map == "elu" else _relu
         out = _kernelised(*flat, q_map=phi_, k_map=phi_, num_const=False, den_const=eps, scale=1.0, tiny=None)

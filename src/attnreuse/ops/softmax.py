@@ -24,7 +24,7 @@ from attnreuse.ops._checks import (
     group_values,
     ungroup_values,
 )
-from attnreuse.ops.backend import get_backend
+from attnreuse.ops.backend import get_backend, tracing
 
 __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
 
@@ -222,7 +222,12 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool) 
     if return_map:
         return "dense"
     if backend == "auto":
-        return "sdpa" if sdpa_ok else "tiled"
+        return "sdpa" if sdpa_ok else ("dense" if tracing() else "tiled")
+    if backend == "tiled" and tracing():
+        raise ValueError(
+            "backend 'tiled' writes into preallocated outputs, which TorchScript tracing / ONNX "
+            "export does not record; trace with backend 'auto' or 'dense'"
+        )
     return backend
 
 
