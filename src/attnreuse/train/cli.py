@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     summary = train(config)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         line = f"{summary['model']}: val top-1 {summary['val_top1']:.2f}%  test top-1 {summary['test_top1']:.2f}%"
         if "test_ema_top1" in summary:
