@@ -172,3 +172,33 @@ def test_train_output_directory_as_checkpoint(tmp_path):
         torch.testing.assert_close(model(x), src(x), atol=0, rtol=0)
     with pytest.raises(ValueError, match="holds a 'attnreuse_vit_pico_patch4_32', not a 'reuse_vit_tiny_patch16_224'"):
         create_export_model("reuse_vit_tiny_patch16_224", checkpoint=run)
+
+
+def _lively_batchnorms(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BatchNorm affine parameters and statistics: a fresh UniForm zero-initialises some BN
+    weights, which makes its logits ~1e-5 and any parity check against them vacuous."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.weight.data = 0.5 + torch.rand(n, generator=g)
+            m.bias.data = 0.2 * torch.randn(n, generator=g)
+            m.running_mean = 0.2 * torch.randn(n, generator=g)
+            m.running_var = 0.5 + torch.rand(n, generator=g)
+    return model
+
+
+def test_uniform_exports_folded_and_matches_eager(tmp_path):
+    import onnx
+
+    model = _lively_batchnorms(create_export_model("uniform_xs", img_size=64, num_classes=10))
+    x = _images(3, size=64)
+    out = tmp_path / "u.onnx"
+    result = export_onnx(model, out, x, dynamic_batch=True, threads=1)
+    with torch.no_grad():
+        want = model(x)
+    assert want.abs().max() > 0.1
+    assert result.max_abs_diff <= 1e-4
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+    torch.testing.assert_close(run_ort(ort_session(out, threads=1), x), want, atol=1e-4, rtol=0)
