@@ -120,9 +120,12 @@ def _flops(case: _Case) -> int:
     return 2 * B * N * N * (hq * dk + hv * dv)
 
 
+_BUDGET_NOTE = "skipped: batch x tokens"
+
+
 def _skip_reason(case: _Case, config: OpsBenchConfig, itemsize: int) -> str | None:
     if case.batch * case.tokens > config.max_batch_tokens:
-        return f"skipped: batch x tokens > max_batch_tokens={config.max_batch_tokens}"
+        return f"{_BUDGET_NOTE} > max_batch_tokens={config.max_batch_tokens}"
     if case.op == "dense_mha":
         map_bytes = 2 * case.batch * case.widths[0] * case.tokens**2 * max(4, itemsize)
         if map_bytes > config.max_dense_bytes:
@@ -233,7 +236,13 @@ def format_table(records: list[dict[str, Any]]) -> str:
     """A fixed-width table, one row per record (widths are qk_heads x qk_dim / v_heads x v_dim)."""
     header = "  ".join(f"{c:>{w}}" for c, w in zip(_COLUMNS, (11, 12, 5, 6, 10, 10, 9, 8, 5, 7)))
     lines = [header, "-" * len(header)]
-    lines += [_row(r) for r in records]
+    budget_skips = set()
+    for r in records:
+        if not r["note"].startswith(_BUDGET_NOTE):
+            lines.append(_row(r))
+        elif (r["batch"], r["tokens"]) not in budget_skips:
+            budget_skips.add((r["batch"], r["tokens"]))
+            lines.append(f"{'(all ops)':>11}  {'':>12}  {r['batch']:>5}  {r['tokens']:>6}  {r['note']}")
     if records:
         m = records[0]["machine"]
         lines.append(
@@ -253,17 +262,21 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
     from attnreuse._io import atomic_path
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
-    series: dict[str, list[tuple[int, float, float]]] = {}
+    series: dict[tuple[str, int], list[tuple[int, float, float]]] = {}
     for r in records:
         if r["latency_ms_median"] is None:
             continue
-        label = f"{r['op']} {r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']} b{r['batch']}"
-        series.setdefault(label, []).append((r["tokens"], r["latency_ms_median"], r["peak_bytes"] / 2**20))
-    for label, points in series.items():
+        op = f"{r['op']} {r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']}"
+        series.setdefault((op, r["batch"]), []).append((r["tokens"], r["latency_ms_median"], r["peak_bytes"] / 2**20))
+    # one colour per operator and widths, one line style per batch size
+    colours = {op: f"C{i % 10}" for i, op in enumerate(dict.fromkeys(op for op, _ in series))}
+    styles = {b: s for b, s in zip(sorted({b for _, b in series}), ("-", "--", ":", "-."))}
+    for (op, batch), points in series.items():
         points.sort()
         n, ms, mib = zip(*points)
-        ax_t.plot(n, ms, marker="o", label=label)
-        ax_m.plot(n, [max(m, 1e-3) for m in mib], marker="o", label=label)
+        style = {"color": colours[op], "linestyle": styles.get(batch, "-"), "marker": "o", "label": f"{op} b{batch}"}
+        ax_t.plot(n, ms, **style)
+        ax_m.plot(n, [max(m, 1e-3) for m in mib], **style)
     for ax, ylabel in ((ax_t, "median latency (ms)"), (ax_m, "peak extra memory (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
