@@ -7,6 +7,7 @@ machine, library versions and settings so numbers from different runs can be com
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -14,8 +15,9 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,14 +132,35 @@ def measure_peak_bytes(fn: Callable[[], Any], *, device: str | torch.device | No
         return max(0, torch.cuda.max_memory_allocated(dev) - before)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():  # the profiler's C++ start-up log lines, not fn's output
+        prof.start()
+    try:
         fn()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
     events = _cpu_memory_events(prof)
     running = peak = 0
     for _, nbytes in events:
         running += nbytes
         peak = max(peak, running)
     return int(peak)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block: the profiler's native code logs its
+    start and stop (and a CUDA device probe on CPU-only machines) straight to fd 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _cpu_memory_events(prof: Any) -> list[tuple[int, int]]:
