@@ -104,6 +104,7 @@ class ReuseAttention2d(nn.Module):
         self.proj = ConvBN(dim, dim, bn_weight_init=0.0)
         self.attention_biases = nn.Parameter(torch.zeros(1, window_size * window_size))
         self.register_buffer("attention_bias_idxs", self._bias_index(), persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)
         self._init_values()
 
     def _value_mask(self) -> Tensor:
@@ -133,37 +134,46 @@ class ReuseAttention2d(nn.Module):
         self.v_dw.weight.mul_(self.v_mask)
 
     def attention_bias(self) -> Tensor:
-        """The [N, N] relative-position bias shared by all heads."""
+        """The [N, N] relative-position bias shared by all heads (precomputed by `fuse()`)."""
+        if self.fused_bias is not None:
+            return self.fused_bias
         return self.attention_biases[0, self.attention_bias_idxs]
 
     def _attend(self, x: Tensor) -> Tensor:
-        """x: [Bw, C, ws, ws] windows -> [Bw, C, ws, ws]."""
+        """x: [Bw, C, ws, ws] windows -> concat_i O_i: [Bw, C, ws, ws], token-major in memory."""
         Bw, C, wh, ww = x.shape
         n, h = wh * ww, self.num_heads
         q, k = self.qk(x).chunk(2, dim=1)
         q = self.q_dw(q)
         q = q.flatten(2).transpose(1, 2).unsqueeze(1)  # [Bw, 1, N, C/4]
         k = k.flatten(2).transpose(1, 2).unsqueeze(1)  # [Bw, 1, N, C/4]
-        v = F.conv2d(x, self.v_dw.weight * self.v_mask, self.v_dw.bias, padding=self.v_dw.padding, groups=C)
+        weight = self.v_dw.weight if self.v_mask is None else self.v_dw.weight * self.v_mask
+        v = F.conv2d(x, weight, self.v_dw.bias, padding=self.v_dw.padding, groups=C)
         v = v.view(Bw, h, C // h, n).transpose(2, 3)  # [Bw, h, N, C/h]
         out = softmax_attention(q, k, v, scale=self.scale, bias=self.attention_bias())  # [Bw, h, N, C/h]
-        # token-major memory -> NCHW, so the convs after the mixer keep PyTorch's default layout
-        out = out.transpose(2, 3).reshape(Bw, C, wh, ww).contiguous()
-        return self.proj(self.act(out))
+        return out.transpose(2, 3).reshape(Bw, C, wh, ww)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
         ws = self.window_size
         if H == ws and W == ws:
-            return self._attend(x)
-        windows, nH, nW = window_partition(x, ws)
-        return window_reverse(self._attend(windows), nH, nW, H, W)
+            out = self._attend(x).contiguous()
+        else:
+            windows, nH, nW = window_partition(x, ws)
+            out = window_reverse(self._attend(windows), nH, nW, H, W)
+        # ReLU and the 1x1 projection are pointwise, so they run once on the merged NCHW map
+        # (the same result as per window; in training, BatchNorm statistics skip the zero padding).
+        return self.proj(self.act(out))
 
     @torch.no_grad()
     def fuse(self) -> "ReuseAttention2d":
-        """Fold every ConvBN into its conv (in place, eval statistics) and, when the query kernel is
-        1 x 1, fold the query's depthwise scale into the Q rows of the [Q; K] conv. Returns self."""
+        """Deployment form, in place: every ConvBN folded into its conv (eval statistics), the value
+        kernels masked once, the [N, N] bias expanded once and, when the query kernel is 1 x 1, the
+        query's depthwise scale folded into the Q rows of the [Q; K] conv. Returns self."""
         self.qk, self.q_dw, self.proj = self.qk.fuse(), self.q_dw.fuse(), self.proj.fuse()
+        self.v_dw.weight.mul_(self.v_mask)
+        self.v_mask = None
+        self.fused_bias = self.attention_bias().detach().clone()
         if self.q_dw.kernel_size == (1, 1):
             c4 = self.dim // 4
             gain, shift = self.q_dw.weight.view(c4), self.q_dw.bias
