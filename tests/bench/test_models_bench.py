@@ -118,3 +118,11 @@ def test_cli_quick(tmp_path, capsys):
     assert PICO in printed and "median ms" in printed
     rec = json.loads(out.read_text())[0]
     assert rec["command"].startswith(f"attnreuse bench models {PICO} --batch 1 --img-size 32 --threads 1")
+
+
+def test_folded_model_exports_in_the_ort_runtime():
+    # UniForm folds in place and cannot fold twice: the ORT runtime must export the folded model as is
+    cfg = bm.ModelBenchConfig(models=("uniform_xs",), img_sizes=(64,), threads=1, runtimes=("ort",),
+                              warmup=0, repeats=1, min_time_s=0.0, baselines=False)  # fmt: skip
+    (rec,) = bm.run_models(cfg)
+    assert rec["error"] is None and rec["onnx_max_abs_diff"] <= 1e-4

@@ -65,7 +65,7 @@ def prepare_runtime(
     fp32 = work_dir / "model.onnx"
     info: dict = {}
     if runtime == "ort" or not fp32.is_file():
-        result = export_onnx(model, fp32, x, batch=len(x), threads=threads)
+        result = export_onnx(model, fp32, x, batch=len(x), threads=threads, fold=False)
         info.update(onnx_max_abs_diff=result.max_abs_diff, onnx_size_bytes=result.size_bytes)
     path = fp32
     if runtime == "ort-int8":

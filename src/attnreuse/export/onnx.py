@@ -227,11 +227,13 @@ def export_onnx(
     batch: int = 1,
     atol: float = 1e-4,
     threads: int = 2,
+    fold: bool = True,
 ) -> ExportResult:
     """Fold `model`, export it to `path` with input [batch, C, H, W] and check it in ONNX Runtime.
 
     `check_images` [N, C, H, W]: real inputs; their eager logits (computed before folding) are
-    compared with ONNX Runtime's, `batch` at a time (dynamic batch: also all N at once). Raises
+    compared with ONNX Runtime's, `batch` at a time (dynamic batch: also all N at once). `fold`:
+    apply `deploy_model` first (False when `model` is already folded). Raises
     ValueError when the largest absolute difference exceeds `atol`; then no file is written.
     """
     if exporter not in EXPORTERS:
@@ -247,7 +249,8 @@ def export_onnx(
     images = check_images[:n]
     with torch.no_grad():
         expected = torch.cat([model.eval()(images[i : i + batch]) for i in range(0, n, batch)])
-    deployed = deploy_model(copy.deepcopy(model))  # the caller's model stays as it was
+    # the caller's model stays as it was; fold=False: `model` is already `deploy_model`'s output
+    deployed = deploy_model(copy.deepcopy(model)) if fold else model.eval()
     with atomic_path(path) as tmp:
         example = images[:batch]
         if dynamic_batch and batch == 1:
