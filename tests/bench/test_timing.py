@@ -40,9 +40,12 @@ def test_measure_latency_times_the_call():
     assert stats.latency_ms_median < 200
 
 
-def test_measure_latency_runs_until_min_time():
-    stats = timing.measure_latency(lambda: time.sleep(0.001), warmup=0, repeats=2, min_time_s=0.03)
-    assert stats.repeats >= 10
+def test_measure_latency_runs_until_min_time_or_max_repeats():
+    # each call sleeps >= 5 ms, so 2 calls cannot fill 50 ms: timing goes on until the timed calls do
+    stats = timing.measure_latency(lambda: time.sleep(0.005), warmup=0, repeats=2, min_time_s=0.05)
+    assert stats.repeats > 2
+    capped = timing.measure_latency(lambda: None, warmup=0, repeats=2, min_time_s=60.0, max_repeats=7)
+    assert capped.repeats == 7
 
 
 def test_measure_latency_rejects_bad_arguments():
