@@ -1,7 +1,7 @@
 """UniForm: EfficientViT-skeleton networks whose token mixer is Reuse Attention (seed 000).
 
-Paper: "UniForm: a Reuse Attention mechanism optimized for efficient vision transformers on edge
-devices" (one attention map per window, reused by every head). Architecture as the authors' code
+Paper: the Reuse Attention / UniForm abstract (seed 000): one attention map, computed once and
+reused by every head. Architecture as the authors' code
 (seulkiyeom/mixtransform, mmpretrain `MixViT`), as the project's research notes (NOTES.md section 1)
 summarise it:
 stem of four stride-2 3x3 ConvBN (stride 16) -> three stages of sandwich blocks
