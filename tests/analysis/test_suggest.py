@@ -17,7 +17,9 @@ VIT = dict(img_size=16, patch_size=4, embed_dim=32, depth=5, num_heads=2, num_cl
 )
 def test_mac_model_matches_counted_flops(plan):
     model = timm.create_model("attnreuse_vit_pico_patch4_32", **VIT, attn_plan=plan).eval()
-    with attnreuse.ops.use_backend("dense"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+    # Grad mode keeps every op on its plain matmul path (the no-grad Taylor kernel writes into
+    # preallocated outputs, which FlopCounterMode does not see).
+    with attnreuse.ops.use_backend("dense"), torch.enable_grad(), FlopCounterMode(display=False) as counter:
         model(torch.randn(1, 3, 16, 16))
     counted = counter.get_total_flops() // 2
     # Exact for "mha"; the others leave out SkipAt's channel-attention conv and Taylor's sums.
