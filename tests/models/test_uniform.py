@@ -64,6 +64,8 @@ def test_fuse_keeps_output():
         before = model(x)
         model.fuse()
         after = model(x)
+        model.fuse()  # idempotent
+        torch.testing.assert_close(model(x), after, rtol=0, atol=0)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="eval"):

@@ -169,7 +169,10 @@ class ReuseAttention2d(nn.Module):
     def fuse(self) -> "ReuseAttention2d":
         """Deployment form, in place: every ConvBN folded into its conv (eval statistics), the value
         kernels masked once, the [N, N] bias expanded once and, when the query kernel is 1 x 1, the
-        query's depthwise scale folded into the Q rows of the [Q; K] conv. Returns self."""
+        query's depthwise scale folded into the Q rows of the [Q; K] conv. Returns self; a second
+        call changes nothing."""
+        if self.fused_bias is not None:
+            return self
         self.qk, self.q_dw, self.proj = self.qk.fuse(), self.q_dw.fuse(), self.proj.fuse()
         self.v_dw.weight.mul_(self.v_mask)
         self.v_mask = None

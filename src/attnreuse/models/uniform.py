@@ -244,7 +244,7 @@ class UniForm(nn.Module):
         """Fold every ConvBN / BatchNorm+Linear into one conv / Linear for deployment, in place.
 
         Uses BatchNorm running statistics: the model must be in eval mode, and is afterwards
-        inference-only (there are no BatchNorms left to train).
+        inference-only (there are no BatchNorms left to train). Calling it again changes nothing.
         """
         if self.training:
             raise ValueError("fuse() folds BatchNorm running statistics; call model.eval() first")
