@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["OPS", "SHAPES", "OpsBenchConfig", "format_table", "register", "run_bench"]
+__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "format_table", "plot", "register", "run_bench"]
 
 # op -> which widths of a shape it runs on ("mha": one map per head, "reuse": one shared map)
 OPS = {
