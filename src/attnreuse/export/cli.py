@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, max abs logit diff")
     p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx (dynamic quantization)")
     p.add_argument("--calib", help="'digits' or an ImageFolder: static int8 calibrated on it")
+    p.add_argument("--calib-images", type=int, default=64, help="calibration images (default 64)")
     p.add_argument("--eval-data", default="digits",
                    help="'digits' (test split) or an ImageFolder for int8 top-1 agreement")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         atol=args.atol,
         int8=args.int8,
         calib=args.calib,
+        calib_images=args.calib_images,
         eval_data=args.eval_data,
         threads=args.threads,
     )

@@ -82,7 +82,7 @@ def export_command(config: ExportConfig) -> str:
 
     argv = ["attnreuse", "export", config.model, "--output", config.output]
     defaults = ExportConfig(model=config.model, output=config.output)
-    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "eval_data", "threads"):
+    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "calib_images", "eval_data", "threads"):
         value = getattr(config, name)
         if value != getattr(defaults, name):
             argv += [f"--{name.replace('_', '-')}", str(value)]
