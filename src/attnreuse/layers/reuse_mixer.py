@@ -44,13 +44,15 @@ def window_partition(x: Tensor, ws: int) -> tuple[Tensor, int, int]:
 
 
 def window_reverse(windows: Tensor, nH: int, nW: int, H: int, W: int) -> Tensor:
-    """Inverse of `window_partition`: [B * nH * nW, C, ws, ws] -> [B, C, H, W] (padding cropped)."""
+    """Inverse of `window_partition`: [B * nH * nW, C, ws, ws] -> [B, C, H, W] (padding cropped).
+
+    One copy, into channels-last memory (the result is a [B, C, H, W] view of [B, H, W, C]): the
+    mixer's windows arrive token-major, so this is a copy along whole channel rows.
+    """
     Bw, C, ws, _ = windows.shape
     B = Bw // (nH * nW)
-    x = windows.reshape(B, nH, nW, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nH * ws, nW * ws)
-    if nH * ws != H or nW * ws != W:
-        x = x[:, :, :H, :W]
-    return x.contiguous()
+    x = windows.permute(0, 2, 3, 1).reshape(B, nH, nW, ws, ws, C).transpose(2, 3).reshape(B, nH * ws, nW * ws, C)
+    return x[:, :H, :W].permute(0, 3, 1, 2)
 
 
 def _check_config(dim: int, num_heads: int, key_dim: int, window_size: int, kernels: Sequence[int]) -> None:
@@ -70,7 +72,8 @@ def _check_config(dim: int, num_heads: int, key_dim: int, window_size: int, kern
 
 @register_notrace_module  # the window padding branches on the input size
 class ReuseAttention2d(nn.Module):
-    """Reuse Attention in local windows. x: [B, dim, H, W] -> [B, dim, H, W], any H, W >= 1.
+    """Reuse Attention in local windows. x: [B, dim, H, W] -> [B, dim, H, W], any H, W >= 1
+    (the output is channels-last in memory; a residual add onto x returns PyTorch's default layout).
 
     Args:
         dim: channels C (divisible by 4 and by num_heads).
@@ -157,12 +160,13 @@ class ReuseAttention2d(nn.Module):
         B, C, H, W = x.shape
         ws = self.window_size
         if H == ws and W == ws:
-            out = self._attend(x).contiguous()
+            out = self._attend(x)
         else:
             windows, nH, nW = window_partition(x, ws)
             out = window_reverse(self._attend(windows), nH, nW, H, W)
-        # ReLU and the 1x1 projection are pointwise, so they run once on the merged NCHW map
-        # (the same result as per window; in training, BatchNorm statistics skip the zero padding).
+        # ReLU and the 1x1 projection are pointwise, so they run once on the merged map (the same
+        # result as per window; in training, BatchNorm statistics skip the zero padding), and read
+        # its channels-last memory as it is. The residual add after the mixer returns NCHW.
         return self.proj(self.act(out))
 
     @torch.no_grad()
