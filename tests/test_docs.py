@@ -51,7 +51,7 @@ def _run_shell(cmd: str, cwd: Path) -> None:
     if argv[0] != "attnreuse" or not exe.exists():
         pytest.fail(f"docs command {cmd!r} is neither an `attnreuse` command nor marked skip/run")
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([str(exe), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(exe), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{cmd!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
 
 
