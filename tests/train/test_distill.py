@@ -47,10 +47,11 @@ def test_teacher_name_without_weights_is_refused(tmp_path):
 def test_cli_train_reports_and_rejects_bad_flags(tmp_path, capsys):
     args = ["train", "--model", "vit_tiny_patch16_224", "--model-kwargs",
             '{"img_size": 16, "patch_size": 4, "depth": 1, "embed_dim": 32, "num_heads": 2}',
-            "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16", "--limit-train-batches", "1",
+            "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "1",
             "--no-progress", "--output", str(tmp_path / "run")]
     assert main(args) == 0
     assert "test top-1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["warmup_epochs"] == 1  # min(3, epochs - 1)
     assert main(args[:-2] + ["--output", str(tmp_path / "bad"), "--lr", "-1"]) == 2
     assert "lr must be a positive float, got -1.0" in capsys.readouterr().err
     assert main(["train", "--output", str(tmp_path / "x")]) == 2

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr", type=float, default=1e-5)
-    p.add_argument("--warmup-epochs", type=int, default=3)
+    p.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default: min(3, epochs - 1))")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--clip-grad", type=float, default=5.0, help="max gradient norm (0 disables clipping)")
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=model, output=args.output, data=args.data, model_kwargs=args.model_kwargs, init=args.init,
         img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-        warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        warmup_epochs=min(3, args.epochs - 1) if args.warmup_epochs is None else args.warmup_epochs,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         clip_grad=args.clip_grad or None, drop_path=args.drop_path, rand_augment=args.rand_augment,
         mixup=args.mixup, cutmix=args.cutmix, ema_decay=args.ema_decay, teacher=args.teacher,
         teacher_checkpoint=args.teacher_checkpoint, teacher_kwargs=args.teacher_kwargs, distill=args.distill,
