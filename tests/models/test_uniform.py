@@ -118,6 +118,10 @@ def test_head_api():
     assert model(x).shape == (2, 7) and model.get_classifier().out_features == 7
     model.reset_classifier(0)
     assert model(x).shape == (2, 192)
+    model.reset_classifier(0, "")
+    assert model(x).shape == (2, 192, 1, 1)  # unpooled features
+    with pytest.raises(ValueError, match="pooled"):
+        model.reset_classifier(5, "")
 
 
 def test_grad_checkpointing_same_result():

@@ -11,7 +11,8 @@ On a map x: [B, C, H, W], inside each ws x ws window (N = ws * ws tokens):
 The maths goes through `attnreuse.ops.softmax_attention` with Hq = 1 and Hv = h. The h value convs
 are ONE depthwise conv whose kernel is the largest k_i, with each head's kernel zero outside its
 k_i x k_i centre (a fixed mask keeps it so during training): one call instead of a loop over heads.
-Maps larger than a window are zero-padded to whole windows and all windows run as one batch.
+Maps that are not exactly one window are zero-padded to whole windows, and all windows run as one
+batch.
 """
 
 from __future__ import annotations

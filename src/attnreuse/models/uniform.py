@@ -199,7 +199,7 @@ class UniForm(nn.Module):
         self.stages = nn.Sequential(*stages)
 
         self.num_features = self.head_hidden_size = embed_dim[-1]
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         self.head = self._make_head(num_classes)
 
     def _make_head(self, num_classes: int) -> nn.Module:
@@ -234,7 +234,7 @@ class UniForm(nn.Module):
         if global_pool is not None:
             if not global_pool and num_classes:
                 raise ValueError(f"a classifier needs pooled features: global_pool='' with num_classes={num_classes}")
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         device = next(self.parameters()).device
         self.head = self._make_head(num_classes).to(device)
         self.head.train(self.training)
