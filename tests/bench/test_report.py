@@ -64,7 +64,7 @@ def test_report_has_machine_commands_tables_plots_and_targets(tmp_path, results)
     assert "| uniform_s | efficientvit_m1 | 224 | ort | 1.00 | 0.200 | 1.50 | 0.80 | 1.88 |" in md
     assert "| uniform_s @224 ORT / eager <= 0.8 | 0.4 | met |" in md
     assert "| uniform_s vs efficientvit_m1 @224 ort >= 1.25x | 1.5 | met |" in md
-    assert "| uniform_s int8 top-1 agreement >= 99% (269 images) | 0.995 | met |" in md
+    assert "| uniform_s 1x3x224x224 static int8 top-1 agreement >= 99% (269 images) | 0.995 | met |" in md
     assert "| uniform_s vs efficientvit_m1 @224 eager >= 1.25x | 2 | met |" in md
     assert "`efficientvit_m1` @224 ort-int8: RuntimeError: x" in md
     assert "| reuse | 1 | 1024 | 1x32/8x32 |" in md

@@ -253,10 +253,11 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
     for e in exports:
         q = e.get("int8")
         if e["config"]["model"] == "uniform_s" and q:
-            check(f"uniform_s int8 file <= {t['int8_size_ratio_max']}x fp32", q["size_ratio"], q["size_ratio"] <= t["int8_size_ratio_max"])
-            check(f"uniform_s int8 top-1 agreement >= {t['int8_agreement_min']:.0%} ({q['images']} images)",
+            what = f"uniform_s {'x'.join(map(str, e.get('input_shape', [])))} {q['mode']} int8"
+            check(f"{what} file <= {t['int8_size_ratio_max']}x fp32", q["size_ratio"], q["size_ratio"] <= t["int8_size_ratio_max"])
+            check(f"{what} top-1 agreement >= {t['int8_agreement_min']:.0%} ({q['images']} images)",
                   q["top1_agreement"], q["top1_agreement"] >= t["int8_agreement_min"])  # fmt: skip
-            check(f"uniform_s int8 speed-up (export) >= {t['int8_speedup_min']}x", q["speedup"], q["speedup"] >= t["int8_speedup_min"])
+            check(f"{what} speed-up (export) >= {t['int8_speedup_min']}x", q["speedup"], q["speedup"] >= t["int8_speedup_min"])
     if not checks:
         return []
     return ["## Targets", "", *_table(["target", "value", "verdict"], checks), ""]
