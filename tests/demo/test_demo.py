@@ -26,6 +26,13 @@ def test_demo_quick_writes_report_and_reuses_stages(tmp_path):
     changed = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t and p.name != "demo_config.json"]
     assert changed == []
 
+    # A different configuration is not served from the cache: the row is trained and measured anew.
+    summary = tmp_path / "train" / "vit-mha" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    run_demo(DemoConfig(output=str(tmp_path), quick=True, seed=1, models=("vit-mha",), op_tokens=(64,), progress=False))
+    assert summary.stat().st_mtime_ns != before
+    assert json.loads((tmp_path / "train" / "vit-mha" / "config.json").read_text())["seed"] == 1
+
 
 @pytest.mark.parametrize(
     "kwargs, match",

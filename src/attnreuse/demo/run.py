@@ -7,6 +7,7 @@ resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -28,21 +29,19 @@ def _cached(path: Path, force: bool) -> dict | None:
     return json.loads(path.read_text())
 
 
-def _train(entry: DemoModel, cfg: DemoConfig, root: Path) -> dict:
+def _train(entry: DemoModel, cfg: DemoConfig, root: Path) -> tuple[dict, bool]:
+    """Train (or reuse, or resume) one row; returns (summary, whether it was trained now).
+
+    A finished run is reused only if it was trained with the configuration asked for now; an
+    interrupted one with that configuration resumes from its last checkpoint; anything else
+    starts over.
+    """
+    import shutil
+
     from attnreuse.train.config import TrainConfig
     from attnreuse.train.loop import SUMMARY, train
 
     run_dir = root / "train" / entry.key
-    done = _cached(run_dir / SUMMARY, cfg.force)
-    if done is not None:
-        _say(f"{entry.key}: trained already ({run_dir}), test top-1 {done['test_top1']:.1f}%")
-        return done
-    resume = not cfg.force and (run_dir / "config.json").is_file()
-    if cfg.force and run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    _say(f"{entry.key}: training {entry.model} {entry.model_kwargs or ''}" + (" (resuming)" if resume else ""))
     config = TrainConfig(
         model=entry.model,
         output=str(run_dir),
@@ -55,16 +54,27 @@ def _train(entry: DemoModel, cfg: DemoConfig, root: Path) -> dict:
         lr=cfg.lr,
         seed=cfg.seed,
         limit_train_batches=3 if cfg.quick else None,
+        threads=cfg.threads,
         progress=cfg.progress,
-        resume=resume,
     )
-    summary = train(config)
+    previous = run_dir / "config.json"
+    same = previous.is_file() and not TrainConfig.load(previous).resume_mismatch(config)
+    if same and not cfg.force and (run_dir / SUMMARY).is_file():
+        done = json.loads((run_dir / SUMMARY).read_text())
+        _say(f"{entry.key}: trained already ({run_dir}), test top-1 {done['test_top1']:.1f}%")
+        return done, False
+    resume = same and not cfg.force
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
+    _say(f"{entry.key}: training {entry.model} {entry.model_kwargs or ''}" + (" (resuming)" if resume else ""))
+    summary = train(dataclasses.replace(config, resume=resume))
     _say(f"{entry.key}: test top-1 {summary['test_top1']:.1f}% in {summary['time_s']:.0f} s")
-    return summary
+    return summary, True
 
 
-def _measure(entry: DemoModel, cfg: DemoConfig, root: Path) -> dict:
-    """Eager and ONNX Runtime latency (batch 1) and eager peak memory of the trained model."""
+def _measure(entry: DemoModel, cfg: DemoConfig, root: Path, retrained: bool) -> dict:
+    """Eager and ONNX Runtime latency (batch 1) and eager peak memory of the trained model
+    (reused from an earlier run unless the model was just trained)."""
     import torch
 
     from attnreuse.bench.timing import measure_latency, measure_peak_bytes, set_threads
@@ -72,7 +82,7 @@ def _measure(entry: DemoModel, cfg: DemoConfig, root: Path) -> dict:
     from attnreuse.export.pipeline import ExportConfig, run_export
 
     path = root / "measure" / f"{entry.key}.json"
-    done = _cached(path, cfg.force)
+    done = None if retrained else _cached(path, cfg.force)
     if done is not None:
         return done
     run_dir = root / "train" / entry.key
@@ -124,8 +134,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     entries = cfg.selected()
     for i, entry in enumerate(entries, 1):
         _say(f"[{i}/{len(entries)}] {entry.key}")
-        summary = _train(entry, cfg, root)
-        rows.append({"entry": entry, "summary": summary, "measure": _measure(entry, cfg, root)})
+        summary, retrained = _train(entry, cfg, root)
+        rows.append({"entry": entry, "summary": summary, "measure": _measure(entry, cfg, root, retrained)})
     _say("operator sweep")
     ops = op_sweep(cfg, root)
     report = write_report(cfg, root, rows, ops, elapsed_s=time.perf_counter() - t0)
