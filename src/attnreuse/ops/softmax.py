@@ -73,9 +73,14 @@ def _probs(qs: Tensor, kt: Tensor, bias: Tensor | None, Hq: int, t: _Tile, buf: 
         p = torch.bmm(qs[b0:b1, r0:r1], kt[b0:b1]).float()
     if bias is not None:
         rows = bias if bias.shape[2] == 1 else bias[:, :, r0:r1]
-        for i in range(b0, b1):
-            b, h = divmod(i, Hq)
-            p[i - b0].add_(rows[b % rows.shape[0], h % rows.shape[1]])
+        if rows.shape[0] == 1 and rows.shape[1] == 1:  # one bias for every batch-head (UniForm)
+            p.add_(rows[0, 0])
+        elif b0 % Hq == 0 and b1 % Hq == 0:  # whole batches: broadcast over [batches, Hq]
+            p.view(-1, Hq, *p.shape[1:]).add_(rows if rows.shape[0] == 1 else rows[b0 // Hq : b1 // Hq])
+        else:
+            for i in range(b0, b1):
+                b, h = divmod(i, Hq)
+                p[i - b0].add_(rows[b % rows.shape[0], h % rows.shape[1]])
     return torch.ops.aten._softmax.out(p, -1, False, out=p)
 
 
