@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "operators and write OUTPUT/report.md with plots. A second run reuses finished stages.",
     )
     p.add_argument("--output", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs per model (default: 12)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs per model (default: 20)")
     p.add_argument("--threads", type=int, default=2, help="threads for every timing (default: 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", help="comma-separated subset of the demo's rows (default: all)")

@@ -49,7 +49,7 @@ def _train(entry: DemoModel, cfg: DemoConfig, root: Path) -> tuple[dict, bool]:
         model_kwargs=dict(entry.model_kwargs),
         img_size=entry.img_size,
         epochs=1 if cfg.quick else cfg.epochs,
-        warmup_epochs=0 if cfg.quick else max(1, cfg.epochs // 10),
+        warmup_epochs=0 if cfg.quick else min(2, cfg.epochs - 1),
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         seed=cfg.seed,
