@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from attnreuse.train.cli import _json_dict
+from attnreuse._cli_args import json_object
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "attn_plan for a MAC budget. Works on timm ViT/DeiT and attnreuse ViT models.",
     )
     p.add_argument("--model", help="model name (default with a train/convert directory: its model)")
-    p.add_argument("--model-kwargs", type=_json_dict, default={}, help="JSON keyword arguments for the model")
+    p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON keyword arguments for the model")
     p.add_argument("--checkpoint", help="weights: a train/convert output directory or a .safetensors file")
     p.add_argument("--data", default="digits", help="'digits' (default), an ImageFolder directory or torchvision:NAME:ROOT")
     p.add_argument("--batches", type=int, default=2, help="validation batches to measure on")

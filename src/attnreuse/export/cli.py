@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _json_object(text: str) -> dict:
-    import json
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
-    return value
+from attnreuse._cli_args import json_object
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="model name, e.g. uniform_s or attnreuse_vit_small_patch16_224")
     p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
-    p.add_argument("--model-kwargs", type=_json_object, default={},
+    p.add_argument("--model-kwargs", type=json_object, default={},
                    help='JSON object of model arguments, e.g. \'{"attn_plan": "taylor"}\'')
     p.add_argument("--checkpoint", help="state dict file (torch or safetensors), loaded strictly")
     p.add_argument("--num-classes", type=int, help="classifier width (default: the checkpoint's)")

@@ -7,15 +7,7 @@ import json
 import os
 from pathlib import Path
 
-
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"depth\": 4}}', got {text!r}")
-    return value
+from attnreuse._cli_args import json_object
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for DistributedDataParallel; --batch-size is the global batch.",
     )
     p.add_argument("--model", help="registered model name (default with --init: the init run's model)")
-    p.add_argument("--model-kwargs", type=_json_dict, default={}, help="JSON keyword arguments for the model, "
+    p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON keyword arguments for the model, "
                    "e.g. '{\"attn_plan\": \"reuse\"}'")
     p.add_argument("--data", default="digits", help="'digits' (default), an ImageFolder directory, or "
                    "'torchvision:NAME:ROOT'")
@@ -47,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-decay", type=float, help="keep a ModelEmaV3 with this decay (e.g. 0.999)")
     p.add_argument("--teacher", help="teacher: a train output directory, or a model name with --teacher-checkpoint")
     p.add_argument("--teacher-checkpoint", help="teacher weights: .safetensors file or run directory")
-    p.add_argument("--teacher-kwargs", type=_json_dict, default={}, help="JSON keyword arguments for the teacher")
+    p.add_argument("--teacher-kwargs", type=json_object, default={}, help="JSON keyword arguments for the teacher")
     p.add_argument("--distill", choices=("soft", "hard"), default="soft")
     p.add_argument("--distill-temperature", type=float, default=4.0)
     p.add_argument("--distill-weight", type=float, default=0.5)
@@ -66,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`attnreuse train --init OUT --teacher ORIGINAL`).",
     )
     c.add_argument("--model", help="model name (default: the checkpoint run's model)")
-    c.add_argument("--model-kwargs", type=_json_dict, default={}, help="JSON keyword arguments of the source model")
+    c.add_argument("--model-kwargs", type=json_object, default={}, help="JSON keyword arguments of the source model")
     c.add_argument("--checkpoint", required=True, help="train output directory or .safetensors file")
     c.add_argument("--plan", required=True, help="target attn_plan: reuse, taylor, share:G (group size), "
                    "skip:I,J,... (layer indices), or a JSON list of per-layer entries")

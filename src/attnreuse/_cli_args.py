@@ -1,0 +1,17 @@
+"""Argument types shared by the tools' command lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object such as '{"attn_plan": "reuse"}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"depth\": 4}}', got {text!r}")
+    return value
