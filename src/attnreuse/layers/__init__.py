@@ -1,4 +1,4 @@
-"""nn.Modules on token sequences [B, N, C], built on `attnreuse.ops`."""
+"""nn.Modules built on `attnreuse.ops`: attention layers on token sequences [B, N, C] and UniForm's conv/mixer pieces on maps [B, C, H, W]."""
 
 from attnreuse.layers.attention import Attention
 from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual, fuse_modules
