@@ -57,3 +57,39 @@ def test_fake_quant_levels_and_straight_through_gradient():
     assert torch.allclose(y * 3, torch.round(y * 3))
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize("center", ["tokens", "features", None])
+@pytest.mark.parametrize("shape", [(2, 1, 4, 9, 7, 6, 5), (1, 2, 2, 6, 8, 4, 4)])
+def test_taylor_residual_matches_reference_forward_backward(shape, center):
+    q, k, v = qkv(*shape)
+    ref = reference.taylor_residual_attention(q, k, v, threshold=0.1, bits=4, center=center)
+    seed = torch.randn(ref.shape, dtype=torch.float64)
+    want = grads(ref, (q, k, v), seed)
+    for dtype, rtol, atol in ((torch.float64, 1e-10, 1e-12), (torch.float32, F32_RTOL, F32_ATOL)):
+        inputs = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
+        out = ops.taylor_residual_attention(*inputs, threshold=0.1, bits=4, center=center)
+        assert out.dtype == dtype
+        assert_close(f"out[{dtype}]", ref, out, rtol, atol)
+        for name, g, w in zip(("dq", "dk", "dv"), grads(out, inputs, seed), want):
+            assert_close(f"{name}[{dtype}]", w, g, rtol, atol)
+
+
+def test_taylor_plus_unthresholded_residual_is_softmax_attention():
+    """The residual holds exactly the higher-order terms: added to the Taylor output with nothing
+    dropped (and 16-bit q/k), it gives softmax attention back."""
+    q, k, v = qkv(2, 2, 4, 7, 9, 4, 3, torch.float64, requires_grad=False)
+    total = ops.taylor_attention(q, k, v) + ops.taylor_residual_attention(q, k, v, threshold=0.0, bits=16)
+    assert_close("taylor + residual", ops.softmax_attention(q, k, v), total, 1e-3, 1e-4)
+    cut = ops.taylor_residual_attention(q, k, v, threshold=0.99, bits=16)
+    assert torch.equal(cut, torch.zeros_like(cut))  # no softmax entry reaches 0.99 here
+
+
+def test_taylor_residual_rejects_bad_arguments():
+    q, k, v = qkv(1, 1, 1, 4, 4, 4, 4, torch.float32, requires_grad=False)
+    with pytest.raises(ValueError, match="threshold"):
+        ops.taylor_residual_attention(q, k, v, threshold=1.5)
+    with pytest.raises(ValueError, match="center must be one of"):
+        ops.taylor_residual_attention(q, k, v, threshold=0.1, center="rows")
+    with pytest.raises(ValueError, match="bits"):
+        ops.taylor_residual_attention(q, k, v, threshold=0.1, bits=1)

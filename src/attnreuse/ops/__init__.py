@@ -4,7 +4,7 @@ from attnreuse.ops import reference
 from attnreuse.ops.backend import BACKENDS, get_backend, set_backend, use_backend
 from attnreuse.ops.linear import linear_attention, taylor_attention
 from attnreuse.ops.softmax import apply_map, attention_map, auto_tile, softmax_attention
-from attnreuse.ops.sparse import fake_quant, sparse_attention
+from attnreuse.ops.sparse import fake_quant, sparse_attention, taylor_residual_attention
 
 __all__ = [
     "BACKENDS",
@@ -19,5 +19,6 @@ __all__ = [
     "softmax_attention",
     "sparse_attention",
     "taylor_attention",
+    "taylor_residual_attention",
     "use_backend",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "softmax_attention",
     "sparse_attention",
     "taylor_attention",
+    "taylor_residual_attention",
 ]
 
 
@@ -82,3 +83,19 @@ def sparse_attention(q, k, v, *, threshold, bits=4, scale=None):
     """ViTALiTy's sparse component: softmax of quantised q, k; entries below threshold dropped; times v."""
     attn = attention_map(fake_quant(q, bits), fake_quant(k, bits), scale=scale)
     return apply_map(attn * (attn >= threshold), v)
+
+
+def taylor_residual_attention(q, k, v, *, threshold, bits=4, scale=None, center="tokens", eps=1e-6):
+    """The higher-order part of softmax the Taylor layer misses, on the entries the quantised
+    softmax keeps: ((P - T) * (P >= threshold)) v, P = softmax of quantised q, k, T the Taylor weights."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    attn = attention_map(fake_quant(q, bits), fake_quant(k, bits), scale=scale)
+    if center == "tokens":
+        k = k - k.mean(dim=-2, keepdim=True)
+    elif center == "features":
+        k = k - k.mean(dim=-1, keepdim=True)
+    weights = 1 + scale * (q @ k.transpose(-1, -2))
+    denom = weights.sum(-1, keepdim=True)
+    tiny = eps * k.shape[-2]
+    denom = torch.where(denom.abs() < tiny, torch.where(denom < 0, -tiny, tiny), denom)
+    return apply_map((attn - weights / denom) * (attn >= threshold), v)
