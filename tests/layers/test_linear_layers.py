@@ -37,6 +37,32 @@ def test_taylor_training_adds_sparse_branch():
     torch.testing.assert_close(layer(x), _merge(layer, linear), rtol=1e-5, atol=1e-5)
 
 
+def test_taylor_residual_mode_adds_higher_order_terms():
+    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.05, sparse_mode="residual").train()
+    x = torch.randn(2, 5, 16)
+    q, k, v = _qkv(layer, x)
+    linear = reference.taylor_attention(q, k, v)
+    residual = reference.taylor_residual_attention(q, k, v, threshold=0.05, bits=4)
+    torch.testing.assert_close(layer(x), _merge(layer, linear + residual), rtol=1e-5, atol=1e-5)
+
+
+def test_taylor_sparse_branch_anneals_to_the_eval_form():
+    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.0, sparse_anneal=0.5).train()
+    x = torch.randn(2, 5, 16)
+    q, k, v = _qkv(layer, x)
+    linear = reference.taylor_attention(q, k, v)
+    sparse = reference.sparse_attention(q, k, v, threshold=0.0, bits=4)
+    layer.set_progress(0.25)
+    assert layer.sparse_weight == 0.5
+    torch.testing.assert_close(layer(x), _merge(layer, linear + 0.5 * sparse), rtol=1e-5, atol=1e-5)
+    layer.set_progress(0.6)
+    assert layer.sparse_weight == 0.0
+    torch.testing.assert_close(layer(x), layer.eval()(x), rtol=0, atol=0)
+    held = TaylorAttention(16, num_heads=2, sparse_anneal=None)
+    held.set_progress(0.9)
+    assert held.sparse_weight == 1.0
+
+
 def test_taylor_loads_timm_attention_weights():
     from timm.layers import Attention as TimmAttention
 
@@ -59,6 +85,10 @@ def test_bad_arguments():
         TaylorAttention(16, num_heads=2, center="keys")
     with pytest.raises(ValueError, match="sparse_threshold"):
         TaylorAttention(16, num_heads=2, sparse_threshold=2.0)
+    with pytest.raises(ValueError, match="sparse_mode must be one of"):
+        TaylorAttention(16, num_heads=2, sparse_mode="both")
+    with pytest.raises(ValueError, match="sparse_anneal"):
+        TaylorAttention(16, num_heads=2, sparse_anneal=0.0)
     with pytest.raises(ValueError, match="feature_map must be one of"):
         LinearAttention(16, num_heads=2, feature_map="softplus")
     with pytest.raises(ValueError, match="divisible by num_heads"):

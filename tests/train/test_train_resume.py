@@ -68,3 +68,30 @@ def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert torch.equal(ckpt_io.load_weights(tmp_path)["w"], torch.ones(3))
     assert ckpt_io.load_state(ckpt_io.latest_checkpoint(tmp_path))["step"] == 1
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_layers_with_a_schedule_see_training_progress_by_global_step(tmp_path, make_config, monkeypatch):
+    """The Taylor layer's annealed sparse branch follows step / total steps, also across a resume."""
+    from attnreuse.layers import TaylorAttention
+
+    seen = []
+    real_progress = TaylorAttention.set_progress
+    monkeypatch.setattr(TaylorAttention, "set_progress", lambda self, f: (seen.append(f), real_progress(self, f)))
+    kwargs = {**make_config(tmp_path / "unused").model_kwargs, "attn_plan": "taylor"}
+    cfg = dict(model="attnreuse_vit_tiny_patch16_224", model_kwargs=kwargs)  # 1 block, 3 steps an epoch
+    train(make_config(tmp_path / "straight", **cfg))
+    assert seen == [i / 6 for i in range(6)]
+
+    seen.clear()
+    real_save = ckpt_io.save_checkpoint
+
+    def save_then_die(run_dir, epoch, *args):
+        real_save(run_dir, epoch, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_io, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(tmp_path / "killed", **cfg))
+    monkeypatch.setattr(ckpt_io, "save_checkpoint", real_save)
+    train(make_config(tmp_path / "killed", resume=True, **cfg))
+    assert seen == [i / 6 for i in range(6)]

@@ -85,6 +85,8 @@ class PlanBlock(nn.Module):
         taylor_center: str | None = "tokens",
         taylor_sparse: bool = True,
         taylor_sparse_threshold: float = 0.002,
+        taylor_sparse_mode: str = "additive",
+        taylor_sparse_anneal: float | None = 0.5,
         skip_kernel_size: int = 5,
     ) -> None:
         super().__init__()
@@ -102,7 +104,8 @@ class PlanBlock(nn.Module):
             if self.kind == "taylor":
                 self.attn = TaylorAttention(
                     dim, num_heads, qk_norm=qk_norm, norm_layer=norm_layer, center=taylor_center,
-                    use_sparse=taylor_sparse, sparse_threshold=taylor_sparse_threshold, **attn_args,
+                    use_sparse=taylor_sparse, sparse_threshold=taylor_sparse_threshold,
+                    sparse_mode=taylor_sparse_mode, sparse_anneal=taylor_sparse_anneal, **attn_args,
                 )
             elif self.kind == "share":
                 self.attn = Attention(dim, num_heads, attn_drop=attn_drop, v_only=True, **attn_args)
@@ -187,7 +190,8 @@ class AttnReuseVisionTransformer(VisionTransformer):
     attn_plan: a kind for every layer or one per layer ("mha", "reuse", "reuse:G", "share",
         "skip", "taylor"); validated against depth and num_heads.
     reuse_qk_dim: total query/key width of grouped / Reuse layers (default: G * head width).
-    taylor_center, taylor_sparse, taylor_sparse_threshold: `TaylorAttention` options
+    taylor_center, taylor_sparse, taylor_sparse_threshold, taylor_sparse_mode, taylor_sparse_anneal:
+        `TaylorAttention` options
         ("features" centring is what ViTALiTy's checkpoints were trained with).
     skip_kernel_size: Phi's depthwise kernel (SkipAt: 5).
     """
@@ -199,6 +203,8 @@ class AttnReuseVisionTransformer(VisionTransformer):
         taylor_center: str | None = "tokens",
         taylor_sparse: bool = True,
         taylor_sparse_threshold: float = 0.002,
+        taylor_sparse_mode: str = "additive",
+        taylor_sparse_anneal: float | None = 0.5,
         skip_kernel_size: int = 5,
         **kwargs,
     ) -> None:
@@ -228,6 +234,8 @@ class AttnReuseVisionTransformer(VisionTransformer):
             taylor_center=taylor_center,
             taylor_sparse=taylor_sparse,
             taylor_sparse_threshold=taylor_sparse_threshold,
+            taylor_sparse_mode=taylor_sparse_mode,
+            taylor_sparse_anneal=taylor_sparse_anneal,
             skip_kernel_size=skip_kernel_size,
         )
         super().__init__(block_fn=block_fn, **kwargs)
