@@ -17,6 +17,7 @@ _TOOLS = (
     "attnreuse.train.cli",
     "attnreuse.analysis.cli",
     "attnreuse.demo.cli",
+    "attnreuse.study.cli",
 )
 
 

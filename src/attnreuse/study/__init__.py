@@ -1,0 +1,1 @@
+"""Accuracy study: every attention plan over seeds against mha, and retrofit recovery."""

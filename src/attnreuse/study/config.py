@@ -1,0 +1,81 @@
+"""What the accuracy study runs, as data: rows x seeds under one recipe, and the retrofits."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from attnreuse.demo.config import DEMO_MODELS, DemoModel
+
+__all__ = ["RETROFITS", "StudyConfig"]
+
+# Target plans for `attnreuse convert` of the mha row (the pico ViT is 4 blocks deep).
+RETROFITS = {"share": "share:2", "skip": "skip:1,2"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every row trains with the same recipe and budget for each seed; each mha run is then
+    converted to every retrofit plan and fine-tuned by distillation from itself for
+    `finetune_fraction` of its training steps."""
+
+    output: str = "runs/study"
+    rows: tuple[str, ...] = tuple(m.key for m in DEMO_MODELS)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 30
+    vit_img_size: int | None = 16  # the pico ViT rows' input (digits are 8x8 images; 16 tokens of 4x4)
+    batch_size: int = 64
+    lr: float = 3e-3
+    retrofits: tuple[str, ...] = tuple(RETROFITS)
+    finetune_fraction: float = 0.2
+    finetune_lr: float = 3e-3
+    jobs: int = 2
+    threads_per_job: int = 1
+    tolerance_points: float = 1.0
+    force: bool = False
+    quick: bool = False  # one epoch of three batches per run: a smoke test of the pipeline
+
+    def __post_init__(self) -> None:
+        if self.vit_img_size is not None and (
+            isinstance(self.vit_img_size, bool) or not isinstance(self.vit_img_size, int) or self.vit_img_size % 4
+            or self.vit_img_size < 4
+        ):
+            raise ValueError(f"vit_img_size must be a positive multiple of 4 (the patch size) or None, got {self.vit_img_size!r}")
+        for name in ("epochs", "batch_size", "jobs", "threads_per_job"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        known = {m.key for m in DEMO_MODELS}
+        if not self.rows or any(r not in known for r in self.rows):
+            raise ValueError(f"rows must be a non-empty subset of {sorted(known)}, got {list(self.rows)}")
+        if "vit-mha" not in self.rows:
+            raise ValueError("rows must include 'vit-mha': it is the baseline every row is compared with")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct ints, got {list(self.seeds)}")
+        unknown = [r for r in self.retrofits if r not in RETROFITS]
+        if unknown:
+            raise ValueError(f"retrofits must be a subset of {sorted(RETROFITS)}, got {list(self.retrofits)}")
+        if not 0 < self.finetune_fraction <= 1:
+            raise ValueError(f"finetune_fraction must be in (0, 1], got {self.finetune_fraction!r}")
+        for name in ("lr", "finetune_lr", "tolerance_points"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+
+    @property
+    def run_epochs(self) -> int:
+        return 1 if self.quick else self.epochs
+
+    @property
+    def finetune_epochs(self) -> int:
+        """Whole epochs within `finetune_fraction` of the training run's steps (at least one)."""
+        return max(1, int(self.run_epochs * self.finetune_fraction))
+
+    def selected(self) -> tuple[DemoModel, ...]:
+        """The rows, the pico ViTs at `vit_img_size` (uniform_xs keeps its own input size)."""
+        rows = tuple(m for m in DEMO_MODELS if m.key in self.rows)
+        if self.vit_img_size is None:
+            return rows
+        return tuple(dataclasses.replace(m, img_size=self.vit_img_size) if m.img_size is None else m for m in rows)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,65 @@
+"""The accuracy study: job plan, statistics, caching and one quick end-to-end run."""
+
+import json
+
+import pytest
+
+from attnreuse.study.config import StudyConfig
+from attnreuse.study.report import summarise
+from attnreuse.study.run import run_study, study_jobs
+
+
+def test_jobs_cover_rows_seeds_and_retrofits(tmp_path):
+    cfg = StudyConfig(output=str(tmp_path), rows=("vit-mha", "vit-taylor"), seeds=(3, 4), epochs=10)
+    train, converts, tunes = study_jobs(cfg)
+    assert [j.output.name for j in train] == ["vit-mha-s3", "vit-mha-s4", "vit-taylor-s3", "vit-taylor-s4"]
+    assert all("--img-size" in j.argv and j.argv[j.argv.index("--img-size") + 1] == "16" for j in train)
+    assert [j.output.name for j in converts] == ["share-s3", "share-s4", "skip-s3", "skip-s4"]
+    assert converts[2].argv[converts[2].argv.index("--plan") + 1] == "skip:1,2"
+    tune = tunes[0].argv
+    assert tune[tune.index("--epochs") + 1] == "2"  # 20% of 10 epochs
+    assert tune[tune.index("--teacher") + 1] == str(tmp_path / "train" / "vit-mha-s3")
+    assert tune[tune.index("--init") + 1] == str(tmp_path / "convert" / "share-s3")
+    assert "--model" not in tune  # the converted plan comes from --init
+
+
+def test_summary_statistics_and_verdicts(tmp_path):
+    cfg = StudyConfig(output=str(tmp_path), rows=("vit-mha", "vit-reuse"), seeds=(0, 1), retrofits=("skip",))
+    train, converts, tunes = study_jobs(cfg)
+    top1 = {"vit-mha-s0": 96.0, "vit-mha-s1": 98.0, "vit-reuse-s0": 95.0, "vit-reuse-s1": 96.5}
+    results = {str(j.output): {"test_top1": top1[j.output.name], "steps": 100} for j in train}
+    results |= {str(j.output): {"converted_val_top1": 50.0} for j in converts}
+    results |= {str(j.output): {"test_top1": t, "steps": 20} for j, t in zip(tunes, (96.5, 95.0))}
+    data = summarise(cfg, tmp_path, results)
+    assert data["baseline_mean"] == 97.0
+    reuse = data["rows"]["vit-reuse"]
+    assert reuse["test_top1"]["mean"] == 95.75 and reuse["gap_points"] == -1.25 and not reuse["within_tolerance"]
+    assert reuse["test_top1"]["std"] == pytest.approx(1.0606601717798212)
+    skip = data["retrofits"]["skip"]
+    assert skip["gap_points"]["values"] == [0.5, -3.0] and not skip["within_tolerance"]
+    assert skip["finetune_steps"] == 20 and skip["source_steps"] == 100
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"rows": ("vit-reuse",)}, "vit-mha"), ({"rows": ("nope",)}, "rows"), ({"seeds": (1, 1)}, "seeds"),
+     ({"retrofits": ("taylor",)}, "retrofits"), ({"finetune_fraction": 0.0}, "finetune_fraction"),
+     ({"vit_img_size": 18}, "vit_img_size"), ({"jobs": 0}, "jobs")],
+)
+def test_bad_configuration_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StudyConfig(**kwargs)
+
+
+def test_quick_study_end_to_end_and_reuse(tmp_path):
+    cfg = StudyConfig(output=str(tmp_path), rows=("vit-mha", "vit-taylor"), seeds=(0,), retrofits=("share",), quick=True)
+    report = run_study(cfg).read_text()
+    for needle in ("| vit-mha |", "| vit-taylor |", "share (`share:2`)", "Reproduce:"):
+        assert needle in report, needle
+    data = json.loads((tmp_path / "study.json").read_text())
+    assert set(data["rows"]) == {"vit-mha", "vit-taylor"} and set(data["retrofits"]) == {"share"}
+    # A second run reuses every finished run (same commands): no summary is rewritten.
+    summaries = sorted(tmp_path.rglob("summary.json"))
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    run_study(cfg)
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
