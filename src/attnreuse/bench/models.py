@@ -6,6 +6,11 @@ settings, and either measurements or an `error` (a model that fails in one runti
 the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
 attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
 Beside each measured speed-up is the ideal one, the ratio of MAC counts.
+
+Timing: every (model, resolution, runtime) is prepared first, then timed in `rounds` interleaved
+rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time);
+the statistics pool all rounds. A machine whose speed drifts during the run (a shared VM, turbo,
+heat) then slows a model and its baseline alike, instead of whichever was timed later.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ class ModelBenchConfig:
     int8_mode: str = "static"  # "static" (calibrated on digits train images) or "dynamic"
     warmup: int = 5
     repeats: int = 20
-    min_time_s: float = 1.0  # keep timing each runtime until this much time has passed
+    min_time_s: float = 1.0  # keep timing each runtime until this much time has passed (all rounds)
+    rounds: int = 3  # interleaved timing rounds over all models and runtimes
     baselines: bool = True  # also run each model's baseline when it is not listed
     json: str | None = None
     csv: str | None = None
@@ -101,7 +107,7 @@ class ModelBenchConfig:
         for name in ("models", "img_sizes", "runtimes"):
             if not isinstance(getattr(self, name), tuple):
                 raise TypeError(f"{name} must be a tuple, got {type(getattr(self, name)).__name__}")
-        for name in ("batch", "threads", "warmup", "repeats"):
+        for name in ("batch", "threads", "warmup", "repeats", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup' else 'positive'} int, got {value!r}")
@@ -136,12 +142,13 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0][:400] if lines else ''}"
 
 
-def _bench_model(name: str, img_size: int, config: ModelBenchConfig, work: Path) -> list[dict]:
+def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Path) -> list[tuple[dict, object]]:
+    """(record, no-argument call or None when it failed) for each runtime of one model."""
     import torch
 
     from attnreuse.bench.flops import count_macs, count_params
     from attnreuse.bench.runtimes import prepare_runtime
-    from attnreuse.bench.timing import measure_latency, measure_peak_bytes
+    from attnreuse.bench.timing import measure_peak_bytes
     from attnreuse.export.data import digits_images
     from attnreuse.export.onnx import create_export_model, deploy_model, input_spec
 
@@ -161,28 +168,46 @@ def _bench_model(name: str, img_size: int, config: ModelBenchConfig, work: Path)
         with torch.inference_mode():
             peak_bytes = measure_peak_bytes(lambda: deployed(x))
     except Exception as err:  # noqa: BLE001 - any failure becomes the model's error record
-        return [{**base, "runtime": r, "error": _error(err)} for r in config.runtimes]
-    records = []
+        return [({**base, "runtime": r, "error": _error(err)}, None) for r in config.runtimes]
+    prepared = []
     mdir = work / f"{name}_{img_size}"
     mdir.mkdir(parents=True, exist_ok=True)
     for runtime in config.runtimes:
-        rec = {**base, "runtime": runtime, "error": None}
+        rec = {**base, "runtime": runtime, "error": None, "peak_bytes": peak_bytes if runtime == "eager" else None}
+        call = None
         try:
             call, info = prepare_runtime(
                 runtime, deployed, x, threads=config.threads, work_dir=mdir, calib_images=calib,
                 int8_mode=config.int8_mode,
             )  # fmt: skip
-            stats = measure_latency(call, warmup=config.warmup, repeats=config.repeats, min_time_s=config.min_time_s)
-            rec.update(info, **dataclasses.asdict(stats))
-            rec["throughput_img_per_s"] = 1e3 * config.batch / stats.latency_ms_median
-            rec["peak_bytes"] = peak_bytes if runtime == "eager" else None
+            rec.update(info)
         except Exception as err:  # noqa: BLE001 - recorded, the run goes on
             rec["error"] = _error(err)
-        finally:
-            if runtime == "compile":
-                torch._dynamo.reset()
-        records.append(rec)
-    return records
+        prepared.append((rec, call))
+    return prepared
+
+
+def _time_rounds(prepared: list[tuple[dict, object]], config: ModelBenchConfig) -> None:
+    """Time every prepared call in `config.rounds` interleaved rounds; fill in the statistics."""
+    from attnreuse.bench.timing import latency_stats, measure_latency
+
+    samples: dict[int, list[float]] = {i: [] for i, (_, call) in enumerate(prepared) if call is not None}
+    per_round = max(1, -(-config.repeats // config.rounds))
+    for r in range(config.rounds):
+        for i, (rec, call) in enumerate(prepared):
+            if i not in samples or rec["error"] is not None:
+                continue
+            try:
+                measure_latency(call, warmup=config.warmup if r == 0 else min(config.warmup, 1), repeats=per_round,
+                                min_time_s=config.min_time_s / config.rounds, samples_ms=samples[i])
+            except Exception as err:  # noqa: BLE001 - recorded, the run goes on
+                rec["error"] = _error(err)
+    for i, ms in samples.items():
+        rec = prepared[i][0]
+        if rec["error"] is None:
+            stats = latency_stats(ms)
+            rec.update(dataclasses.asdict(stats), rounds=config.rounds)
+            rec["throughput_img_per_s"] = 1e3 * config.batch / stats.latency_ms_median
 
 
 def add_relative_columns(records: list[dict]) -> list[dict]:
@@ -249,18 +274,31 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     from attnreuse._io import atomic_write_json
     from attnreuse.bench.timing import machine_record, set_threads, write_records
 
+    import torch
+
     set_threads(config.threads)
     machine = machine_record(threads=config.threads, command=config.command, bench="models")
     records = []
-    with tempfile.TemporaryDirectory(prefix="attnreuse-bench-") as work, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # exporter and compiler chatter; errors are recorded
-        for img_size in config.img_sizes:
-            for name in config.model_list():
-                for rec in _bench_model(name, img_size, config, Path(work)):
-                    rec.update(machine)
-                    records.append(rec)
-                    if progress is not None:
-                        progress(rec)
+    # Every compiled model stays alive until all rounds are timed: allow dynamo one cache entry
+    # per model (models of one class share their forward's code object).
+    limit = torch._dynamo.config.cache_size_limit
+    torch._dynamo.config.cache_size_limit = max(limit, 8 * len(config.model_list()) * len(config.img_sizes))
+    try:
+        with tempfile.TemporaryDirectory(prefix="attnreuse-bench-") as work, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter and compiler chatter; errors are recorded
+            prepared = []
+            for img_size in config.img_sizes:
+                for name in config.model_list():
+                    prepared += _prepare_model(name, img_size, config, Path(work))
+            _time_rounds(prepared, config)
+    finally:
+        torch._dynamo.reset()
+        torch._dynamo.config.cache_size_limit = limit
+    for rec, _ in prepared:
+        rec.update(machine)
+        records.append(rec)
+        if progress is not None:
+            progress(rec)
     add_relative_columns(records)
     for path in (config.json, config.csv):
         if path is not None:
@@ -288,7 +326,8 @@ def reproduce_command(config: ModelBenchConfig, *, quick: bool = False) -> str:
     if quick:
         argv.append("--quick")
     else:
-        argv += ["--warmup", str(config.warmup), "--repeats", str(config.repeats), "--min-time", f"{config.min_time_s:g}"]
+        argv += ["--warmup", str(config.warmup), "--repeats", str(config.repeats), "--min-time", f"{config.min_time_s:g}",
+                 "--rounds", str(config.rounds)]
     if not config.baselines:
         argv.append("--no-baselines")
     for flag, value in (("--json", config.json), ("--csv", config.csv)):
@@ -314,7 +353,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-mode", choices=("static", "dynamic"), default="static")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per runtime")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per runtime (all rounds)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds over all models (default 3)")
     p.add_argument("--no-baselines", action="store_true", help="do not add missing family baselines")
     p.add_argument("--quick", action="store_true", help="1 warm-up, 3 repeats, no minimum time (smoke test)")
     p.add_argument("--json", help="write the records as JSON")
@@ -333,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=1 if args.quick else args.warmup,
         repeats=3 if args.quick else args.repeats,
         min_time_s=0.0 if args.quick else args.min_time,
+        rounds=1 if args.quick else args.rounds,
         baselines=not args.no_baselines,
         json=args.json,
         csv=args.csv,

@@ -28,6 +28,7 @@ from attnreuse._io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "LatencyStats",
+    "latency_stats",
     "machine_record",
     "matmul_peak_gflops",
     "measure_latency",
@@ -81,11 +82,14 @@ def measure_latency(
     min_time_s: float = 0.2,
     max_repeats: int = 1000,
     device: str | torch.device | None = None,
+    samples_ms: list[float] | None = None,
 ) -> LatencyStats:
     """Time `fn()`: `warmup` untimed calls, then at least `repeats` timed calls, continuing until
     `min_time_s` seconds of timed calls have passed (at most `max_repeats`).
 
     On a CUDA `device` each call is bracketed by a synchronisation so the time covers the kernels.
+    `samples_ms`, when given, receives every timed call's milliseconds (to pool several rounds
+    with `latency_stats`).
     """
     if warmup < 0 or repeats < 1 or max_repeats < repeats or min_time_s < 0:
         raise ValueError(
@@ -105,7 +109,16 @@ def measure_latency(
         dt = time.perf_counter() - t0
         times_s.append(dt)
         total_s += dt
-    ms = sorted(t * 1e3 for t in times_s)
+    if samples_ms is not None:
+        samples_ms.extend(t * 1e3 for t in times_s)
+    return latency_stats([t * 1e3 for t in times_s])
+
+
+def latency_stats(samples_ms: list[float]) -> LatencyStats:
+    """Median, p90 (nearest rank) and minimum of timed calls in milliseconds."""
+    if not samples_ms:
+        raise ValueError("latency_stats needs at least one sample")
+    ms = sorted(samples_ms)
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
     return LatencyStats(
         latency_ms_median=statistics.median(ms),
