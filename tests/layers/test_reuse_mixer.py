@@ -103,20 +103,17 @@ def test_backward_matches_literal_reference():
     assert grads[2][outside].abs().max() == 0  # value kernels stay inside each head's k_i x k_i
 
 
-def test_reuses_one_map_through_softmax_attention(monkeypatch):
-    calls, original = [], reuse_mixer.softmax_attention
+def test_forms_one_map_per_window_for_all_heads(monkeypatch):
+    calls, original = [], torch.softmax
 
-    def spy(q, k, v, **kwargs):
-        calls.append((q.shape, v.shape, kwargs["bias"].shape))
-        return original(q, k, v, **kwargs)
+    def spy(scores, dim):
+        calls.append(tuple(scores.shape))
+        return original(scores, dim)
 
-    monkeypatch.setattr(reuse_mixer, "softmax_attention", spy)
+    monkeypatch.setattr(reuse_mixer.torch, "softmax", spy)
     m = _mixer().float()
     m(torch.randn(2, 16, 6, 6))
-    (q_shape, v_shape, bias_shape), = calls
-    assert tuple(q_shape) == (8, 1, 9, 4)  # 2 images x 4 windows, ONE query head, 9 tokens, C/4
-    assert tuple(v_shape) == (8, 4, 9, 4)  # 4 value heads of C/h channels
-    assert tuple(bias_shape) == (9, 9)
+    assert calls == [(8, 9, 9)]  # 2 images x 4 windows, ONE 9 x 9 map each (not one per head)
 
 
 def test_fuse_matches_and_folds_query_scale():

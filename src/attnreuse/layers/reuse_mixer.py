@@ -8,7 +8,9 @@ On a map x: [B, C, H, W], inside each ws x ws window (N = ws * ws tokens):
   V_i    = DWConv_ki(x_i)             x_i: the i-th of h channel chunks (C/h channels); no value projection
   O_i    = V_i A^T                    the same A for every head
   Y      = BN(Conv1x1(ReLU(concat_i O_i)))            C -> C, BN weight initialised to 0
-The maths goes through `attnreuse.ops.softmax_attention` with Hq = 1 and Hv = h. The h value convs
+With one map for every head, concat_i O_i = V A^T is one [C, N] x [N, N] product over all channels
+(`ops.softmax_attention` with Hq = 1 and Hv = h computes the same; windows are small, so the map is
+formed densely here, without that operator's row tiles and checks). The h value convs
 are ONE depthwise conv whose kernel is the largest k_i, with each head's kernel zero outside its
 k_i x k_i centre (a fixed mask keeps it so during training): one call instead of a loop over heads.
 Maps that are not exactly one window are zero-padded to whole windows, and all windows run as one
@@ -25,7 +27,6 @@ from timm.models import register_notrace_module
 from torch import Tensor, nn
 
 from attnreuse.layers.conv import ConvBN
-from attnreuse.ops import softmax_attention
 
 __all__ = ["ReuseAttention2d", "window_partition", "window_reverse"]
 
@@ -145,30 +146,36 @@ class ReuseAttention2d(nn.Module):
         return self.attention_biases[0, self.attention_bias_idxs]
 
     def _attend(self, x: Tensor) -> Tensor:
-        """x: [Bw, C, ws, ws] windows -> concat_i O_i: [Bw, C, ws, ws], token-major in memory."""
+        """x: [Bw, C, ws, ws] windows in channels-last memory -> concat_i O_i: [Bw, C, ws, ws], the
+        same memory format.
+
+        With one map for every head, concat_i O_i = V A^T is ONE product over all C channels:
+        in token-major (channels-last) memory, [N, N] x [N, C] per window, with no head split and
+        no transposes (q, k and v are free views of their convs' outputs). Windows hold at most
+        ws * ws tokens (49), so the map is formed densely (scores, softmax, product).
+        """
         Bw, C, wh, ww = x.shape
-        n, h = wh * ww, self.num_heads
+        n = wh * ww
         q, k = self.qk(x).chunk(2, dim=1)
-        q = self.q_dw(q)
-        q = q.flatten(2).transpose(1, 2).unsqueeze(1)  # [Bw, 1, N, C/4]
-        k = k.flatten(2).transpose(1, 2).unsqueeze(1)  # [Bw, 1, N, C/4]
+        q = self.q_dw(q).permute(0, 2, 3, 1).reshape(Bw, n, -1)  # [Bw, N, C/4]
+        k = k.permute(0, 2, 3, 1).reshape(Bw, n, -1)  # [Bw, N, C/4]
         weight = self.v_dw.weight if self.v_mask is None else self.v_dw.weight * self.v_mask
         v = F.conv2d(x, weight, self.v_dw.bias, padding=self.v_dw.padding, groups=C)
-        v = v.permute(0, 2, 3, 1).reshape(Bw, n, h, C // h).transpose(1, 2)  # [Bw, h, N, C/h]
-        out = softmax_attention(q, k, v, scale=self.scale, bias=self.attention_bias())  # [Bw, h, N, C/h]
-        return out.transpose(2, 3).reshape(Bw, C, wh, ww)
+        v = v.permute(0, 2, 3, 1).reshape(Bw, n, C)  # [Bw, N, C]
+        scores = torch.baddbmm(self.attention_bias().unsqueeze(0), q, k.transpose(1, 2), alpha=self.scale)
+        attn = torch.softmax(scores, dim=-1)  # [Bw, N, N], the one map
+        return torch.bmm(attn, v).view(Bw, wh, ww, C).permute(0, 3, 1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
         ws = self.window_size
         if H == ws and W == ws:
-            out = self._attend(x.contiguous(memory_format=torch.channels_last))
+            out = self._attend(x.contiguous())
         else:
             windows, nH, nW = window_partition(x, ws)
             out = window_reverse(self._attend(windows), nH, nW, H, W)
         # ReLU and the 1x1 projection are pointwise, so they run once on the merged map (the same
-        # result as per window; in training, BatchNorm statistics skip the zero padding), and read
-        # its channels-last memory as it is. The residual add after the mixer returns NCHW.
+        # result as per window; in training, BatchNorm statistics skip the zero padding).
         return self.proj(self.act(out))
 
     @torch.no_grad()
