@@ -84,6 +84,15 @@ def test_matches_literal_reference(size):
     torch.testing.assert_close(m(x), literal_mixer(m, x))
 
 
+@pytest.mark.parametrize("size", [(3, 3), (6, 6), (4, 5)])
+def test_traced_channel_major_form_matches_literal_reference(size, monkeypatch):
+    """While tracing (ONNX export) the mixer runs its NCHW form; it is the same function."""
+    monkeypatch.setattr(reuse_mixer, "tracing", lambda: True)
+    m = _mixer()
+    x = torch.randn(2, 16, *size, dtype=torch.float64)
+    torch.testing.assert_close(m(x), literal_mixer(m, x))
+
+
 def test_three_heads_and_query_kernel_three():
     m = _mixer(dim=12, heads=3, ws=2, kernels=(3, 5, 1))
     x = torch.randn(1, 12, 4, 3, dtype=torch.float64)
@@ -132,6 +141,15 @@ def test_training_step_keeps_kernels_inside_their_support():
         m(torch.randn(2, 16, 6, 6)).square().mean().backward()
         opt.step()
     assert m.v_dw.weight[m.v_mask == 0].abs().max() == 0
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_window_partition_layouts_agree(channels_last):
+    x = torch.randn(2, 5, 7, 9)
+    w, nH, nW = window_partition(x, 3, channels_last=channels_last)
+    ref, _, _ = window_partition(x, 3, channels_last=not channels_last)
+    assert torch.equal(w, ref) and w.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.equal(window_reverse(w, nH, nW, 7, 9, channels_last=channels_last), x)
 
 
 def test_window_partition_round_trip():

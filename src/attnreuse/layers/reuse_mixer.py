@@ -27,33 +27,42 @@ from timm.models import register_notrace_module
 from torch import Tensor, nn
 
 from attnreuse.layers.conv import ConvBN
+from attnreuse.ops.backend import tracing
 
 __all__ = ["ReuseAttention2d", "window_partition", "window_reverse"]
 
 
-def window_partition(x: Tensor, ws: int) -> tuple[Tensor, int, int]:
+def window_partition(x: Tensor, ws: int, *, channels_last: bool = True) -> tuple[Tensor, int, int]:
     """x: [B, C, H, W] -> windows [B * nH * nW, C, ws, ws] (zero padding at bottom/right), nH, nW.
 
     Windows are ordered row-major within each image, images one after another. One copy, into
-    channels-last memory (depthwise convs on CPU run faster on it, and tokens come out as rows).
+    channels-last memory (depthwise convs on CPU run faster on it, and tokens come out as rows)
+    or, with channels_last=False, into plain NCHW windows (one transpose in an exported graph).
     """
     B, C, H, W = x.shape
     pad_b, pad_r = (-H) % ws, (-W) % ws
     if pad_b or pad_r:
         x = F.pad(x, (0, pad_r, 0, pad_b))
     nH, nW = (H + pad_b) // ws, (W + pad_r) // ws
+    if not channels_last:
+        x = x.reshape(B, C, nH, ws, nW, ws).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(B * nH * nW, C, ws, ws), nH, nW
     x = x.reshape(B, C, nH, ws, nW, ws).permute(0, 2, 4, 3, 5, 1)
     return x.reshape(B * nH * nW, ws, ws, C).permute(0, 3, 1, 2), nH, nW
 
 
-def window_reverse(windows: Tensor, nH: int, nW: int, H: int, W: int) -> Tensor:
+def window_reverse(windows: Tensor, nH: int, nW: int, H: int, W: int, *, channels_last: bool = True) -> Tensor:
     """Inverse of `window_partition`: [B * nH * nW, C, ws, ws] -> [B, C, H, W] (padding cropped).
 
     One copy, into channels-last memory (the result is a [B, C, H, W] view of [B, H, W, C]): the
-    mixer's windows arrive token-major, so this is a copy along whole channel rows.
+    mixer's windows arrive token-major, so this is a copy along whole channel rows. With
+    channels_last=False the windows are NCHW and so is the result.
     """
     Bw, C, ws, _ = windows.shape
     B = Bw // (nH * nW)
+    if not channels_last:
+        x = windows.reshape(B, nH, nW, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nH * ws, nW * ws)
+        return x[:, :, :H, :W]
     x = windows.permute(0, 2, 3, 1).reshape(B, nH, nW, ws, ws, C).transpose(2, 3).reshape(B, nH * ws, nW * ws, C)
     return x[:, :H, :W].permute(0, 3, 1, 2)
 
@@ -159,23 +168,41 @@ class ReuseAttention2d(nn.Module):
         q, k = self.qk(x).chunk(2, dim=1)
         q = self.q_dw(q).permute(0, 2, 3, 1).reshape(Bw, n, -1)  # [Bw, N, C/4]
         k = k.permute(0, 2, 3, 1).reshape(Bw, n, -1)  # [Bw, N, C/4]
-        weight = self.v_dw.weight if self.v_mask is None else self.v_dw.weight * self.v_mask
-        v = F.conv2d(x, weight, self.v_dw.bias, padding=self.v_dw.padding, groups=C)
-        v = v.permute(0, 2, 3, 1).reshape(Bw, n, C)  # [Bw, N, C]
+        v = self._values(x).permute(0, 2, 3, 1).reshape(Bw, n, C)  # [Bw, N, C]
         scores = torch.baddbmm(self.attention_bias().unsqueeze(0), q, k.transpose(1, 2), alpha=self.scale)
         attn = torch.softmax(scores, dim=-1)  # [Bw, N, N], the one map
         return torch.bmm(attn, v).view(Bw, wh, ww, C).permute(0, 3, 1, 2)
 
+    def _attend_nchw(self, x: Tensor) -> Tensor:
+        """The same as `_attend` on NCHW windows, written channel-major: S = Q^T K and O = V A^T,
+        whose transposes an exported graph folds into its matrix products (the form used while
+        tracing; in an ONNX graph every permute is a Transpose node)."""
+        Bw, C, wh, ww = x.shape
+        q, k = self.qk(x).chunk(2, dim=1)
+        q, k = self.q_dw(q).flatten(2), k.flatten(2)  # [Bw, C/4, N]
+        v = self._values(x).flatten(2)  # [Bw, C, N]
+        scores = torch.matmul(q.transpose(1, 2), k) * self.scale + self.attention_bias()
+        attn = torch.softmax(scores, dim=-1)  # [Bw, N, N]
+        return torch.matmul(v, attn.transpose(1, 2)).view(Bw, C, wh, ww)
+
+    def _values(self, x: Tensor) -> Tensor:
+        """Every head's depthwise value conv, as one conv: [Bw, C, ws, ws] -> [Bw, C, ws, ws]."""
+        weight = self.v_dw.weight if self.v_mask is None else self.v_dw.weight * self.v_mask
+        return F.conv2d(x, weight, self.v_dw.bias, padding=self.v_dw.padding, groups=x.shape[1])
+
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
         ws = self.window_size
+        nchw = tracing()  # eager runs token-major; an exported graph is cheaper channel-major
+        attend = self._attend_nchw if nchw else self._attend
         if H == ws and W == ws:
-            out = self._attend(x.contiguous())
+            out = attend(x if nchw else x.contiguous(memory_format=torch.channels_last))
         else:
-            windows, nH, nW = window_partition(x, ws)
-            out = window_reverse(self._attend(windows), nH, nW, H, W)
+            windows, nH, nW = window_partition(x, ws, channels_last=not nchw)
+            out = window_reverse(attend(windows), nH, nW, H, W, channels_last=not nchw)
         # ReLU and the 1x1 projection are pointwise, so they run once on the merged map (the same
-        # result as per window; in training, BatchNorm statistics skip the zero padding).
+        # result as per window; in training, BatchNorm statistics skip the zero padding), and read
+        # its memory as it is. The residual add after the mixer returns NCHW.
         return self.proj(self.act(out))
 
     @torch.no_grad()
