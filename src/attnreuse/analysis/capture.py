@@ -1,9 +1,10 @@
 """Record every layer's softmax attention maps and attention outputs with forward hooks.
 
-Works on timm ViT/DeiT (`blocks.N.attn.qkv`, `q_norm`, `k_norm`, `scale`, `proj`) and on the
+Works on timm ViT/DeiT (`blocks.N.attn.qkv`, `q_norm`, `k_norm`, `scale`, `proj`), on the
 attnreuse ViT (`PlanBlock`: fused `qkv` for "mha", `qk` for "reuse", the source layer's map for
-"share", no softmax map for "skip" and "taylor"). Maps are recomputed from the captured q/k with
-`attnreuse.ops.attention_map`, so the model runs its normal (fast) path.
+"share", no softmax map for "skip" and "taylor") and on UniForm (every `ReuseAttention2d` mixer:
+one map per window shared by its heads, and the mixer's output as tokens). Maps are recomputed
+from the captured inputs, so the model runs its normal (fast) path.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from torch import Tensor, nn
 
 from attnreuse.ops import attention_map
 
-__all__ = ["LayerCapture", "capture_attention", "vit_blocks"]
+__all__ = ["LayerCapture", "capture_attention", "vit_blocks", "window_mixers"]
 
 
 @dataclass
 class LayerCapture:
     """One layer over the captured batches.
 
-    kind: the plan kind ("mha" for timm blocks); maps: [B, Hq, N, N] softmax maps (None for
-    layers without one); output: [B, N, C] attention output (after `proj`, before the residual;
-    None if the block exposes none).
+    kind: the plan kind ("mha" for timm blocks, "reuse" for UniForm mixers); maps: [B, Hq, N, N]
+    softmax maps (None for layers without one; for a windowed mixer B counts windows and Hq is 1);
+    output: [B, N, C] attention output (after `proj`, before the residual; a windowed mixer's
+    whole map as H * W tokens; None if the block exposes none).
     """
 
     kind: str
@@ -37,10 +39,46 @@ def vit_blocks(model: nn.Module) -> list[nn.Module]:
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0:
         raise TypeError(
-            f"{type(model).__name__} has no `blocks` list of ViT blocks; analysis supports timm ViT/DeiT "
-            "and attnreuse ViT models"
+            f"{type(model).__name__} has no `blocks` list of ViT blocks and no Reuse Attention mixers; "
+            "analysis supports timm ViT/DeiT, attnreuse ViT and UniForm models"
         )
     return list(blocks)
+
+
+def window_mixers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every windowed Reuse Attention mixer (UniForm), in forward order."""
+    from attnreuse.layers.reuse_mixer import ReuseAttention2d
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ReuseAttention2d)]
+
+
+def _capture_mixers(model: nn.Module, mixers: list[nn.Module], batches: list[Tensor]) -> list[LayerCapture]:
+    maps: list[list[Tensor]] = [[] for _ in mixers]
+    outs: list[list[Tensor]] = [[] for _ in mixers]
+
+    def hook(i: int):
+        def fn(mixer, inp, out):
+            maps[i].append(mixer.attention_map(inp[0]).float().unsqueeze(1))  # [Bw, 1, N, N]
+            outs[i].append(out.float().flatten(2).transpose(1, 2))  # [B, H*W, C]
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mixers)]
+    try:
+        _run(model, batches)
+    finally:
+        for h in handles:
+            h.remove()
+    return [LayerCapture("reuse", torch.cat(m), torch.cat(o)) for m, o in zip(maps, outs)]
+
+
+def _run(model: nn.Module, batches: list[Tensor]) -> None:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    model.train(was_training)
 
 
 def _qk_from(attn: nn.Module, proj_out: Tensor, fused: bool) -> tuple[Tensor, Tensor]:
@@ -53,7 +91,11 @@ def _qk_from(attn: nn.Module, proj_out: Tensor, fused: bool) -> tuple[Tensor, Te
 
 
 def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapture]:
-    """Run `model` (eval, no grad) on each batch [B, 3, H, W]; return one LayerCapture per block."""
+    """Run `model` (eval, no grad) on each batch [B, 3, H, W]; return one LayerCapture per block
+    (per mixer for UniForm)."""
+    mixers = window_mixers(model)
+    if mixers and not hasattr(model, "blocks"):
+        return _capture_mixers(model, [m for _, m in mixers], batches)
     blocks = vit_blocks(model)
     kinds = [getattr(blk, "kind", "mha") for blk in blocks]
     maps: list[list[Tensor]] = [[] for _ in blocks]
@@ -91,12 +133,7 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
                 handles.append(blk.register_forward_hook(on_block(i)))
             elif attn is not None:
                 handles.append(attn.register_forward_hook(on_attn(i)))
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            for x in batches:
-                model(x)
-        model.train(was_training)
+        _run(model, batches)
     finally:
         for h in handles:
             h.remove()

@@ -41,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{result['model']}: mean head cosine {result['summary']['mean_head_cosine']:.3f}, mean adjacent-layer "
         f"map cosine {result['summary']['mean_adjacent_map_cosine']:.3f}, adjacent output CKA "
-        f"{result['summary']['mean_adjacent_output_cka']:.3f}\nsuggested plan {json.dumps(s['plan'])}: "
-        f"{100 * s['predicted_saving']:.1f}% fewer MACs (budget {'met' if s['budget_met'] else 'NOT met'}) -> {args.output}"
+        f"{result['summary']['mean_adjacent_output_cka']:.3f}"
     )
+    if s["plan"] is None:
+        print(f"no plan suggested: {s['reason']} -> {args.output}")
+    else:
+        print(f"suggested plan {json.dumps(s['plan'])}: {100 * s['predicted_saving']:.1f}% fewer MACs "
+              f"(budget {'met' if s['budget_met'] else 'NOT met'}) -> {args.output}")
     return 0

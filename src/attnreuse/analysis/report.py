@@ -2,7 +2,8 @@
 
 Writes into the output directory: similarity.json (every matrix, the summary and the suggested
 plan), config.json, heads.png (per-layer head x head map cosine), layers.png (layer x layer map
-cosine and attention-output CKA).
+cosine and attention-output CKA). On UniForm every mixer is a layer (one map per window, so its
+head matrix is 1 x 1); layers of different stages are not compared, and no plan is suggested.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def sample_batches(model: nn.Module, data: str, batches: int, batch_size: int) -
     """The first `batches` batches [B, 3, S, S] of the validation split, at the model's input size."""
     from attnreuse.train.data import build_transform, open_data
 
-    size = model.patch_embed.img_size
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None) or getattr(model, "img_size", None)
+    if size is None:
+        size = model.pretrained_cfg["input_size"][-1]
     size = int(size[-1] if isinstance(size, (tuple, list)) else size)
     cfg = model.pretrained_cfg
     tf = build_transform(size, cfg.get("mean"), cfg.get("std"), train=False)
@@ -142,11 +145,18 @@ def analyze(config: AnalyzeConfig) -> dict:
     captures = capture_attention(model, batches)
     heads = [head_cosine(c.maps) if c.maps is not None and c.kind != "share" else None for c in captures]
     map_cos, cka = layer_map_cosine(captures), layer_output_cka(captures)
-    tokens = next(c.output.shape[1] for c in captures if c.output is not None)
-    geometry = geometry_of(model, tokens)
-    suggestion = suggest_plan(
-        geometry, heads, map_cos, cka, budget=config.mac_budget, min_score=config.min_score
-    )
+    if hasattr(model, "blocks"):
+        tokens = next(c.output.shape[1] for c in captures if c.output is not None)
+        geometry = geometry_of(model, tokens)
+        suggestion = suggest_plan(
+            geometry, heads, map_cos, cka, budget=config.mac_budget, min_score=config.min_score
+        )
+    else:  # UniForm: every mixer already computes one map for all its heads
+        suggestion = {
+            "plan": None,
+            "reason": "every mixer of this model already shares one map across its heads; attention "
+            "plans (share/skip/reuse/taylor) apply to ViT models",
+        }
     L = len(captures)
     summary = {
         "mean_head_cosine": _nanmean([_mean_offdiag(h) for h in heads if h is not None]),

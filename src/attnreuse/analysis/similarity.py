@@ -6,6 +6,7 @@
   sharing applies), averaged over heads and images -> [L, L]; NaN where a layer has no map.
 - layer output CKA: linear CKA (Kornblith et al. 2019) between the attention outputs Z_l, Z_m
   ([B*N, C], tokens as samples), as SkipAt measures the redundancy of MSA outputs -> [L, L].
+Layers whose maps or token grids differ in shape (UniForm stages) are not compared: NaN.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def layer_map_cosine(captures: list[LayerCapture]) -> Tensor:
     for i, ci in enumerate(captures):
         for j in range(i, L):
             a, b = ci.maps, captures[j].maps
-            if a is None or b is None:
+            if a is None or b is None or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
                 continue
             if a.shape[1] != b.shape[1] and 1 not in (a.shape[1], b.shape[1]):
                 a, b = a.mean(1, keepdim=True), b.mean(1, keepdim=True)
@@ -69,6 +70,6 @@ def layer_output_cka(captures: list[LayerCapture]) -> Tensor:
     flats = [c.output.reshape(-1, c.output.shape[-1]) if c.output is not None else None for c in captures]
     for i in range(L):
         for j in range(i, L):
-            if flats[i] is not None and flats[j] is not None:
+            if flats[i] is not None and flats[j] is not None and flats[i].shape[0] == flats[j].shape[0]:
                 out[i, j] = out[j, i] = linear_cka(flats[i], flats[j])
     return out

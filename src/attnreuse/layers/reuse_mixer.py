@@ -185,6 +185,14 @@ class ReuseAttention2d(nn.Module):
         attn = torch.softmax(scores, dim=-1)  # [Bw, N, N]
         return torch.matmul(v, attn.transpose(1, 2)).view(Bw, C, wh, ww)
 
+    def attention_map(self, x: Tensor) -> Tensor:
+        """x: [B, C, H, W] -> the mixer's maps [B * nH * nW, N, N], one per window (row-major,
+        images one after another; zero-padded windows as in `forward`), shared by every head."""
+        windows, _, _ = window_partition(x, self.window_size, channels_last=False)
+        q, k = self.qk(windows).chunk(2, dim=1)
+        q, k = self.q_dw(q).flatten(2), k.flatten(2)  # [Bw, C/4, N]
+        return torch.softmax(torch.matmul(q.transpose(1, 2), k) * self.scale + self.attention_bias(), dim=-1)
+
     def _values(self, x: Tensor) -> Tensor:
         """Every head's depthwise value conv, as one conv: [Bw, C, ws, ws] -> [Bw, C, ws, ws]."""
         weight = self.v_dw.weight if self.v_mask is None else self.v_dw.weight * self.v_mask

@@ -178,6 +178,7 @@ class UniForm(nn.Module):
             raise ValueError(f"img_size must be a positive multiple of {PATCH_SIZE}, got {img_size!r}")
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.img_size = to_2tuple(img_size)  # the size it was built for (window sizes follow it)
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
