@@ -113,3 +113,23 @@ def test_write_records_json_and_csv(tmp_path):
     assert list(rows[0]) == ["op", "tokens", "latency_ms_median", "machine", "extra"]
     assert json.loads(rows[1]["machine"]) == {"cpu": "x"}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_measure_interleaved_pools_rounds_and_hands_back_failures():
+    order = []
+
+    def fast():
+        order.append("fast")
+
+    def broken():
+        order.append("broken")
+        raise RuntimeError("no")
+
+    results = timing.measure_interleaved({"a": fast, "b": broken}, rounds=3, warmup=1, repeats=6)
+    assert results["a"].repeats == 6  # 2 a round, 3 rounds pooled
+    assert isinstance(results["b"], RuntimeError)
+    assert order.count("broken") == 1  # dropped after it failed
+    # Rounds interleave: the fast call's blocks come before and after the broken call's one attempt.
+    assert order.index("broken") < len(order) - 1 and order[0] == "fast"
+    with pytest.raises(ValueError, match="rounds"):
+        timing.measure_interleaved({"a": fast}, rounds=0, warmup=0, repeats=1)

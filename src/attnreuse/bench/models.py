@@ -189,25 +189,18 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
 
 def _time_rounds(prepared: list[tuple[dict, object]], config: ModelBenchConfig) -> None:
     """Time every prepared call in `config.rounds` interleaved rounds; fill in the statistics."""
-    from attnreuse.bench.timing import latency_stats, measure_latency
+    from attnreuse.bench.timing import measure_interleaved
 
-    samples: dict[int, list[float]] = {i: [] for i, (_, call) in enumerate(prepared) if call is not None}
-    per_round = max(1, -(-config.repeats // config.rounds))
-    for r in range(config.rounds):
-        for i, (rec, call) in enumerate(prepared):
-            if i not in samples or rec["error"] is not None:
-                continue
-            try:
-                measure_latency(call, warmup=config.warmup if r == 0 else min(config.warmup, 1), repeats=per_round,
-                                min_time_s=config.min_time_s / config.rounds, samples_ms=samples[i])
-            except Exception as err:  # noqa: BLE001 - recorded, the run goes on
-                rec["error"] = _error(err)
-    for i, ms in samples.items():
+    calls = {i: call for i, (rec, call) in enumerate(prepared) if call is not None and rec["error"] is None}
+    results = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=config.repeats,
+                                  min_time_s=config.min_time_s)
+    for i, stats in results.items():
         rec = prepared[i][0]
-        if rec["error"] is None:
-            stats = latency_stats(ms)
-            rec.update(dataclasses.asdict(stats), rounds=config.rounds)
-            rec["throughput_img_per_s"] = 1e3 * config.batch / stats.latency_ms_median
+        if isinstance(stats, Exception):
+            rec["error"] = _error(stats)
+            continue
+        rec.update(dataclasses.asdict(stats), rounds=config.rounds)
+        rec["throughput_img_per_s"] = 1e3 * config.batch / stats.latency_ms_median
 
 
 def add_relative_columns(records: list[dict]) -> list[dict]:

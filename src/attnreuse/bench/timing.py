@@ -31,6 +31,7 @@ __all__ = [
     "latency_stats",
     "machine_record",
     "matmul_peak_gflops",
+    "measure_interleaved",
     "measure_latency",
     "measure_peak_bytes",
     "set_threads",
@@ -112,6 +113,38 @@ def measure_latency(
     if samples_ms is not None:
         samples_ms.extend(t * 1e3 for t in times_s)
     return latency_stats([t * 1e3 for t in times_s])
+
+
+def measure_interleaved(
+    calls: Mapping[Any, Callable[[], Any]],
+    *,
+    rounds: int,
+    warmup: int,
+    repeats: int,
+    min_time_s: float = 0.0,
+) -> dict[Any, LatencyStats | Exception]:
+    """Time every call of `calls` in `rounds` interleaved rounds and pool each one's samples.
+
+    Each round times each call once, as a block: `warmup` untimed calls in the first round (at
+    most one in later rounds), then 1/rounds of `repeats` and of `min_time_s`. A machine whose speed
+    drifts then slows every call alike instead of whichever was timed later. A call that raises is
+    dropped from later rounds; its exception stands in its result.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    failed: dict[Any, Exception] = {}
+    per_round = max(1, -(-repeats // rounds))
+    for r in range(rounds):
+        for key, fn in calls.items():
+            if key in failed:
+                continue
+            try:
+                measure_latency(fn, warmup=warmup if r == 0 else min(warmup, 1), repeats=per_round,
+                                min_time_s=min_time_s / rounds, samples_ms=samples[key])
+            except Exception as err:  # noqa: BLE001 - handed back to the caller
+                failed[key] = err
+    return {key: failed.get(key) or latency_stats(samples[key]) for key in calls}
 
 
 def latency_stats(samples_ms: list[float]) -> LatencyStats:

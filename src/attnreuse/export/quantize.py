@@ -107,28 +107,25 @@ def compare_int8(
 
     images: [N, C, H, W]; labels: [N] (adds each model's top-1 accuracy).
     """
-    from attnreuse.bench.timing import latency_stats, measure_latency
+    from attnreuse.bench.timing import measure_interleaved
 
     batch = ort_session(fp32_path, threads=1).get_inputs()[0].shape[0]
     batch = batch if isinstance(batch, int) else 1
     n = len(images) - len(images) % batch
     images, labels = images[:n], None if labels is None else labels[:n]
     record: dict = {"images": n, "threads": threads, "batch": batch}
-    logits, sessions, samples = {}, {}, {"fp32": [], "int8": []}
+    logits, sessions = {}, {}
     for tag, path in (("fp32", fp32_path), ("int8", int8_path)):
         sessions[tag] = ort_session(path, threads=threads)
         logits[tag] = run_ort(sessions[tag], images, batch=batch)
         record[f"{tag}_size_bytes"] = Path(path).stat().st_size
         if labels is not None:
             record[f"{tag}_top1"] = (logits[tag].argmax(-1) == labels).float().mean().item()
-    # Timed in interleaved rounds, so drift in the machine's speed slows both models alike.
     feed = {INPUT_NAME: images[:batch].numpy()}
-    for _ in range(rounds):
-        for tag, session in sessions.items():
-            measure_latency(lambda: session.run(None, feed), warmup=warmup, repeats=max(1, -(-repeats // rounds)),
-                            min_time_s=0.0, samples_ms=samples[tag])
-    for tag, ms in samples.items():
-        stats = latency_stats(ms)
+    calls = {tag: (lambda s=session: s.run(None, feed)) for tag, session in sessions.items()}
+    for tag, stats in measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats).items():
+        if isinstance(stats, Exception):
+            raise stats
         record[f"{tag}_latency_ms_median"] = stats.latency_ms_median
         record[f"{tag}_latency_ms_p90"] = stats.latency_ms_p90
     record["top1_agreement"] = (logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).float().mean().item()
