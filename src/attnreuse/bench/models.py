@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnreuse._cli_args import csv_list, int_list
+
 __all__ = [
     "PEERS",
     "ModelBenchConfig",
@@ -300,17 +302,6 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     return records
 
 
-def _csv_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in _csv_list(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
-
-
 def reproduce_command(config: ModelBenchConfig, *, quick: bool = False) -> str:
     """The `attnreuse bench models ...` command line that repeats this configuration."""
     argv = ["attnreuse", "bench", "models", *config.models, "--batch", str(config.batch),
@@ -339,9 +330,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("names", nargs="*", help="model names (default: attnreuse models + timm peers)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--img-size", type=_int_list, default=(224,), help="one or more, e.g. 224,384")
+    p.add_argument("--img-size", type=int_list, default=(224,), help="one or more, e.g. 224,384")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runtimes", type=_csv_list, default=("eager", "compile", "ort", "ort-int8"),
+    p.add_argument("--runtimes", type=csv_list, default=("eager", "compile", "ort", "ort-int8"),
                    help="comma-separated subset of eager,compile,ort,ort-int8")
     p.add_argument("--int8-mode", choices=("static", "dynamic"), default="static")
     p.add_argument("--warmup", type=int, default=5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from attnreuse._cli_args import csv_list
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=20, help="training epochs per model (default: 20)")
     p.add_argument("--threads", type=int, default=2, help="threads for every timing (default: 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--models", help="comma-separated subset of the demo's rows (default: all)")
+    p.add_argument("--models", type=csv_list, help="comma-separated subset of the demo's rows (default: all)")
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke run of the same pipeline")
     p.add_argument("--force", action="store_true", help="redo every stage instead of reusing results")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     kwargs = {}
     if args.models:
-        kwargs["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        kwargs["models"] = args.models
     if args.quick:
         kwargs["op_tokens"] = (64, 196)
     cfg = DemoConfig(

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+from attnreuse._cli_args import csv_list, int_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "by distillation, and write OUTPUT/report.md and OUTPUT/study.json.",
     )
     p.add_argument("--output", default="runs/study")
-    p.add_argument("--rows", type=_names, help="comma-separated subset of the demo's rows (default: all)")
-    p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--rows", type=csv_list, help="comma-separated subset of the demo's rows (default: all)")
+    p.add_argument("--seeds", type=int_list, default=(0, 1, 2), help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--vit-img-size", type=int, default=16, help="input size of the pico ViT rows (default: 16)")
-    p.add_argument("--retrofits", type=_names, default=("share", "skip"), help="share, skip, or both (default)")
+    p.add_argument("--retrofits", type=csv_list, default=("share", "skip"), help="share, skip, or both (default)")
     p.add_argument("--finetune-fraction", type=float, default=0.2, help="fine-tune budget as a fraction of training steps")
     p.add_argument("--finetune-lr", type=float, default=3e-3, help="fine-tune peak lr (1 warm-up epoch)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default: 2)")
