@@ -174,24 +174,23 @@ class ReuseAttention2d(nn.Module):
         return torch.bmm(attn, v).view(Bw, wh, ww, C).permute(0, 3, 1, 2)
 
     def _attend_nchw(self, x: Tensor) -> Tensor:
-        """The same as `_attend` on NCHW windows, written channel-major: S = Q^T K and O = V A^T,
-        whose transposes an exported graph folds into its matrix products (the form used while
-        tracing; in an ONNX graph every permute is a Transpose node)."""
+        """The same as `_attend` on NCHW windows, written channel-major: O = V A^T, whose transposes
+        an exported graph folds into its matrix products (the form used while tracing; in an ONNX
+        graph every permute is a Transpose node)."""
         Bw, C, wh, ww = x.shape
+        v = self._values(x).flatten(2)  # [Bw, C, N]
+        return torch.matmul(v, self._map_nchw(x).transpose(1, 2)).view(Bw, C, wh, ww)
+
+    def _map_nchw(self, x: Tensor) -> Tensor:
+        """NCHW windows [Bw, C, ws, ws] -> their maps softmax(s Q^T K + bias): [Bw, N, N]."""
         q, k = self.qk(x).chunk(2, dim=1)
         q, k = self.q_dw(q).flatten(2), k.flatten(2)  # [Bw, C/4, N]
-        v = self._values(x).flatten(2)  # [Bw, C, N]
-        scores = torch.matmul(q.transpose(1, 2), k) * self.scale + self.attention_bias()
-        attn = torch.softmax(scores, dim=-1)  # [Bw, N, N]
-        return torch.matmul(v, attn.transpose(1, 2)).view(Bw, C, wh, ww)
+        return torch.softmax(torch.matmul(q.transpose(1, 2), k) * self.scale + self.attention_bias(), dim=-1)
 
     def attention_map(self, x: Tensor) -> Tensor:
         """x: [B, C, H, W] -> the mixer's maps [B * nH * nW, N, N], one per window (row-major,
         images one after another; zero-padded windows as in `forward`), shared by every head."""
-        windows, _, _ = window_partition(x, self.window_size, channels_last=False)
-        q, k = self.qk(windows).chunk(2, dim=1)
-        q, k = self.q_dw(q).flatten(2), k.flatten(2)  # [Bw, C/4, N]
-        return torch.softmax(torch.matmul(q.transpose(1, 2), k) * self.scale + self.attention_bias(), dim=-1)
+        return self._map_nchw(window_partition(x, self.window_size, channels_last=False)[0])
 
     def _values(self, x: Tensor) -> Tensor:
         """Every head's depthwise value conv, as one conv: [Bw, C, ws, ws] -> [Bw, C, ws, ws]."""
