@@ -175,18 +175,13 @@ def _objective(config: TrainConfig, num_classes: int, device: torch.device):
     return mixup, DistillLoss(base, teacher, config.distill, config.distill_temperature, config.distill_weight)
 
 
-def _set_progress(model: nn.Module, fraction: float) -> None:
-    """Tell every module with a training schedule of its own (`set_progress`, e.g. the Taylor
-    layer's annealed sparse branch) how far training is; a function of the global step, so a
-    resumed run sees the same values."""
-    for m in model.modules():
-        if hasattr(m, "set_progress"):
-            m.set_progress(fraction)
-
-
 def _train_epoch(net, model, loader, steps: int, opt, sched, ema, mixup, criterion, config, d: _Dist,
-                 epoch: int, step: int, total_steps: int) -> tuple[list[dict], float, int]:
-    """One epoch of at most `steps` updates; returns (step records, mean loss, global step)."""
+                 epoch: int, step: int, total_steps: int, scheduled: list[nn.Module]) -> tuple[list[dict], float, int]:
+    """One epoch of at most `steps` updates; returns (step records, mean loss, global step).
+
+    `scheduled`: modules with a training schedule of their own (`set_progress`, e.g. the Taylor
+    layer's annealed sparse branch), told step / total_steps before every update: a function of
+    the global step, so a resumed run sees the same values."""
     from tqdm import tqdm
 
     net.train()
@@ -197,7 +192,8 @@ def _train_epoch(net, model, loader, steps: int, opt, sched, ema, mixup, criteri
         if i == steps:
             break
         x, y = x.to(d.device), y.to(d.device)
-        _set_progress(model, step / total_steps)
+        for m in scheduled:
+            m.set_progress(step / total_steps)
         if mixup is not None:
             x, y = mixup(x, y)
         loss = criterion(x, net(x), y)
@@ -326,12 +322,13 @@ def train(config: TrainConfig) -> dict:
         atomic_write_json(out / "config.json", config.to_dict())
         atomic_write_json(out / ckpt_io.MODEL_JSON, spec)
 
+    scheduled = [m for m in model.modules() if hasattr(m, "set_progress")]
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
         t_epoch = time.perf_counter()
         records, train_loss, step = _train_epoch(
             net, model, loader, steps_per_epoch, optimizer, scheduler, ema, mixup, criterion, config, d, epoch, step,
-            steps_per_epoch * config.epochs,
+            steps_per_epoch * config.epochs, scheduled,
         )
         val_top1 = evaluate(model, val_loader, d.device, d)
         epoch_rec = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
