@@ -94,6 +94,31 @@ def test_relative_columns_use_the_same_runtime_and_resolution():
     assert "speedup_vs_baseline" not in rows[0]  # the baseline's eager run failed
 
 
+def test_paired_speed_up_comes_from_side_by_side_rounds():
+    rows = [
+        dict(model="uniform_s", baseline="efficientvit_m1", img_size=224, batch=1, runtime="eager",
+             latency_ms_median=4.0, macs=100, error=None, latency_ms_round_medians=[4.0, 8.0, 4.0]),
+        dict(model="efficientvit_m1", baseline=None, img_size=224, batch=1, runtime="eager",
+             latency_ms_median=5.0, macs=150, error=None, latency_ms_round_medians=[6.0, 12.0, 5.0]),
+    ]  # fmt: skip
+    bm.add_relative_columns(rows)
+    assert rows[0]["speedup_vs_baseline"] == 1.25  # pooled medians: 5 / 4
+    assert rows[0]["speedup_vs_baseline_paired"] == 1.5  # per round: 1.5, 1.5, 1.25
+    assert rows[0]["speedup_vs_baseline_paired_range"] == [1.25, 1.5]
+    assert "speedup_vs_baseline_paired" not in rows[1]
+
+
+def test_timing_order_puts_each_model_beside_its_baseline():
+    recs = [
+        dict(model=m, baseline=bm.baseline_of(m), img_size=224, runtime=rt)
+        for m in ("uniform_xs", "uniform_s", "efficientvit_m0", "efficientvit_m1") for rt in ("eager", "ort")
+    ]  # fmt: skip
+    order = [(recs[i]["model"], recs[i]["runtime"]) for i in bm._timing_order([(r, None) for r in recs])]
+    assert order == [("efficientvit_m0", "eager"), ("uniform_xs", "eager"), ("efficientvit_m1", "eager"),
+                     ("uniform_s", "eager"), ("efficientvit_m0", "ort"), ("uniform_xs", "ort"),
+                     ("efficientvit_m1", "ort"), ("uniform_s", "ort")]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -133,3 +133,33 @@ def test_measure_interleaved_pools_rounds_and_hands_back_failures():
     assert order.index("broken") < len(order) - 1 and order[0] == "fast"
     with pytest.raises(ValueError, match="rounds"):
         timing.measure_interleaved({"a": fast}, rounds=0, warmup=0, repeats=1)
+
+
+def test_measure_interleaved_reverses_odd_rounds_and_keeps_round_medians(monkeypatch):
+    clock, order = [0.0], []
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def call(name, cost_s):
+        def f():
+            order.append(name)
+            clock[0] += cost_s * (3 if len(order) > 12 else 1)  # the machine slows down mid-run
+
+        return f
+
+    medians = {}
+    results = timing.measure_interleaved({"a": call("a", 0.002), "b": call("b", 0.001)}, rounds=4, warmup=0,
+                                         repeats=12, round_medians_ms=medians)  # fmt: skip
+    blocks = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+    assert blocks == ["a", "b", "a", "b", "a"]  # a b | b a | a b | b a: neighbours stay adjacent
+    assert [len(medians[k]) for k in "ab"] == [4, 4] and results["a"].repeats == 12
+    assert medians["a"][:2] == pytest.approx([2.0, 2.0]) and medians["a"][2:] == pytest.approx([6.0, 6.0])
+    ratio, low, high = timing.paired_ratio(medians["a"], medians["b"])
+    assert (ratio, low, high) == pytest.approx((2.0, 2.0, 2.0))  # the slow-down cancels round by round
+
+
+def test_paired_ratio_checks_its_inputs():
+    assert timing.paired_ratio([4.0, 6.0, 9.0], [2.0, 2.0, 3.0]) == (3.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match="equally long"):
+        timing.paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        timing.paired_ratio([], [])

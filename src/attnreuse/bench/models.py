@@ -8,9 +8,14 @@ attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan o
 Beside each measured speed-up is the ideal one, the ratio of MAC counts.
 
 Timing: every (model, resolution, runtime) is prepared first, then timed in `rounds` interleaved
-rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time);
-the statistics pool all rounds. A machine whose speed drifts during the run (a shared VM, turbo,
-heat) then slows a model and its baseline alike, instead of whichever was timed later.
+rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time,
+each model right beside its baseline, the order reversed every other round); the statistics pool
+all rounds. A machine whose speed drifts during the run (a shared VM, turbo, heat) then slows a
+model and its baseline alike, instead of whichever was timed later. The speed-up is reported two
+ways: the ratio of the pooled medians, and the median over rounds of the ratio of the two blocks
+timed side by side (`speedup_vs_baseline_paired`, with its range): on a machine with slow spells
+of a few seconds (as this project's 2-core VM has), the paired figure and its range show how much
+of a difference is the models' and how much the machine's.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ class ModelBenchConfig:
     warmup: int = 5
     repeats: int = 20
     min_time_s: float = 1.0  # keep timing each runtime until this much time has passed (all rounds)
-    rounds: int = 3  # interleaved timing rounds over all models and runtimes
+    rounds: int = 6  # interleaved timing rounds over all models and runtimes
     baselines: bool = True  # also run each model's baseline when it is not listed
     json: str | None = None
     csv: str | None = None
@@ -189,26 +194,44 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     return prepared
 
 
+def _timing_order(prepared: list[tuple[dict, object]]) -> list[int]:
+    """Indices of `prepared` in the order they are timed: per resolution and runtime, each
+    baseline followed by the models compared with it, so every round times a model right beside
+    its baseline (`measure_interleaved` reverses odd rounds, so neither always goes second)."""
+
+    def key(i: int) -> tuple:
+        rec = prepared[i][0]
+        return rec["img_size"], rec["runtime"], rec.get("baseline") or rec["model"], rec.get("baseline") is not None
+
+    return sorted(range(len(prepared)), key=key)
+
+
 def _time_rounds(prepared: list[tuple[dict, object]], config: ModelBenchConfig) -> None:
-    """Time every prepared call in `config.rounds` interleaved rounds; fill in the statistics."""
+    """Time every prepared call in `config.rounds` interleaved rounds; fill in the statistics and
+    each round's median (`latency_ms_round_medians`, for speed-ups paired round by round)."""
     from attnreuse.bench.timing import measure_interleaved
 
-    calls = {i: call for i, (rec, call) in enumerate(prepared) if call is not None and rec["error"] is None}
+    calls = {i: prepared[i][1] for i in _timing_order(prepared) if prepared[i][1] is not None and prepared[i][0]["error"] is None}
+    medians: dict[int, list[float]] = {}
     results = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=config.repeats,
-                                  min_time_s=config.min_time_s)
+                                  min_time_s=config.min_time_s, round_medians_ms=medians)
     for i, stats in results.items():
         rec = prepared[i][0]
         if isinstance(stats, Exception):
             rec["error"] = _error(stats)
             continue
-        rec.update(dataclasses.asdict(stats), rounds=config.rounds)
+        rec.update(dataclasses.asdict(stats), rounds=config.rounds, latency_ms_round_medians=medians[i])
         rec["throughput_img_per_s"] = 1e3 * config.batch / stats.latency_ms_median
 
 
 def add_relative_columns(records: list[dict]) -> list[dict]:
     """Add, where both sides were measured: `latency_vs_eager` (this runtime / eager, same model),
     and against the baseline in the same runtime `speedup_vs_baseline` (baseline latency / this),
-    `ideal_speedup_vs_baseline` (baseline MACs / these MACs) and `fraction_of_ideal`."""
+    `ideal_speedup_vs_baseline` (baseline MACs / these MACs) and `fraction_of_ideal`; with
+    per-round medians on both sides, `speedup_vs_baseline_paired` (the median over rounds of the
+    ratio of the two blocks timed side by side in that round) and its [min, max] over rounds."""
+    from attnreuse.bench.timing import paired_ratio
+
     ok = {
         (r["model"], r["img_size"], r["batch"], r["runtime"]): r
         for r in records
@@ -225,6 +248,10 @@ def add_relative_columns(records: list[dict]) -> list[dict]:
             r["speedup_vs_baseline"] = base["latency_ms_median"] / r["latency_ms_median"]
             r["ideal_speedup_vs_baseline"] = base["macs"] / r["macs"]
             r["fraction_of_ideal"] = r["speedup_vs_baseline"] / r["ideal_speedup_vs_baseline"]
+            rounds_b, rounds_r = base.get("latency_ms_round_medians"), r.get("latency_ms_round_medians")
+            if rounds_b and rounds_r and len(rounds_b) == len(rounds_r):
+                ratio, low, high = paired_ratio(rounds_b, rounds_r)
+                r.update(speedup_vs_baseline_paired=ratio, speedup_vs_baseline_paired_range=[low, high])
     return records
 
 
@@ -236,7 +263,7 @@ def format_table(records: list[dict]) -> str:
     """A fixed-width table of the records, one line each (errors shortened)."""
     head = (
         f"{'model':<34} {'img':>4} {'runtime':<9} {'median ms':>10} {'p90 ms':>9} {'img/s':>8} "
-        f"{'params M':>8} {'GMACs':>6} {'peak MiB':>8} {'vs eager':>8} {'vs base':>8} {'ideal':>6}"
+        f"{'params M':>8} {'GMACs':>6} {'peak MiB':>8} {'vs eager':>8} {'vs base':>8} {'paired':>6} {'ideal':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
@@ -249,7 +276,7 @@ def format_table(records: list[dict]) -> str:
             f"{r['throughput_img_per_s']:>8.1f} {r['params'] / 1e6:>8.2f} {r['macs'] / 1e9:>6.3f} "
             f"{_fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '8.1f'):>8} "
             f"{_fmt(r.get('latency_vs_eager'), '8.2f'):>8} {_fmt(r.get('speedup_vs_baseline'), '8.2f'):>8} "
-            f"{_fmt(r.get('ideal_speedup_vs_baseline'), '6.2f'):>6}"
+            f"{_fmt(r.get('speedup_vs_baseline_paired'), '6.2f'):>6} {_fmt(r.get('ideal_speedup_vs_baseline'), '6.2f'):>6}"
         )
     return "\n".join(lines)
 
@@ -338,7 +365,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per runtime (all rounds)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds over all models (default 3)")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds over all models (default 6)")
     p.add_argument("--no-baselines", action="store_true", help="do not add missing family baselines")
     p.add_argument("--quick", action="store_true", help="1 warm-up, 3 repeats, no minimum time (smoke test)")
     p.add_argument("--json", help="write the records as JSON")

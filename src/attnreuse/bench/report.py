@@ -185,13 +185,14 @@ def _baseline_rows(models: list[dict]) -> list[dict]:
 def _baseline_section(rows: list[dict]) -> list[str]:
     table = [
         [r["model"], r["baseline"], str(r["img_size"]), r["runtime"], _f(r["params"] / 1e6), _f(r["macs"] / 1e9, ".3f"),
-         _f(r["speedup_vs_baseline"]), _f(r["ideal_speedup_vs_baseline"]), _f(r["fraction_of_ideal"])]
+         _f(r["speedup_vs_baseline"]), _paired(r), _f(r["ideal_speedup_vs_baseline"]), _f(r["fraction_of_ideal"])]
         for r in rows
     ]  # fmt: skip
     return ["## Speed-up over each family's baseline", "",
             "`uniform_*` against timm's `efficientvit_m*` of the same widths; attnreuse ViT plans against the "
             "`mha` plan of the same model (`attnreuse_vit_*`). Ideal = baseline MACs / model MACs.", "",
-            *_table(["model", "baseline", "img", "runtime", "params (M)", "GMACs", "measured", "ideal", "measured/ideal"], table),
+            *_table(["model", "baseline", "img", "runtime", "params (M)", "GMACs", "measured", "paired over rounds", "ideal",
+                     "measured/ideal"], table),
             "", "![speed-ups](speedup_vs_baseline.png)", ""]  # fmt: skip
 
 
@@ -229,9 +230,9 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
     ok = {(r["model"], r["img_size"], r["runtime"]): r for r in models if r.get("error") is None and r.get("latency_ms_median")}
     checks = []
 
-    def check(what: str, value: float | None, passed: bool | None) -> None:
+    def check(what: str, value: float | None, passed: bool | None, paired: str = "-") -> None:
         verdict = "not measured" if value is None else ("met" if passed else "NOT met")
-        checks.append([what, "-" if value is None else f"{value:.3g}", verdict])
+        checks.append([what, "-" if value is None else f"{value:.3g}", verdict, paired])
 
     for (name, img, rt), r in sorted(ok.items()):
         if rt == "ort" and r.get("onnx_max_abs_diff") is not None and r["family"] in ("uniform", "attnreuse_vit"):
@@ -242,10 +243,10 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
                   r["latency_vs_eager"] <= t["ort_vs_eager_max"])  # fmt: skip
         if name.startswith("uniform_") and rt in ("eager", "ort") and r.get("speedup_vs_baseline") is not None:
             check(f"{name} vs {r['baseline']} @{img} {rt} >= {t['uniform_vs_efficientvit_min']}x",
-                  r["speedup_vs_baseline"], r["speedup_vs_baseline"] >= t["uniform_vs_efficientvit_min"])  # fmt: skip
+                  r["speedup_vs_baseline"], r["speedup_vs_baseline"] >= t["uniform_vs_efficientvit_min"], _paired(r))  # fmt: skip
         if r["family"] == "attnreuse_vit" and rt in ("eager", "ort") and r.get("fraction_of_ideal") is not None:
             check(f"{name} @{img} {rt} measured/ideal >= {t['fraction_of_ideal_min']}", r["fraction_of_ideal"],
-                  r["fraction_of_ideal"] >= t["fraction_of_ideal_min"])  # fmt: skip
+                  r["fraction_of_ideal"] >= t["fraction_of_ideal_min"], _paired(r, per=r["ideal_speedup_vs_baseline"]))  # fmt: skip
         if name == "uniform_s" and rt == "ort-int8" and (name, img, "ort") in ok:
             speed = ok[(name, img, "ort")]["latency_ms_median"] / r["latency_ms_median"]
             check(f"uniform_s @{img} int8 speed-up over ORT fp32 >= {t['int8_speedup_min']}x", speed,
@@ -260,7 +261,18 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             check(f"{what} speed-up (export) >= {t['int8_speedup_min']}x", q["speedup"], q["speedup"] >= t["int8_speedup_min"])
     if not checks:
         return []
-    return ["## Targets", "", *_table(["target", "value", "verdict"], checks), ""]
+    return ["## Targets", "",
+            "value: from the medians of all rounds pooled; paired: the median (min-max) over rounds of the same "
+            "quantity from the two blocks timed side by side in each round.", "",
+            *_table(["target", "value", "verdict", "paired over rounds"], checks), ""]  # fmt: skip
+
+
+def _paired(r: dict, *, per: float = 1.0) -> str:
+    """`median (min-max)` of the record's round-paired speed-up divided by `per`, or "-"."""
+    if r.get("speedup_vs_baseline_paired") is None:
+        return "-"
+    low, high = r["speedup_vs_baseline_paired_range"]
+    return f"{r['speedup_vs_baseline_paired'] / per:.3g} ({low / per:.3g}-{high / per:.3g})"
 
 
 def build_report(paths: list[str | Path], output: str | Path, *, command: str | None = None) -> Path:

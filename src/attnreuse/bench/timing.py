@@ -34,6 +34,7 @@ __all__ = [
     "measure_interleaved",
     "measure_latency",
     "measure_peak_bytes",
+    "paired_ratio",
     "set_threads",
     "write_records",
 ]
@@ -122,29 +123,55 @@ def measure_interleaved(
     warmup: int,
     repeats: int,
     min_time_s: float = 0.0,
+    round_medians_ms: dict[Any, list[float]] | None = None,
 ) -> dict[Any, LatencyStats | Exception]:
     """Time every call of `calls` in `rounds` interleaved rounds and pool each one's samples.
 
     Each round times each call once, as a block: `warmup` untimed calls in the first round (at
-    most one in later rounds), then 1/rounds of `repeats` and of `min_time_s`. A machine whose speed
-    drifts then slows every call alike instead of whichever was timed later. A call that raises is
-    dropped from later rounds; its exception stands in its result.
+    most one in later rounds), then 1/rounds of `repeats` and of `min_time_s`. Odd rounds go
+    through the calls in reverse order, so neighbours in `calls` are timed next to each other
+    (list a model beside its baseline) and neither is always the one timed after the other. A
+    machine whose speed drifts then slows every call alike instead of whichever was timed later.
+    `round_medians_ms`, when given, receives each call's median of every round (for ratios of
+    neighbours paired round by round). A call that raises is dropped from later rounds; its
+    exception stands in its result.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     samples: dict[Any, list[float]] = {key: [] for key in calls}
+    per_round_ms: dict[Any, list[float]] = {key: [] for key in calls}
     failed: dict[Any, Exception] = {}
     per_round = max(1, -(-repeats // rounds))
+    order = list(calls)
     for r in range(rounds):
-        for key, fn in calls.items():
+        for key in order if r % 2 == 0 else order[::-1]:
             if key in failed:
                 continue
+            block: list[float] = []
             try:
-                measure_latency(fn, warmup=warmup if r == 0 else min(warmup, 1), repeats=per_round,
-                                min_time_s=min_time_s / rounds, samples_ms=samples[key])
+                measure_latency(calls[key], warmup=warmup if r == 0 else min(warmup, 1), repeats=per_round,
+                                min_time_s=min_time_s / rounds, samples_ms=block)
             except Exception as err:  # noqa: BLE001 - handed back to the caller
                 failed[key] = err
+                continue
+            samples[key] += block
+            per_round_ms[key].append(statistics.median(block))
+    if round_medians_ms is not None:
+        round_medians_ms.update({key: per_round_ms[key] for key in calls if key not in failed})
     return {key: failed.get(key) or latency_stats(samples[key]) for key in calls}
+
+
+def paired_ratio(numerator_ms: list[float], denominator_ms: list[float]) -> tuple[float, float, float]:
+    """(median, min, max) over rounds of numerator / denominator, two calls' per-round medians
+    from one `measure_interleaved` run: each ratio compares blocks timed next to each other, so a
+    slow spell of the machine that spans both cancels out of it."""
+    if len(numerator_ms) != len(denominator_ms) or not numerator_ms:
+        raise ValueError(
+            f"paired_ratio needs two equally long non-empty lists of round medians, got "
+            f"{len(numerator_ms)} and {len(denominator_ms)}"
+        )
+    ratios = [a / b for a, b in zip(numerator_ms, denominator_ms)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def latency_stats(samples_ms: list[float]) -> LatencyStats:
