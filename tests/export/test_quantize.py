@@ -56,3 +56,5 @@ def test_pipeline_int8_static_with_digits_calibration(tmp_path):
     assert q["images"] == 16 and q["int8_size_bytes"] < q["fp32_size_bytes"]
     for key in ("fp32_latency_ms_median", "int8_latency_ms_median", "speedup", "top1_agreement", "fp32_top1"):
         assert key in q
+    low, high = q["speedup_paired_range"]
+    assert 0 < low <= q["speedup_paired"] <= high

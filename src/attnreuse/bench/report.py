@@ -218,14 +218,26 @@ def _export_section(exports: list[dict]) -> list[str]:
             _f(o["size_bytes"] / 2**20), f"{o['max_abs_diff']:.2g}", _f(e.get("max_abs_logit"), ".3g"), q.get("mode", "-"),
             _f(q.get("int8_size_bytes") and q["int8_size_bytes"] / 2**20), _f(q.get("size_ratio")),
             _f(q.get("fp32_latency_ms_median")), _f(q.get("int8_latency_ms_median")), _f(q.get("speedup")),
+            _paired_int8(q),
             _f(q.get("top1_agreement") and 100 * q["top1_agreement"], ".1f"),
         ])  # fmt: skip
     return ["## ONNX export and int8", "",
             *_table(["model", "input", "exporter", "opset", "fp32 MiB", "max abs diff", "max abs logit", "int8", "int8 MiB",
-                     "size ratio", "fp32 ms", "int8 ms", "int8 speed-up", "top-1 agreement %"], rows), ""]  # fmt: skip
+                     "size ratio", "fp32 ms", "int8 ms", "int8 speed-up", "paired over rounds", "top-1 agreement %"], rows),
+            ""]  # fmt: skip
+
+
+def _paired_int8(q: dict) -> str:
+    """The int8 record's round-paired speed-up as `median (min-max)`, or "-" (older records)."""
+    if q.get("speedup_paired") is None:
+        return "-"
+    low, high = q["speedup_paired_range"]
+    return f"{q['speedup_paired']:.3g} ({low:.3g}-{high:.3g})"
 
 
 def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
+    from attnreuse.bench.timing import paired_ratio
+
     t = TARGETS
     ok = {(r["model"], r["img_size"], r["runtime"]): r for r in models if r.get("error") is None and r.get("latency_ms_median")}
     checks = []
@@ -248,9 +260,14 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             check(f"{name} @{img} {rt} measured/ideal >= {t['fraction_of_ideal_min']}", r["fraction_of_ideal"],
                   r["fraction_of_ideal"] >= t["fraction_of_ideal_min"], _paired(r, per=r["ideal_speedup_vs_baseline"]))  # fmt: skip
         if name == "uniform_s" and rt == "ort-int8" and (name, img, "ort") in ok:
-            speed = ok[(name, img, "ort")]["latency_ms_median"] / r["latency_ms_median"]
+            fp32 = ok[(name, img, "ort")]
+            speed = fp32["latency_ms_median"] / r["latency_ms_median"]
+            paired = "-"
+            if len(fp32.get("latency_ms_round_medians") or []) == len(r.get("latency_ms_round_medians") or []) > 0:
+                ratio, low, high = paired_ratio(fp32["latency_ms_round_medians"], r["latency_ms_round_medians"])
+                paired = f"{ratio:.3g} ({low:.3g}-{high:.3g})"
             check(f"uniform_s @{img} int8 speed-up over ORT fp32 >= {t['int8_speedup_min']}x", speed,
-                  speed >= t["int8_speedup_min"])  # fmt: skip
+                  speed >= t["int8_speedup_min"], paired)  # fmt: skip
     for e in exports:
         q = e.get("int8")
         if e["config"]["model"] == "uniform_s" and q:
@@ -258,7 +275,8 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             check(f"{what} file <= {t['int8_size_ratio_max']}x fp32", q["size_ratio"], q["size_ratio"] <= t["int8_size_ratio_max"])
             check(f"{what} top-1 agreement >= {t['int8_agreement_min']:.0%} ({q['images']} images)",
                   q["top1_agreement"], q["top1_agreement"] >= t["int8_agreement_min"])  # fmt: skip
-            check(f"{what} speed-up (export) >= {t['int8_speedup_min']}x", q["speedup"], q["speedup"] >= t["int8_speedup_min"])
+            check(f"{what} speed-up (export) >= {t['int8_speedup_min']}x", q["speedup"], q["speedup"] >= t["int8_speedup_min"],
+                  _paired_int8(q))
     if not checks:
         return []
     return ["## Targets", "",

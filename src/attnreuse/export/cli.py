@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"int8 ({q['mode']}) -> {q['path']}: size {q['int8_size_bytes'] / 2**20:.2f} MiB "
             f"({q['size_ratio']:.2f}x fp32), latency {q['int8_latency_ms_median']:.2f} ms vs "
-            f"{q['fp32_latency_ms_median']:.2f} ms fp32 ({q['speedup']:.2f}x, {q['threads']} threads), "
+            f"{q['fp32_latency_ms_median']:.2f} ms fp32 ({q['speedup']:.2f}x; paired over rounds "
+            f"{q['speedup_paired']:.2f}x, {q['speedup_paired_range'][0]:.2f}-{q['speedup_paired_range'][1]:.2f}; "
+            f"{q['threads']} threads), "
             f"top-1 agreement {100 * q['top1_agreement']:.1f}% on {q['images']} images"
         )
     print(f"record: {record_path(config.output)}")

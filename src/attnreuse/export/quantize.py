@@ -100,14 +100,16 @@ def compare_int8(
     threads: int = 2,
     warmup: int = 3,
     repeats: int = 60,
-    rounds: int = 4,
+    rounds: int = 6,
 ) -> dict:
     """Size, latency (one input batch, `threads` threads; `repeats` timed calls of each model over
-    `rounds` interleaved rounds) and top-1 agreement of int8 with fp32.
+    `rounds` interleaved rounds) and top-1 agreement of int8 with fp32. The speed-up is the ratio of
+    the pooled medians; `speedup_paired` and `speedup_paired_range` are the median and [min, max]
+    over rounds of the ratio of the two blocks timed side by side (`bench.timing.paired_ratio`).
 
     images: [N, C, H, W]; labels: [N] (adds each model's top-1 accuracy).
     """
-    from attnreuse.bench.timing import measure_interleaved
+    from attnreuse.bench.timing import measure_interleaved, paired_ratio
 
     batch = ort_session(fp32_path, threads=1).get_inputs()[0].shape[0]
     batch = batch if isinstance(batch, int) else 1
@@ -123,7 +125,9 @@ def compare_int8(
             record[f"{tag}_top1"] = (logits[tag].argmax(-1) == labels).float().mean().item()
     feed = {INPUT_NAME: images[:batch].numpy()}
     calls = {tag: (lambda s=session: s.run(None, feed)) for tag, session in sessions.items()}
-    for tag, stats in measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats).items():
+    medians: dict[str, list[float]] = {}
+    for tag, stats in measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats,
+                                          round_medians_ms=medians).items():
         if isinstance(stats, Exception):
             raise stats
         record[f"{tag}_latency_ms_median"] = stats.latency_ms_median
@@ -131,5 +135,7 @@ def compare_int8(
     record["top1_agreement"] = (logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).float().mean().item()
     record["size_ratio"] = record["int8_size_bytes"] / record["fp32_size_bytes"]
     record["speedup"] = record["fp32_latency_ms_median"] / record["int8_latency_ms_median"]
+    ratio, low, high = paired_ratio(medians["fp32"], medians["int8"])
+    record.update(speedup_paired=ratio, speedup_paired_range=[low, high])
     record["max_abs_logit_diff"] = (logits["fp32"] - logits["int8"]).abs().max().item()
     return record
