@@ -101,9 +101,12 @@ def compare_int8(
     warmup: int = 3,
     repeats: int = 60,
     rounds: int = 6,
+    min_time_s: float = 3.0,
 ) -> dict:
     """Size, latency (one input batch, `threads` threads; `repeats` timed calls of each model over
-    `rounds` interleaved rounds) and top-1 agreement of int8 with fp32. The speed-up is the ratio of
+    `rounds` interleaved rounds, each model timed for at least `min_time_s` / `rounds` seconds a
+    round: blocks of a few milliseconds would mostly time the other session's threads still
+    spinning) and top-1 agreement of int8 with fp32. The speed-up is the ratio of
     the pooled medians; `speedup_paired` and `speedup_paired_range` are the median and [min, max]
     over rounds of the ratio of the two blocks timed side by side (`bench.timing.paired_ratio`).
 
@@ -126,7 +129,7 @@ def compare_int8(
     feed = {INPUT_NAME: images[:batch].numpy()}
     calls = {tag: (lambda s=session: s.run(None, feed)) for tag, session in sessions.items()}
     medians: dict[str, list[float]] = {}
-    for tag, stats in measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats,
+    for tag, stats in measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats, min_time_s=min_time_s,
                                           round_medians_ms=medians).items():
         if isinstance(stats, Exception):
             raise stats
