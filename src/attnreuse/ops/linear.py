@@ -109,8 +109,8 @@ def _token_centred(q: Tensor, k: Tensor, v: Tensor, *, scale: float) -> Tensor:
     """
     BH, M, Dk = k.shape
     mean = k.mean(dim=1, keepdim=True)
-    rows = max(1, min(M, CHUNK_BYTES // (k.element_size() * BH * Dk)))
-    if rows >= M or tracing():
+    rows = None if tracing() else max(1, min(M, CHUNK_BYTES // (k.element_size() * BH * Dk)))
+    if rows is None or rows >= M:  # traced (no out= writes) or one chunk
         w = torch.bmm((k - mean).transpose(1, 2), v)  # [BH, Dk, Dv]
     else:
         w = torch.zeros(BH, Dk, v.shape[-1], dtype=k.dtype, device=k.device)
