@@ -66,7 +66,8 @@ def prepare_runtime(
     info: dict = {}
     if runtime == "ort" or not fp32.is_file():
         result = export_onnx(model, fp32, x, batch=len(x), threads=threads, fold=False)
-        info.update(onnx_max_abs_diff=result.max_abs_diff, onnx_size_bytes=result.size_bytes)
+        info.update(onnx_max_abs_diff=result.max_abs_diff, onnx_max_abs_logit=result.max_abs_output,
+                    onnx_size_bytes=result.size_bytes)
     path = fp32
     if runtime == "ort-int8":
         from attnreuse.export.quantize import quantize_onnx

@@ -51,6 +51,7 @@ class ExportResult:
     size_bytes: int
     max_abs_diff: float  # ONNX Runtime vs eager PyTorch (before folding) on the check inputs
     checked_images: int
+    max_abs_output: float  # the largest |eager output| on them: the scale max_abs_diff is read against
 
 
 def _check_model_name(name: str) -> None:
@@ -267,4 +268,5 @@ def export_onnx(
                 f"above the tolerance {atol:g}; nothing written to {str(path)!r}"
             )
         size = tmp.stat().st_size
-    return ExportResult(path=str(path), size_bytes=size, max_abs_diff=max_diff, checked_images=n)
+    return ExportResult(path=str(path), size_bytes=size, max_abs_diff=max_diff, checked_images=n,
+                        max_abs_output=expected.abs().max().item())

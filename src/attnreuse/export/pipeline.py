@@ -118,8 +118,6 @@ def _check_writable(path: Path) -> None:
 
 def run_export(config: ExportConfig) -> dict:
     """Export (and optionally quantise) `config.model`; returns the record also written to JSON."""
-    import torch
-
     from attnreuse._io import atomic_write_json
     from attnreuse.bench.timing import machine_record
     from attnreuse.export.data import load_images
@@ -152,14 +150,12 @@ def run_export(config: ExportConfig) -> dict:
         atol=config.atol,
         threads=config.threads,
     )
-    with torch.no_grad():
-        logit_scale = model(check_x[: config.batch]).abs().max().item()
     record: dict = {
         "config": config.to_dict(),
         "command": export_command(config),
         "machine": machine_record(threads=config.threads),
         "onnx": dataclasses.asdict(result),
-        "max_abs_logit": logit_scale,
+        "max_abs_logit": result.max_abs_output,
         "input_shape": [config.batch, chans, height, width],
     }
     if config.int8:
