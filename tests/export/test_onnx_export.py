@@ -38,6 +38,7 @@ def test_attention_path_exports_and_matches_eager(tmp_path, path):
     got = run_ort(ort_session(out, threads=1), x, batch=1)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=lambda m: f"logits ({path}): {m}")
     assert want.abs().max() > 1e-2, "logits near zero would make the parity check vacuous"
+    assert result.max_abs_output == pytest.approx(want.abs().max().item())  # the scale the record reports
 
 
 def test_dynamo_exporter_with_dynamic_batch(tmp_path):
