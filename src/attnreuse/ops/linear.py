@@ -122,6 +122,16 @@ def _token_centred(q: Tensor, k: Tensor, v: Tensor, *, scale: float) -> Tensor:
     return torch.baddbmm(v.mean(dim=1, keepdim=True), q, w * (scale / M))
 
 
+def _centred_keys(k: Tensor, center: str | None) -> Tensor:
+    """k [..., M, Dk] centred as `taylor_attention`'s `center` says: over tokens (dim -2), over
+    each key's features (dim -1), or not at all (None)."""
+    if center == "tokens":
+        return k - k.mean(dim=-2, keepdim=True)
+    if center == "features":
+        return k - k.mean(dim=-1, keepdim=True)
+    return k
+
+
 def _identity(x: Tensor, scratch: Tensor) -> Tensor:
     return x
 
@@ -169,19 +179,18 @@ def taylor_attention(
     eps = check_eps(eps)
     acc = _accumulator(q)
     qa, ka, va = q.to(acc), k.to(acc), group_values(v, Hq).to(acc)
-    if center == "tokens" and not _needs_grad(q, k, v):  # eager and exported inference alike
+    # Inference: token centring in two products (eager and exported alike); the other centrings
+    # through the chunked path, whose out= writes a tracer cannot see.
+    if not _needs_grad(q, k, v) and (center == "tokens" or not tracing()):
         flat = [x.reshape(B * Hq, *x.shape[2:]) for x in (qa, ka, va)]
-        return ungroup_values(_token_centred(*flat, scale=scale).view(B, Hq, N, -1), Hv).to(q.dtype)
-    if not _needs_grad(q, k, v) and not tracing():
-        flat = [x.reshape(B * Hq, *x.shape[2:]) for x in (qa, ka, va)]
-        k_map = _center_features if center == "features" else _identity
-        out = _kernelised(*flat, q_map=_identity, k_map=k_map, num_const=True, den_const=float(M),
-                          scale=scale, tiny=eps * M)
+        if center == "tokens":
+            out = _token_centred(*flat, scale=scale)
+        else:
+            k_map = _center_features if center == "features" else _identity
+            out = _kernelised(*flat, q_map=_identity, k_map=k_map, num_const=True, den_const=float(M),
+                              scale=scale, tiny=eps * M)
         return ungroup_values(out.view(B, Hq, N, -1), Hv).to(q.dtype)
-    if center == "tokens":
-        ka = ka - ka.mean(dim=-2, keepdim=True)
-    elif center == "features":
-        ka = ka - ka.mean(dim=-1, keepdim=True)
+    ka = _centred_keys(ka, center)
     kv = ka.transpose(-1, -2) @ va  # [B, Hq, Dk, Dvg]
     k_sum = ka.sum(dim=-2).unsqueeze(-1)  # [B, Hq, Dk, 1]
     v_sum = va.sum(dim=-2, keepdim=True)  # [B, Hq, 1, Dvg]

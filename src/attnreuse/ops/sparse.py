@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnreuse.ops.linear import TAYLOR_CENTERS, _guard
+from attnreuse.ops.linear import TAYLOR_CENTERS, _guard, _centred_keys
 from attnreuse.ops._checks import check_eps, check_qkv, check_scale, group_values, ungroup_values
 
 __all__ = ["fake_quant", "sparse_attention", "taylor_residual_attention"]
@@ -84,11 +84,7 @@ def taylor_residual_attention(
         raise ValueError(f"center must be one of {TAYLOR_CENTERS}, got {center!r}")
     eps = check_eps(eps)
     attn = _quantised_map(q, k, bits, scale)
-    qa, ka = q.to(attn.dtype), k.to(attn.dtype)
-    if center == "tokens":
-        ka = ka - ka.mean(dim=-2, keepdim=True)
-    elif center == "features":
-        ka = ka - ka.mean(dim=-1, keepdim=True)
+    qa, ka = q.to(attn.dtype), _centred_keys(k.to(attn.dtype), center)
     taylor = (qa * scale) @ ka.transpose(-1, -2) + 1.0  # [B, Hq, N, M]
     taylor = taylor / _guard(taylor.sum(dim=-1, keepdim=True), eps * M)
     residual = ((attn - taylor) * (attn >= threshold)).to(q.dtype)
