@@ -218,21 +218,13 @@ def _export_section(exports: list[dict]) -> list[str]:
             _f(o["size_bytes"] / 2**20), f"{o['max_abs_diff']:.2g}", _f(e.get("max_abs_logit"), ".3g"), q.get("mode", "-"),
             _f(q.get("int8_size_bytes") and q["int8_size_bytes"] / 2**20), _f(q.get("size_ratio")),
             _f(q.get("fp32_latency_ms_median")), _f(q.get("int8_latency_ms_median")), _f(q.get("speedup")),
-            _paired_int8(q),
+            _paired(q, "speedup_paired"),
             _f(q.get("top1_agreement") and 100 * q["top1_agreement"], ".1f"),
         ])  # fmt: skip
     return ["## ONNX export and int8", "",
             *_table(["model", "input", "exporter", "opset", "fp32 MiB", "max abs diff", "max abs logit", "int8", "int8 MiB",
                      "size ratio", "fp32 ms", "int8 ms", "int8 speed-up", "paired over rounds", "top-1 agreement %"], rows),
             ""]  # fmt: skip
-
-
-def _paired_int8(q: dict) -> str:
-    """The int8 record's round-paired speed-up as `median (min-max)`, or "-" (older records)."""
-    if q.get("speedup_paired") is None:
-        return "-"
-    low, high = q["speedup_paired_range"]
-    return f"{q['speedup_paired']:.3g} ({low:.3g}-{high:.3g})"
 
 
 def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
@@ -266,8 +258,7 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             speed = fp32["latency_ms_median"] / r["latency_ms_median"]
             paired = "-"
             if len(fp32.get("latency_ms_round_medians") or []) == len(r.get("latency_ms_round_medians") or []) > 0:
-                ratio, low, high = paired_ratio(fp32["latency_ms_round_medians"], r["latency_ms_round_medians"])
-                paired = f"{ratio:.3g} ({low:.3g}-{high:.3g})"
+                paired = _fmt_paired(*paired_ratio(fp32["latency_ms_round_medians"], r["latency_ms_round_medians"]))
             check(f"uniform_s @{img} int8 speed-up over ORT fp32 >= {t['int8_speedup_min']}x", speed,
                   speed >= t["int8_speedup_min"], paired)  # fmt: skip
     for e in exports:
@@ -278,7 +269,7 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             check(f"{what} top-1 agreement >= {t['int8_agreement_min']:.0%} ({q['images']} images)",
                   q["top1_agreement"], q["top1_agreement"] >= t["int8_agreement_min"])  # fmt: skip
             check(f"{what} speed-up (export) >= {t['int8_speedup_min']}x", q["speedup"], q["speedup"] >= t["int8_speedup_min"],
-                  _paired_int8(q))
+                  _paired(q, "speedup_paired"))
     if not checks:
         return []
     return ["## Targets", "",
@@ -287,12 +278,16 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             *_table(["target", "value", "verdict", "paired over rounds"], checks), ""]  # fmt: skip
 
 
-def _paired(r: dict, *, per: float = 1.0) -> str:
-    """`median (min-max)` of the record's round-paired speed-up divided by `per`, or "-"."""
-    if r.get("speedup_vs_baseline_paired") is None:
+def _paired(r: dict, key: str = "speedup_vs_baseline_paired", *, per: float = 1.0) -> str:
+    """The record's round-paired speed-up `key` (with `key`_range beside it) divided by `per`, as
+    `median (min-max)`, or "-" (records from before pairing)."""
+    if r.get(key) is None:
         return "-"
-    low, high = r["speedup_vs_baseline_paired_range"]
-    return f"{r['speedup_vs_baseline_paired'] / per:.3g} ({low / per:.3g}-{high / per:.3g})"
+    return _fmt_paired(r[key], *r[f"{key}_range"], per=per)
+
+
+def _fmt_paired(ratio: float, low: float, high: float, *, per: float = 1.0) -> str:
+    return f"{ratio / per:.3g} ({low / per:.3g}-{high / per:.3g})"
 
 
 def build_report(paths: list[str | Path], output: str | Path, *, command: str | None = None) -> Path:
