@@ -144,12 +144,13 @@ def test_training_step_keeps_kernels_inside_their_support():
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_window_partition_layouts_agree(channels_last):
-    x = torch.randn(2, 5, 7, 9)
+@pytest.mark.parametrize("hw", [(7, 9), (6, 9)], ids=["padded", "whole-windows"])
+def test_window_partition_layouts_agree(channels_last, hw):
+    x = torch.randn(2, 5, *hw)
     w, nH, nW = window_partition(x, 3, channels_last=channels_last)
     ref, _, _ = window_partition(x, 3, channels_last=not channels_last)
     assert torch.equal(w, ref) and w.is_contiguous(memory_format=torch.channels_last) == channels_last
-    assert torch.equal(window_reverse(w, nH, nW, 7, 9, channels_last=channels_last), x)
+    assert torch.equal(window_reverse(w, nH, nW, *hw, channels_last=channels_last), x)
 
 
 def test_window_partition_round_trip():

@@ -60,11 +60,12 @@ def window_reverse(windows: Tensor, nH: int, nW: int, H: int, W: int, *, channel
     """
     Bw, C, ws, _ = windows.shape
     B = Bw // (nH * nW)
+    crop = nH * ws != H or nW * ws != W  # only when padded: a no-op crop is two Slice copies in ONNX
     if not channels_last:
         x = windows.reshape(B, nH, nW, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nH * ws, nW * ws)
-        return x[:, :, :H, :W]
+        return x[:, :, :H, :W] if crop else x
     x = windows.permute(0, 2, 3, 1).reshape(B, nH, nW, ws, ws, C).transpose(2, 3).reshape(B, nH * ws, nW * ws, C)
-    return x[:, :H, :W].permute(0, 3, 1, 2)
+    return (x[:, :H, :W] if crop else x).permute(0, 3, 1, 2)
 
 
 def _check_config(dim: int, num_heads: int, key_dim: int, window_size: int, kernels: Sequence[int]) -> None:
