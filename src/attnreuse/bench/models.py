@@ -5,7 +5,9 @@ Records (one per model x resolution x runtime) carry the machine tags of `bench.
 settings, and either measurements or an `error` (a model that fails in one runtime does not stop
 the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
 attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
-Beside each measured speed-up is the ideal one, the ratio of MAC counts.
+Beside each measured speed-up is the ideal one, the ratio of MAC counts. A name
+`uniform_*:mixer=pointwise|none` runs a mixer probe (`bench.probes`) against the same baseline:
+the ceiling a faster token mixer could reach.
 
 Timing: every (model, resolution, runtime) is prepared first, then timed in `rounds` interleaved
 rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time,
@@ -63,7 +65,11 @@ _VIT_PLAN = re.compile(r"(?:skipat|reuse|mapshare)_vit_(\w+?)_(patch\d+_\d+)|tay
 
 
 def baseline_of(name: str) -> str | None:
-    """The model `name` is compared with, or None (it is a baseline or a peer)."""
+    """The model `name` is compared with, or None (it is a baseline or a peer). A mixer probe
+    (`uniform_l:mixer=none`, `bench.probes`) is compared with its model's baseline."""
+    from attnreuse.bench.probes import split_probe
+
+    name = split_probe(name)[0]
     if name in UNIFORM_BASELINES:
         return UNIFORM_BASELINES[name]
     m = _VIT_PLAN.fullmatch(name)
@@ -74,6 +80,10 @@ def baseline_of(name: str) -> str | None:
 
 
 def family_of(name: str) -> str:
+    from attnreuse.bench.probes import split_probe
+
+    if split_probe(name)[1] is not None:
+        return "uniform_probe"
     if name.startswith("uniform_"):
         return "uniform"
     if name.startswith("efficientvit_m"):
@@ -128,6 +138,10 @@ class ModelBenchConfig:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
         if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
             raise ValueError(f"min_time_s must be a number >= 0, got {self.min_time_s!r}")
+        from attnreuse.bench.probes import split_probe
+
+        for name in self.models:
+            split_probe(name)  # a malformed probe name fails here, before any model is built
         for name in ("json", "csv"):
             if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
                 raise ValueError(f"{name} must be a file path, got the directory {getattr(self, name)!r}")
@@ -154,6 +168,7 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     import torch
 
     from attnreuse.bench.flops import count_macs, count_params
+    from attnreuse.bench.probes import apply_mixer_probe, split_probe
     from attnreuse.bench.runtimes import prepare_runtime
     from attnreuse.bench.timing import measure_peak_bytes
     from attnreuse.export.data import digits_images
@@ -164,7 +179,10 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
         batch=config.batch, threads=config.threads, dtype="float32",
     )  # fmt: skip
     try:
-        model = create_export_model(name, img_size=img_size)
+        model_name, probe = split_probe(name)
+        model = create_export_model(model_name, img_size=img_size)
+        if probe is not None:
+            model = apply_mixer_probe(model, probe)
         chans, height, width = input_spec(model, img_size)
         norm = dict(mean=model.pretrained_cfg.get("mean", (0.5,) * 3), std=model.pretrained_cfg.get("std", (0.5,) * 3))
         x, _ = digits_images("test", img_size=height, limit=config.batch, in_chans=chans, **norm)

@@ -183,6 +183,7 @@ def _baseline_rows(models: list[dict]) -> list[dict]:
 
 
 def _baseline_section(rows: list[dict]) -> list[str]:
+    probes = any(r.get("family") == "uniform_probe" for r in rows)
     table = [
         [r["model"], r["baseline"], str(r["img_size"]), r["runtime"], _f(r["params"] / 1e6), _f(r["macs"] / 1e9, ".3f"),
          _f(r["speedup_vs_baseline"]), _paired(r), _f(r["ideal_speedup_vs_baseline"]), _f(r["fraction_of_ideal"])]
@@ -190,7 +191,10 @@ def _baseline_section(rows: list[dict]) -> list[str]:
     ]  # fmt: skip
     return ["## Speed-up over each family's baseline", "",
             "`uniform_*` against timm's `efficientvit_m*` of the same widths; attnreuse ViT plans against the "
-            "`mha` plan of the same model (`attnreuse_vit_*`). Ideal = baseline MACs / model MACs.", "",
+            "`mha` plan of the same model (`attnreuse_vit_*`). Ideal = baseline MACs / model MACs."
+            + (" `MODEL:mixer=pointwise` / `:mixer=none` are mixer probes (`attnreuse.bench.probes`), not models:"
+               " every mixer cut to its two 1x1 convs / removed, the ceiling a faster token mixer could reach."
+               if probes else ""), "",
             *_table(["model", "baseline", "img", "runtime", "params (M)", "GMACs", "measured", "paired over rounds", "ideal",
                      "measured/ideal"], table),
             "", "![speed-ups](speedup_vs_baseline.png)", ""]  # fmt: skip
@@ -244,10 +248,10 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             check(f"{name} @{img} ONNX max abs diff <= {t['onnx_max_abs_diff']:g}"
                   + ("" if scale is None else f" (largest |logit| {scale:.2g})"), r["onnx_max_abs_diff"],
                   r["onnx_max_abs_diff"] <= t["onnx_max_abs_diff"])  # fmt: skip
-        if name.startswith("uniform_") and rt == "ort" and r.get("latency_vs_eager") is not None:
+        if r["family"] == "uniform" and rt == "ort" and r.get("latency_vs_eager") is not None:
             check(f"{name} @{img} ORT / eager <= {t['ort_vs_eager_max']}", r["latency_vs_eager"],
                   r["latency_vs_eager"] <= t["ort_vs_eager_max"])  # fmt: skip
-        if name.startswith("uniform_") and rt in ("eager", "ort") and r.get("speedup_vs_baseline") is not None:
+        if r["family"] == "uniform" and rt in ("eager", "ort") and r.get("speedup_vs_baseline") is not None:
             check(f"{name} vs {r['baseline']} @{img} {rt} >= {t['uniform_vs_efficientvit_min']}x",
                   r["speedup_vs_baseline"], r["speedup_vs_baseline"] >= t["uniform_vs_efficientvit_min"], _paired(r))  # fmt: skip
         if r["family"] == "attnreuse_vit" and rt in ("eager", "ort") and r.get("fraction_of_ideal") is not None:
@@ -324,8 +328,9 @@ def build_report(paths: list[str | Path], output: str | Path, *, command: str | 
     lines += [command or shlex.join(["attnreuse", "bench", "report", *map(str, paths), "--output", str(out)]), "```", ""]
     lines += _target_lines(models, exports)
     if models:
-        _plot_latency(models, "params", "parameters", out / "latency_vs_params.png")
-        _plot_latency(models, "macs", "MACs per image", out / "latency_vs_macs.png")
+        real = [r for r in models if r.get("family") != "uniform_probe"]  # probes are not models to deploy
+        _plot_latency(real, "params", "parameters", out / "latency_vs_params.png")
+        _plot_latency(real, "macs", "MACs per image", out / "latency_vs_macs.png")
         lines += ["![latency vs params](latency_vs_params.png) ![latency vs MACs](latency_vs_macs.png)", ""]
         lines += _models_section(models)
         speed = _baseline_rows(models)

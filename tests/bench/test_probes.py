@@ -1,0 +1,84 @@
+"""Mixer probes (`attnreuse.bench.probes`): names, what each probe keeps, and their bench records."""
+
+import pytest
+import timm
+import torch
+
+import attnreuse  # noqa: F401 - registers the models
+from attnreuse.bench import models as bm
+from attnreuse.bench.probes import PointwiseMixer, apply_mixer_probe, split_probe
+from attnreuse.export.onnx import deploy_model
+from attnreuse.layers import ReuseAttention2d
+
+
+def test_names_split_and_compare_with_the_models_baseline():
+    assert split_probe("uniform_l") == ("uniform_l", None)
+    assert split_probe("uniform_l:mixer=none") == ("uniform_l", "none")
+    assert bm.baseline_of("uniform_s:mixer=pointwise") == "efficientvit_m1"
+    assert bm.family_of("uniform_s:mixer=pointwise") == "uniform_probe" and bm.family_of("uniform_s") == "uniform"
+    cfg = bm.ModelBenchConfig(models=("uniform_s:mixer=none", "uniform_s"))
+    assert cfg.model_list() == ["uniform_s:mixer=none", "uniform_s", "efficientvit_m1"]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("uniform_l:mixer=fast", "must be one of"), ("efficientvit_m0:mixer=none", "apply to UniForm models")],
+)
+def test_bad_probe_names_fail_before_any_model_is_built(name, message):
+    with pytest.raises(ValueError, match=message):
+        bm.ModelBenchConfig(models=(name,))
+
+
+def _uniform():
+    torch.manual_seed(0)
+    model = timm.create_model("uniform_xs", img_size=64, num_classes=10).eval()
+    for m in model.modules():  # non-zero BN gains, so every branch reaches the logits
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_pointwise_probe_keeps_only_the_mixers_1x1_convs():
+    model = _uniform()
+    mixers = [m for m in model.modules() if isinstance(m, ReuseAttention2d)]
+    x = torch.randn(2, mixers[0].dim, 4, 4)
+    with torch.no_grad():
+        want = mixers[0].proj(torch.relu(torch.cat([mixers[0].qk(x), x[:, mixers[0].dim // 2:]], 1)))
+    apply_mixer_probe(model, "pointwise")
+    probes = [m for m in model.modules() if isinstance(m, PointwiseMixer)]
+    assert len(probes) == len(mixers) and not any(isinstance(m, ReuseAttention2d) for m in model.modules())
+    assert probes[0].qk is mixers[0].qk and probes[0].proj is mixers[0].proj
+    with torch.no_grad():
+        torch.testing.assert_close(probes[0](x), want)
+        # the probe folds like the mixer: the deployed probe model computes what the eager one does
+        img = torch.randn(2, 3, 64, 64)
+        eager = model(img)
+        torch.testing.assert_close(deploy_model(model)(img), eager, atol=1e-4, rtol=1e-4)
+
+
+def test_none_probe_removes_every_mixer_and_other_models_are_refused():
+    model = apply_mixer_probe(_uniform(), "none")
+    assert not any(isinstance(m, (ReuseAttention2d, PointwiseMixer)) for m in model.modules())
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(ValueError, match="apply to UniForm models"):
+        apply_mixer_probe(timm.create_model(bm.PEERS[0]), "none")
+    with pytest.raises(ValueError, match="probe must be one of"):
+        apply_mixer_probe(_uniform(), "fast")
+
+
+def test_probe_records_beside_the_model_and_kept_out_of_the_targets(tmp_path):
+    from attnreuse.bench.report import build_report
+
+    cfg = bm.ModelBenchConfig(models=("uniform_xs", "uniform_xs:mixer=pointwise", "uniform_xs:mixer=none"),
+                              img_sizes=(64,), threads=1, runtimes=("eager",), warmup=0, repeats=2, min_time_s=0.0,
+                              json=str(tmp_path / "r.json"))  # fmt: skip
+    records = {r["model"]: r for r in bm.run_models(cfg)}
+    full, point, none = (records[n] for n in cfg.models)
+    assert all(r["error"] is None and r["speedup_vs_baseline"] > 0 for r in (full, point, none))
+    assert point["family"] == none["family"] == "uniform_probe" and point["baseline"] == "efficientvit_m0"
+    assert full["macs"] > point["macs"] > none["macs"] and full["params"] > point["params"] > none["params"]
+    md = build_report([tmp_path / "r.json"], tmp_path / "report").read_text()
+    assert "| uniform_xs:mixer=none | efficientvit_m0 | 64 | eager |" in md and "mixer probes" in md
+    assert "uniform_xs vs efficientvit_m0 @64 eager >= 1.25x" in md
+    assert "uniform_xs:mixer=none vs" not in md
