@@ -373,7 +373,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in several runtimes, with each model's speed-up over its family baseline beside the ideal "
         "one from MAC counts.",
     )
-    p.add_argument("names", nargs="*", help="model names (default: attnreuse models + timm peers)")
+    p.add_argument("names", nargs="*", help="model names (default: attnreuse models + timm peers); "
+                   "uniform_*:mixer=pointwise or :mixer=none for a mixer probe (attnreuse.bench.probes)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--img-size", type=int_list, default=(224,), help="one or more, e.g. 224,384")
     p.add_argument("--threads", type=int, default=2)
