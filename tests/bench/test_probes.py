@@ -82,3 +82,4 @@ def test_probe_records_beside_the_model_and_kept_out_of_the_targets(tmp_path):
     assert "| uniform_xs:mixer=none | efficientvit_m0 | 64 | eager |" in md and "mixer probes" in md
     assert "uniform_xs vs efficientvit_m0 @64 eager >= 1.25x" in md
     assert "uniform_xs:mixer=none vs" not in md
+    assert f"- model weights: {bm.WEIGHTS}" in md

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from attnreuse.bench.weights import randomize_batchnorms
 from attnreuse.cli import main
 from attnreuse.export.data import digits_images
 from attnreuse.export.onnx import create_export_model, export_onnx, ort_session, run_ort
@@ -175,24 +176,10 @@ def test_train_output_directory_as_checkpoint(tmp_path):
         create_export_model("reuse_vit_tiny_patch16_224", checkpoint=run)
 
 
-def _lively_batchnorms(model: torch.nn.Module) -> torch.nn.Module:
-    """Random BatchNorm affine parameters and statistics: a fresh UniForm zero-initialises some BN
-    weights, which makes its logits ~1e-5 and any parity check against them vacuous."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.weight.data = 0.5 + torch.rand(n, generator=g)
-            m.bias.data = 0.2 * torch.randn(n, generator=g)
-            m.running_mean = 0.2 * torch.randn(n, generator=g)
-            m.running_var = 0.5 + torch.rand(n, generator=g)
-    return model
-
-
 def test_uniform_exports_folded_and_matches_eager(tmp_path):
     import onnx
 
-    model = _lively_batchnorms(create_export_model("uniform_xs", img_size=64, num_classes=10))
+    model = randomize_batchnorms(create_export_model("uniform_xs", img_size=64, num_classes=10))
     x = _images(3, size=64)
     out = tmp_path / "u.onnx"
     result = export_onnx(model, out, x, dynamic_batch=True, threads=1)

@@ -1,8 +1,10 @@
 """`attnreuse bench models`: whole-model latency, throughput, parameters, MACs and peak memory,
 in several runtimes side by side, with each model's speed-up over its family's baseline.
 
-Records (one per model x resolution x runtime) carry the machine tags of `bench.timing`, the
-settings, and either measurements or an `error` (a model that fails in one runtime does not stop
+Models run with random weights whose BatchNorms are randomised (`bench.weights`: a fresh UniForm
+or EfficientViT has near-zero logits, which would make the ONNX parity check vacuous). Records
+(one per model x resolution x runtime) carry the machine tags of `bench.timing`, the settings,
+and either measurements or an `error` (a model that fails in one runtime does not stop
 the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
 attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
 Beside each measured speed-up is the ideal one, the ratio of MAC counts. A name
@@ -62,6 +64,9 @@ UNIFORM_BASELINES = {
 }
 # Plan variants of the attnreuse ViT: the same network with the "mha" plan is `attnreuse_vit_*`.
 _VIT_PLAN = re.compile(r"(?:skipat|reuse|mapshare)_vit_(\w+?)_(patch\d+_\d+)|taylor_deit_(\w+?)_(patch\d+_\d+)")
+
+
+WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
 
 
 def baseline_of(name: str) -> str | None:
@@ -171,18 +176,20 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     from attnreuse.bench.probes import apply_mixer_probe, split_probe
     from attnreuse.bench.runtimes import prepare_runtime
     from attnreuse.bench.timing import measure_peak_bytes
+    from attnreuse.bench.weights import randomize_batchnorms
     from attnreuse.export.data import digits_images
     from attnreuse.export.onnx import create_export_model, deploy_model, input_spec
 
     base = dict(
         model=name, family=family_of(name), baseline=baseline_of(name), img_size=img_size,
-        batch=config.batch, threads=config.threads, dtype="float32",
+        batch=config.batch, threads=config.threads, dtype="float32", weights=WEIGHTS,
     )  # fmt: skip
     try:
         model_name, probe = split_probe(name)
         model = create_export_model(model_name, img_size=img_size)
         if probe is not None:
             model = apply_mixer_probe(model, probe)
+        randomize_batchnorms(model)  # every residual branch live: the ORT parity check means something
         chans, height, width = input_spec(model, img_size)
         norm = dict(mean=model.pretrained_cfg.get("mean", (0.5,) * 3), std=model.pretrained_cfg.get("std", (0.5,) * 3))
         x, _ = digits_images("test", img_size=height, limit=config.batch, in_chans=chans, **norm)

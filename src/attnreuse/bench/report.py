@@ -322,7 +322,11 @@ def build_report(paths: list[str | Path], output: str | Path, *, command: str | 
             f"torch {m['torch']}, onnxruntime {m['onnxruntime']}; measured {min(when)} .. {max(when)} UTC"
         )
     lines += [f"- threads: {', '.join(map(str, threads)) or '-'}; inputs: "
-              + ", ".join(sorted({f'`{r["_source"]}`' for r in everything})), ""]  # fmt: skip
+              + ", ".join(sorted({f'`{r["_source"]}`' for r in everything}))]  # fmt: skip
+    weights = sorted({r["weights"] for r in models if r.get("weights")})
+    if weights:
+        lines.append(f"- model weights: {'; '.join(weights)}")
+    lines.append("")
     lines += ["## Reproduce", "", "```"]
     lines += commands or ["# the inputs recorded no command (bench ops: `attnreuse bench ops` with the settings above)"]
     lines += [command or shlex.join(["attnreuse", "bench", "report", *map(str, paths), "--output", str(out)]), "```", ""]
