@@ -83,3 +83,15 @@ def test_cli_report_and_bad_inputs(tmp_path, results, capsys):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="output must be a directory"):
         build_report([results], tmp_path / "f")
+
+
+def test_a_model_measured_in_two_inputs_is_named(tmp_path, results):
+    md = build_report([results], tmp_path / "one").read_text()
+    assert "Measured more than once" not in md
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "rerun.json").write_text(json.dumps([_model("uniform_s", "eager", 11.0, macs=200e6, baseline="efficientvit_m1")]))
+    md = build_report([results, again], tmp_path / "two").read_text()
+    assert "## Measured more than once" in md
+    assert f"- `uniform_s` @224 batch 1 eager: `{results / 'models.json'}`, `{again / 'rerun.json'}`" in md
+    assert "| uniform_s | 1.00 | 0.200 | 11.00 / 12.10 |" in md  # the models table keeps the last one

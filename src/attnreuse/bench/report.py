@@ -282,6 +282,22 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
             *_table(["target", "value", "verdict", "paired over rounds"], checks), ""]  # fmt: skip
 
 
+def _duplicate_lines(models: list[dict]) -> list[str]:
+    """A warning listing every (model, size, batch, runtime) measured in more than one input: the
+    model tables and the targets keep one record per key, the one from the file read last."""
+    sources: dict[tuple, list[str]] = defaultdict(list)
+    for r in models:
+        sources[(r["model"], r["img_size"], r["batch"], r["runtime"])].append(r["_source"])
+    dups = {key: srcs for key, srcs in sources.items() if len(srcs) > 1}
+    if not dups:
+        return []
+    return ["## Measured more than once", "",
+            "These were measured in more than one input. The model tables and the targets keep the last one "
+            "listed; the speed-up table shows every record.", "",
+            *(f"- `{m}` @{img} batch {b} {rt}: " + ", ".join(f"`{s}`" for s in srcs)
+              for (m, img, b, rt), srcs in sorted(dups.items())), ""]  # fmt: skip
+
+
 def _paired(r: dict, key: str = "speedup_vs_baseline_paired", *, per: float = 1.0) -> str:
     """The record's round-paired speed-up `key` (with `key`_range beside it) divided by `per`, as
     `median (min-max)`, or "-" (records from before pairing)."""
@@ -330,6 +346,7 @@ def build_report(paths: list[str | Path], output: str | Path, *, command: str | 
     lines += ["## Reproduce", "", "```"]
     lines += commands or ["# the inputs recorded no command (bench ops: `attnreuse bench ops` with the settings above)"]
     lines += [command or shlex.join(["attnreuse", "bench", "report", *map(str, paths), "--output", str(out)]), "```", ""]
+    lines += _duplicate_lines(models)
     lines += _target_lines(models, exports)
     if models:
         real = [r for r in models if r.get("family") != "uniform_probe"]  # probes are not models to deploy
