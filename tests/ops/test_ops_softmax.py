@@ -7,7 +7,7 @@ from opscheck import BF16_ATOL, BF16_RTOL, F32_ATOL, F32_RTOL, assert_close, gra
 
 import attnreuse.ops.softmax as softmax_mod
 from attnreuse import ops
-from attnreuse.bench.timing import measure_peak_bytes
+from attnreuse.measure import measure_peak_bytes
 from attnreuse.ops import reference
 
 # B, Hq, Hv, N, M, Dk, Dv, tile, bias shape (None: no bias)

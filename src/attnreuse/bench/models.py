@@ -3,7 +3,7 @@ in several runtimes side by side, with each model's speed-up over its family's b
 
 Models run with random weights whose BatchNorms are randomised (`bench.weights`: a fresh UniForm
 or EfficientViT has near-zero logits, which would make the ONNX parity check vacuous). Records
-(one per model x resolution x runtime) carry the machine tags of `bench.timing`, the settings,
+(one per model x resolution x runtime) carry the machine tags of `attnreuse.measure`, the settings,
 and either measurements or an `error` (a model that fails in one runtime does not stop
 the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
 attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
@@ -175,7 +175,7 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     from attnreuse.bench.flops import count_macs, count_params
     from attnreuse.bench.probes import apply_mixer_probe, split_probe
     from attnreuse.bench.runtimes import prepare_runtime
-    from attnreuse.bench.timing import measure_peak_bytes
+    from attnreuse.measure import measure_peak_bytes
     from attnreuse.bench.weights import randomize_batchnorms
     from attnreuse.export.data import digits_images
     from attnreuse.export.onnx import create_export_model, deploy_model, input_spec
@@ -234,7 +234,7 @@ def _timing_order(prepared: list[tuple[dict, object]]) -> list[int]:
 def _time_rounds(prepared: list[tuple[dict, object]], config: ModelBenchConfig) -> None:
     """Time every prepared call in `config.rounds` interleaved rounds; fill in the statistics and
     each round's median (`latency_ms_round_medians`, for speed-ups paired round by round)."""
-    from attnreuse.bench.timing import measure_interleaved
+    from attnreuse.measure import measure_interleaved
 
     calls = {i: prepared[i][1] for i in _timing_order(prepared) if prepared[i][1] is not None and prepared[i][0]["error"] is None}
     medians: dict[int, list[float]] = {}
@@ -255,7 +255,7 @@ def add_relative_columns(records: list[dict]) -> list[dict]:
     `ideal_speedup_vs_baseline` (baseline MACs / these MACs) and `fraction_of_ideal`; with
     per-round medians on both sides, `speedup_vs_baseline_paired` (the median over rounds of the
     ratio of the two blocks timed side by side in that round) and its [min, max] over rounds."""
-    from attnreuse.bench.timing import paired_ratio
+    from attnreuse.measure import paired_ratio
 
     ok = {
         (r["model"], r["img_size"], r["batch"], r["runtime"]): r
@@ -319,7 +319,7 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     import warnings
 
     from attnreuse._io import atomic_write_json
-    from attnreuse.bench.timing import machine_record, set_threads, write_records
+    from attnreuse.measure import machine_record, set_threads, write_records
 
     import torch
 

@@ -166,7 +166,7 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure every case of `config` (inference, no autograd); one record per case, skipped
     cases included with a `note`. Each record carries the `machine` it was measured on."""
-    from attnreuse.bench.timing import machine_record, matmul_peak_gflops, measure_latency, measure_peak_bytes, set_threads
+    from attnreuse.measure import machine_record, matmul_peak_gflops, measure_latency, measure_peak_bytes, set_threads
 
     dtype = DTYPES[config.dtype]
     previous = torch.get_num_threads()
@@ -322,7 +322,7 @@ def config_from_args(args: argparse.Namespace) -> OpsBenchConfig:
 
 def run(args: argparse.Namespace) -> int:
     from attnreuse._io import atomic_write_json
-    from attnreuse.bench.timing import write_records
+    from attnreuse.measure import write_records
 
     config = config_from_args(args)
     records = run_bench(config, progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -232,7 +232,7 @@ def _export_section(exports: list[dict]) -> list[str]:
 
 
 def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
-    from attnreuse.bench.timing import paired_ratio
+    from attnreuse.measure import paired_ratio
 
     t = TARGETS
     ok = {(r["model"], r["img_size"], r["runtime"]): r for r in models if r.get("error") is None and r.get("latency_ms_median")}

@@ -1,5 +1,5 @@
 """Micro-measurements of this CPU for the `this-cpu` preset, with the project's measurement kit
-(`attnreuse.bench.timing`). torch is imported inside functions so the cost model stays torch-free."""
+(`attnreuse.measure`). torch is imported inside functions so the cost model stays torch-free."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def measure_cpu(*, threads: int, seconds: float) -> tuple[float, float, float, f
     """
     import torch
 
-    from attnreuse.bench.timing import matmul_peak_gflops, measure_latency, set_threads
+    from attnreuse.measure import matmul_peak_gflops, measure_latency, set_threads
 
     previous = torch.get_num_threads()
     set_threads(threads)

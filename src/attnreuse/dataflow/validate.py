@@ -78,7 +78,7 @@ def _measure(cfg: ValidateConfig, n: int) -> dict[tuple[str, bool], float]:
     import torch
 
     from attnreuse import ops
-    from attnreuse.bench.timing import measure_latency
+    from attnreuse.measure import measure_latency
 
     samples: dict[tuple[str, bool], list[float]] = {}
     v = torch.randn(cfg.batch, cfg.heads, n, cfg.head_dim)
@@ -104,7 +104,7 @@ def validate(cfg: ValidateConfig, hw: Hardware | None = None) -> list[dict]:
     """
     import torch
 
-    from attnreuse.bench.timing import machine_record, set_threads
+    from attnreuse.measure import machine_record, set_threads
     from attnreuse.dataflow.hardware import calibrate_cpu
 
     previous = torch.get_num_threads()

@@ -80,7 +80,7 @@ def ops_table(records: list[dict]) -> str:
 
 
 def write_report(cfg: DemoConfig, root: Path, rows: list[dict], ops: list[dict], elapsed_s: float) -> Path:
-    from attnreuse.bench.timing import machine_record
+    from attnreuse.measure import machine_record
 
     _plot_accuracy(rows, root / "accuracy_vs_latency.png")
     machine = machine_record(threads=cfg.threads)

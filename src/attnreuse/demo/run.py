@@ -77,7 +77,7 @@ def _measure(entry: DemoModel, cfg: DemoConfig, root: Path, retrained: bool) -> 
     (reused from an earlier run unless the model was just trained)."""
     import torch
 
-    from attnreuse.bench.timing import measure_latency, measure_peak_bytes, set_threads
+    from attnreuse.measure import measure_latency, measure_peak_bytes, set_threads
     from attnreuse.export.onnx import create_export_model, deploy_model, input_spec, ort_session, run_ort
     from attnreuse.export.pipeline import ExportConfig, run_export
 

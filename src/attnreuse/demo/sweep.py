@@ -17,7 +17,7 @@ DEMO_OPS = ("sdpa_mha", "dense_mha", "reuse", "taylor")
 def op_sweep(cfg: DemoConfig, root: Path) -> list[dict]:
     """Records of `bench ops` (cached in root/ops.json) and its plot root/ops_vs_tokens.png."""
     from attnreuse.bench.ops import QUICK, OpsBenchConfig, plot, run_bench
-    from attnreuse.bench.timing import write_records
+    from attnreuse.measure import write_records
 
     path, config_path = root / "ops.json", root / "ops.config.json"
     quick = {k: v for k, v in QUICK.items() if k not in ("tokens", "batch")} if cfg.quick else {}

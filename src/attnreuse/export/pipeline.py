@@ -119,7 +119,7 @@ def _check_writable(path: Path) -> None:
 def run_export(config: ExportConfig) -> dict:
     """Export (and optionally quantise) `config.model`; returns the record also written to JSON."""
     from attnreuse._io import atomic_write_json
-    from attnreuse.bench.timing import machine_record
+    from attnreuse.measure import machine_record
     from attnreuse.export.data import load_images
     from attnreuse.export.onnx import create_export_model, export_onnx, input_spec
     from attnreuse.export.quantize import compare_int8, quantize_onnx

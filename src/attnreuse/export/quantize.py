@@ -108,11 +108,11 @@ def compare_int8(
     round: blocks of a few milliseconds would mostly time the other session's threads still
     spinning) and top-1 agreement of int8 with fp32. The speed-up is the ratio of
     the pooled medians; `speedup_paired` and `speedup_paired_range` are the median and [min, max]
-    over rounds of the ratio of the two blocks timed side by side (`bench.timing.paired_ratio`).
+    over rounds of the ratio of the two blocks timed side by side (`attnreuse.measure.paired_ratio`).
 
     images: [N, C, H, W]; labels: [N] (adds each model's top-1 accuracy).
     """
-    from attnreuse.bench.timing import measure_interleaved, paired_ratio
+    from attnreuse.measure import measure_interleaved, paired_ratio
 
     batch = ort_session(fp32_path, threads=1).get_inputs()[0].shape[0]
     batch = batch if isinstance(batch, int) else 1

@@ -71,7 +71,7 @@ def _pm(s: dict) -> str:
 
 def write_report(cfg: StudyConfig, root: Path, results: dict[str, dict], *, argv: list[str],
                  elapsed_s: float) -> Path:
-    from attnreuse.bench.timing import machine_record
+    from attnreuse.measure import machine_record
 
     root = Path(root)
     data = summarise(cfg, root, results)

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from attnreuse.bench import timing
+from attnreuse import measure
 
 MiB = 1 << 20
 
@@ -15,7 +15,7 @@ MiB = 1 << 20
 def test_set_threads_returns_count_in_force():
     before = torch.get_num_threads()
     try:
-        assert timing.set_threads(1) == 1 == torch.get_num_threads()
+        assert measure.set_threads(1) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 
@@ -23,7 +23,7 @@ def test_set_threads_returns_count_in_force():
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_set_threads_rejects_bad_count(bad):
     with pytest.raises(ValueError, match="threads"):
-        timing.set_threads(bad)
+        measure.set_threads(bad)
 
 
 def test_measure_latency_times_the_call():
@@ -33,7 +33,7 @@ def test_measure_latency_times_the_call():
         calls.append(1)
         time.sleep(0.002)
 
-    stats = timing.measure_latency(sleepy, warmup=2, repeats=5, min_time_s=0.0)
+    stats = measure.measure_latency(sleepy, warmup=2, repeats=5, min_time_s=0.0)
     assert stats.repeats == 5
     assert len(calls) == 7  # warm-up calls run but are not timed
     assert 2.0 <= stats.latency_ms_min <= stats.latency_ms_median <= stats.latency_ms_p90
@@ -42,15 +42,15 @@ def test_measure_latency_times_the_call():
 
 def test_measure_latency_runs_until_min_time_or_max_repeats():
     # each call sleeps >= 5 ms, so 2 calls cannot fill 50 ms: timing goes on until the timed calls do
-    stats = timing.measure_latency(lambda: time.sleep(0.005), warmup=0, repeats=2, min_time_s=0.05)
+    stats = measure.measure_latency(lambda: time.sleep(0.005), warmup=0, repeats=2, min_time_s=0.05)
     assert stats.repeats > 2
-    capped = timing.measure_latency(lambda: None, warmup=0, repeats=2, min_time_s=60.0, max_repeats=7)
+    capped = measure.measure_latency(lambda: None, warmup=0, repeats=2, min_time_s=60.0, max_repeats=7)
     assert capped.repeats == 7
 
 
 def test_measure_latency_rejects_bad_arguments():
     with pytest.raises(ValueError, match="repeats"):
-        timing.measure_latency(lambda: None, repeats=0)
+        measure.measure_latency(lambda: None, repeats=0)
 
 
 def test_peak_bytes_sees_a_known_allocation():
@@ -59,7 +59,7 @@ def test_peak_bytes_sees_a_known_allocation():
         x.fill_(1.0)
         return None
 
-    peak = timing.measure_peak_bytes(alloc_64mib)
+    peak = measure.measure_peak_bytes(alloc_64mib)
     assert 64 * MiB <= peak < 65 * MiB
 
 
@@ -69,22 +69,22 @@ def test_peak_bytes_is_the_running_maximum_not_the_sum():
             x = torch.ones(8 * MiB)  # 32 MiB, freed before the next
             del x
 
-    peak = timing.measure_peak_bytes(two_in_turn)
+    peak = measure.measure_peak_bytes(two_in_turn)
     assert 32 * MiB <= peak < 40 * MiB
 
 
 def test_peak_bytes_of_nothing_is_small():
-    assert timing.measure_peak_bytes(lambda: None) < MiB
+    assert measure.measure_peak_bytes(lambda: None) < MiB
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_peak_bytes_cuda():
-    peak = timing.measure_peak_bytes(lambda: torch.ones(16 * MiB, device="cuda"), device="cuda")
+    peak = measure.measure_peak_bytes(lambda: torch.ones(16 * MiB, device="cuda"), device="cuda")
     assert peak >= 64 * MiB
 
 
 def test_machine_record_has_tags_and_versions():
-    record = timing.machine_record(threads=2, dtype="float32")
+    record = measure.machine_record(threads=2, dtype="float32")
     assert record["threads"] == 2 and record["dtype"] == "float32"
     assert record["torch"] == torch.__version__
     assert record["logical_cores"] >= 1 and record["cpu"]
@@ -94,7 +94,7 @@ def test_machine_record_has_tags_and_versions():
 
 def test_matmul_peak_is_positive_and_restores_threads():
     before = torch.get_num_threads()
-    gflops = timing.matmul_peak_gflops(1, size=256, repeats=2)
+    gflops = measure.matmul_peak_gflops(1, size=256, repeats=2)
     assert 0.1 < gflops < 1e5
     assert torch.get_num_threads() == before
 
@@ -104,9 +104,9 @@ def test_write_records_json_and_csv(tmp_path):
         {"op": "sdpa", "tokens": 196, "latency_ms_median": 1.5},
         {"op": "reuse", "tokens": 196, "machine": {"cpu": "x"}, "extra": None},
     ]
-    timing.write_records(tmp_path / "r.json", records)
+    measure.write_records(tmp_path / "r.json", records)
     assert json.loads((tmp_path / "r.json").read_text()) == records
-    timing.write_records(tmp_path / "r.csv", records)
+    measure.write_records(tmp_path / "r.csv", records)
     with open(tmp_path / "r.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["op"] for r in rows] == ["sdpa", "reuse"]
@@ -125,19 +125,19 @@ def test_measure_interleaved_pools_rounds_and_hands_back_failures():
         order.append("broken")
         raise RuntimeError("no")
 
-    results = timing.measure_interleaved({"a": fast, "b": broken}, rounds=3, warmup=1, repeats=6)
+    results = measure.measure_interleaved({"a": fast, "b": broken}, rounds=3, warmup=1, repeats=6)
     assert results["a"].repeats == 6  # 2 a round, 3 rounds pooled
     assert isinstance(results["b"], RuntimeError)
     assert order.count("broken") == 1  # dropped after it failed
     # Rounds interleave: the fast call's blocks come before and after the broken call's one attempt.
     assert order.index("broken") < len(order) - 1 and order[0] == "fast"
     with pytest.raises(ValueError, match="rounds"):
-        timing.measure_interleaved({"a": fast}, rounds=0, warmup=0, repeats=1)
+        measure.measure_interleaved({"a": fast}, rounds=0, warmup=0, repeats=1)
 
 
 def test_measure_interleaved_reverses_odd_rounds_and_keeps_round_medians(monkeypatch):
     clock, order = [0.0], []
-    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
 
     def call(name, cost_s):
         def f():
@@ -147,19 +147,19 @@ def test_measure_interleaved_reverses_odd_rounds_and_keeps_round_medians(monkeyp
         return f
 
     medians = {}
-    results = timing.measure_interleaved({"a": call("a", 0.002), "b": call("b", 0.001)}, rounds=4, warmup=0,
+    results = measure.measure_interleaved({"a": call("a", 0.002), "b": call("b", 0.001)}, rounds=4, warmup=0,
                                          repeats=12, round_medians_ms=medians)  # fmt: skip
     blocks = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
     assert blocks == ["a", "b", "a", "b", "a"]  # a b | b a | a b | b a: neighbours stay adjacent
     assert [len(medians[k]) for k in "ab"] == [4, 4] and results["a"].repeats == 12
     assert medians["a"][:2] == pytest.approx([2.0, 2.0]) and medians["a"][2:] == pytest.approx([6.0, 6.0])
-    ratio, low, high = timing.paired_ratio(medians["a"], medians["b"])
+    ratio, low, high = measure.paired_ratio(medians["a"], medians["b"])
     assert (ratio, low, high) == pytest.approx((2.0, 2.0, 2.0))  # the slow-down cancels round by round
 
 
 def test_paired_ratio_checks_its_inputs():
-    assert timing.paired_ratio([4.0, 6.0, 9.0], [2.0, 2.0, 3.0]) == (3.0, 2.0, 3.0)
+    assert measure.paired_ratio([4.0, 6.0, 9.0], [2.0, 2.0, 3.0]) == (3.0, 2.0, 3.0)
     with pytest.raises(ValueError, match="equally long"):
-        timing.paired_ratio([1.0], [1.0, 2.0])
+        measure.paired_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="non-empty"):
-        timing.paired_ratio([], [])
+        measure.paired_ratio([], [])
