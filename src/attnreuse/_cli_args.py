@@ -28,3 +28,49 @@ def int_list(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in csv_list(text))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per field of the frozen dataclass `cls` (type and default from the field, help
+    from its `metadata["help"]`), plus `--config FILE` (a saved config JSON). Read them back with
+    `config_from_args`: defaults < the config file < flags given on the command line."""
+    import dataclasses
+
+    parser.add_argument("--config", metavar="FILE", help=f"a saved {cls.__name__} JSON (flags given here override it)")
+    for f in dataclasses.fields(cls):
+        if not f.init or f.metadata.get("cli") is False:
+            continue
+        default = f.default
+        kind = type(default) if default is not None and default is not dataclasses.MISSING else str
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **fixed):
+    """The `cls` instance `add_config_args` describes: its defaults, then `--config FILE`, then flags."""
+    import dataclasses
+    from pathlib import Path
+
+    values: dict = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config {path}: no such file")
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config {path}: not valid JSON ({err})") from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - names)
+        if unknown:
+            raise ValueError(f"--config {path}: unknown {cls.__name__} fields {unknown}")
+        values.update(saved)
+    for f in dataclasses.fields(cls):
+        if hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    values.update(fixed)
+    return cls(**values)

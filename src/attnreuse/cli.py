@@ -18,6 +18,7 @@ _TOOLS = (
     "attnreuse.analysis.cli",
     "attnreuse.demo.cli",
     "attnreuse.study.cli",
+    "attnreuse.hf.cli",
 )
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         # User errors get one clear line, not a stack trace.
         print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -297,6 +297,23 @@ def matmul_peak_gflops(
     return 2.0 * size**3 / best_s / 1e9
 
 
+def count_call_macs(fn: Callable[[], Any]) -> int:
+    """Multiply-accumulates of `fn()` under inference mode, from PyTorch's FLOP counter (2 flops per
+    MAC; element-wise work such as softmax and norms is not counted, as in the papers' MAC figures).
+    The counter's table lacks the CPU flash-attention kernel `F.scaled_dot_product_attention` runs
+    on CPU, so that kernel is counted with PyTorch's own SDPA formula."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    with torch.inference_mode(), counter:
+        fn()
+    return int(counter.get_total_flops() // 2)
+
+
 def _time_once(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()

@@ -9,7 +9,6 @@ with PyTorch's own SDPA formula; without it a timm ViT would be counted without 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["count_macs", "count_params"]
@@ -22,13 +21,6 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, x: Tensor) -> int:
     """Multiply-accumulates of one eval-mode forward of `x` [B, C, H, W], divided by B (per image)."""
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+    from attnreuse.measure import count_call_macs
 
-    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    with torch.inference_mode(), counter:
-        model(x)
-    return int(counter.get_total_flops() // 2 // x.shape[0])
+    return count_call_macs(lambda: model(x)) // x.shape[0]

@@ -6,9 +6,14 @@ from attnreuse.layers.linear import LinearAttention
 from attnreuse.layers.reuse_mixer import ReuseAttention2d, window_partition, window_reverse
 from attnreuse.layers.skipat import EfficientChannelAttention, SkipAtPhi
 from attnreuse.layers.taylor import TaylorAttention
+from attnreuse.layers.token_attention import MapSelfAttention, SequencePhi, SharedMapSelfAttention, TaylorSelfAttention
 
 __all__ = [
     "Attention",
+    "MapSelfAttention",
+    "SequencePhi",
+    "SharedMapSelfAttention",
+    "TaylorSelfAttention",
     "EfficientChannelAttention",
     "LinearAttention",
     "SkipAtPhi",

@@ -1,0 +1,12 @@
+"""Attention plans hosted in Hugging Face `transformers` encoders (BERT family, ViT / DeiT).
+
+`convert(model, plan)` retrofits a loaded encoder to a plan of attnreuse kinds; `save` / `load`
+round-trip the result; `register()` adds "attnreuse" to transformers' attention registries so
+`attn_implementation="attnreuse"` runs exact attention through attnreuse's kernel.
+Importing this package does not import transformers; its functions do.
+"""
+
+from attnreuse.hf.convert import PLAN_KEY, convert, load, plan_of, save
+from attnreuse.hf.interface import register
+
+__all__ = ["PLAN_KEY", "convert", "load", "plan_of", "register", "save"]

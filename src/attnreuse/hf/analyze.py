@@ -1,0 +1,139 @@
+"""Where a `transformers` encoder's attention is redundant, and a plan that exploits it.
+
+Maps are captured with transformers' eager attention (`output_attentions=True`) on real text;
+padded rows and columns are zeroed, so every cosine is over real tokens only. Per layer l, head h:
+- head_to_mean [L, H]: cos(A_lh, mean_h A_l): how well one map could serve every head ("reuse");
+- layer_map_cosine [L, L]: same-head cosine between layers' maps ("share" applies the map of an
+  earlier layer to the same head);
+- output_cka [L, L]: linear CKA between layers' attention outputs ("skip", as SkipAt measures it).
+`suggest` turns these into a plan under a MAC budget, costing each kind on the host's own layer
+with PyTorch's FLOP counter (`layer_macs`), not a hand formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnreuse.hf.fidelity import batches
+from attnreuse.hf.hosts import host_for
+from attnreuse.plan import LayerSpec, SourceAttention, get_kind, map_sources, parse_plan
+
+__all__ = ["Redundancy", "capture", "layer_macs", "suggest"]
+
+
+@dataclass
+class Redundancy:
+    head_to_mean: Tensor  # [L, H]
+    layer_map_cosine: Tensor  # [L, L]
+    output_cka: Tensor  # [L, L]
+    texts: int
+
+    def to_json(self) -> dict:
+        return {"head_to_mean": self.head_to_mean.tolist(), "layer_map_cosine": self.layer_map_cosine.tolist(),
+                "output_cka": self.output_cka.tolist(), "texts": self.texts}
+
+
+def _cos(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine over the last two dims, averaged over the first: [T, ..., N, N] pairs -> [...]."""
+    return F.cosine_similarity(a.flatten(-2).double(), b.flatten(-2).double(), dim=-1).mean(0)
+
+
+@torch.inference_mode()
+def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 16, max_length: int = 128) -> Redundancy:
+    """Measure `model` (an original, unconverted encoder) on `texts`."""
+    from attnreuse.analysis.similarity import linear_cka
+
+    host = host_for(model.config)
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = "eager"  # the only implementation that returns the maps
+    modules = [m for _, _, m in host.attention_modules(model)]
+    outputs: list[list[Tensor]] = [[] for _ in modules]
+    hooks = [m.register_forward_hook(lambda mod, args, out, i=i: outputs[i].append(out[0])) for i, m in enumerate(modules)]
+    L, H = len(modules), model.config.num_attention_heads
+    head_sum, layer_sum, count = torch.zeros(L, H, dtype=torch.float64), torch.zeros(L, L, dtype=torch.float64), 0
+    flat_out: list[list[Tensor]] = [[] for _ in modules]
+    try:
+        for batch in batches(tokenizer, texts, batch_size, max_length):
+            out = model(**batch, output_attentions=True)
+            m = batch["attention_mask"].to(torch.float32)
+            pair = (m[:, :, None] * m[:, None, :])[:, None]  # [B, 1, N, N]
+            maps = [a * pair for a in out.attentions]  # L x [B, H, N, N]
+            B = m.shape[0]
+            for i, a in enumerate(maps):
+                head_sum[i] += _cos(a, a.mean(1, keepdim=True).expand_as(a)) * B
+                for j in range(i, L):
+                    layer_sum[i, j] += _cos(a, maps[j]).mean() * B
+                real = m.bool()
+                flat_out[i].append(outputs[i][-1][real])
+            count += B
+            for o in outputs:
+                o.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.config._attn_implementation = previous
+    layer = layer_sum / count
+    layer = torch.triu(layer) + torch.triu(layer, 1).T
+    reps = [torch.cat(f) for f in flat_out]
+    cka = torch.tensor([[linear_cka(reps[i], reps[j]) for j in range(L)] for i in range(L)])
+    return Redundancy((head_sum / count).float(), layer.float(), cka.float(), count)
+
+
+def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
+    """Multiply-accumulates of one layer's attention core of `kind_entry` on `tokens` tokens
+    (projections included, the host's output projection excluded), counted by torch's FLOP counter."""
+    from attnreuse.measure import count_call_macs
+
+    name, _, arg = kind_entry.partition(":")
+    kind = get_kind(name)
+    spec = LayerSpec(name, kind.parse_arg(arg, src.num_heads, kind_entry))
+    core = kind.retrofit(spec, src).eval()
+    x = torch.zeros(1, tokens, src.dim)
+    attn_map = torch.full((1, src.num_heads, tokens, tokens), 1.0 / tokens)
+    return count_call_macs(lambda: kind.run(core, x, None, None, attn_map, x, False))
+
+
+def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float, min_score: float = 0.5,
+            kinds: tuple[str, ...] = ("share", "reuse")) -> dict:
+    """A plan whose attention MACs are at most `budget` x the all-mha plan's, changing first the
+    layers where the measured similarity is highest. Returns {"plan", "macs", "mha_macs", "scores"}.
+
+    Scores: reuse -> mean head_to_mean of the layer; share -> layer_map_cosine with the closest
+    earlier map-computing layer; skip -> output CKA with the previous layer. Layer 0 stays mha.
+    """
+    if not 0 < budget <= 1:
+        raise ValueError(f"--budget must be a fraction in (0, 1], got {budget!r}")
+    L = red.head_to_mean.shape[0]
+    macs = {k: layer_macs(src, k, tokens) for k in ("mha", *kinds)}
+    plan = ["mha"] * L
+    total = lambda p: sum(macs[k] for k in p)  # noqa: E731
+    full, chosen = total(plan), []
+    while total(plan) > budget * full:
+        best = None
+        for i in range(1, L):
+            if plan[i] != "mha":
+                continue
+            for k in kinds:
+                trial = plan[:i] + [k] + plan[i + 1 :]
+                try:
+                    sources = map_sources(parse_plan(trial, L, src.num_heads))
+                except ValueError:
+                    continue
+                if k == "reuse":
+                    score = float(red.head_to_mean[i].mean())
+                elif k == "share":
+                    score = float(red.layer_map_cosine[i, sources[i]])
+                else:
+                    score = float(red.output_cka[i, i - 1])
+                if score >= min_score and (best is None or score > best[0]):
+                    best = (score, i, k)
+        if best is None:
+            break
+        plan[best[1]] = best[2]
+        chosen.append({"layer": best[1], "kind": best[2], "score": best[0]})
+    return {"plan": plan, "macs": total(plan), "mha_macs": full, "budget": budget, "tokens": tokens,
+            "changes": chosen, "layer_macs": macs}

@@ -1,0 +1,138 @@
+"""`attnreuse hf`: Hugging Face `transformers` encoders, analysed, converted, distilled, evaluated, exported.
+
+    attnreuse hf analyze --model DIR --output runs/minilm-analysis
+    attnreuse hf convert --model DIR --plan mha,mha,share,mha,share,mha --output runs/minilm-share
+    attnreuse hf distill --teacher DIR --init runs/minilm-share --output runs/minilm-share-ft
+    attnreuse hf eval --teacher DIR runs/minilm-share runs/minilm-share-ft --json eval.json
+    attnreuse hf export runs/minilm-share-ft --output minilm-share.onnx
+
+DIR is a local `transformers` model directory (config.json, weights, tokenizer); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from attnreuse._cli_args import add_config_args, config_from_args, csv_list
+
+TEXT_HELP = "'stdlib' (built-in: the docstrings of Python's standard library) or a UTF-8 file, one text per line"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hf", help="Hugging Face transformers encoders: analyze, convert, distill, eval, export",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
+
+    a = jobs.add_parser("analyze", help="map similarity across heads and layers, heatmaps, a suggested plan")
+    a.add_argument("--model", required=True, help="the original transformers model directory")
+    a.add_argument("--text", default="stdlib", help=TEXT_HELP)
+    a.add_argument("--texts", type=int, default=64, help="held-out texts to measure on")
+    a.add_argument("--tokens", type=int, default=512, help="sequence length the MAC budget is costed at")
+    a.add_argument("--budget", type=float, default=0.67, help="attention MACs of the plan as a fraction of all-mha")
+    a.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
+    a.add_argument("--output", required=True, help="directory for analysis.json and the heatmaps")
+    a.add_argument("--force", action="store_true", help="replace an existing --output")
+    a.set_defaults(func=_analyze)
+
+    c = jobs.add_parser("convert", help="retrofit a model to an attention plan (zero-shot)")
+    c.add_argument("--model", required=True, help="the original transformers model directory")
+    c.add_argument("--plan", required=True, help="one kind, or one per layer comma-separated: mha, reuse[:G], share, skip, taylor")
+    c.add_argument("--text", default="stdlib", help=TEXT_HELP + " (for the zero-shot fidelity)")
+    c.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the zero-shot fidelity")
+    c.add_argument("--output", required=True, help="directory for the converted model")
+    c.add_argument("--force", action="store_true", help="replace an existing --output")
+    c.set_defaults(func=_convert)
+
+    d = jobs.add_parser("distill", help="distil a converted model from the original on unlabeled text")
+    d.add_argument("--teacher", required=True, help="the original transformers model directory")
+    d.add_argument("--init", required=True, help="the converted model (an `hf convert` output or an `hf distill` run)")
+    d.add_argument("--text", default="stdlib", help=TEXT_HELP)
+    d.add_argument("--output", required=True, help="run directory (checkpoints, metrics.jsonl, summary.json, model/)")
+    d.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    d.add_argument("--force", action="store_true", help="replace an existing run in --output")
+    d.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    from attnreuse.hf.config import DistillConfig
+
+    add_config_args(d, DistillConfig)
+    d.set_defaults(func=_distill)
+
+    e = jobs.add_parser("eval", help="fidelity and speed of converted models against the original")
+    e.add_argument("candidates", nargs="+", help="converted model directories or distill runs")
+    e.add_argument("--teacher", required=True, help="the original transformers model directory")
+    e.add_argument("--text", default="stdlib", help=TEXT_HELP)
+    e.add_argument("--tokens", type=int, default=512, help="sequence length of the speed test")
+    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="eager and/or ort")
+    e.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    e.add_argument("--repeats", type=int, default=30, help="timed calls per model, over all rounds")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--no-speed", dest="speed", action="store_false", help="fidelity only")
+    e.add_argument("--json", dest="json_path", help="write the records here")
+    e.set_defaults(func=_eval)
+
+    x = jobs.add_parser("export", help="a converted model to ONNX, checked in ONNX Runtime")
+    x.add_argument("model", help="a converted model directory or distill run")
+    x.add_argument("--output", required=True, help="the .onnx file")
+    x.add_argument("--force", action="store_true", help="replace an existing --output")
+    x.set_defaults(func=_export)
+
+
+def _fid(f: dict | None) -> str:
+    return "-" if f is None else f"cosine {f['cosine']:.4f}, top-{f['k']} overlap {f['topk_overlap']:.3f}"
+
+
+def _analyze(args) -> int:
+    from attnreuse.hf.jobs import analyze_job
+
+    r = analyze_job(args.model, args.output, text=args.text, texts=args.texts, tokens=args.tokens,
+                    budget=args.budget, min_score=args.min_score, force=args.force)
+    red, s = r["redundancy"], r["suggestion"]
+    per_layer = [sum(row) / len(row) for row in red["head_to_mean"]]
+    print("head-to-layer-mean map cosine by layer: " + " ".join(f"{v:.2f}" for v in per_layer))
+    print(f"suggested plan {','.join(s['plan'])}: attention MACs {s['macs'] / s['mha_macs']:.2f} of all-mha "
+          f"at {s['tokens']} tokens (budget {s['budget']}) -> {args.output}")
+    return 0
+
+
+def _convert(args) -> int:
+    from attnreuse.hf.jobs import convert_job
+
+    r = convert_job(args.model, args.plan, args.output, text=args.text, evaluate=args.evaluate, force=args.force)
+    print(f"plan {','.join(r['plan'])}: zero-shot {_fid(r.get('fidelity'))} -> {args.output}")
+    return 0
+
+
+def _distill(args) -> int:
+    from attnreuse.hf.config import DistillConfig
+    from attnreuse.hf.jobs import distill_job
+
+    cfg = config_from_args(DistillConfig, args)
+    r = distill_job(args.teacher, args.init, args.output, cfg, text=args.text, resume=args.resume,
+                    force=args.force, progress=args.progress)
+    print(f"{r['steps']} steps in {r['wall_s']:.0f} s: before {_fid(r['fidelity_before'])}; after {_fid(r['fidelity'])} -> {args.output}")
+    return 0
+
+
+def _eval(args) -> int:
+    from attnreuse.hf.jobs import eval_job
+
+    r = eval_job(args.teacher, args.candidates, text=args.text, tokens=args.tokens, runtimes=args.runtimes,
+                 rounds=args.rounds, repeats=args.repeats, threads=args.threads, speed=args.speed,
+                 json_path=args.json_path)
+    for name, row in r["candidates"].items():
+        print(f"{name}: plan {','.join(row['plan'])}: {_fid(row['fidelity'])}")
+    if r["speed"]:
+        print(f"| model | runtime | ms (median) | speed-up vs sdpa [range] | MAC ideal | of ideal |  ({r['speed'][0]['tokens']} tokens, batch 1)")
+        for s in r["speed"]:
+            print(f"| {s['model']} | {s['runtime']} | {s['latency_ms_median']:.2f} | {s['speedup']:.2f}x "
+                  f"[{s['speedup_min']:.2f}-{s['speedup_max']:.2f}] | {s['mac_ideal']:.2f}x | {100 * s['of_ideal']:.0f}% |")
+    return 0
+
+
+def _export(args) -> int:
+    from attnreuse.hf.jobs import export_job
+
+    r = export_job(args.model, args.output, force=args.force)
+    print(f"{r['path']}: {r['size_bytes'] / 1e6:.1f} MB, ONNX Runtime vs PyTorch max |diff| {r['max_abs_diff']:.2e} "
+          f"({r['relative_diff']:.1e} of the output scale)")
+    return 0

@@ -1,0 +1,36 @@
+"""The settings of the hf jobs as data: one source of truth for the code and the command line
+(`attnreuse hf distill` generates its flags from these fields). No torch import here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["DistillConfig"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How to distil; each field is also a flag of `attnreuse hf distill` (help in its metadata)."""
+
+    steps: int = field(default=800, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "texts per step (global under torchrun)"})
+    lr: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps, then cosine decay"})
+    max_length: int = field(default=128, metadata={"help": "tokens per text (longer texts are truncated)"})
+    hidden_weight: float = field(default=1.0, metadata={"help": "weight of the per-layer hidden-state MSE"})
+    embedding_weight: float = field(default=10.0, metadata={"help": "weight of 1 - cosine of pooled embeddings"})
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
+    seed: int = field(default=0, metadata={"help": "seed of the batch order"})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "max_length", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"--warmup-steps must be an int >= 0, got {self.warmup_steps!r}")
+        for name in ("lr", "hidden_weight", "embedding_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")

@@ -1,0 +1,132 @@
+"""Converting a `transformers` encoder to an attention plan, and saving / loading the result.
+
+    from transformers import AutoModel
+    import attnreuse.hf as arhf
+    model = AutoModel.from_pretrained("path/to/all-MiniLM-L6-v2")
+    fast = arhf.convert(model, "mha,mha,share,mha,share,mha")
+    arhf.save(fast, "runs/minilm-share")          # safetensors + config.json recording the plan
+    again = arhf.load("runs/minilm-share")
+
+The converted model keeps the host's call signature and outputs; its config records the plan
+(`attnreuse_plan`) and runs attention through the registered "attnreuse" implementation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from attnreuse.hf import interface
+from attnreuse.hf.hosts import host_for
+from attnreuse.hf.modules import PlanAttention, PlanState
+from attnreuse.plan import get_kind, map_sources, parse_plan
+
+__all__ = ["PLAN_KEY", "convert", "load", "plan_of", "save"]
+
+PLAN_KEY = "attnreuse_plan"
+WEIGHTS = "model.safetensors"
+
+
+def plan_of(model: nn.Module) -> list[str] | None:
+    """The plan a converted model runs (one entry per layer), or None for a plain model."""
+    return getattr(model.config, PLAN_KEY, None)
+
+
+def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Module:
+    """A copy of `model` (a loaded `transformers` encoder) whose layers follow `plan`.
+
+    plan: one kind for every layer, or one per layer (sequence or comma-separated string); kinds
+    as `attnreuse.plan`. New parts start from the dense weights (`Kind.retrofit`); "skip" layers'
+    Phi starts untrained (fit it with `attnreuse.hf.fit` or distillation).
+    """
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_attention_heads"):
+        raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+    if plan_of(model) is not None:
+        raise ValueError(f"model already follows plan {plan_of(model)}; convert the original model")
+    host = host_for(config)
+    found = host.attention_modules(model)
+    if len(found) != config.num_hidden_layers:
+        raise ValueError(f"found {len(found)} attention modules in a {config.num_hidden_layers}-layer {host.family} model")
+    specs = parse_plan(plan, len(found), config.num_attention_heads, owner=f"the {config.model_type} model")
+    model = model if inplace else copy.deepcopy(model)
+    found = host.attention_modules(model)
+    sources = map_sources(specs)
+    emit = {s for s in sources if s is not None}
+    state = PlanState()
+    for i, ((parent, attr, module), spec) in enumerate(zip(found, specs)):
+        core = get_kind(spec.kind).retrofit(spec, host.source(module, config.num_attention_heads))
+        core.to(device=module.get_parameter(f"{host.qkv[0]}.weight").device,
+                dtype=module.get_parameter(f"{host.qkv[0]}.weight").dtype)
+        out_proj = getattr(module, host.out_proj) if host.out_proj else None
+        setattr(parent, attr, PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj))
+    setattr(model.config, PLAN_KEY, [str(s) for s in specs])
+    model.config._attn_implementation = interface.register()
+    return model
+
+
+def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, overwrite: bool = False) -> Path:
+    """Write a converted model to `directory`: config.json (with the plan) and model.safetensors,
+    plus the tokenizer when given. Written to a temporary directory and renamed, so a crash leaves
+    nothing half-written; an existing directory is replaced only with `overwrite=True`."""
+    from safetensors.torch import save_file
+
+    target = Path(directory)
+    if plan_of(model) is None:
+        raise ValueError("save() takes a converted model (attnreuse.hf.convert); save a plain model with save_pretrained")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.config.save_pretrained(tmp)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", PLAN_KEY: json.dumps(plan_of(model))})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load(directory: str | os.PathLike) -> nn.Module:
+    """A converted model saved by `save` (or a plain `transformers` directory, converted to nothing)."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from attnreuse.hf.source import load_config
+
+    directory = Path(directory)
+    config = load_config(directory)
+    plan = getattr(config, PLAN_KEY, None)
+    if plan is None:
+        raise ValueError(f"{directory} holds no attnreuse plan ({PLAN_KEY} missing from config.json); load it with transformers")
+    interface.register()
+    config._attn_implementation = "sdpa"
+    arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
+    cls = getattr(transformers, arch, None) or transformers.AutoModel
+    delattr(config, PLAN_KEY)
+    base = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
+    model = convert(base, plan, inplace=True)
+    weights = directory / WEIGHTS
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing and all(k.startswith("pooler.") for k in missing) and getattr(model, "pooler", None) is not None:
+        model.pooler, missing = None, []  # saved from a model built without its pooling layer
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match plan {plan}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()

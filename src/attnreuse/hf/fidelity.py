@@ -1,0 +1,74 @@
+"""How faithfully a converted encoder reproduces the original on held-out text.
+
+- cosine: mean over texts of cos(pooled_converted, pooled_original), where pooled is the mean of the
+  last hidden states over real tokens (sentence-transformers' pooling for all-MiniLM-L6-v2);
+- top-10 overlap: for each held-out text, its 10 nearest other held-out texts by cosine of pooled
+  embeddings under each model; the mean fraction they share (retrieval agreement);
+- label agreement (models with a classification head): fraction of equal argmax labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["batches", "embed", "fidelity", "mean_pool", "topk_overlap"]
+
+
+def batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
+    """Tokenised batches (padded to the longest in the batch, truncated to `max_length`)."""
+    for i in range(0, len(texts), batch_size):
+        yield tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
+    """hidden [B, N, C], mask [B, N] (1 = real token) -> [B, C]."""
+    m = mask[..., None].to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int = 128) -> tuple[Tensor, Tensor | None]:
+    """(pooled embeddings [T, C], logits [T, L] or None) of `texts`."""
+    pooled, logits = [], []
+    for batch in batches(tokenizer, texts, batch_size, max_length):
+        out = model(**batch, output_hidden_states=True)
+        hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out.hidden_states[-1]
+        pooled.append(mean_pool(hidden, batch["attention_mask"]))
+        if getattr(out, "logits", None) is not None:
+            logits.append(out.logits)
+    return torch.cat(pooled), (torch.cat(logits) if logits else None)
+
+
+def topk_overlap(a: Tensor, b: Tensor, k: int = 10) -> float:
+    """Mean fraction of shared k nearest neighbours (cosine, self excluded) of rows of a vs rows of b."""
+    if a.shape[0] <= k:
+        raise ValueError(f"top-{k} overlap needs more than {k} texts, got {a.shape[0]}")
+
+    def neighbours(x: Tensor) -> Tensor:
+        x = F.normalize(x.double(), dim=-1)
+        sim = x @ x.T
+        sim.fill_diagonal_(-2.0)
+        return sim.topk(k, dim=-1).indices
+
+    na, nb = neighbours(a), neighbours(b)
+    shared = (na[:, :, None] == nb[:, None, :]).any(-1).double().sum(-1)
+    return float(shared.mean() / k)
+
+
+def fidelity(model: nn.Module, reference: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32,
+             max_length: int = 128, k: int = 10) -> dict:
+    """{"cosine", "topk_overlap", "k", "texts", "label_agreement" (None without a head)} of model vs reference."""
+    e, logits = embed(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    e_ref, logits_ref = embed(reference, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    agree = None
+    if logits is not None and logits_ref is not None:
+        agree = float((logits.argmax(-1) == logits_ref.argmax(-1)).double().mean())
+    return {
+        "cosine": float(F.cosine_similarity(e.double(), e_ref.double(), dim=-1).mean()),
+        "topk_overlap": topk_overlap(e, e_ref, k),
+        "k": k,
+        "texts": len(texts),
+        "label_agreement": agree,
+    }

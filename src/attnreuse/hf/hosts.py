@@ -1,0 +1,64 @@
+"""Which `transformers` architectures host a plan, and where their attention sits.
+
+A host names, for one family: the attention module class it replaces, that module's query / key /
+value projections, and its output projection when the module owns one (ViT's `o_proj`; BERT's
+sits outside, in `BertSelfOutput`). Supported `model_type`s: `SUPPORTED`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from attnreuse.plan import SourceAttention
+
+__all__ = ["HOSTS", "SUPPORTED", "Host", "host_for"]
+
+
+@dataclass(frozen=True)
+class Host:
+    family: str
+    model_types: tuple[str, ...]
+    attention_suffix: str  # class-name suffix of the replaced module
+    qkv: tuple[str, str, str]
+    out_proj: str | None = None
+
+    def attention_modules(self, model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+        """(parent, attribute, module) of every replaced attention module, in layer order."""
+        found = []
+        for name, module in model.named_modules():
+            if type(module).__name__.endswith(self.attention_suffix) and "Cross" not in type(module).__name__:
+                parent_name, _, attr = name.rpartition(".")
+                found.append((model.get_submodule(parent_name), attr, module))
+        return found
+
+    def source(self, module: nn.Module, num_heads: int) -> SourceAttention:
+        linears = [getattr(module, n) for n in self.qkv]
+        dim = linears[0].in_features
+        if any(lin.out_features != dim for lin in linears):
+            raise ValueError(f"{self.family}: attention width {linears[0].out_features} differs from the hidden size {dim}")
+        return SourceAttention(
+            dim=dim,
+            num_heads=num_heads,
+            weights={k: lin.weight.detach() for k, lin in zip(("query", "key", "value"), linears)},
+            biases={k: None if lin.bias is None else lin.bias.detach() for k, lin in zip(("query", "key", "value"), linears)},
+            scale=float(getattr(module, "scaling", (dim // num_heads) ** -0.5)),
+        )
+
+
+HOSTS = (
+    Host("bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra"), "SelfAttention", ("query", "key", "value")),
+    Host("vit", ("vit", "deit"), "Attention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj"),
+)
+SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
+
+
+def host_for(config) -> Host:
+    model_type = getattr(config, "model_type", None)
+    for host in HOSTS:
+        if model_type in host.model_types:
+            if getattr(config, "is_decoder", False):
+                raise ValueError(f"{model_type} configured as a decoder (is_decoder=True): attnreuse hosts encoders only")
+            return host
+    raise ValueError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")

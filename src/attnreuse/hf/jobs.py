@@ -1,0 +1,184 @@
+"""The hf jobs behind `attnreuse hf ...`: analyse, convert, distil, evaluate, export.
+
+Each job checks its arguments and its output path before any work, writes atomically, and
+returns the record it wrote. Directories: a converted model is a directory `save` writes
+(config.json with the plan, model.safetensors, the tokenizer); a distillation run directory holds
+config.json, checkpoints/, metrics.jsonl, summary.json and model/ (the distilled converted model).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse.hf.rundir import claim_output, run_lock
+
+__all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
+
+
+def _model_and_tokenizer(directory: str):
+    from attnreuse.hf.source import load_source, load_tokenizer
+
+    model, _ = load_source(directory)
+    return model, load_tokenizer(directory)
+
+
+def _converted(directory: str):
+    """A converted model and its tokenizer from a `convert` output or a `distill` run directory."""
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.source import load_tokenizer
+
+    path = Path(directory)
+    if (path / "summary.json").is_file() and (path / "model").is_dir():
+        path = path / "model"
+    return load(path), load_tokenizer(path)
+
+
+def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * matrix.shape[1], 1.0 + 0.45 * matrix.shape[0]))
+    im = ax.imshow(matrix.numpy(), vmin=0, vmax=1, cmap="viridis")
+    for (i, j), v in ((ij, matrix[ij].item()) for ij in ((i, j) for i in range(matrix.shape[0]) for j in range(matrix.shape[1]))):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_yticks(range(matrix.shape[0]))
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int = 64, tokens: int = 512,
+                budget: float = 0.67, min_score: float = 0.5, force: bool = False) -> dict:
+    from attnreuse.hf.analyze import capture, suggest
+    from attnreuse.hf.hosts import host_for
+    from attnreuse.hf.text import load_texts, split
+
+    if texts < 2:
+        raise ValueError(f"--texts must be at least 2, got {texts}")
+    if not 0 < budget <= 1:
+        raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
+    out = claim_output(output, force=force)
+    model, tok = _model_and_tokenizer(model_dir)
+    _, held = split(load_texts(text))
+    with run_lock(out):
+        red = capture(model, tok, held[:texts])
+        host = host_for(model.config)
+        src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
+        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
+        record = {"model": str(model_dir), "text": text, "redundancy": red.to_json(), "suggestion": plan}
+        _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
+        _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
+        _heatmap(out / "output_cka.png", red.output_cka, "attention-output CKA between layers", "layer", "layer")
+        atomic_write_json(out / "analysis.json", record)
+    return record
+
+
+def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib", evaluate: bool = True,
+                force: bool = False) -> dict:
+    from attnreuse.hf.convert import convert, plan_of, save
+    from attnreuse.hf.fidelity import fidelity
+    from attnreuse.hf.text import load_texts, split
+
+    target = Path(output)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"--output {target} is an existing file; give a directory path")
+    if target.exists() and not force:
+        raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+    model, tok = _model_and_tokenizer(model_dir)
+    held = split(load_texts(text))[1] if evaluate else None
+    converted = convert(model, plan)
+    record = {"source": str(model_dir), "plan": plan_of(converted)}
+    if evaluate:
+        record["fidelity"] = fidelity(converted.eval(), model, tok, held)
+    converted.config.attnreuse_source = str(Path(model_dir).resolve())
+    save(converted, target, tokenizer=tok, overwrite=force)
+    atomic_write_json(target / "convert.json", record)
+    return record
+
+
+def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str = "stdlib", resume: bool = False,
+                force: bool = False, progress: bool = True) -> dict:
+    from dataclasses import asdict
+
+    from attnreuse.hf.convert import save
+    from attnreuse.hf.distill import run_distillation
+    from attnreuse.hf.fidelity import fidelity
+    from attnreuse.hf.text import load_texts, split
+
+    if resume and force:
+        raise ValueError("--resume continues a run and --force replaces it; give one of them")
+    out = claim_output(output, force=force, resume=resume)
+    if resume:
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
+        if json.loads(saved.read_text()) != asdict(cfg):
+            raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
+    teacher, tok = _model_and_tokenizer(teacher_dir)
+    student, _ = _converted(init_dir)
+    train, held = split(load_texts(text))
+    with run_lock(out):
+        atomic_write_json(out / "config.json", asdict(cfg))
+        atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir), "text": text})
+        before = fidelity(student, teacher, tok, held) if not resume else None
+        t0 = time.perf_counter()
+        result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
+        after = fidelity(student, teacher, tok, held)
+        save(student, out / "model", tokenizer=tok, overwrite=True)
+        summary = {**result, "wall_s": time.perf_counter() - t0, "fidelity_before": before, "fidelity": after,
+                   "plan": student.config.attnreuse_plan}
+        atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", tokens: int = 512,
+             runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
+             speed: bool = True, json_path: str | None = None) -> dict:
+    from attnreuse.hf.fidelity import fidelity
+    from attnreuse.hf.speed import measure_speed
+    from attnreuse.hf.text import load_texts, split
+
+    if not candidates:
+        raise ValueError("give at least one converted model directory to evaluate")
+    teacher, tok = _model_and_tokenizer(teacher_dir)
+    models = {}
+    for c in candidates:
+        models[str(c)], _ = _converted(c)
+    _, held = split(load_texts(text))
+    rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, teacher, tok, held)} for name, m in models.items()}
+    speed_records = []
+    if speed:
+        speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
+                                      tokens=tokens, runtimes=runtimes, rounds=rounds, repeats=repeats, threads=threads)
+    record = {"teacher": str(teacher_dir), "text": text, "candidates": rows, "speed": speed_records}
+    if json_path:
+        atomic_write_json(json_path, record)
+    return record
+
+
+def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64) -> dict:
+    from attnreuse.hf.export import export_encoder
+    from attnreuse.hf.text import stdlib_docstrings
+
+    target = Path(output)
+    if target.exists() and not force:
+        raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+    if target.suffix != ".onnx":
+        raise ValueError(f"--output must name a .onnx file, got {target}")
+    model, tok = _converted(model_dir)
+    texts = stdlib_docstrings(limit=8)  # real text of several lengths, so the check runs with padding
+    batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    result = export_encoder(model, target, batch)
+    return {"path": result.path, "size_bytes": result.size_bytes, "max_abs_diff": result.max_abs_diff,
+            "max_abs_output": result.max_abs_output, "relative_diff": result.relative_diff}

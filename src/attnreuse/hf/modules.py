@@ -1,0 +1,68 @@
+"""The module that takes a host's attention module's place and runs one plan layer.
+
+`PlanAttention` keeps the host's call signature (hidden states and mask in; output and no attention
+weights out) and delegates to its kind (`attnreuse.plan`). Layers hand each other what a plan needs
+through one `PlanState` shared by the model's plan layers: the maps later layers apply, and the
+previous layer's attention output. Layer 0 clears it, so nothing outlives a forward.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnreuse.hf.interface import as_bias
+from attnreuse.layers.token_attention import key_mask_from_bias
+from attnreuse.plan import LayerSpec, get_kind
+
+__all__ = ["PlanAttention", "PlanState"]
+
+
+class PlanState:
+    """Cross-layer values of one forward: maps [B, Hm, N, N] by producing layer, the previous output [B, N, C]."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.maps: dict[int, Tensor] = {}
+        self.previous: Tensor | None = None
+
+
+class PlanAttention(nn.Module):
+    """Layer `index` of a plan: hidden_states [B, N, C], attention_mask (additive or bool,
+    broadcastable to [B, 1, N, N]) -> (output [B, N, C], None).
+
+    `core`: the kind's module (`Kind.retrofit`); `out_proj`: the host's output projection when the
+    replaced module owned one (else None, and the host projects after this module).
+    """
+
+    def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
+                 emit_map: bool, state: PlanState, out_proj: nn.Module | None = None) -> None:
+        super().__init__()
+        self.core = core
+        self.out_proj = out_proj
+        self.spec = spec
+        self.kind = get_kind(spec.kind)
+        self.index = index
+        self.map_source = map_source
+        self.emit_map = emit_map
+        self._state = state
+
+    def extra_repr(self) -> str:
+        src = f", applies the map of layer {self.map_source}" if self.map_source is not None else ""
+        return f"layer={self.index}, kind={self.spec}{src}" + (", emits its map" if self.emit_map else "")
+
+    def forward(self, hidden_states: Tensor, attention_mask: Tensor | None = None, *args, **kwargs):
+        state = self._state
+        if self.index == 0:
+            state.clear()
+        bias = as_bias(attention_mask, hidden_states.dtype)
+        key_mask = key_mask_from_bias(bias, hidden_states.shape[1]) if bias is not None else None
+        attn_map = state.maps.get(self.map_source) if self.map_source is not None else None
+        out, new_map = self.kind.run(self.core, hidden_states, bias, key_mask, attn_map, state.previous, self.emit_map)
+        if new_map is not None:
+            state.maps[self.index] = new_map
+        state.previous = out
+        if self.out_proj is not None:
+            out = self.out_proj(out)
+        return out, None

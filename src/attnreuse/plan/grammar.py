@@ -1,0 +1,75 @@
+"""The plan grammar: parsed once, here, for every host.
+
+A plan is one kind for every layer ("reuse"), or one entry per layer given as a sequence or a
+comma-separated string ("mha,share,mha,share"). An entry is `kind` or `kind:ARG` where the kind
+takes an argument (`reuse:G`: G maps). A layer whose kind `needs_map` applies the map of the
+closest earlier layer that `computes_map`; one that `needs_previous` cannot be first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attnreuse.plan.registry import LayerSpec, get_kind
+
+__all__ = ["format_plan", "map_sources", "parse_plan"]
+
+
+def _entries(plan: object, depth: int, owner: str) -> list[str]:
+    if isinstance(plan, str):
+        entries = [e.strip() for e in plan.split(",")]
+        if len(entries) == 1:
+            return entries * depth
+    elif isinstance(plan, Sequence) and not isinstance(plan, (bytes, bytearray)):
+        entries = list(plan)
+    else:
+        raise TypeError(f"plan must be a str or a sequence of str, got {type(plan).__name__}")
+    if len(entries) != depth:
+        raise ValueError(f"plan has {len(entries)} entries but {owner} has {depth} layers; give one kind or one per layer")
+    return entries
+
+
+def parse_plan(plan: object, depth: int, num_heads: int, owner: str = "the model") -> tuple[LayerSpec, ...]:
+    """Validate `plan` for `owner` with `depth` layers of `num_heads` heads -> one LayerSpec per layer."""
+    specs = []
+    for i, entry in enumerate(_entries(plan, depth, owner)):
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError(f"plan[{i}] must be a kind name, got {entry!r}")
+        name, _, arg = entry.strip().lower().partition(":")
+        where = f"plan[{i}]={entry!r}"
+        try:
+            kind = get_kind(name)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        specs.append(LayerSpec(name, kind.parse_arg(arg, num_heads, where)))
+    map_sources(specs)
+    return tuple(specs)
+
+
+def map_sources(specs: Sequence[LayerSpec]) -> tuple[int | None, ...]:
+    """For each layer, the index of the layer whose map it applies (None for kinds that apply none)."""
+    last_map, sources = None, []
+    for i, spec in enumerate(specs):
+        kind = get_kind(spec.kind)
+        if kind.needs_previous and i == 0:
+            raise ValueError(f"plan[0]={str(spec)!r}: the first layer has no previous layer to read from")
+        if kind.needs_map:
+            if last_map is None:
+                raise ValueError(f"plan[{i}]={str(spec)!r} has no earlier layer computing a softmax map")
+            sources.append(last_map)
+        else:
+            sources.append(None)
+        if kind.computes_map:
+            last_map = i
+    return tuple(sources)
+
+
+def format_plan(specs: Sequence[LayerSpec]) -> str:
+    """Compact text: runs of one kind as 'kind xN', e.g. 'mha, share, mha x2'."""
+    runs: list[list] = []
+    for spec in specs:
+        if runs and runs[-1][0] == str(spec):
+            runs[-1][1] += 1
+        else:
+            runs.append([str(spec), 1])
+    return ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in runs)

@@ -1,0 +1,76 @@
+"""`reuse` / `reuse:G`: Reuse Attention (UniForm): G softmax maps (default 1) shared by all heads.
+
+Retrofit (zero-shot): the G maps' query/key projections are the best rank-d approximation
+(d = head width) of the mean score of the heads in their group. Head h's score is the bilinear
+form s (W_q,h x_i + b_q,h) . (W_k,h x_j + b_k,h) = x~_i^T A_h x~_j with x~ = [x; 1] and
+A_h = s [W_q,h | b_q,h]^T [W_k,h | b_k,h], a (C+1) x (C+1) matrix; the group's mean form
+M = mean_h A_h is factored by SVD, M ~ U S V^T truncated to d, and the new query / key rows are
+(U S^1/2)^T and (V S^1/2)^T (the last column is the bias). So the map starts as softmax of the
+heads' mean score as far as d dimensions carry it; values are kept as they were.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attnreuse.layers.token_attention import MapSelfAttention
+from attnreuse.plan._copy import copy_projection
+from attnreuse.plan.registry import Kind, register_kind
+
+
+def _augmented(src, name: str, rows: slice) -> torch.Tensor:
+    """[W | b] rows of projection `name`, float64: [len(rows), C + 1]."""
+    w = src.weights[name][rows].double()
+    b = src.biases[name]
+    b = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b[rows].double()
+    return torch.cat([w, b[:, None]], dim=1)
+
+
+def mean_score_factors(src, heads: range, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-`rank` factors (P, Q), each [rank, C + 1], with P^T Q ~ the mean score form of `heads`."""
+    d = src.head_dim
+    form = sum(
+        _augmented(src, "query", slice(h * d, (h + 1) * d)).T @ _augmented(src, "key", slice(h * d, (h + 1) * d))
+        for h in heads
+    ) * (src.scale / len(heads))
+    U, S, Vh = torch.linalg.svd(form)
+    root = S[:rank].sqrt()
+    return (U[:, :rank] * root).T, Vh[:rank] * root[:, None]
+
+
+class Reuse(Kind):
+    name = "reuse"
+    computes_map = True
+    help = "Reuse Attention: one map (reuse:G, G maps) shared by every value head"
+
+    def parse_arg(self, arg, num_heads, where):
+        if not arg:
+            return None  # one map
+        if not arg.isdigit() or int(arg) < 1 or num_heads % int(arg):
+            raise ValueError(f"{where}: G in 'reuse:G' must be a positive divisor of the {num_heads} heads")
+        return int(arg)
+
+    def retrofit(self, spec, src):
+        G, d, H = spec.arg or 1, src.head_dim, src.num_heads
+        core = MapSelfAttention(src.dim, H, qk_heads=G, qk_dim=G * d, scale=1.0, bias=True)
+        per = H // G
+        with torch.no_grad():
+            for g in range(G):
+                P, Q = mean_score_factors(src, range(g * per, (g + 1) * per), d)
+                rows = slice(g * d, (g + 1) * d)
+                for lin, f in ((core.query, P), (core.key, Q)):
+                    lin.weight[rows] = f[:, :-1].to(lin.weight.dtype)
+                    lin.bias[rows] = f[:, -1].to(lin.bias.dtype)
+        copy_projection(core.value, src, "value")
+        return core
+
+    def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
+        if emit_map:
+            return core(x, key_bias, return_map=True)
+        return core(x, key_bias), None
+
+    def parameters_kept(self):
+        return ("value",)
+
+
+register_kind(Reuse())

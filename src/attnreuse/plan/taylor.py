@@ -1,0 +1,29 @@
+"""`taylor`: ViTALiTy (HPCA 2023) linear Taylor attention, keys centred over the real tokens;
+keeps the dense layer's Q/K/V (the expansion approximates the same softmax)."""
+
+from __future__ import annotations
+
+from attnreuse.layers.token_attention import TaylorSelfAttention
+from attnreuse.plan._copy import copy_projection
+from attnreuse.plan.registry import Kind, register_kind
+
+
+class Taylor(Kind):
+    name = "taylor"
+    help = "ViTALiTy linear Taylor attention, O(N d^2)"
+
+    def retrofit(self, spec, src):
+        core = TaylorSelfAttention(src.dim, src.num_heads, bias=src.biases["query"] is not None)
+        core.scale = src.scale
+        for name in ("query", "key", "value"):
+            copy_projection(getattr(core, name), src, name)
+        return core
+
+    def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
+        return core(x, key_mask), None
+
+    def parameters_kept(self):
+        return ("query", "key", "value")
+
+
+register_kind(Taylor())

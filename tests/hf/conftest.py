@@ -1,0 +1,61 @@
+"""Tiny random-weight transformers encoders and a word-level tokenizer the tests build (no download)."""
+
+from __future__ import annotations
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+
+WORDS = ("return the value of a list with items and keys from this file or path when given by name "
+         "open close read write number string object class method function module error test data").split()
+
+
+def tiny_config(kind: str = "bert", **overrides):
+    common = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if kind == "bert":
+        return transformers.BertConfig(vocab_size=len(WORDS) + 5, max_position_embeddings=64, **{**common, **overrides})
+    if kind == "roberta":
+        return transformers.RobertaConfig(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1,
+                                          **{**common, **overrides})
+    if kind == "vit":
+        return transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, **{**common, **overrides})
+    raise ValueError(kind)
+
+
+def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
+    import torch
+
+    torch.manual_seed(seed)
+    cls = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel, "vit": transformers.ViTModel}[kind]
+    model = cls(tiny_config(kind, **overrides), add_pooling_layer=False)
+    return model.eval()
+
+
+def tiny_tokenizer(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    return transformers.BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) for _ in range(n)]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A saved tiny BERT with its tokenizer: a local transformers directory as a user would have."""
+    directory = tmp_path / "tiny-bert"
+    tiny_model("bert").save_pretrained(directory)
+    tiny_tokenizer(tmp_path).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(sentences(160)) + "\n")
+    return path
