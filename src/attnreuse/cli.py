@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         # User errors get one clear line, not a stack trace.
         print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"attnreuse {args.command}: interrupted; files already written are complete (a run "
+              "directory keeps its last checkpoint: continue it with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
 
     torch.manual_seed(seed)
     cls = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel, "vit": transformers.ViTModel}[kind]
-    model = cls(tiny_config(kind, **overrides), add_pooling_layer=False)
+    model = cls(tiny_config(kind, **overrides))
     return model.eval()
 
 

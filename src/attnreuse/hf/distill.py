@@ -157,7 +157,7 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         loss_t.backward()
         opt.step()
         sched.step()
-        loss = float(loss_t)
+        loss = float(loss_t.detach())
         if rank == 0:
             with open(metrics, "a") as fh:
                 fh.write(json.dumps({"step": step + 1, "loss": loss, "lr": sched.get_last_lr()[0], **parts}) + "\n")

@@ -20,9 +20,18 @@ from attnreuse.hf.rundir import claim_output, run_lock
 __all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
 
 
+def _quiet_transformers() -> None:
+    """The jobs print their own progress: transformers' loading bars and load reports stay off."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def _model_and_tokenizer(directory: str):
     from attnreuse.hf.source import load_source, load_tokenizer
 
+    _quiet_transformers()
     model, _ = load_source(directory)
     return model, load_tokenizer(directory)
 

@@ -24,7 +24,7 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     if tokens > max_pos:
         raise ValueError(f"--tokens {tokens} exceeds the model's {max_pos} positions")
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, config.vocab_size, (batch, tokens), generator=g)
+    ids = torch.randint(min(1000, config.vocab_size // 2), config.vocab_size, (batch, tokens), generator=g)
     return {"input_ids": ids, "attention_mask": torch.ones(batch, tokens, dtype=torch.long)}
 
 

@@ -1,0 +1,146 @@
+"""The `attnreuse hf` command line on a tiny saved BERT: every job, exact resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnreuse.cli import main
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what the fixtures printed
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_convert_distill_eval_export(tmp_path, capsys, model_dir, text_file):
+    conv = tmp_path / "conv"
+    code, out, _ = _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "mha,share,mha,share",
+                        "--text", str(text_file), "--output", str(conv))
+    assert code == 0 and "zero-shot cosine" in out
+    assert json.loads((conv / "config.json").read_text())["attnreuse_plan"] == ["mha", "share", "mha", "share"]
+    run = tmp_path / "run"
+    code, out, _ = _run(capsys, "hf", "distill", "--teacher", str(model_dir), "--init", str(conv), "--text", str(text_file),
+                        "--output", str(run), "--steps", "6", "--batch-size", "8", "--warmup-steps", "1",
+                        "--checkpoint-every", "3", "--no-progress")
+    assert code == 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["fidelity"]["cosine"] > 0.5
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 6
+    code, out, _ = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(conv), str(run), "--text", str(text_file),
+                        "--tokens", "16", "--rounds", "2", "--repeats", "4", "--threads", "1", "--json", str(tmp_path / "e.json"))
+    assert code == 0 and "of ideal" in out
+    record = json.loads((tmp_path / "e.json").read_text())
+    assert {s["model"] for s in record["speed"]} == {"original (sdpa)", str(conv), str(run)}
+    assert all(s["mac_ideal"] > 1.0 for s in record["speed"] if s["model"] != "original (sdpa)")
+    code, out, _ = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "m.onnx"))
+    assert code == 0 and (tmp_path / "m.onnx").is_file()
+
+
+def test_distillation_resumes_exactly(tmp_path, capsys, model_dir, text_file):
+    conv = tmp_path / "conv"
+    assert _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "reuse", "--no-eval", "--output", str(conv))[0] == 0
+    common = ["hf", "distill", "--teacher", str(model_dir), "--init", str(conv), "--text", str(text_file),
+              "--batch-size", "8", "--warmup-steps", "1", "--checkpoint-every", "2", "--no-progress", "--steps", "6"]
+    assert _run(capsys, *common, "--output", str(tmp_path / "full"))[0] == 0
+    # the same run interrupted right after its step-4 checkpoint, then resumed with the same flags
+    from attnreuse.hf import distill
+
+    save = distill._save_checkpoint
+
+    def save_then_stop(run_dir, step, *args):
+        save(run_dir, step, *args)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "_save_checkpoint", save_then_stop)
+        assert _run(capsys, *common, "--output", str(part))[0] == 130
+    assert json.loads((part / "checkpoint.json").read_text())["step"] == 4
+    assert _run(capsys, *common, "--output", str(part), "--resume")[0] == 0
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "full/model/model.safetensors")), load_file(str(part / "model/model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_analyze_writes_heatmaps_and_a_plan(tmp_path, capsys, model_dir, text_file):
+    out = tmp_path / "an"
+    code, text, _ = _run(capsys, "hf", "analyze", "--model", str(model_dir), "--text", str(text_file), "--texts", "12",
+                         "--tokens", "32", "--budget", "0.8", "--min-score", "0", "--output", str(out))
+    assert code == 0 and "suggested plan" in text
+    record = json.loads((out / "analysis.json").read_text())
+    red = record["redundancy"]
+    assert len(red["head_to_mean"]) == 4 and len(red["head_to_mean"][0]) == 4
+    assert all(abs(red["layer_map_cosine"][i][i] - 1) < 1e-6 for i in range(4))
+    s = record["suggestion"]
+    assert s["plan"][0] == "mha" and s["macs"] <= 0.8 * s["mha_macs"]
+    assert {p.name for p in out.glob("*.png")} == {"head_to_mean.png", "layer_map_cosine.png", "output_cka.png"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["convert", "--model", "{tmp}/nowhere", "--plan", "mha"], "model directory {tmp}/nowhere does not exist"),
+        (["convert", "--model", "{tmp}", "--plan", "mha"], "is not a transformers model directory: no config.json"),
+        (["convert", "--model", "{model}", "--plan", "mha,share"], "plan has 2 entries but the bert model has 4 layers"),
+        (["convert", "--model", "{model}", "--plan", "mha", "--text", "{tmp}/empty.txt"], "no non-blank lines"),
+        (["convert", "--model", "{model}", "--plan", "mha", "--text", "{tmp}/missing.txt"], "--text {tmp}/missing.txt: no such file"),
+        (["distill", "--teacher", "{model}", "--init", "{model}", "--steps", "0"], "--steps must be a positive int"),
+        (["distill", "--teacher", "{model}", "--init", "{model}", "--lr", "inf"], "--lr must be a finite number"),
+        (["distill", "--teacher", "{model}", "--init", "{model}"], "holds no attnreuse plan"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, model_dir, argv, message):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    fill = dict(tmp=tmp_path, model=model_dir)
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "hf", *[a.format(**fill) for a in argv], "--output", str(out))
+    assert code == 2
+    assert message.format(**fill) in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(p.name != ".lock" for p in out.iterdir())
+
+
+def test_unsupported_architecture_is_named(tmp_path, capsys):
+    import transformers
+
+    d = tmp_path / "gpt2"
+    transformers.GPT2Model(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=50)).save_pretrained(d)
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(d), "--plan", "mha", "--output", str(tmp_path / "o"))
+    assert code == 2 and "model_type 'gpt2' is not supported; supported: bert" in err
+
+
+def test_outputs_are_not_overwritten_without_force(tmp_path, capsys, model_dir, text_file):
+    conv = tmp_path / "conv"
+    args = ["hf", "convert", "--model", str(model_dir), "--plan", "reuse", "--no-eval", "--output", str(conv)]
+    assert _run(capsys, *args)[0] == 0
+    before = (conv / "model.safetensors").read_bytes()
+    code, _, err = _run(capsys, *args[:-4], "taylor", "--no-eval", "--output", str(conv))
+    assert code == 2 and "pass --force" in err
+    assert (conv / "model.safetensors").read_bytes() == before
+    assert _run(capsys, *args[:-4], "taylor", "--no-eval", "--output", str(conv), "--force")[0] == 0
+    assert json.loads((conv / "config.json").read_text())["attnreuse_plan"] == ["taylor"] * 4
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "mha", "--output", str(text_file))
+    assert code == 2 and "is an existing file" in err
+
+
+def test_a_run_directory_has_one_writer(tmp_path):
+    import os
+
+    from attnreuse.hf.rundir import run_lock
+
+    with run_lock(tmp_path / "run"):
+        (tmp_path / "run" / ".lock").write_text(str(os.getppid()))  # as if another live process held it
+        with pytest.raises(FileExistsError, match="is being written by another job"):
+            with run_lock(tmp_path / "run"):
+                pass
+    (tmp_path / "run" / ".lock").write_text("999999999")  # a dead writer's lock is taken over
+    with run_lock(tmp_path / "run"):
+        pass
