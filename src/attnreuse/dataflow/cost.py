@@ -58,6 +58,7 @@ class Phase:
     peak_elems: float
     tile: str = ""
     fresh_elems: float = 0.0  # output elements written into one freshly allocated host tensor
+    spilled: float = 0.0  # fraction of a fused tile's scores sent off chip ("spill-scores")
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _baseline_on_chip(w: Workload, hw: Hardware) -> list[Phase]:
 
 
 def _fused(
-    w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: bool, io: int = 2, spill: bool = False
+    w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: bool, io: int = 2, spill: int = 0
 ) -> Phase:
     """Logit + softmax + Attend fused over one tile; the scores never leave the buffer.
 
@@ -213,22 +214,27 @@ def _fused(
     Hv / Hq value heads); "row": `rows` query rows of one map with full score rows, K and V either
     resident for the whole head (read once) or streamed again for every row tile.
     io: copies of each I/O tile in the footprint (2 double-buffered, 1 not).
-    spill: (row only) the scores go off chip as in the unfused execution (4 N^2 a map: written by
-    Logit, read and written by the softmax, read by Attend) while the operators stay pipelined;
-    only a chunk of score columns is on chip, K and V stream.
+    spill: (row only; 0 = never) K and V stream and the part of the score tile the buffer cannot
+    hold goes off chip, `spill` elements moved per spilled score (4 as unfused: written by Logit,
+    read and written by the softmax, read by Attend; 2: written and read once), while the
+    operators stay pipelined.
     """
     bh, n, g, dk, dv = w.batch * w.q_heads, w.seq_len, w.map_sharing, w.dk, w.dv
     q_o = n * (dk + g * dv)  # one map's Q in and O out
     k_v = n * (dk + g * dv)  # one map's K and V
+    spilled = 0.0
     if granularity in ("batch", "head"):
         heads = w.q_heads if granularity == "batch" else 1
         peak = heads * (io * (q_o + k_v) + n * n)
         offchip = bh * (q_o + k_v)
         tile = granularity
     elif spill:
-        peak = io * (rows + STREAM) * (dk + g * dv) + io * rows * STREAM
-        offchip = bh * (q_o + k_v * math.ceil(n / rows)) + 4 * bh * n * n
-        tile = f"row R={rows} scores spilled"
+        fixed = io * (rows + STREAM) * (dk + g * dv) + io * rows * STREAM  # I/O, K/V and score chunks
+        held = min(rows * n, max(0.0, hw.buffer_bytes / hw.elem_bytes - fixed))
+        spilled = 1.0 - held / (rows * n)
+        peak = fixed + held
+        offchip = bh * (q_o + k_v * math.ceil(n / rows)) + spill * spilled * bh * n * n
+        tile = f"row R={rows} kv=streamed" + (f" scores {100 * spilled:.3g}% spilled" if spilled else "")
     else:
         kv = k_v if kv_resident else io * STREAM * (dk + g * dv)
         peak = io * rows * (dk + g * dv) + rows * n + kv
@@ -247,6 +253,7 @@ def _fused(
         onchip_elems=offchip + _array_reads(macs, hw) + scores + bh * n * g * dv + 2.0 * scores,
         peak_elems=peak,
         tile=tile,
+        spilled=spilled,
     )
 
 
@@ -256,7 +263,7 @@ def _flat_candidates(w: Workload, hw: Hardware, granularity: str, a: Assumptions
         return [_fused(w, hw, granularity, w.seq_len, True, io)]
     out = [_fused(w, hw, "row", r, res, io) for r in _tiles(w.seq_len) for res in (True, False)]
     if a.kv_spill == "spill-scores":
-        out += [_fused(w, hw, "row", r, False, io, spill=True) for r in _tiles(w.seq_len)]
+        out += [_fused(w, hw, "row", r, False, io, spill=a.spill_passes) for r in _tiles(w.seq_len)]
     return out
 
 
@@ -381,8 +388,9 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str, assumptions: Assumptions 
             if cand.peak_elems > budget:
                 continue
             res = _result(dataflow, w, hw, before + [cand] + after, cand.tile, True)
-            # Ties (compute-bound tiles) go to the larger tile: fewer, longer array passes.
-            key = (res.cycles, res.energy_j, -cand.peak_elems)
+            # Ties (compute-bound tiles) go to the tile spilling fewer scores (FLAT's aim: keep
+            # them on chip), then to the larger tile: fewer, longer array passes.
+            key = (res.cycles, cand.spilled, res.energy_j, -cand.peak_elems)
             if best is None or key < best[0]:
                 best = (key, res)
     if best is None:
