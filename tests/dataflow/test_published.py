@@ -10,8 +10,8 @@ import pytest
 
 from attnreuse.cli import main
 from attnreuse.dataflow import attention_layer, evaluate
-from attnreuse.dataflow.cost import _fused
 from attnreuse.dataflow.assumptions import CHOICES, DEFAULT, SETTINGS, Assumptions, get_setting
+from attnreuse.dataflow.cost import _fused
 from attnreuse.dataflow.published import (
     QUANTITIES,
     TOLERANCE,
