@@ -31,7 +31,7 @@ KEYS = {"preset", "model", "seq_len", "quantity", "assumptions", "predicted", "p
 def test_every_published_row_names_its_source():
     for name in ("fusemax_platforms.csv", "fusemax_models.csv", "fusemax_attention.csv", "flat_replay.csv"):
         rows = _rows(name)
-        assert rows and all(COMMIT in r["source"] and ".csv" in r["source"] or ".py" in r["source"] for r in rows)
+        assert rows and all(COMMIT in r["source"] and (".csv" in r["source"] or ".py" in r["source"]) for r in rows)
     assert len(_rows("fusemax_attention.csv")) == 2 * 4 * 6  # FLAT and unfused, 4 models, 1K..1M
     assert len(_rows("flat_replay.csv")) == 2 * 4 * 12  # edge and cloud, 4 models, 512..1M
     assert {p.quantity for p in points()} == set(QUANTITIES)

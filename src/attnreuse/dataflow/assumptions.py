@@ -1,7 +1,7 @@
 """The modelling choices on which published FLAT numbers disagree, each a named option.
 
 FLAT's own simulator (Kao et al., ASPLOS 2023), FuseMax's Timeloop re-model of FLAT (Nayak et al.,
-MICRO 2024; artifact FPSG-UIUC/micro24-fusemax-artifact) and this library's default differ in five
+MICRO 2024; artifact FPSG-UIUC/micro24-fusemax-artifact) and this library's default differ in six
 places. `Assumptions` names each so that one workload can be costed under any of the three
 settings (`SETTINGS`) or a mix. What each setting's values rest on is in docs/dataflow.md.
 

@@ -18,8 +18,9 @@ Assumptions, all stated here and in docs/dataflow.md:
   through in double-buffered chunks of STREAM elements; A is re-read once per column tile and B once
   per row tile; the tile is searched to minimise traffic within the buffer.
 - Double-buffered I/O tiles count twice in the footprint; the score tile once.
-- The five choices on which published FLAT models disagree (softmax unit, what a fused tile does
-  when K/V and the score rows do not fit, double-buffering, PE utilisation, the baseline's scores)
+- The six choices on which published FLAT models disagree (softmax unit, what a fused tile does
+  when K/V and the score rows do not fit and what a spilled score costs, double-buffering, PE
+  utilisation, the baseline's scores)
   are `Assumptions` (assumptions.py); `evaluate` takes one, the default is `assumptions.DEFAULT`.
 - On-chip bytes (energy only): every off-chip byte is staged through the buffer once, every matmul
   reads its operands from the buffer once per PE-array pass (2 / sqrt(array) elements a MAC) and
