@@ -4,6 +4,8 @@
                        [--scope model|attention] [--buffer-kib K] [--plot FILE.png] [--json FILE]
     attnreuse dataflow --paper [--json FILE]       FLAT's platforms/models, averages beside the paper
     attnreuse dataflow --validate [--seq 512,2048] [--json FILE]   model vs measured ratios here
+    attnreuse dataflow --published [--json FILE]   model vs FLAT's and FuseMax's published numbers
+    --assume attnreuse|flat-paper|fusemax          which modelling assumptions (default attnreuse)
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
+
+from attnreuse.dataflow.assumptions import SETTINGS
 
 __all__ = ["DataflowConfig", "register", "run"]
 
@@ -33,6 +37,7 @@ class DataflowConfig:
     batch: int = 64
     scope: str = "model"
     buffer_bytes: int | None = None
+    assume: str = "attnreuse"
 
     def __post_init__(self) -> None:
         if not self.seq_lens or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.seq_lens):
@@ -55,20 +60,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--hw", default="flat-edge", help="flat-edge, flat-cloud, jetson-orin or this-cpu")
-    parser.add_argument("--model", default="bert-base", help="bert-base, trxl, t5, xlm or a ViT-style timm name")
+    parser.add_argument("--hw", default=None, help="flat-edge (default), flat-cloud, jetson-orin or this-cpu")
+    parser.add_argument("--model", default=None, help="bert-base (default), trxl, t5, xlm or a ViT-style timm name")
     parser.add_argument("--seq", type=_seq_list, default=None,
                         help="comma-separated sequence lengths (default: 512,4096,65536 for the FLAT "
                         "models, the token count of an image model)")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--scope", choices=("model", "attention"), default="model",
-                        help="whole model (projections and FFN included) or attention cores only")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 64)")
+    parser.add_argument("--scope", choices=("model", "attention"), default=None,
+                        help="whole model (projections and FFN included; default) or attention cores only")
+    parser.add_argument("--assume", choices=tuple(SETTINGS), default=None,
+                        help="modelling assumptions: attnreuse (default), flat-paper (FLAT's own model) "
+                        "or fusemax (FuseMax's re-model of FLAT); see docs/dataflow.md")
     parser.add_argument("--buffer-kib", type=int, default=None, help="override the on-chip buffer size")
     parser.add_argument("--plot", default=None, help="PNG: speed-up and off-chip bytes against N")
     parser.add_argument("--json", default=None, help="write config and one record per (dataflow, N)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--paper", action="store_true", help="FLAT's four models on flat-edge/cloud vs the paper")
     mode.add_argument("--validate", action="store_true", help="predicted vs measured ratios on this CPU")
+    mode.add_argument("--published", action="store_true",
+                      help="predicted vs FLAT's and FuseMax's published numbers, each on its own configuration")
     parser.set_defaults(func=run)
 
 
@@ -79,16 +89,19 @@ def _run_model(args: argparse.Namespace) -> int:
     from attnreuse.dataflow.report import plot, table
     from attnreuse.dataflow.workload import MODELS, get_workload
 
-    workload = get_workload(args.model, batch=args.batch)
+    defaults = DataflowConfig()
+    model, batch = args.model or defaults.model, defaults.batch if args.batch is None else args.batch
+    workload = get_workload(model, batch=batch)
     # FLAT's language models default to a sweep; an image model to its own token count.
-    default_seq = DataflowConfig.seq_lens if args.model in MODELS else (workload.seq_len,)
+    default_seq = defaults.seq_lens if model in MODELS else (workload.seq_len,)
     cfg = DataflowConfig(
-        hw=args.hw,
-        model=args.model,
+        hw=args.hw or defaults.hw,
+        model=model,
         seq_lens=args.seq or default_seq,
-        batch=args.batch,
-        scope=args.scope,
+        batch=batch,
+        scope=args.scope or defaults.scope,
         buffer_bytes=None if args.buffer_kib is None else args.buffer_kib * 1024,
+        assume=args.assume or defaults.assume,
     )
     hw = get_hardware(cfg.hw)
     if cfg.buffer_bytes is not None:
@@ -96,8 +109,9 @@ def _run_model(args: argparse.Namespace) -> int:
     results = []
     for n in cfg.seq_lens:
         w = workload.with_seq(n)
-        results.extend(compare(w.attention() if cfg.scope == "attention" else w, hw))
-    print(f"{cfg.model} ({cfg.scope}, batch {cfg.batch}) on {hw.name}")
+        scoped = w.attention() if cfg.scope == "attention" else w
+        results.extend(compare(scoped, hw, assumptions=SETTINGS[cfg.assume]))
+    print(f"{cfg.model} ({cfg.scope}, batch {cfg.batch}) on {hw.name}, assumptions {cfg.assume}")
     print(table(results))
     if args.plot:
         plot(results, args.plot, title=f"{cfg.model} ({cfg.scope}) on {hw.name}, batch {cfg.batch}")
@@ -119,8 +133,9 @@ def _run_paper(args: argparse.Namespace) -> int:
     from attnreuse.dataflow.report import PAPER_SEQ_LENS, paper_comparison
 
     seq_lens = args.seq or PAPER_SEQ_LENS
-    records = paper_comparison(batch=args.batch, seq_lens=seq_lens)
-    print(f"FLAT vs per-operator baseline, batch {args.batch}, N = {','.join(map(str, seq_lens))} (means)")
+    batch = DataflowConfig.batch if args.batch is None else args.batch
+    records = paper_comparison(batch=batch, seq_lens=seq_lens)
+    print(f"FLAT vs per-operator baseline, batch {batch}, N = {','.join(map(str, seq_lens))} (means)")
     print(f"{'hardware':11s} {'scope':9s} {'model':9s} {'speedup':>8s} {'paper':>6s} {'energy saved':>12s} {'paper':>6s}")
     for r in records:
         print(
@@ -128,7 +143,7 @@ def _run_paper(args: argparse.Namespace) -> int:
             f"{r['paper_speedup']:5.2f}x {100 * r['energy_saving_mean']:11.0f}% {100 * r['paper_energy_saving']:5.0f}%"
         )
     if args.json:
-        atomic_write_json(args.json, {"batch": args.batch, "seq_lens": list(seq_lens), "records": records})
+        atomic_write_json(args.json, {"batch": batch, "seq_lens": list(seq_lens), "records": records})
     return 0
 
 
@@ -150,7 +165,46 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags that choose a configuration: --published runs each published figure's own configuration.
+_CONFIG_FLAGS = ("hw", "model", "seq", "batch", "scope", "buffer_kib", "plot", "assume")
+
+
+def _fmt(x: float | None) -> str:
+    return "never" if x is None else f"{x:.4g}"
+
+
+def _diff(x: float | None) -> str:
+    return "   n/a" if x is None else f"{100 * x:+5.0f}%"
+
+
+def _run_published(args: argparse.Namespace) -> int:
+    from attnreuse._io import atomic_write_json
+    from attnreuse.dataflow.published import TOLERANCE, compare_published
+
+    given = [f"--{f.replace('_', '-')}" for f in _CONFIG_FLAGS if getattr(args, f) is not None]
+    if given:
+        raise ValueError(f"--published runs each published figure's own configuration; drop {', '.join(given)}")
+    records = compare_published()
+    print(f"predicted vs published (ok: within {TOLERANCE:.0%} under the matching setting; N 0: over all lengths)")
+    print(f"{'preset':6s} {'model':5s} {'N':>8s} {'quantity':21s} {'setting':10s} {'predicted':>10s} "
+          f"{'published':>10s} {'diff':>6s} ok  {'default':>10s} {'diff':>6s}  gap closed by")
+    for r in records:
+        closed = r["default_gap_closed_by"] if r["within_tolerance"] else r["gap_closed_by"]
+        print(f"{r['preset']:6s} {r['model']:5s} {r['seq_len']:8d} {r['quantity']:21s} {r['setting']:10s} "
+              f"{_fmt(r['predicted']):>10s} {_fmt(r['published']):>10s} {_diff(r['rel_diff'])} "
+              f"{'ok' if r['within_tolerance'] else '--'}  {_fmt(r['default_predicted']):>10s} "
+              f"{_diff(r['default_rel_diff'])}  {', '.join(closed)}")
+    ok = sum(r["within_tolerance"] for r in records)
+    print(f"{ok} of {len(records)} within {TOLERANCE:.0%}; each record's source is in --json")
+    if args.json:
+        settings = {name: a.to_dict() for name, a in SETTINGS.items()}
+        atomic_write_json(args.json, {"tolerance": TOLERANCE, "settings": settings, "records": records})
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.published:
+        return _run_published(args)
     if args.paper:
         return _run_paper(args)
     if args.validate:

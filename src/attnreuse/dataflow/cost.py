@@ -18,6 +18,10 @@ Assumptions, all stated here and in docs/dataflow.md:
   through in double-buffered chunks of STREAM elements; A is re-read once per column tile and B once
   per row tile; the tile is searched to minimise traffic within the buffer.
 - Double-buffered I/O tiles count twice in the footprint; the score tile once.
+- The six choices on which published FLAT models disagree (softmax unit, what a fused tile does
+  when K/V and the score rows do not fit and what a spilled score costs, double-buffering, PE
+  utilisation, the baseline's scores)
+  are `Assumptions` (assumptions.py); `evaluate` takes one, the default is `assumptions.DEFAULT`.
 - On-chip bytes (energy only): every off-chip byte is staged through the buffer once, every matmul
   reads its operands from the buffer once per PE-array pass (2 / sqrt(array) elements a MAC) and
   writes its output once, and the softmax reads and writes each score once.
@@ -32,6 +36,7 @@ import math
 from dataclasses import dataclass
 
 from attnreuse.dataflow._calibrate import SOFTMAX_OPS_PER_ELEMENT
+from attnreuse.dataflow.assumptions import DEFAULT, Assumptions
 from attnreuse.dataflow.hardware import Hardware
 from attnreuse.dataflow.workload import Workload
 
@@ -54,6 +59,7 @@ class Phase:
     peak_elems: float
     tile: str = ""
     fresh_elems: float = 0.0  # output elements written into one freshly allocated host tensor
+    spilled: float = 0.0  # fraction of a fused tile's scores sent off chip ("spill-scores")
 
 
 @dataclass(frozen=True)
@@ -156,11 +162,17 @@ def _gemm(name: str, rows: int, inner: int, cols: int, count: int, hw: Hardware)
     )
 
 
-def _baseline_attention(w: Workload, hw: Hardware) -> list[Phase]:
+def _baseline_attention(w: Workload, hw: Hardware, keep_if_fits: bool = False) -> list[Phase]:
     """Logit, softmax and Attend as three operators, each over the whole batch: the scores
-    [B, Hq, N, N] are written off chip, read and written by the softmax, and read by Attend."""
+    [B, Hq, N, N] are written off chip, read and written by the softmax, and read by Attend.
+
+    keep_if_fits: where one map's scores and operands fit the buffer, they stay on chip between
+    the operators (only Q, K, V in and O out move off chip); the operators still run in turn.
+    """
     bh, n, g = w.batch * w.q_heads, w.seq_len, w.map_sharing
     scores = bh * n * n
+    if keep_if_fits and (n * n + 2 * n * (w.dk + g * w.dv)) * hw.elem_bytes <= hw.buffer_bytes:
+        return _baseline_on_chip(w, hw)
     softmax = Phase(
         name="softmax",
         macs=0.0,
@@ -180,25 +192,53 @@ def _baseline_attention(w: Workload, hw: Hardware) -> list[Phase]:
     ]
 
 
-def _fused(w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: bool) -> Phase:
+def _baseline_on_chip(w: Workload, hw: Hardware) -> list[Phase]:
+    """The three operators of one map in turn with its scores kept in the buffer."""
+    bh, n, g, dk, dv = w.batch * w.q_heads, w.seq_len, w.map_sharing, w.dk, w.dv
+    scores = bh * n * n
+    peak = n * n + 2 * n * (dk + g * dv)
+    logit = Phase("logit", scores * dk, _mac_cycles(scores * dk, n, n, hw), 0.0, bh * 2 * n * dk,
+                  bh * 2 * n * dk + _array_reads(scores * dk, hw) + scores, peak, "scores on chip")
+    softmax = Phase("softmax", 0.0, 0.0, SOFTMAX_OPS_PER_ELEMENT * scores, 0.0, 2.0 * scores, peak, "row")
+    macs = scores * g * dv
+    attend = Phase("attend", macs, _mac_cycles(macs, n, g * dv, hw), 0.0, bh * 2 * n * g * dv,
+                   bh * 2 * n * g * dv + _array_reads(macs, hw) + bh * n * g * dv, peak, "scores on chip")
+    return [logit, softmax, attend]
+
+
+def _fused(
+    w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: bool, io: int = 2, spill: int = 0
+) -> Phase:
     """Logit + softmax + Attend fused over one tile; the scores never leave the buffer.
 
     granularity "batch": all Hq heads of one batch element per tile; "head": one map (with its
     Hv / Hq value heads); "row": `rows` query rows of one map with full score rows, K and V either
     resident for the whole head (read once) or streamed again for every row tile.
+    io: copies of each I/O tile in the footprint (2 double-buffered, 1 not).
+    spill: (row only; 0 = never) K and V stream and the part of the score tile the buffer cannot
+    hold goes off chip, `spill` elements moved per spilled score (4 as unfused: written by Logit,
+    read and written by the softmax, read by Attend; 2: written and read once), while the
+    operators stay pipelined.
     """
     bh, n, g, dk, dv = w.batch * w.q_heads, w.seq_len, w.map_sharing, w.dk, w.dv
     q_o = n * (dk + g * dv)  # one map's Q in and O out
     k_v = n * (dk + g * dv)  # one map's K and V
+    spilled = 0.0
     if granularity in ("batch", "head"):
         heads = w.q_heads if granularity == "batch" else 1
-        peak = heads * (2 * (q_o + k_v) + n * n)
+        peak = heads * (io * (q_o + k_v) + n * n)
         offchip = bh * (q_o + k_v)
         tile = granularity
+    elif spill:
+        fixed = io * (rows + STREAM) * (dk + g * dv) + io * rows * STREAM  # I/O, K/V and score chunks
+        held = min(rows * n, max(0.0, hw.buffer_bytes / hw.elem_bytes - fixed))
+        spilled = 1.0 - held / (rows * n)
+        peak = fixed + held
+        offchip = bh * (q_o + k_v * math.ceil(n / rows)) + spill * spilled * bh * n * n
+        tile = f"row R={rows} kv=streamed" + (f" scores {100 * spilled:.3g}% spilled" if spilled else "")
     else:
-        io = 2 * rows * (dk + g * dv)
-        kv = k_v if kv_resident else 2 * STREAM * (dk + g * dv)
-        peak = io + rows * n + kv
+        kv = k_v if kv_resident else io * STREAM * (dk + g * dv)
+        peak = io * rows * (dk + g * dv) + rows * n + kv
         offchip = bh * (q_o + k_v * (1 if kv_resident else math.ceil(n / rows)))
         tile = f"row R={rows} kv={'resident' if kv_resident else 'streamed'}"
     scores = bh * n * n
@@ -214,13 +254,18 @@ def _fused(w: Workload, hw: Hardware, granularity: str, rows: int, kv_resident: 
         onchip_elems=offchip + _array_reads(macs, hw) + scores + bh * n * g * dv + 2.0 * scores,
         peak_elems=peak,
         tile=tile,
+        spilled=spilled,
     )
 
 
-def _flat_candidates(w: Workload, hw: Hardware, granularity: str) -> list[Phase]:
+def _flat_candidates(w: Workload, hw: Hardware, granularity: str, a: Assumptions) -> list[Phase]:
+    io = 2 if a.double_buffer else 1
     if granularity != "row":
-        return [_fused(w, hw, granularity, w.seq_len, True)]
-    return [_fused(w, hw, "row", r, res) for r in _tiles(w.seq_len) for res in (True, False)]
+        return [_fused(w, hw, granularity, w.seq_len, True, io)]
+    out = [_fused(w, hw, "row", r, res, io) for r in _tiles(w.seq_len) for res in (True, False)]
+    if a.kv_spill == "spill-scores":
+        out += [_fused(w, hw, "row", r, False, io, spill=a.spill_passes) for r in _tiles(w.seq_len)]
+    return out
 
 
 def _taylor_attention(w: Workload, hw: Hardware) -> list[Phase]:
@@ -306,13 +351,14 @@ def _result(dataflow: str, w: Workload, hw: Hardware, phases: list[Phase], tile:
     )
 
 
-def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
+def evaluate(w: Workload, hw: Hardware, dataflow: str, assumptions: Assumptions = DEFAULT) -> Result:
     """Cost of `dataflow` (one of DATAFLOWS) on workload `w` and machine `hw`.
 
     "flat" is the best of flat-batch/head/row; "flat-reuse" is "flat" on `w.reuse()` (one map for
     every value head). A FLAT dataflow, like a scheduler would, keeps the per-operator execution
     where no fused tile fits the buffer or every fused tile is slower (`fused` False, the tile says
-    why), so it is never slower than the baseline of its workload.
+    why), so it is never slower than the baseline of its workload. `assumptions` selects the
+    disputed modelling choices (assumptions.py); the result's `hardware` keeps `hw`'s name.
     """
     if not isinstance(w, Workload):
         raise TypeError(f"w must be a Workload, got {type(w).__name__}")
@@ -320,11 +366,15 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
         raise TypeError(f"hw must be a Hardware, got {type(hw).__name__}")
     if dataflow not in DATAFLOWS:
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+    if not isinstance(assumptions, Assumptions):
+        raise TypeError(f"assumptions must be an Assumptions, got {type(assumptions).__name__}")
     if dataflow == "flat-reuse":
-        result = evaluate(w.reuse(), hw, "flat")
+        result = evaluate(w.reuse(), hw, "flat", assumptions)
         return dataclasses.replace(result, dataflow=dataflow, workload=w.name)
+    hw = assumptions.hardware(hw)
     before, after = _projections(w, hw)
-    unfused = _result(dataflow, w, hw, before + _baseline_attention(w, hw) + after, "per-operator", True)
+    keep = assumptions.baseline_scores == "keep-if-fits"
+    unfused = _result(dataflow, w, hw, before + _baseline_attention(w, hw, keep) + after, "per-operator", True)
     unfused = dataclasses.replace(unfused, fused=False)
     if dataflow == "baseline":
         return unfused
@@ -335,12 +385,13 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
     budget = hw.buffer_bytes / hw.elem_bytes
     best = None
     for g in granularities:
-        for cand in _flat_candidates(w, hw, g):
+        for cand in _flat_candidates(w, hw, g, assumptions):
             if cand.peak_elems > budget:
                 continue
             res = _result(dataflow, w, hw, before + [cand] + after, cand.tile, True)
-            # Ties (compute-bound tiles) go to the larger tile: fewer, longer array passes.
-            key = (res.cycles, res.energy_j, -cand.peak_elems)
+            # Ties (compute-bound tiles) go to the tile spilling fewer scores (FLAT's aim: keep
+            # them on chip), then to the larger tile: fewer, longer array passes.
+            key = (res.cycles, cand.spilled, res.energy_j, -cand.peak_elems)
             if best is None or key < best[0]:
                 best = (key, res)
     if best is None:
@@ -351,12 +402,14 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str) -> Result:
     return best[1]
 
 
-def compare(w: Workload, hw: Hardware, dataflows: tuple[str, ...] = DATAFLOWS) -> list[Result]:
+def compare(
+    w: Workload, hw: Hardware, dataflows: tuple[str, ...] = DATAFLOWS, assumptions: Assumptions = DEFAULT
+) -> list[Result]:
     """Every dataflow on `w`, with speed-up and energy ratio against the baseline."""
-    base = evaluate(w, hw, "baseline")
+    base = evaluate(w, hw, "baseline", assumptions)
     out = []
     for name in dataflows:
-        r = base if name == "baseline" else evaluate(w, hw, name)
+        r = base if name == "baseline" else evaluate(w, hw, name, assumptions)
         out.append(
             dataclasses.replace(
                 r, speedup_vs_baseline=base.time_s / r.time_s, energy_vs_baseline=r.energy_j / base.energy_j
