@@ -20,6 +20,7 @@ class DistillConfig:
     max_length: int = field(default=128, metadata={"help": "tokens per text (longer texts are truncated)"})
     hidden_weight: float = field(default=1.0, metadata={"help": "weight of the per-layer hidden-state MSE"})
     embedding_weight: float = field(default=10.0, metadata={"help": "weight of 1 - cosine of pooled embeddings"})
+    relation_weight: float = field(default=0.0, metadata={"help": "weight of the MSE between the batch's pooled-embedding cosine matrices (neighbour structure)"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
     seed: int = field(default=0, metadata={"help": "seed of the batch order"})
 
@@ -30,7 +31,7 @@ class DistillConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--warmup-steps must be an int >= 0, got {self.warmup_steps!r}")
-        for name in ("lr", "hidden_weight", "embedding_weight"):
+        for name in ("lr", "hidden_weight", "embedding_weight", "relation_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")

@@ -2,8 +2,8 @@
 
 Loss per batch, on real tokens only: sum over layers of MSE(student hidden, teacher hidden)
 (`hidden_weight`) + `embedding_weight` x (1 - cosine of mean-pooled last hidden states)
-+ `map_weight` x KL(teacher's head-mean map || the student's map) on the layers that compute a
-map of their own (optional). The teacher is frozen; every student weight trains (AdamW, linear
++ `relation_weight` x MSE between the student's and the teacher's matrices of cosines between
+the batch's pooled embeddings (the neighbour structure retrieval depends on). The teacher is frozen; every student weight trains (AdamW, linear
 warm-up then cosine decay). Dropout is off: the student learns the teacher's deterministic function.
 
 Batches are drawn by a generator seeded with (seed, step), so a resumed run sees exactly the
@@ -62,8 +62,11 @@ def distill_loss(student_out, teacher_out, mask: torch.Tensor, cfg: DistillConfi
     )
     ps, pt = mean_pool(student_out.hidden_states[-1], mask), mean_pool(teacher_out.hidden_states[-1], mask)
     emb = (1 - F.cosine_similarity(ps, pt, dim=-1)).mean()
-    loss = cfg.hidden_weight * hidden + cfg.embedding_weight * emb
-    return loss, {"hidden_mse": float(hidden.detach()), "embedding_cos_loss": float(emb.detach())}
+    ns, nt = F.normalize(ps, dim=-1), F.normalize(pt, dim=-1)
+    relation = F.mse_loss(ns @ ns.T, nt @ nt.T)  # who is near whom in the batch: what retrieval sees
+    loss = cfg.hidden_weight * hidden + cfg.embedding_weight * emb + cfg.relation_weight * relation
+    return loss, {"hidden_mse": float(hidden.detach()), "embedding_cos_loss": float(emb.detach()),
+                  "relation_mse": float(relation.detach())}
 
 
 def _lr_at(cfg: DistillConfig, step: int) -> float:

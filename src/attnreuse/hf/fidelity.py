@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["batches", "embed", "fidelity", "mean_pool", "topk_overlap"]
+__all__ = ["batches", "compare", "embed", "fidelity", "mean_pool", "topk_overlap"]
 
 
 def batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
@@ -30,15 +30,21 @@ def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def embed(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int = 128) -> tuple[Tensor, Tensor | None]:
-    """(pooled embeddings [T, C], logits [T, L] or None) of `texts`."""
+    """(pooled embeddings [T, C], logits [T, L] or None) of `texts`, in their order.
+
+    Texts are batched in order of length (so a batch pads to nearly its own length) and the
+    results put back in the given order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     pooled, logits = [], []
-    for batch in batches(tokenizer, texts, batch_size, max_length):
+    for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):
         out = model(**batch, output_hidden_states=True)
         hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out.hidden_states[-1]
         pooled.append(mean_pool(hidden, batch["attention_mask"]))
         if getattr(out, "logits", None) is not None:
             logits.append(out.logits)
-    return torch.cat(pooled), (torch.cat(logits) if logits else None)
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(len(order))
+    return torch.cat(pooled)[back], (torch.cat(logits)[back] if logits else None)
 
 
 def topk_overlap(a: Tensor, b: Tensor, k: int = 10) -> float:
@@ -57,11 +63,8 @@ def topk_overlap(a: Tensor, b: Tensor, k: int = 10) -> float:
     return float(shared.mean() / k)
 
 
-def fidelity(model: nn.Module, reference: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32,
-             max_length: int = 128, k: int = 10) -> dict:
-    """{"cosine", "topk_overlap", "k", "texts", "label_agreement" (None without a head)} of model vs reference."""
-    e, logits = embed(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    e_ref, logits_ref = embed(reference, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+def compare(e: Tensor, logits: Tensor | None, e_ref: Tensor, logits_ref: Tensor | None, k: int = 10) -> dict:
+    """Fidelity of embeddings `e` [T, C] (and logits) against the reference's, as `fidelity`."""
     agree = None
     if logits is not None and logits_ref is not None:
         agree = float((logits.argmax(-1) == logits_ref.argmax(-1)).double().mean())
@@ -69,6 +72,14 @@ def fidelity(model: nn.Module, reference: nn.Module, tokenizer, texts: list[str]
         "cosine": float(F.cosine_similarity(e.double(), e_ref.double(), dim=-1).mean()),
         "topk_overlap": topk_overlap(e, e_ref, k),
         "k": k,
-        "texts": len(texts),
+        "texts": len(e),
         "label_agreement": agree,
     }
+
+
+def fidelity(model: nn.Module, reference: nn.Module | tuple, tokenizer, texts: list[str], *, batch_size: int = 32,
+             max_length: int = 128, k: int = 10) -> dict:
+    """{"cosine", "topk_overlap", "k", "texts", "label_agreement" (None without a head)} of model vs
+    reference; `reference` may be its `embed` output, computed once for several models."""
+    ref = reference if isinstance(reference, tuple) else embed(reference, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    return compare(*embed(model, tokenizer, texts, batch_size=batch_size, max_length=max_length), *ref, k=k)

@@ -154,7 +154,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
 def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", tokens: int = 512,
              runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
              speed: bool = True, json_path: str | None = None) -> dict:
-    from attnreuse.hf.fidelity import fidelity
+    from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.speed import measure_speed
     from attnreuse.hf.text import load_texts, split
 
@@ -165,7 +165,8 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     for c in candidates:
         models[str(c)], _ = _converted(c)
     _, held = split(load_texts(text))
-    rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, teacher, tok, held)} for name, m in models.items()}
+    reference = embed(teacher, tok, held)
+    rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
     speed_records = []
     if speed:
         speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
