@@ -237,8 +237,7 @@ def measure_breakdown(model, x, backend: str, repeats: int) -> tuple[list[dict[s
     depth = len(model.layers)
     runs, totals = [], []
     try:
-        with recording(timer):
-            call()  # warm
+        with recording(timer):  # no warm-up call: the timing rounds ran this model at this shape
             for _ in range(repeats):
                 timer.reset()
                 t0 = time.perf_counter()
