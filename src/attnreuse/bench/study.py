@@ -161,8 +161,8 @@ def _validate(config: StudyConfig, wc) -> dict[str, list[str] | None]:
     limit = wc.max_source_positions
     too_long = [n for n in config.lengths if n > limit]
     if too_long:
-        raise ValueError(f"--lengths {too_long} exceed the model's {limit} positions (Whisper pads every input to "
-                         f"30 s = 1500 frames); pass --positions {max(too_long)} to extend its sinusoidal table")
+        raise ValueError(f"--lengths {too_long} exceed the model's {limit} positions; pass --positions {max(too_long)} "
+                         "to extend its sinusoidal table (a real Whisper pads every input to 1500 frames, 30 s)")
     return {name: plan_layers(name, wc.encoder_layers, wc.encoder_attention_heads) for name in config.plan_names()}
 
 
@@ -332,7 +332,6 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
     wc = whisper_config(config)
     plans = _validate(config, wc)
     set_threads(config.threads)
-    wc.max_source_positions = max(wc.max_source_positions, *config.lengths)
     torch.manual_seed(config.seed)
     full = WhisperEncoder(wc).eval()
     machine = machine_record(threads=config.threads, command=config.command, bench="study")
