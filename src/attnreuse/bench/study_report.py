@@ -80,7 +80,7 @@ def plot_breakdown(records: list[dict], path: Path) -> Path:
 
     lengths = sorted({r["frames"] for r in records})
     plans = _plans(records)
-    fig, axes = plt.subplots(1, len(lengths), figsize=(max(7.0, 3.2 * len(lengths)), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(max(8.0, 3.2 * len(lengths)), 5.8), squeeze=False)
     colors = plt.get_cmap("tab10").colors
     for ax, n in zip(axes[0], lengths):
         rows = {r["plan"]: r for r in records if r["frames"] == n}
@@ -95,8 +95,8 @@ def plot_breakdown(records: list[dict], path: Path) -> Path:
         ax.set_ylabel("ms per forward")
         ax.tick_params(axis="x", rotation=45)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2 if len(lengths) < 4 else 3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.24, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
