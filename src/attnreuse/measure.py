@@ -17,6 +17,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from attnreuse._io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "LatencyStats",
+    "PartTimer",
     "latency_stats",
     "machine_record",
     "matmul_peak_gflops",
@@ -159,6 +161,67 @@ def measure_interleaved(
     if round_medians_ms is not None:
         round_medians_ms.update({key: per_round_ms[key] for key in calls if key not in failed})
     return {key: failed.get(key) or latency_stats(samples[key]) for key in calls}
+
+
+class PartTimer:
+    """Wall-clock time of the named parts of a call, summed per (part, layer) until `reset()`.
+
+    `watch(module, part, layer)` times every forward of `module` with hooks; the timer is also the
+    recorder `attnreuse.layers.parts.recording` takes, timing the steps a core marks inside a module
+    (they go to the layer of the last watched module entered with a layer). A part may hold a
+    watched module inside it (an attention module around its projections): subtract where needed.
+    CPU operators run synchronously, so wall time is their time; on CUDA every boundary
+    synchronises. `torch.profiler` attributes operators, not roles: the scores and A.V are both
+    matmuls to it, and it records every operator; a hook costs a few microseconds per module.
+    """
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self._device = _device(device)
+        self._handles: list[Any] = []
+        self.totals_s: dict[tuple[str, int | None], float] = defaultdict(float)
+        self.layer: int | None = None
+
+    def watch(self, module: torch.nn.Module, part: str, layer: int | None = None) -> None:
+        starts: list[float] = []
+
+        def before(mod, args):
+            if layer is not None:
+                self.layer = layer
+            _sync(self._device)
+            starts.append(time.perf_counter())
+
+        def after(mod, args, out):
+            _sync(self._device)
+            self.totals_s[(part, layer)] += time.perf_counter() - starts.pop()
+
+        self._handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+    @contextlib.contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        _sync(self._device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(self._device)
+            self.totals_s[(part, self.layer)] += time.perf_counter() - t0
+
+    def reset(self) -> None:
+        self.totals_s.clear()
+        self.layer = None
+
+    def remove(self) -> None:
+        """Detach every hook (the timer keeps its totals)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def part_ms(self) -> dict[str, float]:
+        """Milliseconds per part, summed over layers."""
+        out: dict[str, float] = defaultdict(float)
+        for (part, _), seconds in self.totals_s.items():
+            out[part] += seconds * 1e3
+        return dict(out)
 
 
 def paired_ratio(numerator_ms: list[float], denominator_ms: list[float]) -> tuple[float, float, float]:

@@ -20,14 +20,29 @@ def tiny_config(kind: str = "bert", **overrides):
                                           **{**common, **overrides})
     if kind == "vit":
         return transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, **{**common, **overrides})
+    if kind == "whisper":  # the encoder's input is 2 x max_source_positions mel frames
+        return transformers.WhisperConfig(**{**WHISPER, **overrides})
     raise ValueError(kind)
+
+
+WHISPER = dict(d_model=32, encoder_layers=4, encoder_attention_heads=4, encoder_ffn_dim=64, decoder_layers=1,
+               decoder_attention_heads=4, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=12,
+               vocab_size=64, pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
+               dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+def whisper_encoder_class():
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    return WhisperEncoder
 
 
 def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
     import torch
 
     torch.manual_seed(seed)
-    cls = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel, "vit": transformers.ViTModel}[kind]
+    classes = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel, "vit": transformers.ViTModel}
+    cls = whisper_encoder_class() if kind == "whisper" else classes[kind]
     model = cls(tiny_config(kind, **overrides))
     return model.eval()
 

@@ -12,6 +12,7 @@ _COMMANDS = (
     "attnreuse.bench.ops",
     "attnreuse.bench.models",
     "attnreuse.bench.report",
+    "attnreuse.bench.study",
 )
 
 

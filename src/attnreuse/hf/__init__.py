@@ -1,4 +1,4 @@
-"""Attention plans hosted in Hugging Face `transformers` encoders (BERT family, ViT / DeiT).
+"""Attention plans hosted in Hugging Face `transformers` encoders (BERT family, ViT / DeiT, Whisper's encoder).
 
 `convert(model, plan)` retrofits a loaded encoder to a plan of attnreuse kinds; `save` / `load`
 round-trip the result; `register()` adds "attnreuse" to transformers' attention registries so

@@ -51,6 +51,7 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
     if plan_of(model) is not None:
         raise ValueError(f"model already follows plan {plan_of(model)}; convert the original model")
     host = host_for(config)
+    host.check_model(model)
     found = host.attention_modules(model)
     if len(found) != config.num_hidden_layers:
         raise ValueError(f"found {len(found)} attention modules in a {config.num_hidden_layers}-layer {host.family} model")
@@ -85,6 +86,7 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, over
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        model.config.architectures = [type(model).__name__]  # load() rebuilds this class (as save_pretrained records it)
         model.config.save_pretrained(tmp)
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", PLAN_KEY: json.dumps(plan_of(model))})
@@ -98,6 +100,18 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, over
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _modeling_class(model_type: str, name: str):
+    """A class transformers does not export at top level (WhisperEncoder), from its model's module."""
+    import importlib
+
+    try:
+        package = model_type.replace("-", "_")
+        module = importlib.import_module(f"transformers.models.{package}.modeling_{package}")
+    except ImportError:
+        return None
+    return getattr(module, name, None)
 
 
 def load(directory: str | os.PathLike) -> nn.Module:
@@ -115,7 +129,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
     interface.register()
     config._attn_implementation = "sdpa"
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
-    cls = getattr(transformers, arch, None) or transformers.AutoModel
+    cls = getattr(transformers, arch, None) or _modeling_class(config.model_type, arch) or transformers.AutoModel
     delattr(config, PLAN_KEY)
     base = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
     model = convert(base, plan, inplace=True)

@@ -2,7 +2,8 @@
 
 A host names, for one family: the attention module class it replaces, that module's query / key /
 value projections, and its output projection when the module owns one (ViT's `o_proj`; BERT's
-sits outside, in `BertSelfOutput`). Supported `model_type`s: `SUPPORTED`.
+sits outside, in `BertSelfOutput`), and, where one config type also builds decoders, the one
+model class it converts (Whisper: the bare `WhisperEncoder`). Supported `model_type`s: `SUPPORTED`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ class Host:
     attention_suffix: str  # class-name suffix of the replaced module
     qkv: tuple[str, str, str]
     out_proj: str | None = None
+    # Where a config type also builds encoder-decoder models (Whisper), the one class converted: its
+    # self-attention modules are all encoder layers. A WhisperModel's decoder also holds
+    # `WhisperAttention` modules (self and cross) that the plans do not apply to.
+    model_class: str | None = None
+    model_hint: str = ""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise if `model` is not the class this host converts (when it names one)."""
+        if self.model_class is not None and type(model).__name__ != self.model_class:
+            raise ValueError(f"{self.family}: convert a {self.model_class}, got {type(model).__name__}{self.model_hint}")
 
     def attention_modules(self, model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
         """(parent, attribute, module) of every replaced attention module, in layer order."""
@@ -50,6 +61,11 @@ class Host:
 HOSTS = (
     Host("bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra"), "SelfAttention", ("query", "key", "value")),
     Host("vit", ("vit", "deit"), "Attention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj"),
+    # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
+    # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
+    Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
+         model_class="WhisperEncoder",
+         model_hint=" (the encoder alone: model.get_encoder() of a WhisperModel; attnreuse hosts encoder self-attention only)"),
 )
 SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
 

@@ -9,6 +9,8 @@ Shapes: x: [B, N, C] -> [B, N, C]. Padding is given as `key_bias` [B, 1, 1, N] (
 real token, a large negative number for padding) or as `key_mask` [B, N] (True = real token); both
 mask keys only, as a bidirectional encoder's padding does. Parameter names follow the Hugging Face
 encoders (`query`, `key`, `value`), so a BERT / ViT self-attention's weights load as they are.
+Inner steps are marked with `layers.parts.part` (scores + softmax, A.V, a one-step core), so a
+timer can attribute a real forward to them; unrecorded, the marks cost a function call each.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 
 from attnreuse import ops
 from attnreuse.layers._checks import check_divides, check_positive_int, check_tokens
+from attnreuse.layers.parts import part
 
 __all__ = ["MapSelfAttention", "SequencePhi", "SharedMapSelfAttention", "TaylorSelfAttention", "key_mask_from_bias"]
 
@@ -79,10 +82,15 @@ class MapSelfAttention(nn.Module):
         check_tokens(x, self.dim)
         q, k = _heads(self.query(x), self.qk_heads), _heads(self.key(x), self.qk_heads)
         v = _heads(self.value(x), self.num_heads)
-        if return_map:
-            out, attn = ops.softmax_attention(q, k, v, scale=self.scale, bias=key_bias, return_map=True)
-            return _merge(out), attn
-        return _merge(ops.softmax_attention(q, k, v, scale=self.scale, bias=key_bias))
+        if return_map or ops.get_backend() == "dense":
+            # What softmax_attention's dense path runs, step by step (so each step can be timed).
+            with part("scores_softmax"):
+                attn = ops.attention_map(q, k, scale=self.scale, bias=key_bias)
+            with part("av"):
+                out = _merge(ops.apply_map(attn, v))
+            return (out, attn) if return_map else out
+        with part("core"):
+            return _merge(ops.softmax_attention(q, k, v, scale=self.scale, bias=key_bias))
 
 
 class SharedMapSelfAttention(nn.Module):
@@ -101,7 +109,9 @@ class SharedMapSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, attn_map: Tensor) -> Tensor:
         check_tokens(x, self.dim)
-        return _merge(ops.apply_map(attn_map, _heads(self.value(x), self.num_heads)))
+        v = _heads(self.value(x), self.num_heads)
+        with part("av"):
+            return _merge(ops.apply_map(attn_map, v))
 
 
 class TaylorSelfAttention(nn.Module):
@@ -126,15 +136,19 @@ class TaylorSelfAttention(nn.Module):
         check_tokens(x, self.dim)
         H = self.num_heads
         q, k, v = _heads(self.query(x), H), _heads(self.key(x), H), _heads(self.value(x), H)
+        with part("core"):
+            return _merge(self._attend(q, k, v, key_mask))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
+        """q, k, v [B, H, N, d] -> [B, H, N, d]."""
         if key_mask is None:
-            return _merge(ops.taylor_attention(q, k, v, scale=self.scale, center="tokens"))
-        m = key_mask[:, None, :, None].to(x.dtype)  # [B, 1, N, 1]
+            return ops.taylor_attention(q, k, v, scale=self.scale, center="tokens")
+        m = key_mask[:, None, :, None].to(q.dtype)  # [B, 1, N, 1]
         count = m.sum(2, keepdim=True)  # [B, 1, 1, 1]
         k_c = (k - (k * m).sum(2, keepdim=True) / count) * m  # padded keys contribute nothing
         vm = v * m
         kv = k_c.transpose(-1, -2) @ vm  # [B, H, d, d]
-        out = (vm.sum(2, keepdim=True) + self.scale * (q @ kv)) / count
-        return _merge(out)
+        return (vm.sum(2, keepdim=True) + self.scale * (q @ kv)) / count
 
 
 class SequencePhi(nn.Module):
@@ -163,6 +177,10 @@ class SequencePhi(nn.Module):
 
     def forward(self, prev: Tensor, key_mask: Tensor | None = None) -> Tensor:
         check_tokens(prev, self.dim)
+        with part("core"):
+            return self._phi(prev, key_mask)
+
+    def _phi(self, prev: Tensor, key_mask: Tensor | None) -> Tensor:
         m = None if key_mask is None else key_mask[:, :, None].to(prev.dtype)  # [B, N, 1]
         h = F.gelu(self.fc1(prev))
         if m is not None:

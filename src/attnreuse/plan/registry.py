@@ -4,7 +4,8 @@ A `Kind` says, for one layer of a plan: which argument it takes (`reuse:G`), whe
 softmax map a later layer may apply (`computes_map`), whether it applies an earlier one
 (`needs_map`) or reads the previous layer's attention output (`needs_previous`); how it is built
 from a dense layer's weights (`retrofit`, the zero-shot initialiser); and how its core runs
-(`run`). Hosts hold the cross-layer state and call `run`; they never test a kind's name.
+(`run`); and which parts of a dense layer's work it removes (`removed_parts`). Hosts hold the
+cross-layer state and call `run`; they never test a kind's name.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class Kind:
     def parameters_kept(self) -> tuple[str, ...]:
         """Which of the dense layer's projections ("query", "key", "value") the kind keeps as they are."""
         return ()
+
+    def removed_parts(self, spec: LayerSpec, num_heads: int) -> dict[str, float]:
+        """Which share of each part of a dense (mha) layer this layer does not compute, by part:
+        "qk_proj", "v_proj", "out_proj", "scores_softmax", "av" (the breakdown `attnreuse bench
+        study` times). It predicts the layer's saving from the mha plan's measured breakdown
+        (Amdahl); work the kind adds in their place (a linear core, Phi) is not in it."""
+        return {}
 
 
 def register_kind(kind: Kind) -> Kind:

@@ -73,4 +73,8 @@ class Reuse(Kind):
         return ("value",)
 
 
+    def removed_parts(self, spec, num_heads):
+        kept = (spec.arg or 1) / num_heads  # G maps of H: Q/K are G head widths, G score maps
+        return {"qk_proj": 1.0 - kept, "scores_softmax": 1.0 - kept}
+
 register_kind(Reuse())

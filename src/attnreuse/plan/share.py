@@ -25,4 +25,7 @@ class Share(Kind):
         return ("value",)
 
 
+    def removed_parts(self, spec, num_heads):
+        return {"qk_proj": 1.0, "scores_softmax": 1.0}  # keeps V, A.V and the output projection
+
 register_kind(Share())

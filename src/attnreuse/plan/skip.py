@@ -19,4 +19,7 @@ class Skip(Kind):
         return core(previous, key_mask), None
 
 
+    def removed_parts(self, spec, num_heads):
+        return {"qk_proj": 1.0, "v_proj": 1.0, "scores_softmax": 1.0, "av": 1.0}  # Phi takes their place
+
 register_kind(Skip())

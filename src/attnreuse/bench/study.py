@@ -1,0 +1,386 @@
+"""`attnreuse bench study`: seed 001's latency study reproduced on a long-sequence speech encoder.
+
+Shim, Choi, Sung (2023), "Exploring Attention Map Reuse for Efficient Transformer Neural Networks":
+groups of layers share one attention map; the study measures the latency gain on CPU/GPU, compares
+it with other self-attention compressions, and breaks it down as sequences get long. Here: Whisper's
+encoder (random weights at the real tiny / base / small widths and depths: no pretrained speech
+weights install offline) at several lengths N (frames after the conv stem; Whisper's 30 s window is
+1500), every plan against transformers' own SDPA encoder.
+
+Plans: "sdpa" (the stock encoder, PyTorch's fused kernel: the baseline), "mha" (attnreuse's exact
+multi-head plan), "shareG" (groups of G layers: mha then G-1 layers applying its map, e.g. share2 =
+mha,share,mha,share,...), or any one kind for every layer ("reuse", "reuse:2", "taylor", ...; the
+compression the paper compares with is ViTALiTy's linear Taylor attention). sdpa and mha always run:
+the baseline, and the breakdown the predictions start from.
+
+Positions: Whisper's encoder takes exactly 2 x max_source_positions mel frames. Each length N gets
+a copy of one encoder whose position table is the first N rows of the full one; Whisper's table is
+sinusoidal (`sinusoids(P, C)`; its first N rows are `sinusoids(N, C)`), so every length sees the
+positions a real Whisper encoder gives its first N frames. Lengths above 1500 need `--positions`
+(the same sinusoids extended: no Whisper checkpoint has them). The conv stem and positions stay in
+the forward (so in "rest"), rather than feeding the layers hidden states, so the latency is the
+encoder's, end to end.
+
+Execution: every attnreuse plan runs under the ops backend `--backend` (default "dense"): a layer
+whose map a later one applies must materialise it, and under "dense" the mha plan runs the same
+two steps (scores+softmax, then A.V) as the layers of a sharing plan that compute a map, so the mha
+breakdown predicts what sharing removes. mha vs sdpa is then the price of not fusing.
+
+Measurements per length: (1) end-to-end latency, uninstrumented, every plan timed in interleaved
+rounds (`measure.measure_interleaved`), speed-ups paired round by round; (2) the breakdown: the same
+forward with hooks (`measure.PartTimer`, `layers.parts`) timing Q/K projections, scores+softmax,
+A.V, one-step cores (fused SDPA, linear Taylor), V and output projections and the FFN, per layer;
+"rest" is the instrumented forward's time minus those parts (conv stem, positions, norms, residual
+adds, head reshapes of the attnreuse cores, hook overhead). In the sdpa encoder "core" is the
+attention module's time minus its four projections (the fused kernel and its reshapes). (3) peak
+memory (`measure.measure_peak_bytes`). Amdahl: a plan's predicted speed-up over mha is
+T_mha / (T_mha - removed), removed = the mha plan's measured parts each layer's kind does not
+compute (`Kind.removed_parts`); "of predicted" = measured / predicted speed-up over mha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import shlex
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from attnreuse._cli_args import add_config_args, config_from_args, csv_list, int_list
+
+__all__ = ["BASELINE", "PARTS", "PRESETS", "StudyConfig", "plan_layers", "register", "run_study"]
+
+BASELINE, REFERENCE = "sdpa", "mha"
+WHISPER_POSITIONS = 1500
+# Whisper's encoder sizes (d_model, layers, heads, FFN) as in the released tiny/base/small configs.
+PRESETS = {
+    "whisper-tiny": dict(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536),
+    "whisper-base": dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048),
+    "whisper-small": dict(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072),
+}
+# The breakdown, in stacking order; "core" is a step run as one kernel (fused SDPA, Taylor, Phi).
+PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj", "ffn", "rest")
+ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj")
+_PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
+_STEPS = ("scores_softmax", "av", "core")
+BACKENDS = ("dense", "auto", "tiled")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One study; each field is also a flag of `attnreuse bench study`."""
+
+    model: str = field(default="whisper-base", metadata={"help": f"{', '.join(PRESETS)}, or a Whisper config.json (random weights)"})
+    lengths: tuple[int, ...] = field(default=(250, 500, 1000, 1500), metadata={"cli": False})
+    plans: tuple[str, ...] = field(default=("sdpa", "mha", "share2", "share3", "reuse", "taylor"), metadata={"cli": False})
+    positions: int = field(default=0, metadata={"help": "position table size, 0: the model's own (Whisper: 1500); more extends Whisper's sinusoids"})
+    batch: int = field(default=1, metadata={"help": "utterances per forward"})
+    threads: int = field(default=2, metadata={"help": "intra-op threads"})
+    backend: str = field(default="dense", metadata={"help": "ops backend of the attnreuse plans: dense, auto or tiled"})
+    rounds: int = field(default=3, metadata={"help": "interleaved timing rounds over the plans"})
+    repeats: int = field(default=6, metadata={"help": "timed forwards per plan and length (all rounds)"})
+    warmup: int = field(default=1, metadata={"help": "untimed forwards per plan before the first round"})
+    breakdown_repeats: int = field(default=3, metadata={"help": "instrumented forwards per plan (median of each part)"})
+    check_length: int = field(default=1500, metadata={"help": "length of the Amdahl check (the longest if not run)"})
+    seed: int = field(default=0, metadata={"help": "seed of the random weights and input"})
+    output: str = field(default="runs/bench-study", metadata={"help": "directory for records, plots and report.md"})
+    command: str | None = field(default=None, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        for name in ("lengths", "plans"):
+            if not isinstance(getattr(self, name), tuple) or not getattr(self, name):
+                raise ValueError(f"--{name} must be a non-empty comma-separated list, got {getattr(self, name)!r}")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.lengths):
+            raise ValueError(f"--lengths must be positive ints (frames after the conv stem), got {self.lengths!r}")
+        for name in ("batch", "threads", "rounds", "repeats", "breakdown_repeats", "check_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value!r}")
+        for name in ("positions", "warmup", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"--{name} must be an int >= 0, got {value!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if Path(self.output).is_file():
+            raise ValueError(f"--output must be a directory, got the file {self.output!r}")
+
+    def plan_names(self) -> list[str]:
+        """The plans run: sdpa and mha first (added when not listed), then the others in order."""
+        return list(dict.fromkeys([BASELINE, REFERENCE, *self.plans]))
+
+
+def whisper_config(config: StudyConfig):
+    """The WhisperConfig of `config.model` with `config.positions` (when > 0) positions."""
+    from transformers import WhisperConfig
+
+    if config.model in PRESETS:
+        wc = WhisperConfig(**PRESETS[config.model], num_mel_bins=80, max_source_positions=WHISPER_POSITIONS)
+    else:
+        path = Path(config.model)
+        path = path / "config.json" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"--model must be one of {', '.join(PRESETS)} or a Whisper config.json, got {config.model!r}")
+        try:
+            wc = WhisperConfig.from_json_file(str(path))
+        except (ValueError, OSError, TypeError) as err:
+            raise ValueError(f"--model {config.model}: not a readable Whisper config ({str(err).splitlines()[0]})") from None
+        if getattr(wc, "model_type", None) != "whisper":
+            raise ValueError(f"--model {config.model}: model_type {wc.model_type!r} is not whisper")
+    for name in ("dropout", "attention_dropout", "activation_dropout"):
+        setattr(wc, name, 0.0)
+    if config.positions:
+        wc.max_source_positions = config.positions
+    wc._attn_implementation = BASELINE
+    return wc
+
+
+def plan_layers(name: str, depth: int, num_heads: int) -> list[str] | None:
+    """A study plan name -> one kind per layer (None for the stock sdpa encoder), validated."""
+    from attnreuse.plan import parse_plan
+
+    if name == BASELINE:
+        return None
+    group = name[5:] if name.startswith("share") and name[5:].isdigit() else None
+    if group is not None:
+        if int(group) < 2:
+            raise ValueError(f"--plans {name!r}: a sharing group needs G >= 2 layers (share2, share3, ...)")
+        layers = [("mha" if i % int(group) == 0 else "share") for i in range(depth)]
+    else:
+        layers = [name] * depth
+    try:
+        return [str(s) for s in parse_plan(layers, depth, num_heads, owner=f"the {depth}-layer encoder")]
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--plans {name!r}: {err}") from None
+
+
+def _validate(config: StudyConfig, wc) -> dict[str, list[str] | None]:
+    limit = wc.max_source_positions
+    too_long = [n for n in config.lengths if n > limit]
+    if too_long:
+        raise ValueError(f"--lengths {too_long} exceed the model's {limit} positions; pass --positions {max(too_long)} "
+                         "to extend its sinusoidal table (a real Whisper pads every input to 1500 frames, 30 s)")
+    return {name: plan_layers(name, wc.encoder_layers, wc.encoder_attention_heads) for name in config.plan_names()}
+
+
+def _encoder_at(full, n: int):
+    """A copy of `full` (a WhisperEncoder) that takes 2n mel frames: its first n positions."""
+    from torch import nn
+
+    enc = copy.deepcopy(full)
+    enc.config.max_source_positions = n
+    table = nn.Embedding(n, full.config.d_model)
+    table.weight.data.copy_(full.embed_positions.weight.data[:n])
+    table.requires_grad_(False)
+    enc.embed_positions = table
+    return enc.eval()
+
+
+def _call(model, x, backend: str):
+    import torch
+
+    from attnreuse.ops import use_backend
+
+    def call():
+        with torch.inference_mode(), use_backend(backend):
+            return model(input_features=x)
+
+    return call
+
+
+def _watch(timer, model) -> None:
+    """Hooks on every layer's attention module, projections and FFN (stock or converted)."""
+    from attnreuse.hf.modules import PlanAttention
+
+    for i, layer in enumerate(model.layers):
+        attn = layer.self_attn
+        timer.watch(attn, "attention", i)
+        if isinstance(attn, PlanAttention):
+            names = (("query", "qk_proj"), ("key", "qk_proj"), ("value", "v_proj"))
+            owner = attn.core
+            if attn.out_proj is not None:
+                timer.watch(attn.out_proj, "out_proj", i)
+        else:
+            names = (("q_proj", "qk_proj"), ("k_proj", "qk_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj"))
+            owner = attn
+        for attr, part in names:
+            if hasattr(owner, attr):  # a skip layer's Phi has none of them
+                timer.watch(getattr(owner, attr), part, i)
+        for attr in ("fc1", "activation_fn", "fc2"):
+            timer.watch(getattr(layer, attr), "ffn", i)
+
+
+def _layer_parts(totals: dict, depth: int) -> list[dict[str, float]]:
+    """Per layer: ms of each part. Attention-module time not in a projection or a marked step is
+    the fused kernel where nothing was marked (stock SDPA), else glue (it goes to "rest")."""
+    layers = []
+    for i in range(depth):
+        ms = {p: 1e3 * totals.get((p, i), 0.0) for p in (*_PROJECTIONS, *_STEPS, "ffn")}
+        inside = 1e3 * totals.get(("attention", i), 0.0) - sum(ms[p] for p in _PROJECTIONS)
+        if not any(ms[p] for p in _STEPS):
+            ms["core"] = max(0.0, inside)
+        layers.append(ms)
+    return layers
+
+
+def measure_breakdown(model, x, backend: str, repeats: int) -> tuple[list[dict[str, float]], float]:
+    """(per-layer part ms, median over `repeats` forwards of each; median instrumented total ms)."""
+    from attnreuse.layers.parts import recording
+    from attnreuse.measure import PartTimer
+
+    timer = PartTimer()
+    _watch(timer, model)
+    call = _call(model, x, backend)
+    depth = len(model.layers)
+    runs, totals = [], []
+    try:
+        with recording(timer):  # no warm-up call: the timing rounds ran this model at this shape
+            for _ in range(repeats):
+                timer.reset()
+                t0 = time.perf_counter()
+                call()
+                totals.append(1e3 * (time.perf_counter() - t0))
+                runs.append(_layer_parts(dict(timer.totals_s), depth))
+    finally:
+        timer.remove()
+    layers = [{p: statistics.median(r[i][p] for r in runs) for p in runs[0][i]} for i in range(depth)]
+    return layers, statistics.median(totals)
+
+
+def _summarise(layers: list[dict[str, float]], total_ms: float) -> dict[str, float]:
+    parts = {p: sum(layer.get(p, 0.0) for layer in layers) for p in PARTS if p != "rest"}
+    parts["rest"] = total_ms - sum(parts.values())
+    return parts
+
+
+def predicted_removed_ms(layers_of_mha: list[dict[str, float]], plan: list[str], num_heads: int) -> float:
+    """ms of the mha plan's measured parts that `plan`'s layers do not compute (`Kind.removed_parts`)."""
+    from attnreuse.plan import get_kind, parse_plan
+
+    specs = parse_plan(plan, len(plan), num_heads)
+    return sum(
+        share * layer.get(part, 0.0)
+        for spec, layer in zip(specs, layers_of_mha)
+        for part, share in get_kind(spec.kind).removed_parts(spec, num_heads).items()
+    )
+
+
+def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) -> list[dict]:
+    import torch
+
+    from attnreuse.hf import convert
+    from attnreuse.measure import measure_interleaved, measure_peak_bytes, paired_ratio
+
+    base = _encoder_at(full, n)
+    g = torch.Generator().manual_seed(config.seed)
+    x = torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g)
+    models = {name: base if layers is None else convert(base, layers) for name, layers in plans.items()}
+    calls = {name: _call(m, x, config.backend) for name, m in models.items()}
+    medians: dict = {}
+    stats = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=config.repeats,
+                                round_medians_ms=medians)
+    failed = {k: v for k, v in stats.items() if isinstance(v, Exception)}
+    if failed:
+        name, err = next(iter(failed.items()))
+        raise RuntimeError(f"plan {name} failed at {n} frames: {err}") from err
+    records = []
+    for name, model in models.items():
+        layers, instrumented_ms = measure_breakdown(model, x, config.backend, config.breakdown_repeats)
+        parts = _summarise(layers, instrumented_ms)
+        st = stats[name]
+        vs_sdpa = paired_ratio(medians[BASELINE], medians[name])
+        rec = dict(
+            model=config.model, plan=name, plan_layers=plans[name], frames=n, batch=config.batch,
+            threads=config.threads, dtype="float32", backend=BASELINE if plans[name] is None else config.backend,
+            weights="random (real widths and depths)", latency_ms_median=st.latency_ms_median,
+            latency_ms_p90=st.latency_ms_p90, latency_ms_round_medians=medians[name], rounds=config.rounds,
+            speedup_vs_sdpa=vs_sdpa[0], speedup_vs_sdpa_range=[vs_sdpa[1], vs_sdpa[2]],
+            speedup_vs_mha=paired_ratio(medians[REFERENCE], medians[name])[0],
+            breakdown_total_ms=instrumented_ms, breakdown_coverage=instrumented_ms / st.latency_ms_median,
+            attention_share=sum(parts[p] for p in ATTENTION_PARTS) / instrumented_ms,
+            peak_bytes=measure_peak_bytes(calls[name]),
+            **{f"ms_{p}": v for p, v in parts.items()}, layers=layers,
+        )  # fmt: skip
+        records.append(rec)
+    mha = next(r for r in records if r["plan"] == REFERENCE)
+    t_mha, t_sdpa = mha["latency_ms_median"], records[0]["latency_ms_median"]
+    for rec in records:
+        if rec["plan_layers"] is None:
+            continue
+        removed = predicted_removed_ms(mha["layers"], rec["plan_layers"], full.config.encoder_attention_heads)
+        rec.update(predicted_removed_ms=removed, predicted_speedup_vs_mha=t_mha / (t_mha - removed),
+                   predicted_speedup_vs_sdpa=t_sdpa / (t_mha - removed))
+        rec["of_predicted"] = rec["speedup_vs_mha"] / rec["predicted_speedup_vs_mha"]
+    for rec in records:
+        if progress is not None:
+            progress(rec)
+    return records
+
+
+def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
+    """Measure every plan at every length; write records, plots and report.md to `config.output`."""
+    import torch
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from attnreuse._io import atomic_write_json
+    from attnreuse.bench.study_report import write_report
+    from attnreuse.measure import machine_record, set_threads, write_records
+
+    wc = whisper_config(config)
+    plans = _validate(config, wc)
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    full = WhisperEncoder(wc).eval()
+    machine = machine_record(threads=config.threads, command=config.command, bench="study")
+    records = []
+    for n in sorted(config.lengths):
+        records += [{**r, **machine} for r in _length_records(n, full, plans, config, progress)]
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_records(out / "records.json", records)
+    write_records(out / "records.csv", [{k: v for k, v in r.items() if k != "layers"} for r in records])
+    atomic_write_json(out / "config.json", dataclasses.asdict(config))
+    write_report(records, config, out)
+    return records
+
+
+def reproduce_command(config: StudyConfig) -> str:
+    argv = ["attnreuse", "bench", "study", "--model", config.model, "--lengths", ",".join(map(str, config.lengths)),
+            "--plans", ",".join(config.plans)]
+    for f in dataclasses.fields(config):
+        if f.metadata.get("cli") is not False and f.name != "model":
+            argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
+    return shlex.join(argv)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="seed 001's study: map reuse on Whisper's encoder, latency broken down by part and by N",
+        description="Every plan (sdpa baseline, mha, map sharing in groups, reuse, Taylor) at several "
+        "sequence lengths: end-to-end latency, its breakdown into Q/K projections, scores+softmax, A.V, "
+        "V/output projections, FFN and the rest, peak memory, the Amdahl check; report.md with plots.",
+    )
+    p.add_argument("--lengths", type=int_list, default=argparse.SUPPRESS,
+                   help="frames after the conv stem, comma-separated (default: 250,500,1000,1500)")
+    p.add_argument("--plans", type=csv_list, default=argparse.SUPPRESS,
+                   help="sdpa, mha, shareG (groups of G), or one kind for every layer (reuse, reuse:2, taylor); "
+                        "default: sdpa,mha,share2,share3,reuse,taylor")
+    add_config_args(p, StudyConfig)
+    p.add_argument("--quick", action="store_true", help="1 round of 2 repeats, 1 breakdown forward (smoke test)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    quick = dict(rounds=1, repeats=2, warmup=1, breakdown_repeats=1) if args.quick else {}
+    config = config_from_args(StudyConfig, args, **quick)
+    config = dataclasses.replace(config, command=reproduce_command(config))
+    from attnreuse.bench.study_report import format_table
+
+    print(format_table([]), flush=True)
+    run_study(config, progress=lambda r: print(format_table([r], header=False), flush=True))
+    print(f"\nwrote {config.output}/report.md, records.json, records.csv, breakdown.png, speedup.png")
+    return 0

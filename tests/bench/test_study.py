@@ -1,0 +1,145 @@
+"""`attnreuse bench study` on a tiny random Whisper encoder: plans, bad input, the breakdown's
+bookkeeping, the Amdahl prediction and the report. Structure only: timings on a loaded test
+machine prove nothing, so no assertion compares speeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from attnreuse.bench import study  # noqa: E402
+from attnreuse.bench.study_report import check_records  # noqa: E402
+from attnreuse.cli import main  # noqa: E402
+
+TINY = dict(d_model=32, encoder_layers=4, encoder_attention_heads=4, encoder_ffn_dim=64, decoder_layers=1,
+            decoder_attention_heads=4, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=24, vocab_size=64,
+            pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3)
+
+
+@pytest.fixture
+def tiny_whisper(tmp_path):
+    from transformers import WhisperConfig
+
+    path = tmp_path / "whisper-tiny-random.json"
+    WhisperConfig(**TINY).to_json_file(str(path))
+    return path
+
+
+def test_plan_names_become_one_kind_per_layer():
+    assert study.plan_layers("sdpa", 6, 8) is None
+    assert study.plan_layers("share2", 6, 8) == ["mha", "share"] * 3
+    assert study.plan_layers("share3", 6, 8) == ["mha", "share", "share"] * 2
+    assert study.plan_layers("share3", 4, 8) == ["mha", "share", "share", "mha"]
+    assert study.plan_layers("reuse:2", 2, 8) == ["reuse:2", "reuse:2"]
+    with pytest.raises(ValueError, match=r"--plans 'flash'.*unknown attention kind 'flash'"):
+        study.plan_layers("flash", 4, 8)
+    with pytest.raises(ValueError, match="--plans 'share1'"):
+        study.plan_layers("share1", 4, 8)
+    with pytest.raises(ValueError, match="--plans 'skip'"):
+        study.plan_layers("skip", 4, 8)  # the first layer has nothing to skip from
+
+
+def test_sdpa_and_mha_always_run_first():
+    assert study.StudyConfig(plans=("share2", "taylor")).plan_names() == ["sdpa", "mha", "share2", "taylor"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lengths=()), "--lengths"), (dict(lengths=(0, 10)), "--lengths"), (dict(plans=()), "--plans"),
+    (dict(backend="flash"), "--backend"), (dict(rounds=0), "--rounds"), (dict(positions=-1), "--positions"),
+])  # fmt: skip
+def test_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        study.StudyConfig(**kwargs)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--model", "whisper-tiny", "--lengths", "3000"], r"--lengths \[3000\] exceed the model's 1500 positions.*--positions 3000"),
+    (["--model", "whisper-tiny", "--lengths", "64", "--plans", "mha,flash"], "--plans 'flash'"),
+    (["--model", "whisper-huge", "--lengths", "64"], "--model must be one of whisper-tiny"),
+    (["--lengths", "64,x"], None),
+])  # fmt: skip
+def test_bad_input_is_one_line_and_non_zero(argv, match, tmp_path, capsys):
+    if match is None:  # argparse's own error for a malformed list
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "study", *argv, "--output", str(tmp_path / "o")])
+        assert exc.value.code == 2
+        return
+    assert main(["bench", "study", *argv, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("attnreuse bench: error:")
+    assert __import__("re").search(match, err), err
+    assert not (tmp_path / "o").exists()  # validated before anything ran
+
+
+def test_removed_parts_predict_from_the_mha_layers():
+    layers = [dict(qk_proj=2.0, scores_softmax=3.0, av=1.0, v_proj=1.0, out_proj=1.0, ffn=5.0)] * 4
+    assert study.predicted_removed_ms(layers, ["mha"] * 4, 4) == 0.0
+    assert study.predicted_removed_ms(layers, ["mha", "share", "mha", "share"], 4) == pytest.approx(2 * 5.0)
+    assert study.predicted_removed_ms(layers, ["mha", "share", "share", "mha"], 4) == pytest.approx(2 * 5.0)
+    assert study.predicted_removed_ms(layers, ["reuse"] * 4, 4) == pytest.approx(4 * 0.75 * 5.0)
+    assert study.predicted_removed_ms(layers, ["reuse:2"] * 4, 4) == pytest.approx(4 * 0.5 * 5.0)
+    assert study.predicted_removed_ms(layers, ["taylor"] * 4, 4) == pytest.approx(4 * 4.0)
+    assert study.predicted_removed_ms(layers, ["mha", "skip", "mha", "mha"], 4) == pytest.approx(7.0)
+
+
+def test_stock_attention_core_is_module_time_less_projections():
+    totals = {("attention", 0): 0.010, ("qk_proj", 0): 0.002, ("v_proj", 0): 0.001, ("out_proj", 0): 0.001,
+              ("ffn", 0): 0.005,
+              ("attention", 1): 0.010, ("qk_proj", 1): 0.002, ("v_proj", 1): 0.001, ("out_proj", 1): 0.001,
+              ("scores_softmax", 1): 0.003, ("av", 1): 0.002}
+    stock, marked = study._layer_parts(totals, 2)
+    assert stock["core"] == pytest.approx(6.0) and stock["scores_softmax"] == 0.0
+    assert marked["core"] == 0.0 and marked["scores_softmax"] == pytest.approx(3.0)  # glue goes to "rest"
+    parts = study._summarise([stock, marked], total_ms=40.0)
+    assert sum(parts.values()) == pytest.approx(40.0) and parts["rest"] == pytest.approx(40.0 - 15.0 - 9.0)
+
+
+def test_tiny_study_records_parts_that_add_up_and_a_report(tiny_whisper, tmp_path):
+    out = tmp_path / "study"
+    config = study.StudyConfig(model=str(tiny_whisper), lengths=(16, 8), threads=1, rounds=1, repeats=1, warmup=1,
+                               breakdown_repeats=1, check_length=16, output=str(out))
+    seen = []
+    records = study.run_study(config, progress=seen.append)
+    plans = ["sdpa", "mha", "share2", "share3", "reuse", "taylor"]
+    assert [(r["plan"], r["frames"]) for r in records] == [(p, n) for n in (8, 16) for p in plans]
+    assert len(seen) == len(records)
+    for r in records:
+        parts = [r[f"ms_{p}"] for p in study.PARTS]
+        assert sum(parts) == pytest.approx(r["breakdown_total_ms"])  # rest closes the sum by construction
+        assert all(r[f"ms_{p}"] >= 0 for p in study.PARTS if p != "rest")
+        assert r["latency_ms_median"] > 0 and r["peak_bytes"] > 0 and r["cpu"] and r["torch"]
+        assert r["breakdown_coverage"] == pytest.approx(r["breakdown_total_ms"] / r["latency_ms_median"])
+        assert len(r["layers"]) == 4
+    by = {(r["plan"], r["frames"]): r for r in records}
+    assert by[("sdpa", 8)]["ms_core"] > 0 and by[("sdpa", 8)]["ms_scores_softmax"] == 0  # fused: one step
+    assert by[("mha", 8)]["ms_scores_softmax"] > 0 and by[("mha", 8)]["ms_av"] > 0 and by[("mha", 8)]["ms_core"] == 0
+    assert by[("share2", 16)]["plan_layers"] == ["mha", "share"] * 2
+    assert [layer["qk_proj"] > 0 for layer in by[("share2", 16)]["layers"]] == [True, False, True, False]
+    assert by[("taylor", 16)]["ms_core"] > 0 and by[("taylor", 16)]["ms_scores_softmax"] == 0
+    assert by[("mha", 16)]["predicted_speedup_vs_mha"] == 1.0 and "predicted_speedup_vs_mha" not in by[("sdpa", 16)]
+    assert by[("share2", 16)]["predicted_speedup_vs_mha"] > 1.0
+    for name in ("records.json", "records.csv", "config.json", "report.md", "breakdown.png", "speedup.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(json.loads((out / "records.json").read_text())) == 12
+    report = (out / "report.md").read_text()
+    assert "| share3 |" in report and "Amdahl at 16 frames" in report and r["cpu"] in report
+
+
+def _rec(plan, n, vs_sdpa, coverage=1.0, of_pred=None):
+    r = dict(plan=plan, frames=n, speedup_vs_sdpa=vs_sdpa, breakdown_coverage=coverage, speedup_vs_mha=1.0)
+    if of_pred is not None:
+        r.update(of_predicted=of_pred, predicted_speedup_vs_mha=1.0)
+    return r
+
+
+def test_checks_pass_and_fail_as_stated():
+    good = [_rec("share2", 500, 1.1, of_pred=0.8), _rec("share2", 1500, 1.3, of_pred=0.95),
+            _rec("share3", 500, 1.2), _rec("share3", 1500, 1.19, coverage=1.15)]
+    result = {what: ok for what, ok, _ in check_records(good, 1500)}
+    assert result["share2: speed-up over sdpa grows with N"]
+    assert not result["share3: speed-up over sdpa grows with N"]  # ends lower than it starts
+    assert not result["the breakdown (parts + rest) is within 10% of the measured end-to-end time"]
+    assert [ok for what, ok in result.items() if "Amdahl" in what] == [True]  # only the check length counts
