@@ -1,63 +1,10 @@
-"""Tiny random-weight transformers encoders and a word-level tokenizer the tests build (no download)."""
+"""Fixtures of the hf tests: a saved tiny BERT directory and a text file."""
 
 from __future__ import annotations
 
 import pytest
 
-transformers = pytest.importorskip("transformers")
-
-WORDS = ("return the value of a list with items and keys from this file or path when given by name "
-         "open close read write number string object class method function module error test data").split()
-
-
-def tiny_config(kind: str = "bert", **overrides):
-    common = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    if kind == "bert":
-        return transformers.BertConfig(vocab_size=len(WORDS) + 5, max_position_embeddings=64, **{**common, **overrides})
-    if kind == "roberta":
-        return transformers.RobertaConfig(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1,
-                                          **{**common, **overrides})
-    if kind == "vit":
-        return transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, **{**common, **overrides})
-    if kind == "whisper":  # the encoder's input is 2 x max_source_positions mel frames
-        return transformers.WhisperConfig(**{**WHISPER, **overrides})
-    raise ValueError(kind)
-
-
-WHISPER = dict(d_model=32, encoder_layers=4, encoder_attention_heads=4, encoder_ffn_dim=64, decoder_layers=1,
-               decoder_attention_heads=4, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=12,
-               vocab_size=64, pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
-               dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
-
-
-def whisper_encoder_class():
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-    return WhisperEncoder
-
-
-def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
-    import torch
-
-    torch.manual_seed(seed)
-    classes = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel, "vit": transformers.ViTModel}
-    cls = whisper_encoder_class() if kind == "whisper" else classes[kind]
-    model = cls(tiny_config(kind, **overrides))
-    return model.eval()
-
-
-def tiny_tokenizer(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return transformers.BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-
-
-def sentences(n: int, seed: int = 0) -> list[str]:
-    import random
-
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) for _ in range(n)]
+from hfutil import sentences, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import torch
 
 import attnreuse.hf as arhf
 
-from conftest import tiny_config, tiny_model
+from hfutil import tiny_config, tiny_model
 
 PLANS = ["mha", "reuse", "reuse:2", "taylor", "mha,share,mha,share", "mha,share,share,mha", "mha,skip,skip,mha",
          "reuse,share,taylor,skip"]

@@ -81,7 +81,7 @@ def test_a_new_kind_is_one_registered_object():
     import attnreuse.hf as arhf
     from attnreuse.plan import registry
 
-    from conftest import tiny_model
+    from hfutil import tiny_model
 
     class Halve(Kind):
         name = "test-halve"
@@ -123,7 +123,7 @@ def test_topk_overlap_and_fidelity_metrics():
 def test_embed_returns_texts_in_their_order(tmp_path):
     from attnreuse.hf.fidelity import embed
 
-    from conftest import sentences, tiny_model, tiny_tokenizer
+    from hfutil import sentences, tiny_model, tiny_tokenizer
 
     model, tok = tiny_model("bert"), tiny_tokenizer(tmp_path)
     texts = sentences(7, seed=5)

@@ -8,7 +8,7 @@ import torch
 import attnreuse.hf as arhf
 from attnreuse.hf.source import load_source
 
-from conftest import sentences, tiny_model, tiny_tokenizer
+from hfutil import sentences, tiny_model, tiny_tokenizer
 
 PLANS = ["mha", "reuse", "reuse:2", "taylor", "mha,share,mha,share", "mha,skip,skip,mha", "reuse,share,taylor,skip"]
 
