@@ -62,8 +62,8 @@ UNIFORM_BASELINES = {
     "uniform_m4": "efficientvit_m4",
     "uniform_l": "efficientvit_m5",
 }
-# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `attnreuse_vit_*`.
-_VIT_PLAN = re.compile(r"(?:skipat|reuse|mapshare)_vit_(\w+?)_(patch\d+_\d+)|taylor_deit_(\w+?)_(patch\d+_\d+)")
+# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `vit_attnreuse_*`.
+_VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(patch\d+_\d+)")
 
 
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check ONNX Runtime against PyTorch on digits images, and optionally quantise to int8. "
         "Writes FILE.onnx, FILE.int8.onnx (--int8) and FILE.export.json.",
     )
-    p.add_argument("model", help="model name, e.g. uniform_s or attnreuse_vit_small_patch16_224")
+    p.add_argument("model", help="model name, e.g. uniform_s or vit_attnreuse_small_patch16_224")
     p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
     p.add_argument("--model-kwargs", type=json_object, default={},
                    help='JSON object of model arguments, e.g. \'{"attn_plan": "taylor"}\'')
