@@ -37,10 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
         # User errors get one clear line, not a stack trace.
         print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Results are written atomically, so what is on disk is the last complete checkpoint/file.
+        print(f"attnreuse {args.command}: interrupted; files already written are complete "
+              "(`attnreuse train --resume` continues a training run)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def _load_source(config: ConvertConfig) -> tuple[nn.Module, dict]:
     if config.model is None:
         raise ValueError(f"checkpoint {path} is not a train output directory: give --model (and --model-kwargs)")
     model = create_model(config.model, **config.model_kwargs)
-    model.load_state_dict(ckpt_io.load_weights(path))
+    ckpt_io.load_into(model, ckpt_io.load_weights(path), path)
     return model.eval(), {"name": config.model, "kwargs": dict(config.model_kwargs)}
 
 
