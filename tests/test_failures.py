@@ -127,7 +127,7 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch, tmp_path):
 
 def test_weights_file_reads_like_every_other_file_of_a_run(tmp_path):
     path = save_model_weights(tmp_path / "model.safetensors", {"w": torch.zeros(2)})
-    assert stat.S_IMODE(path.stat().st_mode) == new_file_mode() == stat.S_IMODE((tmp_path / "x").open("w") and (tmp_path / "x").stat().st_mode)
+    assert stat.S_IMODE(path.stat().st_mode) == new_file_mode()
 
 
 def test_model_kwargs_take_timms_key_value_form():
@@ -135,3 +135,12 @@ def test_model_kwargs_take_timms_key_value_form():
         ["train", "--model", PICO, "--output", "o", "--model-kwargs", "attn_plan=reuse", "depth=4", "drop_rate=0.1"]
     )
     assert args.model_kwargs == {"attn_plan": "reuse", "depth": 4, "drop_rate": 0.1}
+
+
+def test_a_missing_extra_names_it(capsys, monkeypatch, tmp_path):
+    def needs_onnx(config):
+        raise ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
+
+    monkeypatch.setattr("attnreuse.train.loop.train", needs_onnx)
+    _fails(capsys, ["train", "--model", PICO, "--epochs", "2", "--output", str(tmp_path / "o")],
+           "pip install 'attnreuse[onnx]'")

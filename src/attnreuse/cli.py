@@ -20,6 +20,12 @@ _TOOLS = (
     "attnreuse.study.cli",
 )
 
+# Optional top-level modules -> the extra (pyproject.toml) that installs them.
+_EXTRAS = {
+    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "matplotlib": "bench", "sklearn": "data",
+    "transformers": "hf", "tokenizers": "hf",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -40,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
         # User errors get one clear line, not a stack trace.
         print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = _EXTRAS.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"attnreuse {args.command}: error: this needs {err.name}, which is in the [{extra}] extra: "
+              f"pip install 'attnreuse[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # Results are written atomically, so what is on disk is the last complete checkpoint/file.
