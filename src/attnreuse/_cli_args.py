@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 
 
@@ -15,6 +16,30 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"depth\": 4}}', got {text!r}")
     return value
+
+
+def kwargs_item(text: str) -> dict:
+    """argparse type: one JSON object, or one `key=value` as timm's train.py takes them (the value
+    read as a Python literal where it is one, else as a string: depth=4, attn_plan=reuse)."""
+    if text.lstrip().startswith("{"):
+        return json_object(text)
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value or a JSON object, got {text!r}")
+    try:
+        return {key: ast.literal_eval(value)}
+    except (ValueError, SyntaxError):
+        return {key: value}
+
+
+class MergeKwargs(argparse.Action):
+    """`--model-kwargs a=1 b=x` or `--model-kwargs '{"a": 1}'`: the items merged into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        merged = dict(getattr(namespace, self.dest) or {})
+        for item in values:
+            merged.update(item)
+        setattr(namespace, self.dest, merged)
 
 
 def csv_list(text: str) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any new file
+    os.chmod(tmp, new_file_mode())  # mkstemp makes 0600; results should read like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -36,10 +36,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
+def new_file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file (0666 less the umask)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -21,6 +21,12 @@ _TOOLS = (
     "attnreuse.hf.cli",
 )
 
+# Optional top-level modules -> the extra (pyproject.toml) that installs them.
+_EXTRAS = {
+    "onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "matplotlib": "bench", "sklearn": "data",
+    "transformers": "hf", "tokenizers": "hf",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,13 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            FloatingPointError) as err:
         # User errors get one clear line, not a stack trace.
         print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        extra = _EXTRAS.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"attnreuse {args.command}: error: this needs {err.name}, which is in the [{extra}] extra: "
+              f"pip install 'attnreuse[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"attnreuse {args.command}: interrupted; files already written are complete (a run "
-              "directory keeps its last checkpoint: continue it with --resume)", file=sys.stderr)
+        # Results are written atomically, so what is on disk is the last complete checkpoint/file.
+        print(f"attnreuse {args.command}: interrupted; files already written are complete "
+              "(a run directory keeps its last checkpoint: `--resume` continues it)", file=sys.stderr)
         return 130
 
 

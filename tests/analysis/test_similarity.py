@@ -49,7 +49,7 @@ def test_capture_on_timm_vit_matches_a_manual_map():
 
 def test_capture_on_attnreuse_plan_handles_reuse_share_skip_taylor():
     model = timm.create_model(
-        "attnreuse_vit_pico_patch4_32", **{**VIT, "depth": 5}, attn_plan=["mha", "reuse", "share", "skip", "taylor"]
+        "vit_attnreuse_pico_patch4_32", **{**VIT, "depth": 5}, attn_plan=["mha", "reuse", "share", "skip", "taylor"]
     ).eval()
     caps = capture_attention(model, [torch.randn(2, 3, 16, 16)])
     assert [c.kind for c in caps] == ["mha", "reuse", "share", "skip", "taylor"]

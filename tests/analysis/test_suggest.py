@@ -16,7 +16,7 @@ VIT = dict(img_size=16, patch_size=4, embed_dim=32, depth=5, num_heads=2, num_cl
     "plan", [["mha"] * 5, ["mha", "reuse", "share", "skip", "taylor"], ["mha", "reuse:2", "share", "share", "skip"]]
 )
 def test_mac_model_matches_counted_flops(plan):
-    model = timm.create_model("attnreuse_vit_pico_patch4_32", **VIT, attn_plan=plan).eval()
+    model = timm.create_model("vit_attnreuse_pico_patch4_32", **VIT, attn_plan=plan).eval()
     # Grad mode keeps every op on its plain matmul path (the no-grad Taylor kernel writes into
     # preallocated outputs, which FlopCounterMode does not see).
     with attnreuse.ops.use_backend("dense"), torch.enable_grad(), FlopCounterMode(display=False) as counter:
@@ -57,7 +57,7 @@ def test_head_groups():
 def test_analyze_cli_writes_matrices_heatmaps_and_plan(tmp_path, capsys):
     out = tmp_path / "an"
     kwargs = json.dumps({**VIT, "depth": 3, "attn_plan": ["mha", "mha", "share"]})
-    args = ["analyze", "--model", "attnreuse_vit_pico_patch4_32", "--model-kwargs", kwargs, "--batches", "1",
+    args = ["analyze", "--model", "vit_attnreuse_pico_patch4_32", "--model-kwargs", kwargs, "--batches", "1",
             "--batch-size", "8", "--mac-budget", "0.95", "--min-score", "0.0", "--output", str(out)]
     assert main(args) == 0
     assert "suggested plan" in capsys.readouterr().out

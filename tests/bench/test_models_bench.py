@@ -7,7 +7,7 @@ import pytest
 from attnreuse.bench import models as bm
 from attnreuse.cli import main
 
-PICO = "attnreuse_vit_pico_patch4_32"
+PICO = "vit_attnreuse_pico_patch4_32"
 
 
 @pytest.mark.parametrize(
@@ -17,11 +17,11 @@ PICO = "attnreuse_vit_pico_patch4_32"
         ("uniform_s", "efficientvit_m1"),
         ("uniform_m", "efficientvit_m3"),
         ("uniform_l", "efficientvit_m5"),
-        ("skipat_vit_small_patch16_224", "attnreuse_vit_small_patch16_224"),
-        ("mapshare_vit_small_patch16_224", "attnreuse_vit_small_patch16_224"),
-        ("reuse_vit_tiny_patch16_224", "attnreuse_vit_tiny_patch16_224"),
-        ("taylor_deit_small_patch16_224", "attnreuse_vit_small_patch16_224"),
-        ("attnreuse_vit_small_patch16_224", None),
+        ("vit_skipat_small_patch16_224", "vit_attnreuse_small_patch16_224"),
+        ("vit_mapshare_small_patch16_224", "vit_attnreuse_small_patch16_224"),
+        ("vit_reuse_tiny_patch16_224", "vit_attnreuse_tiny_patch16_224"),
+        ("deit_taylor_small_patch16_224", "vit_attnreuse_small_patch16_224"),
+        ("vit_attnreuse_small_patch16_224", None),
         ("efficientvit_m0", None),
     ],
 )
@@ -31,12 +31,12 @@ def test_family_baselines(name, baseline):
 
 def test_default_set_holds_attnreuse_models_and_peers_and_baselines_are_added():
     names = bm.default_models()
-    for must in ("skipat_vit_small_patch16_224", "efficientvit_m0", "efficientvit_b0", "mobilevit_xxs", "fastvit_t8"):
+    for must in ("vit_skipat_small_patch16_224", "efficientvit_m0", "efficientvit_b0", "mobilevit_xxs", "fastvit_t8"):
         assert must in names
-    cfg = bm.ModelBenchConfig(models=("skipat_vit_tiny_patch16_224",))
-    assert cfg.model_list() == ["skipat_vit_tiny_patch16_224", "attnreuse_vit_tiny_patch16_224"]
-    assert bm.ModelBenchConfig(models=("reuse_vit_tiny_patch16_224",), baselines=False).model_list() == [
-        "reuse_vit_tiny_patch16_224"
+    cfg = bm.ModelBenchConfig(models=("vit_skipat_tiny_patch16_224",))
+    assert cfg.model_list() == ["vit_skipat_tiny_patch16_224", "vit_attnreuse_tiny_patch16_224"]
+    assert bm.ModelBenchConfig(models=("vit_reuse_tiny_patch16_224",), baselines=False).model_list() == [
+        "vit_reuse_tiny_patch16_224"
     ]
 
 

@@ -11,7 +11,7 @@ from attnreuse.export.data import digits_images
 from attnreuse.export.onnx import create_export_model, export_onnx, ort_session, run_ort
 from attnreuse.export.pipeline import ExportConfig, record_path, run_export
 
-PICO = "attnreuse_vit_pico_patch4_32"
+PICO = "vit_attnreuse_pico_patch4_32"
 PLANS = {
     "mha": "mha",
     "reuse": "reuse",
@@ -172,8 +172,8 @@ def test_train_output_directory_as_checkpoint(tmp_path):
     x = _images(2)
     with torch.no_grad():
         torch.testing.assert_close(model(x), src(x), atol=0, rtol=0)
-    with pytest.raises(ValueError, match="holds a 'attnreuse_vit_pico_patch4_32', not a 'reuse_vit_tiny_patch16_224'"):
-        create_export_model("reuse_vit_tiny_patch16_224", checkpoint=run)
+    with pytest.raises(ValueError, match="holds a 'vit_attnreuse_pico_patch4_32', not a 'vit_reuse_tiny_patch16_224'"):
+        create_export_model("vit_reuse_tiny_patch16_224", checkpoint=run)
 
 
 def test_uniform_exports_folded_and_matches_eager(tmp_path):

@@ -8,7 +8,7 @@ from attnreuse.export.onnx import create_export_model, export_onnx, ort_session,
 from attnreuse.export.pipeline import ExportConfig, int8_path, run_export
 from attnreuse.export.quantize import compare_int8, quantize_onnx
 
-PICO = "attnreuse_vit_pico_patch4_32"
+PICO = "vit_attnreuse_pico_patch4_32"
 
 
 @pytest.fixture(scope="module")

@@ -27,17 +27,17 @@ def _small(name):
 def test_list_models_names_every_attnreuse_model():
     assert NAMES == sorted(NAMES)
     required = {
-        "skipat_vit_tiny_patch16_224",
-        "skipat_vit_small_patch16_224",
-        "skipat_vit_base_patch16_224",
-        "taylor_deit_tiny_patch16_224",
-        "taylor_deit_small_patch16_224",
-        "reuse_vit_tiny_patch16_224",
-        "reuse_vit_small_patch16_224",
-        "mapshare_vit_small_patch16_224",
-        "attnreuse_vit_tiny_patch16_224",
-        "attnreuse_vit_small_patch16_224",
-        "attnreuse_vit_pico_patch4_32",
+        "vit_skipat_tiny_patch16_224",
+        "vit_skipat_small_patch16_224",
+        "vit_skipat_base_patch16_224",
+        "deit_taylor_tiny_patch16_224",
+        "deit_taylor_small_patch16_224",
+        "vit_reuse_tiny_patch16_224",
+        "vit_reuse_small_patch16_224",
+        "vit_mapshare_small_patch16_224",
+        "vit_attnreuse_tiny_patch16_224",
+        "vit_attnreuse_small_patch16_224",
+        "vit_attnreuse_pico_patch4_32",
     }
     assert required <= set(NAMES)
     assert "vit_small_patch16_224" not in NAMES and "efficientvit_m0" not in NAMES

@@ -12,7 +12,7 @@ from attnreuse.ops import reference
 SMALL = dict(img_size=32, depth=4)
 
 
-def _vit(name="attnreuse_vit_tiny_patch16_224", **kwargs):
+def _vit(name="vit_attnreuse_tiny_patch16_224", **kwargs):
     return timm.create_model(name, **{**SMALL, **kwargs}).eval()
 
 
@@ -33,7 +33,7 @@ def test_mha_plan_equals_timm_vit_small_full_size(tmp_path):
     """The baseline is really the baseline: timm ViT-S/16 weights, 224x224, all 12 layers."""
     ref = timm.create_model("vit_small_patch16_224").eval()
     model = timm.create_model(
-        "attnreuse_vit_small_patch16_224", attn_plan="mha", **_file(tmp_path, ref.state_dict())
+        "vit_attnreuse_small_patch16_224", attn_plan="mha", **_file(tmp_path, ref.state_dict())
     ).eval()
     assert model.load_report.complete and not model.load_report.dropped
     x = _images(1, 224)
@@ -106,7 +106,7 @@ def test_share_applies_the_closest_earlier_map(source):
 def test_skip_uses_phi_on_previous_attention_output():
     """SkipAt: patch tokens from Phi of the previous (real or approximated) attention output, the
     CLS token from the last computed layer; the MLP still runs."""
-    model = _vit("skipat_vit_tiny_patch16_224")
+    model = _vit("vit_skipat_tiny_patch16_224")
     assert model.attn_plan == ("mha", "skip", "skip", "mha")
     assert not hasattr(model.blocks[1], "attn") and not hasattr(model.blocks[1], "norm1")
     seen = _attn_inputs(model, _images())
@@ -120,13 +120,13 @@ def test_skip_uses_phi_on_previous_attention_output():
 
 def test_skipat_default_plan_is_layers_3_to_8():
     assert skipat_plan(12) == ["mha"] * 3 + ["skip"] * 6 + ["mha"] * 3
-    model = timm.create_model("skipat_vit_tiny_patch16_224", img_size=32)
+    model = timm.create_model("vit_skipat_tiny_patch16_224", img_size=32)
     assert describe_plan(model) == "mha x3, skip x6, mha x3"
-    assert timm.create_model("mapshare_vit_small_patch16_224", img_size=32).attn_plan == ("mha", "share") * 6
+    assert timm.create_model("vit_mapshare_small_patch16_224", img_size=32).attn_plan == ("mha", "share") * 6
 
 
 def test_skip_with_dynamic_img_size_uses_the_actual_grid():
-    model = _vit("skipat_vit_tiny_patch16_224", dynamic_img_size=True)
+    model = _vit("vit_skipat_tiny_patch16_224", dynamic_img_size=True)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 48, 64)).shape == (1, 1000)
 
@@ -147,7 +147,7 @@ def test_grad_checkpointing_and_intermediates():
         final, inter = model.forward_intermediates(x, indices=[1, 3])
         torch.testing.assert_close(final, model.forward_features(x))
     assert [t.shape for t in inter] == [(2, 192, 2, 2)] * 2
-    feats = timm.create_model("skipat_vit_tiny_patch16_224", features_only=True, out_indices=(1, 3), **SMALL)
+    feats = timm.create_model("vit_skipat_tiny_patch16_224", features_only=True, out_indices=(1, 3), **SMALL)
     assert [f.shape for f in feats(x)] == [(2, 192, 2, 2)] * 2
 
 
@@ -167,7 +167,7 @@ def _skipat_checkpoint(n_phi=2):
 
 def test_loads_skipat_checkpoint_strictly(tmp_path):
     sd = _skipat_checkpoint()
-    model = _vit("skipat_vit_tiny_patch16_224", **_file(tmp_path, sd, "skipat.pth"))
+    model = _vit("vit_skipat_tiny_patch16_224", **_file(tmp_path, sd, "skipat.pth"))
     report = model.load_report
     assert report.complete
     assert "blocks.1.attn.qkv.weight" in report.dropped and "blocks.2.norm1.weight" in report.dropped
@@ -180,7 +180,7 @@ def test_loads_vitality_checkpoint(tmp_path):
     sd = dict(timm.create_model("deit_tiny_patch16_224", **SMALL).state_dict())
     for i in range(4):
         sd[f"blocks.{i}.attn.quant.running_range"] = torch.ones(1, 1, 1)
-    model = _vit("taylor_deit_tiny_patch16_224", taylor_center="features", **_file(tmp_path, sd))
+    model = _vit("deit_taylor_tiny_patch16_224", taylor_center="features", **_file(tmp_path, sd))
     assert model.load_report.complete and len(model.load_report.dropped) == 4
     assert model.blocks[0].attn.center == "features"
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, sd["blocks.0.attn.qkv.weight"])
@@ -231,7 +231,7 @@ def test_classifier_and_resolution_adaptation(tmp_path):
 
 def test_pretrained_without_a_file_is_an_error():
     with pytest.raises(ValueError, match="pretrained_cfg_overlay=dict\\(file=PATH\\)"):
-        timm.create_model("reuse_vit_tiny_patch16_224", pretrained=True, **SMALL)
+        timm.create_model("vit_reuse_tiny_patch16_224", pretrained=True, **SMALL)
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_bad_plan_types_and_arguments():
     with pytest.raises(ValueError, match="reuse_qk_dim must be a positive int, got 0"):
         _vit(attn_plan="reuse", reuse_qk_dim=0)
     with pytest.raises(ValueError, match="patch_drop_rate"):
-        _vit("skipat_vit_tiny_patch16_224", patch_drop_rate=0.1)
+        _vit("vit_skipat_tiny_patch16_224", patch_drop_rate=0.1)
 
 
 def test_bad_resolution_raises():
@@ -277,7 +277,7 @@ def test_bad_resolution_raises():
 
 
 def test_reuse_qk_dim_and_grouped_reuse():
-    model = _vit("attnreuse_vit_small_patch16_224", attn_plan=["reuse", "reuse:2", "reuse:6", "share"], reuse_qk_dim=48)
+    model = _vit("vit_attnreuse_small_patch16_224", attn_plan=["reuse", "reuse:2", "reuse:6", "share"], reuse_qk_dim=48)
     blocks = model.blocks
     assert blocks[0].attn.qk.weight.shape == (96, 384) and blocks[0].attn.qk_heads == 1
     assert blocks[1].attn.qk.weight.shape == (96, 384) and blocks[1].attn.qk_heads == 2

@@ -18,7 +18,7 @@ def source_run(tmp_path_factory):
     from attnreuse.train.config import TrainConfig
 
     out = tmp_path_factory.mktemp("source")
-    train(TrainConfig(model="attnreuse_vit_pico_patch4_32", output=str(out), model_kwargs=PICO, epochs=2,
+    train(TrainConfig(model="vit_attnreuse_pico_patch4_32", output=str(out), model_kwargs=PICO, epochs=2,
                       warmup_epochs=1, batch_size=32, limit_train_batches=3, progress=False))
     return out
 
@@ -77,7 +77,7 @@ def test_convert_carries_weights_and_saves_a_trainable_run(source_run, tmp_path,
                                    batch_size=32, fit_steps=20))
     src = ckpt_io.load_weights(source_run)
     model, spec = ckpt_io.load_model_dir(out)
-    assert spec["name"] == "attnreuse_vit_pico_patch4_32" and spec["kwargs"]["attn_plan"] == report["plan"]
+    assert spec["name"] == "vit_attnreuse_pico_patch4_32" and spec["kwargs"]["attn_plan"] == report["plan"]
     got = model.state_dict()
     for key in ("patch_embed.proj.weight", "blocks.1.mlp.fc1.weight", "head.weight", "blocks.3.norm2.bias"):
         torch.testing.assert_close(got[key], src[key], msg=key)

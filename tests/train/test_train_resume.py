@@ -78,7 +78,7 @@ def test_layers_with_a_schedule_see_training_progress_by_global_step(tmp_path, m
     real_progress = TaylorAttention.set_progress
     monkeypatch.setattr(TaylorAttention, "set_progress", lambda self, f: (seen.append(f), real_progress(self, f)))
     kwargs = {**make_config(tmp_path / "unused").model_kwargs, "attn_plan": "taylor"}
-    cfg = dict(model="attnreuse_vit_tiny_patch16_224", model_kwargs=kwargs)  # 1 block, 3 steps an epoch
+    cfg = dict(model="vit_attnreuse_tiny_patch16_224", model_kwargs=kwargs)  # 1 block, 3 steps an epoch
     train(make_config(tmp_path / "straight", **cfg))
     assert seen == [i / 6 for i in range(6)]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from attnreuse._cli_args import json_object
+from attnreuse._cli_args import MergeKwargs, kwargs_item
+from attnreuse._rundir import claim_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "attn_plan for a MAC budget. Works on timm ViT/DeiT and attnreuse ViT models.",
     )
     p.add_argument("--model", help="model name (default with a train/convert directory: its model)")
-    p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON keyword arguments for the model")
+    p.add_argument("--model-kwargs", type=kwargs_item, nargs="+", action=MergeKwargs, default={}, help="keyword arguments (key=value ... or one JSON object) for the model")
     p.add_argument("--checkpoint", help="weights: a train/convert output directory or a .safetensors file")
     p.add_argument("--data", default="digits", help="'digits' (default), an ImageFolder directory or torchvision:NAME:ROOT")
     p.add_argument("--batches", type=int, default=2, help="validation batches to measure on")
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
     p.add_argument("--head-threshold", type=float, default=0.9, help="cosine for heads to be grouped onto one map")
     p.add_argument("--output", required=True, help="directory for similarity.json and the heatmaps")
+    p.add_argument("--force", action="store_true", help="replace an analysis or run already in --output")
     p.set_defaults(func=run)
 
 
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         batches=args.batches, batch_size=args.batch_size, mac_budget=args.mac_budget, min_score=args.min_score,
         head_threshold=args.head_threshold, output=args.output,
     )
-    result = analyze(config)
+    with claim_output(args.output, force=args.force):
+        result = analyze(config)
     s = result["suggestion"]
     print(
         f"{result['model']}: mean head cosine {result['summary']['mean_head_cosine']:.3f}, mean adjacent-layer "

@@ -59,7 +59,7 @@ class AnalyzeConfig:
 def load_model(model: str | None, model_kwargs: dict, checkpoint: str | None) -> tuple[nn.Module, str]:
     """(model in eval mode, its name) from a name (random or given weights) or a run directory."""
     from attnreuse.models import create_model
-    from attnreuse.train.checkpoint import MODEL_JSON, load_model_dir, load_weights
+    from attnreuse.train.checkpoint import MODEL_JSON, load_into, load_model_dir, load_weights
 
     if checkpoint is not None and (Path(checkpoint) / MODEL_JSON).is_file():
         net, spec = load_model_dir(checkpoint)
@@ -70,7 +70,7 @@ def load_model(model: str | None, model_kwargs: dict, checkpoint: str | None) ->
         raise ValueError(f"checkpoint {checkpoint} is not a train/convert directory: give --model too")
     net = create_model(model, **model_kwargs)
     if checkpoint is not None:
-        net.load_state_dict(load_weights(checkpoint))
+        load_into(net, load_weights(checkpoint), checkpoint)
     return net.eval(), model
 
 

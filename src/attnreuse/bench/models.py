@@ -28,6 +28,8 @@ import argparse
 import dataclasses
 import re
 import shlex
+import sys
+
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +64,8 @@ UNIFORM_BASELINES = {
     "uniform_m4": "efficientvit_m4",
     "uniform_l": "efficientvit_m5",
 }
-# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `attnreuse_vit_*`.
-_VIT_PLAN = re.compile(r"(?:skipat|reuse|mapshare)_vit_(\w+?)_(patch\d+_\d+)|taylor_deit_(\w+?)_(patch\d+_\d+)")
+# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `vit_attnreuse_*`.
+_VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(patch\d+_\d+)")
 
 
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
@@ -79,8 +81,7 @@ def baseline_of(name: str) -> str | None:
         return UNIFORM_BASELINES[name]
     m = _VIT_PLAN.fullmatch(name)
     if m:
-        size, patch = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        return f"attnreuse_vit_{size}_{patch}"
+        return f"vit_attnreuse_{m.group(1)}_{m.group(2)}"
     return None
 
 
@@ -93,7 +94,7 @@ def family_of(name: str) -> str:
         return "uniform"
     if name.startswith("efficientvit_m"):
         return "efficientvit_m"
-    if baseline_of(name) or name.startswith("attnreuse_vit_"):
+    if baseline_of(name) or name.startswith("vit_attnreuse_"):
         return "attnreuse_vit"
     return "peer"
 
@@ -400,6 +401,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnreuse.bench.probes import split_probe
+    from attnreuse.models import check_model_name
+
+    for name in args.names:
+        check_model_name(split_probe(name)[0])
     config = ModelBenchConfig(
         models=tuple(args.names),
         batch=args.batch,
@@ -420,4 +426,8 @@ def run(args: argparse.Namespace) -> int:
     records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[-1], flush=True))
     print()
     print(format_table(records))
+    failed = sorted({r["model"] for r in records if r.get("error")})
+    if failed:
+        print(f"attnreuse bench models: error: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0

@@ -191,7 +191,7 @@ def _baseline_section(rows: list[dict]) -> list[str]:
     ]  # fmt: skip
     return ["## Speed-up over each family's baseline", "",
             "`uniform_*` against timm's `efficientvit_m*` of the same widths; attnreuse ViT plans against the "
-            "`mha` plan of the same model (`attnreuse_vit_*`). Ideal = baseline MACs / model MACs."
+            "`mha` plan of the same model (`vit_attnreuse_*`). Ideal = baseline MACs / model MACs."
             + (" `MODEL:mixer=pointwise` / `:mixer=none` are mixer probes (`attnreuse.bench.probes`), not models:"
                " every mixer cut to its two 1x1 convs / removed, the ceiling a faster token mixer could reach."
                if probes else ""), "",

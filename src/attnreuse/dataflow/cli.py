@@ -24,6 +24,8 @@ def _seq_list(text: str) -> tuple[int, ...]:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seq must be comma-separated ints, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"--seq needs at least one length, e.g. 512,4096; got {text!r}")
     return values
 
 

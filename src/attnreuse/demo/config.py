@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["DemoConfig", "DemoModel", "DEMO_MODELS"]
 
-PICO = "attnreuse_vit_pico_patch4_32"  # 32x32 inputs, patch 4: 64 tokens + CLS
+PICO = "vit_attnreuse_pico_patch4_32"  # 32x32 inputs, patch 4: 64 tokens + CLS
 # Narrowed to 4 blocks of width 64 (4 heads of 16) so six models train in the demo's ten minutes.
 PICO_KW = {"embed_dim": 64, "depth": 4}
 

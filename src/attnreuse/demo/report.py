@@ -94,7 +94,7 @@ Reproduce: `{command}` (total {elapsed_s:.0f} s{', quick smoke configuration' if
 
 Data: scikit-learn digits (1797 8x8 images, upscaled), fixed train/val/test split; {epochs} epochs each,
 seed {cfg.seed}, same recipe for every row (AdamW, warm-up + cosine, label smoothing).
-The ViT rows are `attnreuse_vit_pico_patch4_32` narrowed to 4 blocks of width 64 (4 heads, 64 tokens + CLS)
+The ViT rows are `vit_attnreuse_pico_patch4_32` narrowed to 4 blocks of width 64 (4 heads, 64 tokens + CLS)
 with the named plan;
 uniform_xs runs at 64x64.
 

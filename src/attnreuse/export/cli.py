@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from attnreuse._cli_args import json_object
+from attnreuse._cli_args import MergeKwargs, kwargs_item
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,9 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check ONNX Runtime against PyTorch on digits images, and optionally quantise to int8. "
         "Writes FILE.onnx, FILE.int8.onnx (--int8) and FILE.export.json.",
     )
-    p.add_argument("model", help="model name, e.g. uniform_s or attnreuse_vit_small_patch16_224")
+    p.add_argument("model", help="model name, e.g. uniform_s or vit_attnreuse_small_patch16_224")
     p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
-    p.add_argument("--model-kwargs", type=json_object, default={},
+    p.add_argument("--model-kwargs", type=kwargs_item, nargs="+", action=MergeKwargs, default={},
                    help='JSON object of model arguments, e.g. \'{"attn_plan": "taylor"}\'')
     p.add_argument("--checkpoint", help="state dict file (torch or safetensors), loaded strictly")
     p.add_argument("--num-classes", type=int, help="classifier width (default: the checkpoint's)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import io
 import os
 import warnings
@@ -52,15 +51,6 @@ class ExportResult:
     max_abs_diff: float  # ONNX Runtime vs eager PyTorch (before folding) on the check inputs
     checked_images: int
     max_abs_output: float  # the largest |eager output| on them: the scale max_abs_diff is read against
-
-
-def _check_model_name(name: str) -> None:
-    import timm
-
-    if not isinstance(name, str) or not timm.is_model(name):
-        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `timm.list_models()`"
-        raise ValueError(f"unknown model {name!r}{hint}")
 
 
 def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -119,9 +109,9 @@ def create_export_model(
     """
     import timm
 
-    import attnreuse  # noqa: F401 - registers the attnreuse models
+    from attnreuse.models import check_model_name
 
-    _check_model_name(name)
+    check_model_name(name)
     kwargs = dict(model_kwargs or {})
     state = None
     if checkpoint is not None and Path(checkpoint).is_dir():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from attnreuse.ops.backend import symbolic_tracing
+
 
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -23,7 +25,10 @@ def check_rate(name: str, value: object) -> float:
 
 
 def check_tokens(x: object, dim: int) -> Tensor:
-    """Require a floating-point token tensor [B, N, dim] with N >= 1."""
+    """Require a floating-point token tensor [B, N, dim] with N >= 1 (not checked on the Proxies
+    of a `torch.fx` trace: see `attnreuse.ops.backend.symbolic_tracing`)."""
+    if symbolic_tracing():
+        return x
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor [B, N, {dim}], got {type(x).__name__}")
     if not x.is_floating_point():

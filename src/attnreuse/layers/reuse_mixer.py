@@ -32,7 +32,7 @@ from attnreuse.ops.backend import tracing
 __all__ = ["ReuseAttention2d", "window_partition", "window_reverse"]
 
 
-def window_partition(x: Tensor, ws: int, *, channels_last: bool = True) -> tuple[Tensor, int, int]:
+def window_partition(x: Tensor, ws: int, channels_last: bool = True) -> tuple[Tensor, int, int]:
     """x: [B, C, H, W] -> windows [B * nH * nW, C, ws, ws] (zero padding at bottom/right), nH, nW.
 
     Windows are ordered row-major within each image, images one after another. One copy, into
@@ -51,7 +51,7 @@ def window_partition(x: Tensor, ws: int, *, channels_last: bool = True) -> tuple
     return x.reshape(B * nH * nW, ws, ws, C).permute(0, 3, 1, 2), nH, nW
 
 
-def window_reverse(windows: Tensor, nH: int, nW: int, H: int, W: int, *, channels_last: bool = True) -> Tensor:
+def window_reverse(windows: Tensor, nH: int, nW: int, H: int, W: int, channels_last: bool = True) -> Tensor:
     """Inverse of `window_partition`: [B * nH * nW, C, ws, ws] -> [B, C, H, W] (padding cropped).
 
     One copy, into channels-last memory (the result is a [B, C, H, W] view of [B, H, W, C]): the
@@ -201,13 +201,16 @@ class ReuseAttention2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
         ws = self.window_size
-        nchw = tracing()  # eager runs token-major; an exported graph is cheaper channel-major
-        attend = self._attend_nchw if nchw else self._attend
+        # Eager runs token-major; an exported or scripted graph is cheaper channel-major.
+        nchw = True
+        if not torch.jit.is_scripting():
+            nchw = tracing()
         if H == ws and W == ws:
-            out = attend(x if nchw else x.contiguous(memory_format=torch.channels_last))
+            out = self._attend_nchw(x) if nchw else self._attend(x.contiguous(memory_format=torch.channels_last))
         else:
             windows, nH, nW = window_partition(x, ws, channels_last=not nchw)
-            out = window_reverse(attend(windows), nH, nW, H, W, channels_last=not nchw)
+            out = self._attend_nchw(windows) if nchw else self._attend(windows)
+            out = window_reverse(out, nH, nW, H, W, channels_last=not nchw)
         # ReLU and the 1x1 projection are pointwise, so they run once on the merged map (the same
         # result as per window; in training, BatchNorm statistics skip the zero padding), and read
         # its memory as it is. The residual add after the mixer returns NCHW.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from timm.models import register_notrace_module
 from torch import Tensor, nn
 
 from attnreuse.layers._checks import check_positive_int, check_tokens
@@ -36,6 +37,7 @@ class EfficientChannelAttention(nn.Module):
         return x * torch.sigmoid(w)
 
 
+@register_notrace_module  # a leaf of torch.fx graphs: it reshapes tokens to the grid it is given
 class SkipAtPhi(nn.Module):
     """Phi: patch tokens x [B, H*W, C] -> [B, H*W, C].
 

@@ -18,8 +18,6 @@ ws = min(window_size, that stage's resolution at `img_size`), as EfficientViT: a
 maps are zero-padded to whole windows.
 """
 
-from __future__ import annotations
-
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,13 +32,13 @@ from timm.models import (
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
-    register_notrace_function,
 )
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual, fuse_modules
 from attnreuse.layers.reuse_mixer import ReuseAttention2d
+from attnreuse.ops.backend import symbolic_tracing
 
 __all__ = ["UNIFORM_CONFIGS", "UniForm", "checkpoint_filter_fn"]
 
@@ -133,8 +131,11 @@ def _stem(in_chans: int, dim: int) -> nn.Sequential:
     ))
 
 
-@register_notrace_function  # branches on the input's shape
 def _check_input(x: Tensor, in_chans: int) -> None:
+    """Validation that stays out of traced graphs: callers skip it while scripting, and it returns
+    at once on the Proxies of a `torch.fx` trace."""
+    if symbolic_tracing():
+        return
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != in_chans:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be an image batch [B, {in_chans}, H, W], got {got}")
@@ -264,7 +265,8 @@ class UniForm(nn.Module):
         (timm semantics: an int n takes the last n, None all)."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        _check_input(x, self.in_chans)
+        if not torch.jit.is_scripting():
+            _check_input(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         intermediates = []
         x = self.patch_embed(x)
@@ -292,7 +294,8 @@ class UniForm(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """x: [B, in_chans, H, W] -> [B, embed_dim[-1], H / 64 (rounded up), W / 64 (rounded up)]."""
-        _check_input(x, self.in_chans)
+        if not torch.jit.is_scripting():
+            _check_input(x, self.in_chans)
         x = self.patch_embed(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)

@@ -7,8 +7,8 @@ ViTALiTy (HPCA 2023). One implementation with timm's parameter names: a stock ti
 state dict loads into any plan through `checkpoint_filter_fn` (see `convert_state_dict`).
 
     import attnreuse, timm
-    model = timm.create_model("attnreuse_vit_small_patch16_224", attn_plan=["mha", "share"] * 6)
-    model = timm.create_model("skipat_vit_tiny_patch16_224", pretrained=True,
+    model = timm.create_model("vit_attnreuse_small_patch16_224", attn_plan=["mha", "share"] * 6)
+    model = timm.create_model("vit_skipat_tiny_patch16_224", pretrained=True,
                               pretrained_cfg_overlay=dict(file="skipat_tiny.pth"))
 
 Plans (`attnreuse.models._plan`): "mha", "reuse" / "reuse:G", "share", "skip", "taylor"; one for
@@ -23,7 +23,7 @@ from functools import partial
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, LayerNorm, LayerScale, Mlp, to_2tuple
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_model_deprecations
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
@@ -32,11 +32,13 @@ from torch import Tensor, nn
 
 from attnreuse.layers import Attention, SkipAtPhi, TaylorAttention
 from attnreuse.models._plan import LayerSpec, format_plan, map_sources, parse_plan
+from attnreuse.ops.backend import symbolic_tracing
 from attnreuse.models._vit_checkpoints import ConversionReport, checkpoint_filter_fn, convert_state_dict
 
 __all__ = [
     "AttnReuseVisionTransformer",
     "ConversionReport",
+    "OLD_NAMES",
     "PlanBlock",
     "checkpoint_filter_fn",
     "convert_state_dict",
@@ -241,6 +243,8 @@ class AttnReuseVisionTransformer(VisionTransformer):
         super().__init__(block_fn=block_fn, **kwargs)
         self.num_heads = num_heads
 
+    __jit_unused_properties__ = ["attn_plan"]
+
     @property
     def attn_plan(self) -> tuple[str, ...]:
         """The plan, one normalised kind per block (e.g. ("mha", "reuse:2", "share"))."""
@@ -254,6 +258,10 @@ class AttnReuseVisionTransformer(VisionTransformer):
                 blk.mlp.fc2.weight.div_(scale)
 
     def _check_input(self, x: object) -> None:
+        """Validation that stays out of traced graphs: skipped while scripting, and a no-op on the
+        Proxies of a `torch.fx` trace."""
+        if symbolic_tracing():
+            return
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be images [B, {self.in_chans}, H, W], got {got}")
@@ -272,26 +280,47 @@ class AttnReuseVisionTransformer(VisionTransformer):
 
     def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Images [B, C_in, H, W] -> tokens [B, prefix + h*w, C] and the patch grid (h, w)."""
-        self._check_input(x)
-        grid = self.patch_embed.dynamic_feat_size(tuple(x.shape[-2:]))
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        if self.dynamic_img_size:
+            grid = self.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1]))
+        else:
+            grid = self.patch_embed.grid_size
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)
         return self.norm_pre(x), grid
 
     def _block(self, blk: PlanBlock, x: Tensor, attn_map, prev_out, grid):
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        if self.grad_checkpointing:
             return checkpoint(blk, x, attn_map, prev_out, grid)
         return blk(x, attn_map, prev_out, grid)
+
+    def _forward_blocks(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Tokens [B, N, C] through every plan block, each passing on its map and output."""
+        attn_map = prev_out = None
+        for blk in self.blocks:
+            x, attn_map, prev_out = self._block(blk, x, attn_map, prev_out, grid)
+        return x
+
+    def __prepare_scriptable__(self) -> "AttnReuseVisionTransformer":
+        # timm lists the models TorchScript cannot compile (its tests' EXCLUDE_JIT_FILTERS); this
+        # one says so when asked, in one line, instead of a compiler trace from deep inside.
+        raise RuntimeError(
+            f"{type(self).__name__} is not TorchScript-scriptable: its plan blocks pass maps between "
+            "layers and call the FLAT kernels (Python autograd Functions). Use torch.export.export "
+            "or `attnreuse export` (ONNX); torch.fx tracing (timm features_only) works"
+        )
 
     def forward_features(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         if attn_mask is not None or is_causal:
             raise ValueError("the attnreuse ViT takes no attention mask or causal flag")
         x, grid = self._embed(x)
-        attn_map = prev_out = None
-        for blk in self.blocks:
-            x, attn_map, prev_out = self._block(blk, x, attn_map, prev_out, grid)
-        return self.norm(x)
+        return self.norm(self._forward_blocks(x, grid))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images [B, C_in, H, W] -> logits [B, num_classes] (no attention mask: see forward_features)."""
+        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
         self,
@@ -362,20 +391,20 @@ _deit = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=0.87
 
 default_cfgs = generate_default_cfgs(
     {
-        "attnreuse_vit_pico_patch4_32": _cfg(
+        "vit_attnreuse_pico_patch4_32": _cfg(
             num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
         ),
-        "attnreuse_vit_tiny_patch16_224": _cfg(),
-        "attnreuse_vit_small_patch16_224": _cfg(),
-        "attnreuse_vit_base_patch16_224": _cfg(),
-        "skipat_vit_tiny_patch16_224": _cfg(),
-        "skipat_vit_small_patch16_224": _cfg(),
-        "skipat_vit_base_patch16_224": _cfg(),
-        "taylor_deit_tiny_patch16_224": _cfg(**_deit),
-        "taylor_deit_small_patch16_224": _cfg(**_deit),
-        "reuse_vit_tiny_patch16_224": _cfg(),
-        "reuse_vit_small_patch16_224": _cfg(),
-        "mapshare_vit_small_patch16_224": _cfg(),
+        "vit_attnreuse_tiny_patch16_224": _cfg(),
+        "vit_attnreuse_small_patch16_224": _cfg(),
+        "vit_attnreuse_base_patch16_224": _cfg(),
+        "vit_skipat_tiny_patch16_224": _cfg(),
+        "vit_skipat_small_patch16_224": _cfg(),
+        "vit_skipat_base_patch16_224": _cfg(),
+        "deit_taylor_tiny_patch16_224": _cfg(**_deit),
+        "deit_taylor_small_patch16_224": _cfg(**_deit),
+        "vit_reuse_tiny_patch16_224": _cfg(),
+        "vit_reuse_small_patch16_224": _cfg(),
+        "vit_mapshare_small_patch16_224": _cfg(),
     }
 )
 
@@ -430,75 +459,94 @@ _BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
 
 
 @register_model
-def attnreuse_vit_pico_patch4_32(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_attnreuse_pico_patch4_32(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """A 1.2M-parameter ViT for 32x32 inputs (the built-in digits data); any attn_plan (default "mha")."""
-    return _build("attnreuse_vit_pico_patch4_32", pretrained, _PICO, kwargs)
+    return _build("vit_attnreuse_pico_patch4_32", pretrained, _PICO, kwargs)
 
 
 @register_model
-def attnreuse_vit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_attnreuse_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViT-Ti/16 (timm `vit_tiny_patch16_224` / `deit_tiny_patch16_224` shapes); any attn_plan (default "mha")."""
-    return _build("attnreuse_vit_tiny_patch16_224", pretrained, _TINY, kwargs)
+    return _build("vit_attnreuse_tiny_patch16_224", pretrained, _TINY, kwargs)
 
 
 @register_model
-def attnreuse_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_attnreuse_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViT-S/16 (timm `vit_small_patch16_224` / `deit_small_patch16_224` shapes); any attn_plan (default "mha")."""
-    return _build("attnreuse_vit_small_patch16_224", pretrained, _SMALL, kwargs)
+    return _build("vit_attnreuse_small_patch16_224", pretrained, _SMALL, kwargs)
 
 
 @register_model
-def attnreuse_vit_base_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_attnreuse_base_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViT-B/16 (timm `vit_base_patch16_224` / `deit_base_patch16_224` shapes); any attn_plan (default "mha")."""
-    return _build("attnreuse_vit_base_patch16_224", pretrained, _BASE, kwargs)
+    return _build("vit_attnreuse_base_patch16_224", pretrained, _BASE, kwargs)
 
 
 @register_model
-def skipat_vit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_skipat_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """SkipAt ViT-Ti/16: layers 3..8 skipped (`skipat_plan`)."""
-    return _build("skipat_vit_tiny_patch16_224", pretrained, _TINY, kwargs, skipat_plan)
+    return _build("vit_skipat_tiny_patch16_224", pretrained, _TINY, kwargs, skipat_plan)
 
 
 @register_model
-def skipat_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_skipat_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """SkipAt ViT-S/16: layers 3..8 skipped (`skipat_plan`)."""
-    return _build("skipat_vit_small_patch16_224", pretrained, _SMALL, kwargs, skipat_plan)
+    return _build("vit_skipat_small_patch16_224", pretrained, _SMALL, kwargs, skipat_plan)
 
 
 @register_model
-def skipat_vit_base_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_skipat_base_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """SkipAt ViT-B/16: layers 3..8 skipped (`skipat_plan`)."""
-    return _build("skipat_vit_base_patch16_224", pretrained, _BASE, kwargs, skipat_plan)
+    return _build("vit_skipat_base_patch16_224", pretrained, _BASE, kwargs, skipat_plan)
 
 
 @register_model
-def taylor_deit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def deit_taylor_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViTALiTy DeiT-Ti/16: Taylor attention in every layer (taylor_center="features" for their checkpoints)."""
-    return _build("taylor_deit_tiny_patch16_224", pretrained, _TINY, kwargs, lambda depth: "taylor")
+    return _build("deit_taylor_tiny_patch16_224", pretrained, _TINY, kwargs, lambda depth: "taylor")
 
 
 @register_model
-def taylor_deit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def deit_taylor_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViTALiTy DeiT-S/16: Taylor attention in every layer (taylor_center="features" for their checkpoints)."""
-    return _build("taylor_deit_small_patch16_224", pretrained, _SMALL, kwargs, lambda depth: "taylor")
+    return _build("deit_taylor_small_patch16_224", pretrained, _SMALL, kwargs, lambda depth: "taylor")
 
 
 @register_model
-def reuse_vit_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_reuse_tiny_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViT-Ti/16 with Reuse Attention (one map for all heads) in every layer."""
-    return _build("reuse_vit_tiny_patch16_224", pretrained, _TINY, kwargs, lambda depth: "reuse")
+    return _build("vit_reuse_tiny_patch16_224", pretrained, _TINY, kwargs, lambda depth: "reuse")
 
 
 @register_model
-def reuse_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_reuse_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViT-S/16 with Reuse Attention (one map for all heads) in every layer."""
-    return _build("reuse_vit_small_patch16_224", pretrained, _SMALL, kwargs, lambda depth: "reuse")
+    return _build("vit_reuse_small_patch16_224", pretrained, _SMALL, kwargs, lambda depth: "reuse")
 
 
 @register_model
-def mapshare_vit_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
+def vit_mapshare_small_patch16_224(pretrained: bool = False, **kwargs) -> AttnReuseVisionTransformer:
     """ViT-S/16 sharing attention maps across groups of two layers (`mapshare_plan`)."""
-    return _build("mapshare_vit_small_patch16_224", pretrained, _SMALL, kwargs, mapshare_plan)
+    return _build("vit_mapshare_small_patch16_224", pretrained, _SMALL, kwargs, mapshare_plan)
+
+
+# The names before timm's family-first convention (`vit_*`, `deit_*`), kept as aliases: timm maps
+# each to its new name with a deprecation warning.
+OLD_NAMES = {
+    "attnreuse_vit_pico_patch4_32": "vit_attnreuse_pico_patch4_32",
+    "attnreuse_vit_tiny_patch16_224": "vit_attnreuse_tiny_patch16_224",
+    "attnreuse_vit_small_patch16_224": "vit_attnreuse_small_patch16_224",
+    "attnreuse_vit_base_patch16_224": "vit_attnreuse_base_patch16_224",
+    "skipat_vit_tiny_patch16_224": "vit_skipat_tiny_patch16_224",
+    "skipat_vit_small_patch16_224": "vit_skipat_small_patch16_224",
+    "skipat_vit_base_patch16_224": "vit_skipat_base_patch16_224",
+    "taylor_deit_tiny_patch16_224": "deit_taylor_tiny_patch16_224",
+    "taylor_deit_small_patch16_224": "deit_taylor_small_patch16_224",
+    "reuse_vit_tiny_patch16_224": "vit_reuse_tiny_patch16_224",
+    "reuse_vit_small_patch16_224": "vit_reuse_small_patch16_224",
+    "mapshare_vit_small_patch16_224": "vit_mapshare_small_patch16_224",
+}
+register_model_deprecations(__name__, OLD_NAMES)
 
 
 def describe_plan(model: AttnReuseVisionTransformer) -> str:

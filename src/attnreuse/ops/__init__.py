@@ -1,10 +1,24 @@
-"""Attention operators: plain functions on tensors, each beside its literal reference."""
+"""Attention operators: plain functions on tensors, each beside its literal reference.
+
+Every operator is a leaf of a `torch.fx` graph (`torch.fx.wrap`): a symbolically traced model
+(timm's feature extraction) records one call per operator and runs it, with its checks, on the
+real tensors; the operators branch on shapes and backends, which a Proxy cannot decide.
+"""
+
+import torch.fx
 
 from attnreuse.ops import reference
 from attnreuse.ops.backend import BACKENDS, get_backend, set_backend, use_backend
 from attnreuse.ops.linear import linear_attention, taylor_attention
 from attnreuse.ops.softmax import apply_map, attention_map, auto_tile, softmax_attention
 from attnreuse.ops.sparse import fake_quant, sparse_attention, taylor_residual_attention
+
+for _name in (
+    "apply_map", "attention_map", "linear_attention", "softmax_attention", "sparse_attention",
+    "taylor_attention", "taylor_residual_attention",
+):
+    torch.fx.wrap(_name)
+del _name
 
 __all__ = [
     "BACKENDS",

@@ -38,6 +38,14 @@ def tracing() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def symbolic_tracing() -> bool:
+    """True while `torch.fx` symbolically traces a model (timm's `features_only` and
+    `create_feature_extractor`): inputs are Proxies, so shape checks on them step aside and stay
+    out of the graph. The operators themselves are leaves of such a graph (`attnreuse.ops`), so
+    their checks run on the real tensors when the graph runs."""
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+
+
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Temporarily select a backend: `with use_backend("tiled"): ...`."""

@@ -16,13 +16,14 @@ leaves the last good checkpoint loadable.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse._io import atomic_path, atomic_write_json, new_file_mode
 from attnreuse.models import create_model
 
 __all__ = [
@@ -48,6 +49,7 @@ def save_model_weights(path: str | Path, state_dict: dict, metadata: dict | None
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.chmod(tmp, new_file_mode())  # save_file recreates the file 0600; a run's files read alike
     return Path(path)
 
 
@@ -92,20 +94,44 @@ def load_weights(path: str | Path, *, ema: bool = False) -> dict:
 
     With `ema`, a checkpoint's EMA weights are returned instead (error if it kept none).
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise ValueError(f"checkpoint file must be .safetensors, got {path}")
-        return load_file(str(path))
+        return _read_safetensors(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} is neither a .safetensors file nor a directory")
     ckpt = latest_checkpoint(path) if (path / POINTER).is_file() else path
     name = EMA_WEIGHTS if ema else WEIGHTS
     if not (ckpt / name).is_file():
         raise FileNotFoundError(f"no {name} in {ckpt}")
-    return load_file(str(ckpt / name))
+    return _read_safetensors(ckpt / name)
+
+
+def _read_safetensors(path: Path) -> dict:
+    """A .safetensors file as a state dict; a truncated, empty or foreign file is a ValueError
+    naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type, OSError on some truncations
+        raise ValueError(f"{path} is not a readable .safetensors file ({err}); re-save or re-download it") from None
+
+
+def load_into(model: nn.Module, state_dict: dict, source: str | Path) -> nn.Module:
+    """`model.load_state_dict(state_dict)` (strict); a checkpoint of another shape or plan is a
+    one-line ValueError naming `source` and the first mismatch."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        first = lines[0] if lines else str(err)
+        raise ValueError(
+            f"checkpoint {source} does not fit the model ({first}{f'; {len(lines) - 1} more' if len(lines) > 1 else ''}); "
+            "give the --model/--model-kwargs it was trained with"
+        ) from None
+    return model
 
 
 def load_model_dir(run_dir: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict]:
@@ -121,5 +147,5 @@ def load_model_dir(run_dir: str | Path, *, ema: bool = False) -> tuple[nn.Module
         )
     spec = json.loads(spec_path.read_text())
     model = create_model(spec["name"], **spec["kwargs"])
-    model.load_state_dict(load_weights(run_dir, ema=ema))
+    load_into(model, load_weights(run_dir, ema=ema), run_dir)
     return model.eval(), spec

@@ -7,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from attnreuse._cli_args import json_object
+from attnreuse._cli_args import MergeKwargs, kwargs_item
+from attnreuse._rundir import claim_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for DistributedDataParallel; --batch-size is the global batch.",
     )
     p.add_argument("--model", help="registered model name (default with --init: the init run's model)")
-    p.add_argument("--model-kwargs", type=json_object, default={}, help="JSON keyword arguments for the model, "
+    p.add_argument("--model-kwargs", type=kwargs_item, nargs="+", action=MergeKwargs, default={}, help="keyword arguments (key=value ... or one JSON object) for the model, "
                    "e.g. '{\"attn_plan\": \"reuse\"}'")
     p.add_argument("--data", default="digits", help="'digits' (default), an ImageFolder directory, or "
                    "'torchvision:NAME:ROOT'")
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-decay", type=float, help="keep a ModelEmaV3 with this decay (e.g. 0.999)")
     p.add_argument("--teacher", help="teacher: a train output directory, or a model name with --teacher-checkpoint")
     p.add_argument("--teacher-checkpoint", help="teacher weights: .safetensors file or run directory")
-    p.add_argument("--teacher-kwargs", type=json_object, default={}, help="JSON keyword arguments for the teacher")
+    p.add_argument("--teacher-kwargs", type=kwargs_item, nargs="+", action=MergeKwargs, default={}, help="keyword arguments (key=value ... or one JSON object) for the teacher")
     p.add_argument("--distill", choices=("soft", "hard"), default="soft")
     p.add_argument("--distill-temperature", type=float, default=4.0)
     p.add_argument("--distill-weight", type=float, default=0.5)
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--threads", type=int, help="torch intra-op threads (1 avoids spin-waiting on a busy machine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace a run already in --output")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -58,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`attnreuse train --init OUT --teacher ORIGINAL`).",
     )
     c.add_argument("--model", help="model name (default: the checkpoint run's model)")
-    c.add_argument("--model-kwargs", type=json_object, default={}, help="JSON keyword arguments of the source model")
+    c.add_argument("--model-kwargs", type=kwargs_item, nargs="+", action=MergeKwargs, default={}, help="keyword arguments (key=value ... or one JSON object) of the source model")
     c.add_argument("--checkpoint", required=True, help="train output directory or .safetensors file")
     c.add_argument("--plan", required=True, help="target attn_plan: reuse, taylor, share:G (group size), "
                    "skip:I,J,... (layer indices), or a JSON list of per-layer entries")
@@ -69,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--fit-lr", type=float, default=5e-3)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--output", required=True)
+    c.add_argument("--force", action="store_true", help="replace a run already in --output")
     c.set_defaults(func=run_convert)
 
 
@@ -99,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         resume=args.resume,
     )
-    summary = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes and holds the directory
+        with claim_output(args.output, force=args.force, resume=args.resume):
+            summary = train(config)
+    else:
+        summary = train(config)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -120,7 +127,8 @@ def run_convert(args: argparse.Namespace) -> int:
         model_kwargs=args.model_kwargs, data=args.data, calib_batches=args.calib_batches,
         batch_size=args.batch_size, fit_steps=args.fit_steps, fit_lr=args.fit_lr, seed=args.seed,
     )
-    report = convert(config)
+    with claim_output(args.output, force=args.force):
+        report = convert(config)
     print(f"converted {report['source']} -> plan {report['plan']}: {report['carried']} of "
           f"{report['target_tensors']} tensors carried over, {len(report['initialised'])} initialised -> {args.output}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ RESUME_FREE = ("output", "resume", "num_workers", "progress", "threads")
 def _positive(name: str, value: Any, kind: type = int, allow_zero: bool = False) -> None:
     """Require an int (kind=int) or a real number (kind=float) > 0 (or >= 0 with allow_zero)."""
     types = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, types) or value < 0 or (value == 0 and not allow_zero):
+    if (
+        isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value < 0
+        or (value == 0 and not allow_zero)
+    ):
         need = "a non-negative" if allow_zero else "a positive"
         raise ValueError(f"{name} must be {need} {kind.__name__}, got {value!r}")
 

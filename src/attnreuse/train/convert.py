@@ -102,13 +102,17 @@ def parse_target_plan(plan: str, depth: int) -> list[str]:
 
 
 def _target_name(name: str) -> str:
-    """The attnreuse ViT that takes `attn_plan` for a source model name."""
+    """The attnreuse ViT that takes `attn_plan` for a source model name (timm `vit_S_P` /
+    `deit_S_P` -> `vit_attnreuse_S_P`; an attnreuse ViT or one of its old names -> itself)."""
     import timm
 
-    for candidate in (name, f"attnreuse_{name}", f"attnreuse_{name.replace('deit_', 'vit_', 1)}"):
-        if candidate.startswith("attnreuse_vit") and timm.is_model(candidate):
+    from attnreuse.models.vit import OLD_NAMES
+
+    name = OLD_NAMES.get(name, name)
+    for candidate in (name, name.replace("vit_", "vit_attnreuse_", 1), name.replace("deit_", "vit_attnreuse_", 1)):
+        if candidate.startswith("vit_attnreuse_") and timm.is_model(candidate):
             return candidate
-    raise ValueError(f"model {name!r} has no attnreuse ViT counterpart taking attn_plan (timm vit_*/deit_* or attnreuse_vit_*)")
+    raise ValueError(f"model {name!r} has no attnreuse ViT counterpart taking attn_plan (timm vit_*/deit_* or vit_attnreuse_*)")
 
 
 def _load_source(config: ConvertConfig) -> tuple[nn.Module, dict]:
@@ -121,7 +125,7 @@ def _load_source(config: ConvertConfig) -> tuple[nn.Module, dict]:
     if config.model is None:
         raise ValueError(f"checkpoint {path} is not a train output directory: give --model (and --model-kwargs)")
     model = create_model(config.model, **config.model_kwargs)
-    model.load_state_dict(ckpt_io.load_weights(path))
+    ckpt_io.load_into(model, ckpt_io.load_weights(path), path)
     return model.eval(), {"name": config.model, "kwargs": dict(config.model_kwargs)}
 
 

@@ -143,8 +143,14 @@ def _torchvision(spec: str) -> DataSplits:
     cls = getattr(tvd, name, None)
     if cls is None:
         raise ValueError(f"torchvision.datasets has no dataset {name!r}")
-    train = cls(root, train=True, download=False)
-    rest = cls(root, train=False, download=False)
+    try:
+        train = cls(root, train=True, download=False)
+        rest = cls(root, train=False, download=False)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise FileNotFoundError(
+            f"--data {spec}: torchvision {name} is not in {root} ({str(err).split('.')[0]}); "
+            f"download it there first, e.g. python -c \"import torchvision; torchvision.datasets.{name}({root!r}, download=True)\""
+        ) from None
     va, te = _stratified_split(np.asarray(rest.targets), (0.5, 0.5))
     return DataSplits(train, Subset(rest, va), Subset(rest, te), len(train.classes), f"torchvision {name} at {root}")
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnreuse.train.checkpoint import MODEL_JSON, load_model_dir, load_weights
+from attnreuse.train.checkpoint import MODEL_JSON, load_into, load_model_dir, load_weights
 
 __all__ = ["DistillLoss", "distill_term", "load_teacher"]
 
@@ -65,5 +65,5 @@ def load_teacher(teacher: str, checkpoint: str | None, kwargs: dict) -> nn.Modul
             "with --teacher-checkpoint FILE_OR_DIR (no weights are downloaded)"
         )
     model = create_model(teacher, **kwargs)
-    model.load_state_dict(load_weights(checkpoint))
+    load_into(model, load_weights(checkpoint), checkpoint)
     return model.eval().requires_grad_(False)

@@ -271,7 +271,7 @@ def train(config: TrainConfig) -> dict:
     spec = _model_spec(config, splits.num_classes)
     model, spec = _build_model(spec)
     if config.init is not None and resume_from is None:
-        model.load_state_dict(ckpt_io.load_weights(config.init))
+        ckpt_io.load_into(model, ckpt_io.load_weights(config.init), config.init)
     model.to(d.device)
     size = _input_size(model, config, spec)
     mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
@@ -301,11 +301,11 @@ def train(config: TrainConfig) -> dict:
     start_epoch, step = 0, 0
     if resume_from is not None:
         state = ckpt_io.load_state(resume_from)
-        model.load_state_dict(ckpt_io.load_weights(resume_from))
+        ckpt_io.load_into(model, ckpt_io.load_weights(resume_from), resume_from)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
-            ema.module.load_state_dict(ckpt_io.load_weights(resume_from, ema=True))
+            ckpt_io.load_into(ema.module, ckpt_io.load_weights(resume_from, ema=True), resume_from)
         start_epoch, step = state["epoch"] + 1, state["step"]
         _set_rng_state(state["rng"][d.rank])
 

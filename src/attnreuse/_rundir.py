@@ -1,0 +1,70 @@
+"""One writer per run directory, and no run overwritten by accident.
+
+`claim_output(path, force=..., resume=...)` is entered by every command that writes a run
+directory (train, convert, analyze) before it does any work:
+- `path` must not be an existing file;
+- a directory that already holds a run (any of `RUN_FILES`) is refused unless the command resumes
+  it or `force` is given; with `force` the old run's files are removed first, so no metrics of the
+  old run stay beside the new one;
+- an exclusive, non-blocking `flock` on `path/.lock` is held for the whole command: a second
+  command on the same directory stops at once with a line naming the holder's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK = ".lock"
+# What train/convert/analyze write; a directory holding any of them holds a run.
+RUN_FILES = (
+    "checkpoint.json", "checkpoints", "config.json", "model.json", "metrics.jsonl", "summary.json",
+    "convert.json", "similarity.json",
+)
+
+
+class RunDirError(ValueError):
+    """The output directory cannot be used (a file, another run's, or in use)."""
+
+
+def _holds_run(path: Path) -> list[str]:
+    return [name for name in RUN_FILES if (path / name).exists()]
+
+
+@contextlib.contextmanager
+def claim_output(path: str | os.PathLike, *, flag: str = "--output", force: bool = False, resume: bool = False) -> Iterator[Path]:
+    """Hold `path` as this process's run directory (created if missing) for the `with` block."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{flag} {out} is an existing file; give a directory")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirError(f"{flag} {out} is in use by another attnreuse command (pid {holder}); "
+                              "wait for it or choose another directory") from None
+        existing = _holds_run(out)
+        if existing and not resume:
+            if not force:
+                raise RunDirError(f"{flag} {out} already holds a run ({', '.join(existing)}); "
+                                  "pass --force to replace it or choose another directory")
+            for name in existing:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield out
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:
+            shutil.rmtree(out)  # a command that failed before writing leaves nothing behind
+        raise
+    finally:
+        os.close(fd)  # releases the lock; the .lock file stays (removing it would race)
