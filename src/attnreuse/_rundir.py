@@ -1,7 +1,7 @@
 """One writer per run directory, and no run overwritten by accident.
 
 `claim_output(path, force=..., resume=...)` is entered by every command that writes a run
-directory (train, convert, analyze) before it does any work:
+directory (train, convert, analyze, the hf jobs) before it does any work:
 - `path` must not be an existing file;
 - a directory that already holds a run (any of `RUN_FILES`) is refused unless the command resumes
   it or `force` is given; with `force` the old run's files are removed first, so no metrics of the
@@ -23,7 +23,7 @@ LOCK = ".lock"
 # What train/convert/analyze write; a directory holding any of them holds a run.
 RUN_FILES = (
     "checkpoint.json", "checkpoints", "config.json", "model.json", "metrics.jsonl", "summary.json",
-    "convert.json", "similarity.json",
+    "convert.json", "similarity.json", "analysis.json", "job.json",
 )
 
 

@@ -131,16 +131,13 @@ def test_outputs_are_not_overwritten_without_force(tmp_path, capsys, model_dir, 
     assert code == 2 and "is an existing file" in err
 
 
-def test_a_run_directory_has_one_writer(tmp_path):
-    import os
+def test_a_distill_run_directory_has_one_writer(tmp_path, capsys, model_dir, text_file):
+    from attnreuse._rundir import claim_output
 
-    from attnreuse.hf.rundir import run_lock
-
-    with run_lock(tmp_path / "run"):
-        (tmp_path / "run" / ".lock").write_text(str(os.getppid()))  # as if another live process held it
-        with pytest.raises(FileExistsError, match="is being written by another job"):
-            with run_lock(tmp_path / "run"):
-                pass
-    (tmp_path / "run" / ".lock").write_text("999999999")  # a dead writer's lock is taken over
-    with run_lock(tmp_path / "run"):
-        pass
+    conv = tmp_path / "conv"
+    assert _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "reuse", "--no-eval", "--output", str(conv))[0] == 0
+    with claim_output(tmp_path / "run"):  # another command holds the directory
+        code, _, err = _run(capsys, "hf", "distill", "--teacher", str(model_dir), "--init", str(conv), "--text",
+                            str(text_file), "--steps", "2", "--no-progress", "--output", str(tmp_path / "run"))
+    assert code == 2 and "is in use by another attnreuse command" in err
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".lock"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from attnreuse._io import atomic_path, atomic_write_json
-from attnreuse.hf.rundir import claim_output, run_lock
+from attnreuse._rundir import claim_output
 
 __all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
 
@@ -77,10 +77,9 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         raise ValueError(f"--texts must be at least 2, got {texts}")
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
-    out = claim_output(output, force=force)
-    model, tok = _model_and_tokenizer(model_dir)
-    _, held = split(load_texts(text))
-    with run_lock(out):
+    with claim_output(output, force=force) as out:
+        model, tok = _model_and_tokenizer(model_dir)
+        _, held = split(load_texts(text))
         red = capture(model, tok, held[:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
@@ -127,17 +126,16 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
-    out = claim_output(output, force=force, resume=resume)
-    if resume:
-        saved = out / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
-        if json.loads(saved.read_text()) != asdict(cfg):
-            raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
-    teacher, tok = _model_and_tokenizer(teacher_dir)
-    student, _ = _converted(init_dir)
-    train, held = split(load_texts(text))
-    with run_lock(out):
+    with claim_output(output, force=force, resume=resume) as out:
+        if resume:
+            saved = out / "config.json"
+            if not saved.is_file():
+                raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
+            if json.loads(saved.read_text()) != asdict(cfg):
+                raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
+        teacher, tok = _model_and_tokenizer(teacher_dir)
+        student, _ = _converted(init_dir)
+        train, held = split(load_texts(text))
         atomic_write_json(out / "config.json", asdict(cfg))
         atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir), "text": text})
         before = fidelity(student, teacher, tok, held) if not resume else None
