@@ -147,3 +147,21 @@ def test_builtin_corpus_and_split(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ValueError, match="not UTF-8 text"):
         load_texts(str(tmp_path / "bin.txt"))
+
+
+def test_layer_fitting_moves_only_the_new_parts_and_lowers_their_error(tmp_path):
+    import attnreuse.hf as arhf
+    from attnreuse.hf.fit import fit_layers
+
+    from hfutil import sentences, tiny_model, tiny_tokenizer
+
+    original, tok = tiny_model("bert"), tiny_tokenizer(tmp_path)
+    converted = arhf.convert(original, "mha,skip,mha,reuse")
+    before = {k: v.clone() for k, v in converted.state_dict().items()}
+    losses = fit_layers(converted, original, tok, sentences(64), steps=30, batch_size=8, lr=3e-3)
+    assert len(losses) == 30 and losses[-1] < 0.7 * losses[0]
+    changed = {k for k, v in converted.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(".1.attention.self.core." in k or ".3.attention.self.core." in k for k in changed)
+    assert all(p.requires_grad for p in converted.parameters())  # flags restored
+    with pytest.raises(ValueError, match="--fit-steps must be an int >= 0"):
+        fit_layers(converted, original, tok, sentences(8), steps=-1)

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="the original transformers model directory")
     c.add_argument("--plan", required=True, help="one kind, or one per layer comma-separated: mha, reuse[:G], share, skip, taylor")
     c.add_argument("--text", default="stdlib", help=TEXT_HELP + " (for the zero-shot fidelity)")
+    c.add_argument("--fit-steps", type=int, default=0, help="teacher-forced layer-wise fitting steps of the new parts "
+                   "(attnreuse.hf.fit); 0: the retrofit alone")
     c.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the zero-shot fidelity")
     c.add_argument("--output", required=True, help="directory for the converted model")
     c.add_argument("--force", action="store_true", help="replace an existing --output")
@@ -97,7 +99,8 @@ def _analyze(args) -> int:
 def _convert(args) -> int:
     from attnreuse.hf.jobs import convert_job
 
-    r = convert_job(args.model, args.plan, args.output, text=args.text, evaluate=args.evaluate, force=args.force)
+    r = convert_job(args.model, args.plan, args.output, text=args.text, evaluate=args.evaluate,
+                    fit_steps=args.fit_steps, force=args.force)
     print(f"plan {','.join(r['plan'])}: zero-shot {_fid(r.get('fidelity'))} -> {args.output}")
     return 0
 

@@ -93,9 +93,10 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
 
 
 def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib", evaluate: bool = True,
-                force: bool = False) -> dict:
+                fit_steps: int = 0, force: bool = False) -> dict:
     from attnreuse.hf.convert import convert, plan_of, save
-    from attnreuse.hf.fidelity import fidelity
+    from attnreuse.hf.fidelity import embed, fidelity
+    from attnreuse.hf.fit import fit_layers
     from attnreuse.hf.text import load_texts, split
 
     target = Path(output)
@@ -103,12 +104,20 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
         raise FileExistsError(f"--output {target} is an existing file; give a directory path")
     if target.exists() and not force:
         raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+    if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
+        raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
     model, tok = _model_and_tokenizer(model_dir)
-    held = split(load_texts(text))[1] if evaluate else None
+    train, held = split(load_texts(text)) if evaluate or fit_steps else (None, None)
     converted = convert(model, plan)
-    record = {"source": str(model_dir), "plan": plan_of(converted)}
+    record = {"source": str(model_dir), "plan": plan_of(converted), "fit_steps": fit_steps}
+    reference = embed(model, tok, held) if evaluate else None
+    if evaluate and fit_steps:
+        record["fidelity_retrofit"] = fidelity(converted.eval(), reference, tok, held)
+    if fit_steps:
+        losses = fit_layers(converted, model, tok, train, steps=fit_steps)
+        record["fit_loss"] = {"first": losses[0], "last": losses[-1]} if losses else None
     if evaluate:
-        record["fidelity"] = fidelity(converted.eval(), model, tok, held)
+        record["fidelity"] = fidelity(converted.eval(), reference, tok, held)
     converted.config.attnreuse_source = str(Path(model_dir).resolve())
     save(converted, target, tokenizer=tok, overwrite=force)
     atomic_write_json(target / "convert.json", record)
