@@ -1,4 +1,5 @@
-"""The measurement kit every benchmark uses: threads, latency percentiles, peak memory, machine tags.
+"""The measurement kit every tool uses: threads, latency percentiles, peak memory, machine tags,
+MAC counts (PyTorch's FLOP counter) and representation similarity (linear CKA).
 
 Habits from timm's `benchmark.py` and nanoGPT's `bench.py`: pin the thread count, warm up, time
 with `time.perf_counter`, report the median and p90 (not the mean), and tag every record with the
@@ -375,6 +376,17 @@ def count_call_macs(fn: Callable[[], Any]) -> int:
     with torch.inference_mode(), counter:
         fn()
     return int(counter.get_total_flops() // 2)
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA of two representations of the same samples: x: [S, C1], y: [S, C2] -> [0, 1]."""
+    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must be [S, C] with one S, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x = x.double() - x.double().mean(0)
+    y = y.double() - y.double().mean(0)
+    cross = (y.T @ x).norm() ** 2
+    denom = (x.T @ x).norm() * (y.T @ y).norm()
+    return float(cross / denom) if denom > 0 else float("nan")
 
 
 def _time_once(fn: Callable[[], Any]) -> float:

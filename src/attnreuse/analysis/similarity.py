@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnreuse.analysis.capture import LayerCapture
+from attnreuse.measure import linear_cka
 
 __all__ = ["head_cosine", "layer_map_cosine", "layer_output_cka", "linear_cka"]
 
@@ -50,17 +51,6 @@ def layer_map_cosine(captures: list[LayerCapture]) -> Tensor:
                 a, b = a.mean(1, keepdim=True), b.mean(1, keepdim=True)
             out[i, j] = out[j, i] = _map_cosine(a, b)
     return out
-
-
-def linear_cka(x: Tensor, y: Tensor) -> float:
-    """Linear CKA of two representations of the same samples: x: [S, C1], y: [S, C2] -> [0, 1]."""
-    if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must be [S, C] with one S, got {tuple(x.shape)} and {tuple(y.shape)}")
-    x = x.double() - x.double().mean(0)
-    y = y.double() - y.double().mean(0)
-    cross = (y.T @ x).norm() ** 2
-    denom = (x.T @ x).norm() * (y.T @ y).norm()
-    return float(cross / denom) if denom > 0 else float("nan")
 
 
 def layer_output_cka(captures: list[LayerCapture]) -> Tensor:

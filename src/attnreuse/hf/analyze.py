@@ -45,7 +45,7 @@ def _cos(a: Tensor, b: Tensor) -> Tensor:
 @torch.inference_mode()
 def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 16, max_length: int = 128) -> Redundancy:
     """Measure `model` (an original, unconverted encoder) on `texts`."""
-    from attnreuse.analysis.similarity import linear_cka
+    from attnreuse.measure import linear_cka
 
     host = host_for(model.config)
     previous = model.config._attn_implementation
