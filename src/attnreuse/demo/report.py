@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnreuse._io import atomic_path, atomic_write_text
+from attnreuse.demo.config import STAGES
 
 __all__ = ["opening_lines", "report_sections", "write_report"]
 
@@ -130,8 +131,8 @@ def _line_taylor_flat(records: dict) -> str:
 def opening_lines(records: dict) -> list[str]:
     """Five lines: what ran, on what machine, and where each mechanism wins or loses."""
     st = records["stages"]
-    done = [s for s in st if st[s].get("status") == "done"]
-    ran = (f"- **What ran**: `attnreuse demo`{' --quick (smoke sizes, not results)' if records['quick'] else ''}, "
+    done = [s for s in STAGES if st.get(s, {}).get("status") == "done"]
+    ran = (f"- **What ran**: `attnreuse demo{' --quick`, smoke sizes: not results' if records['quick'] else '`'}, "
            f"{len(done)} of {len(st)} stages ({', '.join(_TITLES[s] for s in done) or 'none'}); "
            f"this invocation {records['total_s']:.0f} s, stage times below.")
     m = records["machine"]
@@ -205,18 +206,25 @@ _NOTES = {
 }
 
 
-def report_sections(records: dict) -> str:
-    """The opening lines and every stage's table (the text the README's Measured section holds)."""
-    out = ["\n".join(opening_lines(records)), ""]
+def _title(stage: str) -> str:
+    return _TITLES[stage][0].upper() + _TITLES[stage][1:]
+
+
+def report_sections(records: dict, images: dict[str, list[str]] | None = None) -> str:
+    """The opening lines and every stage's table (the text the README's Measured section holds),
+    with `images` (stage -> PNG paths) after each stage's table."""
+    out = ["\n".join(opening_lines(records)) + "\n"]
     tables = {"minilm": minilm_table, "uniform": uniform_table, "vit": vit_table, "ops": ops_table}
     for stage, table in tables.items():
         res = _result(records, stage)
-        out.append(f"### {_TITLES[stage][0].upper() + _TITLES[stage][1:]}\n")
+        out.append(f"### {_title(stage)}\n")
         if res is None:
             out.append(f"Not measured: {_why_not(records, stage)}.\n")
             continue
         out.append(table(res))
         out.append(_NOTES[stage].format(**res) + "\n")
+        for f in (images or {}).get(stage, []):
+            out.append(f"![{Path(f).stem.replace('_', ' ')}]({f})\n")
     return "\n".join(out)
 
 
@@ -243,16 +251,17 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
     res = _result(records, "minilm")
     if res is not None:
         fig, ax = plt.subplots(figsize=(7, 4.4))
-        for runtime, marker, label in (("eager", "o", "PyTorch eager"), ("ort", "s", "ONNX Runtime")):
+        for runtime, marker, label, short in (("eager", "o", "PyTorch eager", "eager"), ("ort", "s", "ONNX Runtime", "ORT")):
             pts = [(r["role"], r[runtime]["latency_ms_median"], r["distilled"] or r["zero_shot"]) for r in res["rows"]]
             xs = [p[1] for p in pts]
             ys = [1.0 if p[2] is None else p[2]["cosine"] for p in pts]
             ax.scatter(xs, ys, marker=marker, label=label)
             for (role, *_), x, y in zip(pts, xs, ys):
-                ax.annotate(f"{role} ({label.split()[-1]})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                name = role if role != "suggested" else "suggested, zero-shot"
+                ax.annotate(f"{name} ({short})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         d = next(r for r in res["rows"] if r["role"] == "distilled")
-        ax.scatter([d["eager"]["latency_ms_median"]], [d["zero_shot"]["cosine"]], marker="x", color="grey", label="distilled plan before distillation")
-        ax.annotate("zero-shot", (d["eager"]["latency_ms_median"], d["zero_shot"]["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.scatter([d["eager"]["latency_ms_median"]], [d["zero_shot"]["cosine"]], marker="x", color="grey", label="distilled plan before distillation (eager)")
+        ax.annotate("distilled plan, zero-shot", (d["eager"]["latency_ms_median"], d["zero_shot"]["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
         ax.set(xlabel=f"latency at {res['tokens']} tokens, batch 1 (ms, median)", ylabel="embedding cosine to the original",
                title="all-MiniLM-L6-v2: fidelity against latency")
         ax.grid(alpha=0.3)
@@ -260,17 +269,19 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
         made["minilm"] = [_figure(root / "minilm_fidelity_vs_latency.png", fig)] + res["heatmaps"]
     res = _result(records, "uniform")
     if res is not None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        names = [res["baseline"], res["model"], res["probe"]]
-        by = {(r["model"], r["runtime"]): r for r in res["records"]}
-        for i, runtime in enumerate(("eager", "ort")):
-            ms = [by[(n, runtime)]["latency_ms_median"] for n in names]
-            bars = ax.bar([j + 0.4 * i for j in range(len(names))], ms, width=0.4, label="PyTorch eager" if runtime == "eager" else "ONNX Runtime")
-            ax.bar_label(bars, labels=[f"{v:.1f}" for v in ms], fontsize=7)
-        ax.set_xticks([j + 0.2 for j in range(len(names))], [n.replace(":mixer=", "\n") for n in names], fontsize=8)
-        ax.set(ylabel="latency, batch 1 (ms, median)", title=f"UniForm against EfficientViT-M at {res['img_size']} px")
-        ax.legend(fontsize=8)
-        made["uniform"] = [_figure(root / "uniform_latency.png", fig)]
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        runtimes = (("eager", "PyTorch eager"), ("ort", "ONNX Runtime"))
+        for i, (name, label) in enumerate(((res["model"], f"{res['model']} (Reuse Attention)"),
+                                           (res["probe"], f"{res['model']}, no attention work (ceiling)"))):
+            key = "speedup" if name == res["model"] else "ceiling"
+            values = [res["summary"][rt][key] for rt, _ in runtimes]
+            bars = ax.bar([j + 0.38 * i for j in range(len(runtimes))], values, width=0.38, label=label)
+            ax.bar_label(bars, labels=[f"{v:.2f}x" for v in values], fontsize=8)
+        ax.axhline(1.0, color="grey", linestyle="--", label=f"{res['baseline']} (baseline)")
+        ax.set_xticks([j + 0.19 for j in range(len(runtimes))], [label for _, label in runtimes])
+        ax.set(ylabel=f"speed-up over {res['baseline']} (paired)", title=f"UniForm against EfficientViT-M at {res['img_size']} px")
+        ax.legend(fontsize=8, loc="upper left")
+        made["uniform"] = [_figure(root / "uniform_speedup.png", fig)]
     res = _result(records, "vit")
     if res is not None:
         fig, ax = plt.subplots(figsize=(6, 4.4))
@@ -279,7 +290,7 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
         ys = [r["speedup_vs_baseline_paired"] for r in pts]
         ax.scatter(xs, ys, label="measured (eager, paired)")
         for r, x, y in zip(pts, xs, ys):
-            ax.annotate(f"{_plan_name(r['model'])} {r['img_size']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(f"{_plan_name(r['model'])} {r['img_size']} px", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         lo, hi = min(xs + ys + [1.0]) * 0.95, max(xs + ys + [1.0]) * 1.05
         ax.plot([lo, hi], [lo, hi], "--", color="grey", label="speed-up = MAC ideal")
         ax.set(xlabel="MAC ideal speed-up over mha", ylabel="measured speed-up over mha", title="ViT-S plans against the MAC ideal")
@@ -298,7 +309,8 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
 
 def _stage_times(records: dict) -> str:
     lines = ["| stage | status | seconds | budget s | this run |", "|---|---|---|---|---|"]
-    for stage, rec in records["stages"].items():
+    for stage in STAGES:
+        rec = records["stages"].get(stage, {})
         secs = rec.get("seconds")
         over = secs is not None and rec.get("budget_s") and secs > rec["budget_s"] and not rec.get("quick")
         note = "reused (cached)" if rec.get("cached") else "ran"
@@ -311,15 +323,7 @@ def _stage_times(records: dict) -> str:
 
 def write_report(records: dict, root: Path) -> Path:
     """OUTPUT/report.md and its plots from `records` (as `run_demo` collects them)."""
-    plots = _plots(records, root)
-    body = report_sections(records)
-    for stage, files in plots.items():
-        marker = f"### {_TITLES[stage][0].upper() + _TITLES[stage][1:]}\n"
-        images = "".join(f"![{Path(f).stem.replace('_', ' ')}]({f})\n" for f in files)
-        head, _, tail = body.partition(marker)
-        nxt = tail.find("\n### ")
-        nxt = len(tail) if nxt < 0 else nxt + 1
-        body = head + marker + tail[:nxt] + "\n" + images + tail[nxt:]
+    body = report_sections(records, _plots(records, root))
     text = (f"# attnreuse demo report\n\n{body}\n## Time of each stage\n\n{_stage_times(records)}\n"
             "Rerun one stage with `attnreuse demo --stages NAME --force`; the digits training study is "
             "`attnreuse study`.\n")
