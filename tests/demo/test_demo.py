@@ -47,7 +47,7 @@ def test_quick_demo_report_leads_with_the_pretrained_model(quick_run):
     vit = records["stages"]["vit"]["result"]["records"]
     assert {r["model"] for r in vit} == set(DemoConfig().vit_models)
     assert all(r["ideal_speedup_vs_baseline"] for r in vit if r["baseline"])
-    assert "## Time of each stage" in text
+    assert "### Time of each stage" in text
 
 
 def test_rerun_reuses_every_stage_and_reruns_one_alone(quick_run):

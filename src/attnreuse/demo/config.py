@@ -5,7 +5,7 @@ result is reused while they are unchanged. The `*_budget_s` fields are what a st
 a quiet 2-core machine (the whole demo, set-up included, fits 10 minutes); a stage that runs over
 its budget says so in the report, with the field that sizes it. The knobs, largest effect first:
 `minilm_distill_steps` (about 0.3-0.6 s a step), `vit_img_sizes` (384 costs 3x 224),
-`*_rounds` / `*_repeats` (timing), `op_tokens` (4096 dominates the sweep).
+`*_rounds` / `*_repeats` (timing), `op_tokens` (8192 is half the sweep).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class DemoConfig:
     uniform_img_size: int = 224
     uniform_rounds: int = 6
     uniform_repeats: int = 30
-    uniform_min_time_s: float = 6.0
+    uniform_min_time_s: float = 5.0
     uniform_budget_s: float = 75.0
     # 3. ViT-S with each plan (random weights: latency only)
     vit_models: tuple[str, ...] = (
@@ -69,7 +69,7 @@ class DemoConfig:
     vit_budget_s: float = 60.0
     # 4. the attention operators against N (batch 1, ViT widths: 8 heads of 32)
     op_ops: tuple[str, ...] = ("sdpa_mha", "flat_mha", "reuse", "taylor")
-    op_tokens: tuple[int, ...] = (196, 1024, 4096)
+    op_tokens: tuple[int, ...] = (196, 1024, 4096, 8192)
     op_repeats: int = 5
     op_min_time_s: float = 0.3
     op_budget_s: float = 40.0

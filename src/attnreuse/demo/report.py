@@ -87,9 +87,11 @@ def _line_reuse(records: dict) -> str:
     if uni is not None:
         e, o = uni["summary"]["eager"], uni["summary"]["ort"]
         parts.append(f"{uni['model']} is {_x(e['speedup'])} the speed of {uni['baseline']} in eager and "
-                     f"{_x(o['speedup'])} under ONNX Runtime at {uni['img_size']} px, {_pct(e['share_of_gain'])} / "
-                     f"{_pct(o['share_of_gain'])} of what removing attention work altogether gives "
-                     f"({_x(e['ceiling'])} / {_x(o['ceiling'])})")
+                     f"{_x(o['speedup'])} under ONNX Runtime at {uni['img_size']} px"
+                     + (f", {_pct(e['share_of_gain'])} / {_pct(o['share_of_gain'])} of what removing attention work "
+                        f"altogether gives ({_x(e['ceiling'])} / {_x(o['ceiling'])})"
+                        if e["share_of_gain"] is not None and o["share_of_gain"] is not None else
+                        f"; removing attention work altogether gives {_x(e['ceiling'])} / {_x(o['ceiling'])}"))
     else:
         parts.append(f"UniForm stage {_why_not(records, 'uniform')}")
     if vit is not None:
@@ -134,7 +136,7 @@ def opening_lines(records: dict) -> list[str]:
     done = [s for s in STAGES if st.get(s, {}).get("status") == "done"]
     ran = (f"- **What ran**: `attnreuse demo{' --quick`, smoke sizes: not results' if records['quick'] else '`'}, "
            f"{len(done)} of {len(st)} stages ({', '.join(_TITLES[s] for s in done) or 'none'}); "
-           f"this invocation {records['total_s']:.0f} s, stage times below.")
+           f"this invocation {records['total_s']:.0f} s (stage times at the end).")
     m = records["machine"]
     machine = (f"- **Machine**: {m['cpu']}, {m['logical_cores']} logical cores, {records['threads']} threads, float32, "
                f"batch 1; torch {m['torch']}, ONNX Runtime {m['onnxruntime'] or '-'}; {records['date_utc'][:10]}.")
@@ -225,6 +227,8 @@ def report_sections(records: dict, images: dict[str, list[str]] | None = None) -
         out.append(_NOTES[stage].format(**res) + "\n")
         for f in (images or {}).get(stage, []):
             out.append(f"![{Path(f).stem.replace('_', ' ')}]({f})\n")
+    out.append("### Time of each stage\n")
+    out.append(_stage_times(records))
     return "\n".join(out)
 
 
@@ -324,7 +328,7 @@ def _stage_times(records: dict) -> str:
 def write_report(records: dict, root: Path) -> Path:
     """OUTPUT/report.md and its plots from `records` (as `run_demo` collects them)."""
     body = report_sections(records, _plots(records, root))
-    text = (f"# attnreuse demo report\n\n{body}\n## Time of each stage\n\n{_stage_times(records)}\n"
+    text = (f"# attnreuse demo report\n\n{body}\n"
             "Rerun one stage with `attnreuse demo --stages NAME --force`; the digits training study is "
             "`attnreuse study`.\n")
     return atomic_write_text(root / "report.md", text)
