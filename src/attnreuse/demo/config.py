@@ -11,9 +11,14 @@ its budget says so in the report, with the field that sizes it. The knobs, large
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["QUICK", "STAGES", "DemoConfig"]
+
+def _k(default, help: str):
+    """A field with its command-line help (`attnreuse demo --help` lists every one)."""
+    return field(default=default, metadata={"help": help})
+
 
 STAGES = ("minilm", "uniform", "vit", "ops")
 _PREFIX = {"minilm": "minilm_", "uniform": "uniform_", "vit": "vit_", "ops": "op_"}
@@ -39,40 +44,40 @@ class DemoConfig:
     force: bool = False
     progress: bool = True
     # 1. all-MiniLM-L6-v2 (the optional wheel): analysis, conversion, distillation, fidelity, latency
-    minilm_plan: str = "mha,mha,share,mha,share,mha"  # the plan distilled (the suggested one is shown zero-shot)
-    minilm_budget: float = 0.67  # the analysis' suggestion: attention MACs as a fraction of all-mha
-    minilm_analysis_texts: int = 48  # held-out texts the maps are captured on
-    minilm_eval_texts: int = 200  # held-out texts fidelity is measured on (top-10 needs more than 10)
-    minilm_distill_steps: int = 250
-    minilm_batch_size: int = 32
-    minilm_lr: float = 1e-4
-    minilm_tokens: int = 512  # latency input length (batch 1), the model's longest
-    minilm_rounds: int = 4
-    minilm_repeats: int = 8
-    minilm_budget_s: float = 240.0
+    minilm_plan: str = _k("mha,mha,share,mha,share,mha", "the plan distilled (the analysis' suggestion is shown zero-shot)")
+    minilm_budget: float = _k(0.67, "the suggestion's attention MACs as a fraction of all-mha")
+    minilm_analysis_texts: int = _k(48, "held-out texts the maps are captured on")
+    minilm_eval_texts: int = _k(200, "held-out texts fidelity is measured on (top-10 overlap needs more than 10)")
+    minilm_distill_steps: int = _k(250, "distillation steps: the largest knob (0.3-0.6 s a step on a quiet 2-core machine)")
+    minilm_batch_size: int = _k(32, "texts per distillation step")
+    minilm_lr: float = _k(1e-4, "peak distillation learning rate")
+    minilm_tokens: int = _k(512, "latency input length, batch 1 (the model's longest)")
+    minilm_rounds: int = _k(4, "interleaved timing rounds")
+    minilm_repeats: int = _k(8, "timed calls per model and runtime, over all rounds")
+    minilm_budget_s: float = _k(240.0, "seconds the stage should take")
     # 2. UniForm against the EfficientViT-M of the same widths, with the no-attention probe
-    uniform_model: str = "uniform_s"
-    uniform_img_size: int = 224
-    uniform_rounds: int = 6
-    uniform_repeats: int = 30
-    uniform_min_time_s: float = 5.0
-    uniform_budget_s: float = 75.0
+    uniform_model: str = _k("uniform_s", "a uniform_* model; its baseline is the EfficientViT-M of the same widths")
+    uniform_img_size: int = _k(224, "input size")
+    uniform_rounds: int = _k(6, "interleaved timing rounds")
+    uniform_repeats: int = _k(30, "timed calls at least, over all rounds")
+    uniform_min_time_s: float = _k(5.0, "seconds of timed calls per model and runtime, over all rounds")
+    uniform_budget_s: float = _k(75.0, "seconds the stage should take")
     # 3. ViT-S with each plan (random weights: latency only)
-    vit_models: tuple[str, ...] = (
+    vit_models: tuple[str, ...] = _k((
         "attnreuse_vit_small_patch16_224", "reuse_vit_small_patch16_224", "mapshare_vit_small_patch16_224",
         "taylor_deit_small_patch16_224",
-    )  # fmt: skip
-    vit_img_sizes: tuple[int, ...] = (224, 384)
-    vit_rounds: int = 4
-    vit_repeats: int = 8
-    vit_min_time_s: float = 0.0
-    vit_budget_s: float = 60.0
+    ), "ViT-S plan models (attnreuse_vit_* is the mha baseline, added when missing)")  # fmt: skip
+    vit_img_sizes: tuple[int, ...] = _k((224, 384), "input sizes (384 costs about 3x 224)")
+    vit_rounds: int = _k(4, "interleaved timing rounds")
+    vit_repeats: int = _k(8, "timed calls at least, over all rounds")
+    vit_min_time_s: float = _k(0.0, "seconds of timed calls per model, over all rounds")
+    vit_budget_s: float = _k(60.0, "seconds the stage should take")
     # 4. the attention operators against N (batch 1, ViT widths: 8 heads of 32)
-    op_ops: tuple[str, ...] = ("sdpa_mha", "flat_mha", "reuse", "taylor")
-    op_tokens: tuple[int, ...] = (196, 1024, 4096, 8192)
-    op_repeats: int = 5
-    op_min_time_s: float = 0.3
-    op_budget_s: float = 40.0
+    op_ops: tuple[str, ...] = _k(("sdpa_mha", "flat_mha", "reuse", "taylor"), "operators (attnreuse bench ops names)")
+    op_tokens: tuple[int, ...] = _k((196, 1024, 4096, 8192), "sequence lengths N (8192 is half the sweep's time)")
+    op_repeats: int = _k(5, "timed calls at least per case")
+    op_min_time_s: float = _k(0.3, "seconds of timed calls per case")
+    op_budget_s: float = _k(40.0, "seconds the stage should take")
 
     @classmethod
     def quick_config(cls, **overrides) -> "DemoConfig":
