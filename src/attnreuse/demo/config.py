@@ -66,7 +66,7 @@ class DemoConfig:
     vit_models: tuple[str, ...] = _k((
         "vit_attnreuse_small_patch16_224", "vit_reuse_small_patch16_224", "vit_mapshare_small_patch16_224",
         "deit_taylor_small_patch16_224",
-    ), "ViT-S plan models (attnreuse_vit_* is the mha baseline, added when missing)")  # fmt: skip
+    ), "ViT-S plan models (vit_attnreuse_* is the mha baseline, added when missing)")  # fmt: skip
     vit_img_sizes: tuple[int, ...] = _k((224, 384), "input sizes (384 costs about 3x 224)")
     vit_rounds: int = _k(4, "interleaved timing rounds")
     vit_repeats: int = _k(8, "timed calls at least, over all rounds")
