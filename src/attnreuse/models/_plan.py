@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from attnreuse.plan.grammar import format_plan  # one formatter for every host
+
 __all__ = ["KINDS", "LayerSpec", "format_plan", "map_sources", "parse_plan"]
 
 KINDS = ("mha", "reuse", "share", "skip", "taylor")
@@ -88,14 +90,3 @@ def map_sources(specs: Sequence[LayerSpec]) -> tuple[int | None, ...]:
             if spec.kind in MAP_KINDS:
                 last_map = i
     return tuple(sources)
-
-
-def format_plan(specs: Sequence[LayerSpec]) -> str:
-    """Compact text: runs of one kind as kind x n, e.g. 'mha x3, skip x6, mha x3'."""
-    runs: list[list] = []
-    for spec in specs:
-        if runs and runs[-1][0] == str(spec):
-            runs[-1][1] += 1
-        else:
-            runs.append([str(spec), 1])
-    return ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in runs)

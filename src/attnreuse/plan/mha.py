@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attnreuse.layers.token_attention import MapSelfAttention
-from attnreuse.plan._copy import copy_projection
+from attnreuse.plan._copy import copy_projection, run_map_core
 from attnreuse.plan.registry import Kind, register_kind
 
 
@@ -19,9 +19,7 @@ class MultiHead(Kind):
         return core
 
     def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
-        if emit_map:
-            return core(x, key_bias, return_map=True)
-        return core(x, key_bias), None
+        return run_map_core(core, x, key_bias, emit_map)
 
     def parameters_kept(self):
         return ("query", "key", "value")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from attnreuse.layers.token_attention import MapSelfAttention
-from attnreuse.plan._copy import copy_projection
+from attnreuse.plan._copy import copy_projection, run_map_core
 from attnreuse.plan.registry import Kind, register_kind
 
 
@@ -65,9 +65,7 @@ class Reuse(Kind):
         return core
 
     def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
-        if emit_map:
-            return core(x, key_bias, return_map=True)
-        return core(x, key_bias), None
+        return run_map_core(core, x, key_bias, emit_map)
 
     def parameters_kept(self):
         return ("value",)
