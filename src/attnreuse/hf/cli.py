@@ -12,7 +12,6 @@ DIR is a local `transformers` model directory (config.json, weights, tokenizer);
 from __future__ import annotations
 
 import argparse
-import json
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list
 
