@@ -39,6 +39,20 @@ def test_paper_mode_sets_the_paper_beside_the_model(tmp_path, capsys):
     assert all(r["speedup_mean"] >= 1 for r in means)
 
 
+def test_paper_mode_costs_under_the_chosen_assumptions(tmp_path):
+    """--assume reaches every cost of --paper (it once printed the same table for every setting);
+    with nothing chosen the PE-array presets use FuseMax's setting."""
+    speedups = {}
+    for assume in ("attnreuse", "fusemax", None):
+        out = tmp_path / f"{assume}.json"
+        argv = ["dataflow", "--paper", "--seq", "4096", "--json", str(out)] + (["--assume", assume] if assume else [])
+        assert main(argv) == 0
+        records = json.loads(out.read_text())["records"]
+        speedups[assume] = [r["speedup_mean"] for r in records]
+        assert all(r["assumptions"]["softmax"] == ("array" if assume == "attnreuse" else "1d") for r in records)
+    assert speedups["attnreuse"] != speedups["fusemax"] == speedups[None]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

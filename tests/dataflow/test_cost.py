@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from attnreuse.dataflow.assumptions import SETTINGS, default_for
+
 from attnreuse.dataflow import DATAFLOWS, HARDWARE, MODELS, Hardware, attention_layer, compare, evaluate
 
 # One MAC and one byte a cycle at 1 Hz, softmax free, a buffer large enough for everything: the
@@ -139,7 +141,9 @@ def test_flat_keeps_per_operator_execution_where_fusion_loses():
     """Full score rows of 64K tokens leave room for 2 rows in 512 KiB: K and V would be streamed
     32K times, far more traffic than spilling the scores once."""
     w = MODELS["bert-base"].with_seq(65536, 1).attention()
-    flat, base = evaluate(w, HARDWARE["flat-edge"], "flat"), evaluate(w, HARDWARE["flat-edge"], "baseline")
+    stream = SETTINGS["attnreuse"]  # K/V re-streamed; scores never spilled by a fused tile
+    flat = evaluate(w, HARDWARE["flat-edge"], "flat", stream)
+    base = evaluate(w, HARDWARE["flat-edge"], "baseline", stream)
     assert not flat.fused and "slower" in flat.tile
     assert flat.time_s == base.time_s
     assert evaluate(w, HARDWARE["flat-edge"].with_buffer(64 << 20), "flat").fused
@@ -166,6 +170,16 @@ def test_small_output_tiles_idle_part_of_the_pe_array():
     """4x4 PEs, N=4, dk=dv=2, one head, head granularity: Logit's [4, 4] output fills the array
     (32 MACs / 16 = 2 cycles); Attend's [4, 2] output fills half of it (32 MACs / 8 = 4 cycles)."""
     hw = dataclasses.replace(UNIT, macs_per_cycle=16, pe_rows=4, pe_cols=4, offchip_bytes_per_s=1e12)
-    assert evaluate(_layer(1, 1, 1, 4, 2, 2), hw, "flat-head").compute_cycles == 2 + 4
+    assert evaluate(_layer(1, 1, 1, 4, 2, 2), hw, "flat-head", SETTINGS["attnreuse"]).compute_cycles == 2 + 4
     with pytest.raises(ValueError, match="pe_rows x pe_cols must equal macs_per_cycle=16"):
         dataclasses.replace(hw, pe_cols=2)
+
+
+def test_the_default_setting_follows_the_hardware():
+    """FLAT's PE-array presets are costed as FuseMax re-modelled them; a CPU as this library does
+    (no 1-D softmax unit to model). Passing nothing equals passing that setting."""
+    assert default_for(HARDWARE["flat-edge"]) == SETTINGS["fusemax"] == default_for(HARDWARE["flat-cloud"])
+    assert default_for(HARDWARE["jetson-orin"]) == SETTINGS["attnreuse"]
+    w = MODELS["bert-base"].with_seq(65536, 1).attention()
+    assert evaluate(w, HARDWARE["flat-edge"], "flat") == evaluate(w, HARDWARE["flat-edge"], "flat", SETTINGS["fusemax"])
+    assert evaluate(w, HARDWARE["flat-edge"], "flat").fused  # spills part of its scores instead

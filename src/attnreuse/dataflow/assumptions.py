@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from attnreuse.dataflow.hardware import Hardware
 
-__all__ = ["CHOICES", "DEFAULT", "SETTINGS", "Assumptions", "get_setting"]
+__all__ = ["CHOICES", "DEFAULT", "SETTINGS", "Assumptions", "default_for", "get_setting"]
 
 CHOICES = {
     "softmax": ("array", "1d", "free"),
@@ -102,3 +102,16 @@ def get_setting(name: str) -> Assumptions:
     if name not in SETTINGS:
         raise ValueError(f"unknown assumption setting {name!r}; choose one of: {', '.join(SETTINGS)}")
     return SETTINGS[name]
+
+
+def default_for(hw: Hardware) -> Assumptions:
+    """The setting a cost on `hw` uses unless told otherwise.
+
+    An accelerator with a PE array (FLAT's edge and cloud presets) gets "fusemax": FuseMax's
+    re-model is the one published, independent model of FLAT on that hardware, and under it this
+    model lands within 16% of all 72 of FuseMax's cloud points and within 12% of FLAT's abstract
+    (`attnreuse dataflow --paper`); "attnreuse" misses them by -69% to +109%. A machine without a
+    PE array shape (a CPU, a GPU preset) has no 1-D softmax unit to model, so it gets "attnreuse",
+    whose softmax runs on the machine's vector units. docs/dataflow.md has the comparison.
+    """
+    return SETTINGS["fusemax"] if hw.pe_rows else DEFAULT

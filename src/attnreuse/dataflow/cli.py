@@ -5,7 +5,8 @@
     attnreuse dataflow --paper [--json FILE]       FLAT's platforms/models, averages beside the paper
     attnreuse dataflow --validate [--seq 512,2048] [--json FILE]   model vs measured ratios here
     attnreuse dataflow --published [--json FILE]   model vs FLAT's and FuseMax's published numbers
-    --assume attnreuse|flat-paper|fusemax          which modelling assumptions (default attnreuse)
+    --assume attnreuse|flat-paper|fusemax          which modelling assumptions (default: fusemax on a
+                                                   PE-array accelerator, attnreuse on a CPU/GPU)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from attnreuse.dataflow.assumptions import SETTINGS
+from attnreuse.dataflow.assumptions import SETTINGS, default_for
 
 __all__ = ["DataflowConfig", "register", "run"]
 
@@ -39,7 +40,7 @@ class DataflowConfig:
     batch: int = 64
     scope: str = "model"
     buffer_bytes: int | None = None
-    assume: str = "attnreuse"
+    assume: str | None = None  # None: the hardware's default (assumptions.default_for)
 
     def __post_init__(self) -> None:
         if not self.seq_lens or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.seq_lens):
@@ -71,8 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scope", choices=("model", "attention"), default=None,
                         help="whole model (projections and FFN included; default) or attention cores only")
     parser.add_argument("--assume", choices=tuple(SETTINGS), default=None,
-                        help="modelling assumptions: attnreuse (default), flat-paper (FLAT's own model) "
-                        "or fusemax (FuseMax's re-model of FLAT); see docs/dataflow.md")
+                        help="modelling assumptions: fusemax (FuseMax's re-model of FLAT; the default on "
+                        "flat-edge/flat-cloud), attnreuse (the default on a CPU/GPU preset) or flat-paper "
+                        "(FLAT's own model); see docs/dataflow.md")
     parser.add_argument("--buffer-kib", type=int, default=None, help="override the on-chip buffer size")
     parser.add_argument("--plot", default=None, help="PNG: speed-up and off-chip bytes against N")
     parser.add_argument("--json", default=None, help="write config and one record per (dataflow, N)")
@@ -106,6 +108,8 @@ def _run_model(args: argparse.Namespace) -> int:
         assume=args.assume or defaults.assume,
     )
     hw = get_hardware(cfg.hw)
+    if cfg.assume is None:
+        cfg = dataclasses.replace(cfg, assume=_setting_name(default_for(hw)))
     if cfg.buffer_bytes is not None:
         hw = hw.with_buffer(cfg.buffer_bytes)
     results = []
@@ -130,22 +134,35 @@ def _run_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting_name(a) -> str:
+    return next(name for name, setting in SETTINGS.items() if setting == a)
+
+
 def _run_paper(args: argparse.Namespace) -> int:
     from attnreuse._io import atomic_write_json
-    from attnreuse.dataflow.report import PAPER_SEQ_LENS, paper_comparison
+    from attnreuse.dataflow.report import PAPER_SEQ_LENS, paper_comparison, scarce_buffer_comparison
 
     seq_lens = args.seq or PAPER_SEQ_LENS
     batch = DataflowConfig.batch if args.batch is None else args.batch
-    records = paper_comparison(batch=batch, seq_lens=seq_lens)
-    print(f"FLAT vs per-operator baseline, batch {batch}, N = {','.join(map(str, seq_lens))} (means)")
+    assume = args.assume or DataflowConfig.assume
+    records = paper_comparison(batch=batch, seq_lens=seq_lens, assumptions=assume and SETTINGS[assume])
+    print(f"FLAT vs per-operator baseline, batch {batch}, N = {','.join(map(str, seq_lens))} (means), "
+          f"assumptions {assume or 'fusemax (the default on these PE arrays)'}")
     print(f"{'hardware':11s} {'scope':9s} {'model':9s} {'speedup':>8s} {'paper':>6s} {'energy saved':>12s} {'paper':>6s}")
     for r in records:
         print(
             f"{r['hardware']:11s} {r['scope']:9s} {r['model']:9s} {r['speedup_mean']:7.2f}x "
             f"{r['paper_speedup']:5.2f}x {100 * r['energy_saving_mean']:11.0f}% {100 * r['paper_energy_saving']:5.0f}%"
         )
+    scarce = scarce_buffer_comparison(batch=batch, seq_lens=seq_lens, assumptions=assume and SETTINGS[assume])
+    print(f"scarce buffers ({'/'.join(map(str, scarce['buffers_kib']))} KiB), whole model, mean: "
+          f"{scarce['speedup_mean']:.2f}x (paper {scarce['paper_speedup']:.2f}x; "
+          + ", ".join(f"{h} {r['speedup_mean']:.2f}x" for h, r in scarce["by_hardware"].items()) + ")")
     if args.json:
-        atomic_write_json(args.json, {"batch": batch, "seq_lens": list(seq_lens), "records": records})
+        atomic_write_json(
+            args.json,
+            {"batch": batch, "seq_lens": list(seq_lens), "assume": assume, "records": records, "scarce_buffer": scarce},
+        )
     return 0
 
 

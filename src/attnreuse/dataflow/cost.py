@@ -21,7 +21,7 @@ Assumptions, all stated here and in docs/dataflow.md:
 - The six choices on which published FLAT models disagree (softmax unit, what a fused tile does
   when K/V and the score rows do not fit and what a spilled score costs, double-buffering, PE
   utilisation, the baseline's scores)
-  are `Assumptions` (assumptions.py); `evaluate` takes one, the default is `assumptions.DEFAULT`.
+  are `Assumptions` (assumptions.py); `evaluate` takes one, the default is `assumptions.default_for(hw)`.
 - On-chip bytes (energy only): every off-chip byte is staged through the buffer once, every matmul
   reads its operands from the buffer once per PE-array pass (2 / sqrt(array) elements a MAC) and
   writes its output once, and the softmax reads and writes each score once.
@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 from attnreuse.dataflow._calibrate import SOFTMAX_OPS_PER_ELEMENT
-from attnreuse.dataflow.assumptions import DEFAULT, Assumptions
+from attnreuse.dataflow.assumptions import Assumptions, default_for
 from attnreuse.dataflow.hardware import Hardware
 from attnreuse.dataflow.workload import Workload
 
@@ -351,14 +351,15 @@ def _result(dataflow: str, w: Workload, hw: Hardware, phases: list[Phase], tile:
     )
 
 
-def evaluate(w: Workload, hw: Hardware, dataflow: str, assumptions: Assumptions = DEFAULT) -> Result:
+def evaluate(w: Workload, hw: Hardware, dataflow: str, assumptions: Assumptions | None = None) -> Result:
     """Cost of `dataflow` (one of DATAFLOWS) on workload `w` and machine `hw`.
 
     "flat" is the best of flat-batch/head/row; "flat-reuse" is "flat" on `w.reuse()` (one map for
     every value head). A FLAT dataflow, like a scheduler would, keeps the per-operator execution
     where no fused tile fits the buffer or every fused tile is slower (`fused` False, the tile says
     why), so it is never slower than the baseline of its workload. `assumptions` selects the
-    disputed modelling choices (assumptions.py); the result's `hardware` keeps `hw`'s name.
+    disputed modelling choices (assumptions.py; None: `default_for(hw)`); the result's `hardware`
+    keeps `hw`'s name.
     """
     if not isinstance(w, Workload):
         raise TypeError(f"w must be a Workload, got {type(w).__name__}")
@@ -366,6 +367,8 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str, assumptions: Assumptions 
         raise TypeError(f"hw must be a Hardware, got {type(hw).__name__}")
     if dataflow not in DATAFLOWS:
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+    if assumptions is None:
+        assumptions = default_for(hw)
     if not isinstance(assumptions, Assumptions):
         raise TypeError(f"assumptions must be an Assumptions, got {type(assumptions).__name__}")
     if dataflow == "flat-reuse":
@@ -403,7 +406,7 @@ def evaluate(w: Workload, hw: Hardware, dataflow: str, assumptions: Assumptions 
 
 
 def compare(
-    w: Workload, hw: Hardware, dataflows: tuple[str, ...] = DATAFLOWS, assumptions: Assumptions = DEFAULT
+    w: Workload, hw: Hardware, dataflows: tuple[str, ...] = DATAFLOWS, assumptions: Assumptions | None = None
 ) -> list[Result]:
     """Every dataflow on `w`, with speed-up and energy ratio against the baseline."""
     base = evaluate(w, hw, "baseline", assumptions)

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 
-from attnreuse.dataflow.assumptions import CHOICES, DEFAULT, SETTINGS, Assumptions
+from attnreuse.dataflow.assumptions import CHOICES, SETTINGS, Assumptions, default_for
 from attnreuse.dataflow.cost import Result, evaluate
 from attnreuse.dataflow.hardware import HOROWITZ, MAC_J_FP16, OFFCHIP_BYTE_J, ONCHIP_BYTE_J, Hardware
 from attnreuse.dataflow.workload import Workload
@@ -185,22 +185,24 @@ def _closing(p: Point, a: Assumptions, switches: list[tuple[str, object]], toler
     return out
 
 
-def compare_published(*, tolerance: float = TOLERANCE, default: Assumptions = DEFAULT) -> list[dict]:
-    """One record per published point: predicted under the matching setting and under `default`,
-    the relative differences, and for each that misses by more than `tolerance` the single
-    assumption switches that close the gap (`gap_closed_by`, `default_gap_closed_by`)."""
+def compare_published(*, tolerance: float = TOLERANCE, default: Assumptions | None = None) -> list[dict]:
+    """One record per published point: predicted under the matching setting and under `default`
+    (None: the platform's `default_for`), the relative differences, and for each that misses by
+    more than `tolerance` the single assumption switches that close the gap (`gap_closed_by`,
+    `default_gap_closed_by`)."""
     records = []
     for p in points():
         matching = SETTINGS[p.setting]
-        predicted, base = predict(p, matching), predict(p, default)
+        default_p = default_for(platform(p.preset)) if default is None else default
+        predicted, base = predict(p, matching), predict(p, default_p)
         rel, rel_default = _rel(predicted, p.published), _rel(base, p.published)
         closing, default_closing = [], []
         if not _ok(rel, tolerance):
             others = [(f, v) for f, values in CHOICES.items() for v in values if v != getattr(matching, f)]
             closing = _closing(p, matching, others, tolerance)
         if not _ok(rel_default, tolerance):
-            to_matching = [(f, getattr(matching, f)) for f in default.differences(matching)]
-            default_closing = _closing(p, default, to_matching, tolerance)
+            to_matching = [(f, getattr(matching, f)) for f in default_p.differences(matching)]
+            default_closing = _closing(p, default_p, to_matching, tolerance)
         records.append(
             {
                 "preset": p.preset,
