@@ -7,7 +7,7 @@ import pytest
 
 from attnreuse.demo.config import STAGES, DemoConfig
 from attnreuse.demo.readme import measured_block, read_block, update_readme
-from attnreuse.demo.report import opening_lines
+from attnreuse.demo.report import label_offsets, opening_lines
 from attnreuse.demo.run import run_demo
 from attnreuse.demo.vision import gain_split
 from attnreuse.hf.source import minilm_path
@@ -149,3 +149,13 @@ def test_each_stage_is_keyed_by_its_own_settings():
     assert a.stage_config("minilm") == b.stage_config("minilm")
     assert a.stage_config("vit") != b.stage_config("vit")
     assert "vit_img_sizes" not in a.stage_config("ops") and a.stage_config("ops")["threads"] == 2
+
+
+def test_labels_of_close_points_stack_instead_of_overprinting():
+    """The MiniLM plot's two 'suggested' points (eager and ORT) once landed on top of each other."""
+    pts = [(100.0, 0.9), (100.5, 0.9005), (200.0, 1.0), (100.2, 0.9002)]
+    offsets = label_offsets(pts)
+    assert offsets[2] == (4.0, 4.0)  # far from the rest: the usual place
+    near = [offsets[i] for i in (0, 1, 3)]
+    assert len(set(near)) == 3 and near[0] == (4.0, 4.0)
+    assert label_offsets([]) == []

@@ -246,6 +246,23 @@ def _figure(path: Path, fig) -> str:
     return path.name
 
 
+def label_offsets(points: list[tuple[float, float]], *, step_pt: float = 9.0) -> list[tuple[float, float]]:
+    """Offsets (in points) for the labels of `points` so that labels of points lying close together
+    (within 4% of the x range and 3% of the y range) stack downwards instead of overprinting."""
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float, int]] = []
+    out = []
+    for x, y in points:
+        near = {k for px, py, k in placed if abs(px - x) <= 0.04 * dx and abs(py - y) <= 0.03 * dy}
+        k = next(i for i in range(len(points)) if i not in near)
+        placed.append((x, y, k))
+        out.append((4.0, 4.0 - step_pt * k))
+    return out
+
+
 def _plots(records: dict, root: Path) -> dict[str, list[str]]:
     import matplotlib
 
@@ -256,6 +273,7 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
     res = _result(records, "minilm")
     if res is not None:
         fig, ax = plt.subplots(figsize=(7, 4.4))
+        labels: list[tuple[str, float, float]] = []
         for runtime, marker, label, short in (("eager", "o", "PyTorch eager", "eager"), ("ort", "s", "ONNX Runtime", "ORT")):
             pts = [(r["role"], r[runtime]["latency_ms_median"], r["distilled"] or r["zero_shot"]) for r in res["rows"]]
             xs = [p[1] for p in pts]
@@ -263,10 +281,12 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
             ax.scatter(xs, ys, marker=marker, label=label)
             for (role, *_), x, y in zip(pts, xs, ys):
                 name = role if role != "suggested" else "suggested, zero-shot"
-                ax.annotate(f"{name} ({short})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                labels.append((f"{name} ({short})", x, y))
         d = next(r for r in res["rows"] if r["role"] == "distilled")
         ax.scatter([d["eager"]["latency_ms_median"]], [d["zero_shot"]["cosine"]], marker="x", color="grey", label="distilled plan before distillation (eager)")
-        ax.annotate("distilled plan, zero-shot", (d["eager"]["latency_ms_median"], d["zero_shot"]["cosine"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        labels.append(("distilled plan, zero-shot", d["eager"]["latency_ms_median"], d["zero_shot"]["cosine"]))
+        for (text, x, y), offset in zip(labels, label_offsets([(x, y) for _, x, y in labels])):
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7)
         ax.set(xlabel=f"latency at {res['tokens']} tokens, batch 1 (ms, median)", ylabel="embedding cosine to the original",
                title="all-MiniLM-L6-v2: fidelity against latency")
         ax.grid(alpha=0.3)
