@@ -76,7 +76,7 @@ _VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(p
 
 
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
-# dtype -> the runtimes that can run it (and the default selection for it)
+# dtype -> the runtimes that run it by default (float32 may also select "ort-fused")
 DTYPE_RUNTIMES = {
     "float32": ("eager", "compile", "ort", "ort-int8"),
     "bfloat16": ("eager", "compile"),
@@ -165,7 +165,8 @@ class ModelBenchConfig:
             raise ValueError(f"runtimes must be a non-empty selection of {RUNTIMES}, got {self.runtimes!r}")
         if self.dtype not in DTYPE_RUNTIMES:
             raise ValueError(f"dtype must be one of {sorted(DTYPE_RUNTIMES)}, got {self.dtype!r}")
-        wrong = [r for r in self.runtimes if r not in DTYPE_RUNTIMES[self.dtype]]
+        allowed = RUNTIMES if self.dtype == "float32" else DTYPE_RUNTIMES[self.dtype]
+        wrong = [r for r in self.runtimes if r not in allowed]
         if wrong:
             raise ValueError(
                 f"dtype {self.dtype} cannot run in runtimes {wrong} ({_WHY_NOT.get(self.dtype, 'the runtime is int8')}); "
@@ -455,7 +456,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int_list, default=(224,), help="one or more, e.g. 224,384")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runtimes", type=csv_list, default=None,
-                   help="comma-separated subset of eager,compile,ort,ort-int8 (default: all the dtype can run in)")
+                   help="comma-separated subset of eager,compile,ort,ort-int8,ort-fused (default: eager,compile,ort,ort-int8 "
+                   "for float32, eager,compile for bfloat16, ort-int8 for int8)")
     p.add_argument("--dtype", choices=sorted(DTYPE_RUNTIMES), default="float32",
                    help="float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
                    "Every model and baseline runs in it; records say if this CPU emulates it")

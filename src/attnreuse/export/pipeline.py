@@ -43,6 +43,9 @@ class ExportConfig:
     eval_data: str = "digits"  # "digits" (test split) or an ImageFolder for int8 agreement
     eval_images: int | None = None  # default: all of eval_data
     threads: int = 2  # ONNX Runtime intra-op threads for checks and timings
+    # rewrite attention into one fused ONNX Runtime op: "mha" (com.microsoft MultiHeadAttention) or
+    # "attention" (ONNX Attention, opset 23); None keeps MatMul/Softmax/MatMul (export.fuse)
+    fused_attention: str | None = None
 
     def __post_init__(self) -> None:
         from attnreuse.export.onnx import EXPORTERS
@@ -58,6 +61,11 @@ class ExportConfig:
             _positive_int(name, getattr(self, name))
         for name in ("num_classes", "img_size", "eval_images"):
             _positive_int(name, getattr(self, name), allow_none=True)
+        if self.fused_attention is not None:
+            from attnreuse.export.fuse import FUSED_OPS
+
+            if self.fused_attention not in FUSED_OPS:
+                raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {self.fused_attention!r}")
         if self.exporter not in EXPORTERS:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
         if isinstance(self.atol, bool) or not isinstance(self.atol, (int, float)) or not self.atol > 0:
@@ -82,7 +90,7 @@ def export_command(config: ExportConfig) -> str:
 
     argv = ["attnreuse", "export", config.model, "--output", config.output]
     defaults = ExportConfig(model=config.model, output=config.output)
-    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "calib_images", "eval_data", "threads"):
+    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "calib_images", "eval_data", "threads", "fused_attention"):
         value = getattr(config, name)
         if value != getattr(defaults, name):
             argv += [f"--{name.replace('_', '-')}", str(value)]
@@ -149,6 +157,7 @@ def run_export(config: ExportConfig) -> dict:
         batch=config.batch,
         atol=config.atol,
         threads=config.threads,
+        fused_attention=config.fused_attention,
     )
     record: dict = {
         "config": config.to_dict(),
