@@ -70,10 +70,11 @@ def test_a_map_used_elsewhere_or_a_row_broadcast_bias_stays_decomposed():
     assert fuse_attention(model, "attention")[1] == 0
 
 
-@pytest.mark.parametrize("plan, fused_layers, softmax_left",
-                         [("mha", DEPTH, 0), ("reuse", DEPTH, 0), (["mha", "share"] * 3, 0, 3)],
-                         ids=["mha", "reuse", "share"])
-@pytest.mark.parametrize("op", FUSED_OPS)
+@pytest.mark.parametrize(
+    "op, plan, fused_layers, softmax_left",
+    [("mha", "mha", DEPTH, 0), ("attention", "reuse", DEPTH, 0), ("mha", ["mha", "share"] * 3, 0, 3)],
+    ids=["mha-mha", "attention-reuse", "mha-share"],
+)
 def test_export_with_fused_attention_matches_eager(tmp_path, op, plan, fused_layers, softmax_left):
     """mha and reuse fuse every layer; a map shared with the next layer is used twice, so it stays
     decomposed (and the sharing layer has no softmax of its own)."""
@@ -91,6 +92,43 @@ def test_export_with_fused_attention_matches_eager(tmp_path, op, plan, fused_lay
     assert (got - want).abs().max().item() <= 1e-5
 
 
+def test_dynamic_batch_export_fuses(tmp_path):
+    """Heads and widths found through the dynamic batch's Shape -> Concat -> Reshape chains. (A
+    dynamic-batch reuse plan stays decomposed: its traced graph reads the map's Shape.)"""
+    model = create_export_model(PICO, num_classes=10)
+    x = digits_images("test", img_size=32, limit=3)[0]
+    result = export_onnx(model, tmp_path / "dyn.onnx", x, exporter="torchscript", threads=1, dynamic_batch=True,
+                         fused_attention="mha")  # checked at batch 1 and at batch 3
+    assert result.fused_attention_nodes == DEPTH and result.max_abs_diff <= 1e-5
+
+
+def test_scale_split_over_q_and_k_is_folded():
+    """PyTorch's SDPA decomposition multiplies q and k^T by sqrt(scale) each."""
+    import onnxruntime as ort
+
+    model, shapes = _unfused_graph(1, 2, 5, 5, 4, 4, None, 1.0)
+    graph = model.graph
+    graph.node.insert(0, helper.make_node("Constant", [], ["c2"], value=helper.make_tensor("c2v", TensorProto.FLOAT, [], [0.5])))
+    mm = next(n for n in graph.node if n.op_type == "MatMul")
+    graph.node.insert(list(graph.node).index(mm), helper.make_node("Mul", ["kt", "c2"], ["kt2"]))
+    mm.input[1] = "kt2"
+    fused, count = fuse_attention(model, "mha")
+    assert count == 1
+    rng = np.random.default_rng(1)
+    feed = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    got = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    want = _softmax(0.5 * feed["q"] @ feed["k"].transpose(0, 1, 3, 2)) @ feed["v"]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
 def test_unknown_fused_op_is_named(tmp_path):
     with pytest.raises(ValueError, match="fused_attention must be one of"):
         export_onnx(create_export_model(PICO), tmp_path / "x.onnx", torch.zeros(1, 3, 32, 32), fused_attention="flash")
+
+
+def test_pipeline_config_names_the_int8_conflict():
+    from attnreuse.export.pipeline import ExportConfig, export_command
+
+    with pytest.raises(ValueError, match="--fused-attention none"):
+        ExportConfig(model=PICO, output="x.onnx", fused_attention="mha", int8=True)
+    assert "--fused-attention mha" in export_command(ExportConfig(model=PICO, output="x.onnx", fused_attention="mha"))

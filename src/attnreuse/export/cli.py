@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", default="digits",
                    help="'digits' (test split) or an ImageFolder for int8 top-1 agreement")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
-    p.add_argument("--fused-attention", choices=("mha", "attention"), default=None,
+    p.add_argument("--fused-attention", choices=("mha", "attention", "none"), default="none",
                    help="rewrite each attention into one fused ONNX Runtime op: mha = com.microsoft "
-                   "MultiHeadAttention, attention = ONNX Attention (opset 23); default: keep MatMul/Softmax/MatMul")
+                   "MultiHeadAttention, attention = ONNX Attention (opset 23), none = keep "
+                   "MatMul/Softmax/MatMul (default; int8 needs it)")
     p.set_defaults(func=run)
 
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         calib_images=args.calib_images,
         eval_data=args.eval_data,
         threads=args.threads,
-        fused_attention=args.fused_attention,
+        fused_attention=None if args.fused_attention == "none" else args.fused_attention,
     )
     rec = run_export(config)
     onnx = rec["onnx"]

@@ -66,9 +66,19 @@ def _constants(graph) -> dict:
 
 
 def _shapes(model) -> dict[str, list]:
+    """Static dims of every tensor (None where unknown). ONNX Runtime's symbolic shape inference
+    follows Shape -> Concat -> Reshape chains (a dynamic-batch export computes its head reshapes
+    that way), which onnx's own inference leaves unknown; onnx's is the fallback."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - any failure of the optional inference: use onnx's
+        inferred = None
+    if inferred is None:
+        inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims = vi.type.tensor_type.shape.dim
@@ -126,24 +136,36 @@ def _find(graph, shapes: dict) -> list[_Match]:
             continue
         mm1 = src
         nodes.append(mm1)
-        kt = producer.get(mm1.input[1])
+        # a scalar factor on either side (PyTorch's SDPA decomposition puts sqrt(scale) on both)
+        q, scale = mm1.input[0], 1.0
+        kt_name = mm1.input[1]
+        factors = []
+        for side in ("q", "k"):
+            name = q if side == "q" else kt_name
+            mul = producer.get(name)
+            if mul is None or mul.op_type != "Mul" or not only_use(mul.output[0]):
+                continue
+            for a, b in (mul.input, mul.input[::-1]):
+                if _scalar(b, consts) is not None:
+                    factors.append(_scalar(b, consts))
+                    nodes.append(mul)
+                    if side == "q":
+                        q = a
+                    else:
+                        kt_name = a
+                    break
+        for f in factors:
+            scale *= f
+        kt = producer.get(kt_name)
         if kt is None or kt.op_type != "Transpose" or list(_attr(kt, "perm", [])) != [0, 1, 3, 2] or not only_use(kt.output[0]):
             continue
         nodes.append(kt)
-        q, scale = mm1.input[0], 1.0
-        mul = producer.get(q)
-        if mul is not None and mul.op_type == "Mul" and only_use(mul.output[0]):
-            for a, b in (mul.input, mul.input[::-1]):
-                if _scalar(b, consts) is not None:
-                    q, scale = a, _scalar(b, consts)
-                    nodes.append(mul)
-                    break
         k, v = kt.input[0], mm2.input[1]
         qs, ks, vs = shapes.get(q), shapes.get(k), shapes.get(v)
-        if not (qs and ks and vs and len(qs) == len(ks) == len(vs) == 4 and None not in qs[1:] + ks[1:] + vs[1:]):
-            continue  # not 4-D with static heads and widths: leave it decomposed
-        if qs[1] != ks[1] or ks[1] != vs[1] or ks[2] != vs[2]:
+        if not (qs and ks and vs and len(qs) == len(ks) == len(vs) == 4):
             continue
+        if None in (qs[1], qs[3], ks[1], ks[3], vs[1], vs[3]) or qs[1] != ks[1] or ks[1] != vs[1]:
+            continue  # heads and widths must be static (batch and tokens may be dynamic)
         if bias is not None and not _bias_fits(shapes.get(bias), qs, ks):
             continue
         matches.append(_Match(q, k, v, bias, scale, mm2.output[0], qs[1], vs[3], nodes))
