@@ -132,3 +132,15 @@ def test_pipeline_config_names_the_int8_conflict():
     with pytest.raises(ValueError, match="--fused-attention none"):
         ExportConfig(model=PICO, output="x.onnx", fused_attention="mha", int8=True)
     assert "--fused-attention mha" in export_command(ExportConfig(model=PICO, output="x.onnx", fused_attention="mha"))
+
+
+def test_uniform_windows_fuse_with_their_bias(tmp_path):
+    """UniForm's channel-major windows (one map for every channel, a relative-position bias)."""
+    from attnreuse.bench.weights import randomize_batchnorms
+
+    model = create_export_model("uniform_xs", img_size=64)
+    randomize_batchnorms(model)  # every residual branch live: the parity check means something
+    x = digits_images("test", img_size=64, limit=1)[0]
+    result = export_onnx(model, tmp_path / "u.onnx", x, exporter="torchscript", threads=1, fused_attention="mha")
+    assert result.fused_attention_nodes > 0 and count_fused(onnx.load(str(tmp_path / "u.onnx")))["Softmax"] == 0
+    assert result.max_abs_diff <= 1e-4 and result.max_abs_output > 0.1

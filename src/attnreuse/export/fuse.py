@@ -4,7 +4,8 @@
 
 into one fused ONNX Runtime operator, with q: [B, H, N, Dk], k: [B, H, M, Dk], v: [B, H, M, Dv]
 (Dv may differ from Dk: Reuse Attention's one shared map meets its value heads side by side,
-[B, 1, M, Hv * Dv], so the same rewrite fuses `mha`, `share` and `reuse` layers alike).
+[B, 1, M, Hv * Dv], so the same rewrite fuses `mha` and `reuse` layers alike), and UniForm's
+channel-major windows (`_find_channel_major`) into the same operators with one head.
 
 The exporters give this pattern for the "dense" backend `export.onnx` exports with; ONNX Runtime's
 own graph optimisations (ORT_ENABLE_ALL) and its transformer optimizer fuse only BERT-shaped
@@ -48,6 +49,7 @@ class _Match:
     heads: int
     dv: int
     nodes: list  # the nodes the fused one replaces
+    channel_major: bool = False  # UniForm's form: q [B, N, D] (already token-major), k [B, D, M], v [B, C, M] -> [B, C, N]
 
 
 def _scalar(name: str, consts: dict) -> float | None:
@@ -172,6 +174,89 @@ def _find(graph, shapes: dict) -> list[_Match]:
     return matches
 
 
+def _find_channel_major(graph, shapes: dict) -> list[_Match]:
+    """UniForm's exported windows, one map for all channels (layers/reuse_mixer.py `_attend_nchw`):
+    MatMul(Transpose(q, [0, 2, 1]), k) -> [Mul(scale)] -> [Add(bias)] -> Softmax ->
+    Transpose([0, 2, 1]) -> MatMul(v, .), with q, k: [B, D, N], v: [B, C, N], out [B, C, N]."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    consts = _constants(graph)
+
+    def only_use(name: str) -> bool:
+        return len(consumers.get(name, [])) == 1 and name not in outputs
+
+    def single(name: str, op: str):
+        uses = consumers.get(name, [])
+        return uses[0] if only_use(name) and uses[0].op_type == op else None
+
+    matches = []
+    for sm in graph.node:
+        if sm.op_type != "Softmax" or _attr(sm, "axis", -1) not in (-1, 2):
+            continue
+        tp = single(sm.output[0], "Transpose")
+        if tp is None or list(_attr(tp, "perm", [])) != [0, 2, 1]:
+            continue
+        mm2 = single(tp.output[0], "MatMul")
+        if mm2 is None or mm2.input[1] != tp.output[0]:
+            continue
+        nodes, bias, scale = [sm, tp, mm2], None, 1.0
+        src = producer.get(sm.input[0])
+        if src is not None and src.op_type == "Add" and only_use(src.output[0]):
+            a, b = src.input
+            if b in producer and producer[b].op_type in ("MatMul", "Mul") and a not in producer:
+                a, b = b, a
+            nodes.append(src)
+            bias, src = b, producer.get(a)
+        if src is not None and src.op_type == "Mul" and only_use(src.output[0]):
+            a, b = src.input if _scalar(src.input[1], consts) is not None else src.input[::-1]
+            if _scalar(b, consts) is None:
+                continue
+            nodes.append(src)
+            scale, src = _scalar(b, consts), producer.get(a)
+        if src is None or src.op_type != "MatMul" or not only_use(src.output[0]):
+            continue
+        nodes.append(src)
+        q_tok, k, v = src.input[0], src.input[1], mm2.input[0]
+        qs, ks, vs = shapes.get(q_tok), shapes.get(k), shapes.get(v)
+        if not (qs and ks and vs and len(qs) == len(ks) == len(vs) == 3) or None in (qs[2], ks[1], vs[1]):
+            continue
+        if bias is not None and not _bias_fits(shapes.get(bias), [qs[0], 1, qs[1]], [ks[0], 1, ks[2]]):
+            continue
+        matches.append(_Match(q_tok, k, v, bias, scale, mm2.output[0], 1, vs[1], nodes, channel_major=True))
+    return matches
+
+
+def _channel_major_nodes(m: _Match, i: int, op: str, shapes: dict) -> tuple[list, list]:
+    """One-head fused attention on token-major q and transposed k, v; the output back to [B, C, N]."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    p = f"fused_attention_{i}"
+    nodes = [helper.make_node("Transpose", [m.k], [f"{p}/k_bsd"], perm=[0, 2, 1]),
+             helper.make_node("Transpose", [m.v], [f"{p}/v_bsd"], perm=[0, 2, 1])]
+    inits, inputs = [], [m.q, f"{p}/k_bsd", f"{p}/v_bsd"]
+    bias = m.bias
+    if bias is not None and len(shapes[bias]) < 4:
+        rank = len(shapes[bias])
+        inits.append(numpy_helper.from_array(np.arange(4 - rank, dtype=np.int64), f"{p}/lead_axes"))
+        nodes.append(helper.make_node("Unsqueeze", [bias, f"{p}/lead_axes"], [f"{p}/bias4d"]))
+        bias = f"{p}/bias4d"
+    if op == "mha":
+        inputs += ["", "", bias] if bias is not None else []
+        nodes.append(helper.make_node("MultiHeadAttention", inputs, [f"{p}/out_bsd"], domain=MS_DOMAIN, name=p,
+                                      num_heads=1, scale=m.scale))
+    else:
+        inputs += [bias] if bias is not None else []
+        nodes.append(helper.make_node("Attention", inputs, [f"{p}/out_bsd"], name=p, scale=m.scale,
+                                      q_num_heads=1, kv_num_heads=1))
+    nodes.append(helper.make_node("Transpose", [f"{p}/out_bsd"], [m.out], perm=[0, 2, 1]))
+    return nodes, inits
+
+
 def _mha_nodes(m: _Match, i: int, shapes: dict) -> tuple[list, list]:
     """com.microsoft MultiHeadAttention on 3-D q/k/v and a 4-D bias; back to [B, H, N, Dv]."""
     import numpy as np
@@ -221,15 +306,20 @@ def fuse_attention(model, op: str = "mha"):
         raise ValueError(f"fused attention op must be one of {FUSED_OPS}, got {op!r}")
     graph = model.graph
     shapes = _shapes(model)
-    matches = _find(graph, shapes)
+    matches = _find(graph, shapes) + _find_channel_major(graph, shapes)
     if not matches:
         return model, 0
     gone = {id(n) for m in matches for n in m.nodes}
     new_nodes = {}
     for i, m in enumerate(matches):
-        nodes, inits = _mha_nodes(m, i, shapes) if op == "mha" else _attention_nodes(m, i)
+        if m.channel_major:
+            nodes, inits = _channel_major_nodes(m, i, op, shapes)
+            last = m.nodes[2]
+        else:
+            nodes, inits = _mha_nodes(m, i, shapes) if op == "mha" else _attention_nodes(m, i)
+            last = m.nodes[1]
         graph.initializer.extend(inits)
-        new_nodes[id(m.nodes[1])] = nodes  # in place of the second MatMul: every input exists by then
+        new_nodes[id(last)] = nodes  # in place of the last node replaced: every input exists by then
     kept = []
     for n in graph.node:
         if id(n) in new_nodes:
