@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from attnreuse.bench import models as bm
 from attnreuse.cli import main
@@ -180,3 +181,18 @@ def test_dtype_and_runtime_must_fit(dtype, runtimes, message):
 
 def test_int8_records_are_int8_whatever_the_run_dtype():
     assert bm.record_dtype("float32", "ort-int8") == "int8" and bm.record_dtype("float32", "ort") == "float32"
+
+
+def test_ort_fused_runtime_times_the_fused_export(tmp_path, monkeypatch):
+    from attnreuse.bench.runtimes import prepare_runtime
+    from attnreuse.export import onnx as export_onnx_mod
+    from attnreuse.export.onnx import create_export_model
+
+    real = export_onnx_mod.export_onnx
+    # the torchscript exporter: the same graph pattern, a few seconds faster than "dynamo" in a test
+    monkeypatch.setattr(export_onnx_mod, "export_onnx", lambda *a, **k: real(*a, **{**k, "exporter": "torchscript"}))
+    model = create_export_model(PICO, num_classes=10)
+    call, info = prepare_runtime("ort-fused", model, torch.randn(1, 3, 32, 32), threads=1, work_dir=tmp_path,
+                                 calib_images=None)  # fmt: skip
+    assert info["fused_attention"] == "mha" and info["fused_attention_nodes"] == 6 and info["onnx_max_abs_diff"] <= 1e-4
+    assert call()[0].shape == (1, 10)
