@@ -66,7 +66,7 @@ def test_long_rows_keep_softmax_statistics_in_float32(backend):
 
 @pytest.mark.parametrize(
     "fn, kwargs",
-    [(("taylor"), {"center": "tokens"}), ("taylor", {"center": None, "scale": 0.2}), ("linear", {"feature_map": "elu"})],
+    [("taylor", {"center": "tokens"}), ("taylor", {"center": None, "scale": 0.2}), ("linear", {"feature_map": "elu"})],
     ids=["taylor-tokens", "taylor-raw", "linear-elu"],
 )
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])

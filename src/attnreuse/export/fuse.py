@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FUSED_OPS", "fuse_attention", "count_fused"]
+__all__ = ["FUSED_OPS", "count_fused", "fuse_attention"]
 
 FUSED_OPS = ("mha", "attention")
 MS_DOMAIN = "com.microsoft"
