@@ -322,8 +322,12 @@ def _cpu_model() -> str:
 
 
 def machine_record(**tags: Any) -> dict[str, Any]:
-    """Where and with what a measurement was taken, merged with `tags` (threads, dtype, ...)."""
+    """Where and with what a measurement was taken, merged with `tags` (threads, dtype, ...).
+    `cpu_units` says which matrix units the CPU has (`attnreuse.cpu_units.matrix_units`), so a
+    bf16 or int8 figure can be told apart from an emulated one."""
     from importlib import metadata
+
+    from attnreuse.cpu_units import matrix_units
 
     try:
         ort_version = metadata.version("onnxruntime")
@@ -331,6 +335,7 @@ def machine_record(**tags: Any) -> dict[str, Any]:
         ort_version = None
     record: dict[str, Any] = {
         "cpu": _cpu_model(),
+        "cpu_units": dict(matrix_units()),
         "logical_cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

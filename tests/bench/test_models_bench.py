@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from attnreuse.bench import models as bm
 from attnreuse.cli import main
@@ -153,3 +154,45 @@ def test_folded_model_exports_in_the_ort_runtime():
     assert rec["error"] is None and rec["onnx_max_abs_diff"] <= 1e-4
     # BatchNorms randomised: logits far from zero, so the parity figure means something
     assert rec["onnx_max_abs_logit"] > 0.1 and rec["weights"] == bm.WEIGHTS
+
+
+def test_bfloat16_run_casts_the_model_and_says_how_it_ran():
+    from attnreuse import cpu_units
+
+    cfg = bm.ModelBenchConfig(models=(PICO,), img_sizes=(32,), threads=1, runtimes=("eager",), dtype="bfloat16",
+                              warmup=0, repeats=1, min_time_s=0.0, rounds=1, baselines=False)  # fmt: skip
+    (rec,) = bm.run_models(cfg)
+    assert rec["error"] is None and rec["dtype"] == "bfloat16"
+    assert rec["dtype_execution"] == cpu_units.dtype_support("bfloat16")["execution"]
+    assert 0 < rec["bf16_logit_rel_diff"] < 5e-2 and 0 <= rec["bf16_top1_agreement"] <= 1
+    table = bm.format_table([rec])
+    assert ("EMUL" in table) == (rec["dtype_execution"] == "emulated")
+    assert "--dtype bfloat16" in bm.reproduce_command(cfg)
+
+
+@pytest.mark.parametrize(
+    "dtype, runtimes, message",
+    [("bfloat16", ("eager", "ort"), "no bf16 MatMul"), ("int8", ("eager",), "ort-int8"), ("float16", ("eager",), "dtype must be")],
+)
+def test_dtype_and_runtime_must_fit(dtype, runtimes, message):
+    with pytest.raises(ValueError, match=message):
+        bm.ModelBenchConfig(runtimes=runtimes, dtype=dtype)
+
+
+def test_int8_records_are_int8_whatever_the_run_dtype():
+    assert bm.record_dtype("float32", "ort-int8") == "int8" and bm.record_dtype("float32", "ort") == "float32"
+
+
+def test_ort_fused_runtime_times_the_fused_export(tmp_path, monkeypatch):
+    from attnreuse.bench.runtimes import prepare_runtime
+    from attnreuse.export import onnx as export_onnx_mod
+    from attnreuse.export.onnx import create_export_model
+
+    real = export_onnx_mod.export_onnx
+    # the torchscript exporter: the same graph pattern, a few seconds faster than "dynamo" in a test
+    monkeypatch.setattr(export_onnx_mod, "export_onnx", lambda *a, **k: real(*a, **{**k, "exporter": "torchscript"}))
+    model = create_export_model(PICO, num_classes=10)
+    call, info = prepare_runtime("ort-fused", model, torch.randn(1, 3, 32, 32), threads=1, work_dir=tmp_path,
+                                 calib_images=None)  # fmt: skip
+    assert info["fused_attention"] == "mha" and info["fused_attention_nodes"] == 6 and info["onnx_max_abs_diff"] <= 1e-4
+    assert call()[0].shape == (1, 10)

@@ -80,3 +80,22 @@ def test_cli_reports_bad_values_in_one_line(capsys):
     assert main(["bench", "ops", "--quick", "--batch", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("attnreuse bench: error: batch must be") and err.count("\n") == 1
+
+
+def test_bfloat16_sweep_times_sdpa_in_bf16_and_says_how_it_ran(monkeypatch):
+    from attnreuse import cpu_units
+
+    config = bench_ops.OpsBenchConfig(
+        ops=("sdpa_mha", "reuse"), shapes=("vit",), tokens=(32,), batch=(1,), threads=1, dtype="bfloat16",
+        warmup=0, repeats=1, min_time_s=0.0, matmul_size=64,
+    )
+    records = bench_ops.run_bench(config)
+    verdict = cpu_units.dtype_support("bfloat16")
+    assert {r["op"] for r in records} == {"sdpa_mha", "reuse"}
+    assert all(r["dtype"] == "bfloat16" and r["dtype_execution"] == verdict["execution"] for r in records)
+    assert records[0]["machine"]["dtype_units"] == verdict["units"]
+    footer = bench_ops.format_table(records).splitlines()[-1]
+    assert "bfloat16" in footer and (verdict["execution"] != "emulated" or "EMULATED" in footer)
+    emulated = {**records[0]["machine"], "dtype_execution": "emulated", "dtype_units": []}
+    native = {**records[0]["machine"], "dtype_execution": "native", "dtype_units": ["amx_bf16"]}
+    assert "EMULATED" in bench_ops.dtype_label(emulated) and bench_ops.dtype_label(native) == "bfloat16 (native: amx_bf16)"

@@ -20,6 +20,13 @@ ways: the ratio of the pooled medians, and the median over rounds of the ratio o
 timed side by side (`speedup_vs_baseline_paired`, with its range): on a machine with slow spells
 of a few seconds (as this project's 2-core VM has), the paired figure and its range show how much
 of a difference is the models' and how much the machine's.
+
+Dtypes (`--dtype`): float32; bfloat16 (bf16 weights and inputs, in the torch runtimes only: ONNX
+Runtime 1.32's CPU provider has no bf16 MatMul/Add/Softmax kernels; each record also gives the bf16
+logits' distance from float32, relative to the logit scale); int8 (the `ort-int8` runtime: the ONNX
+export quantised by `export.quantize`). Every model of a run, baselines and peers included, runs in
+the same dtype, and every record says whether this CPU has native units for it (`dtype_execution`,
+`attnreuse.cpu_units`); the table marks emulated runs.
 """
 
 from __future__ import annotations
@@ -69,6 +76,21 @@ _VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(p
 
 
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
+# dtype -> the runtimes that run it by default (float32 may also select "ort-fused")
+DTYPE_RUNTIMES = {
+    "float32": ("eager", "compile", "ort", "ort-int8"),
+    "bfloat16": ("eager", "compile"),
+    "int8": ("ort-int8",),
+}
+_WHY_NOT = {
+    "bfloat16": "ONNX Runtime's CPU provider has no bf16 MatMul/Add/Softmax kernels",
+    "int8": "int8 runs only as ONNX Runtime's quantised graph (export.quantize)",
+}
+
+
+def record_dtype(dtype: str, runtime: str) -> str:
+    """The dtype a runtime's record is measured in: `ort-int8` is int8 whatever the run's dtype."""
+    return "int8" if runtime == "ort-int8" else dtype
 
 
 def baseline_of(name: str) -> str | None:
@@ -113,6 +135,7 @@ class ModelBenchConfig:
     img_sizes: tuple[int, ...] = (224,)
     threads: int = 2
     runtimes: tuple[str, ...] = ("eager", "compile", "ort", "ort-int8")
+    dtype: str = "float32"  # one of DTYPE_RUNTIMES; every model and baseline in it
     int8_mode: str = "static"  # "static" (calibrated on digits train images) or "dynamic"
     warmup: int = 5
     repeats: int = 20
@@ -140,6 +163,15 @@ class ModelBenchConfig:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown or not self.runtimes:
             raise ValueError(f"runtimes must be a non-empty selection of {RUNTIMES}, got {self.runtimes!r}")
+        if self.dtype not in DTYPE_RUNTIMES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPE_RUNTIMES)}, got {self.dtype!r}")
+        allowed = RUNTIMES if self.dtype == "float32" else DTYPE_RUNTIMES[self.dtype]
+        wrong = [r for r in self.runtimes if r not in allowed]
+        if wrong:
+            raise ValueError(
+                f"dtype {self.dtype} cannot run in runtimes {wrong} ({_WHY_NOT.get(self.dtype, 'the runtime is int8')}); "
+                f"choose from --runtimes {','.join(DTYPE_RUNTIMES[self.dtype])}"
+            )
         if self.int8_mode not in QUANT_MODES:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
         if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
@@ -183,7 +215,7 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
 
     base = dict(
         model=name, family=family_of(name), baseline=baseline_of(name), img_size=img_size,
-        batch=config.batch, threads=config.threads, dtype="float32", weights=WEIGHTS,
+        batch=config.batch, threads=config.threads, dtype=config.dtype, weights=WEIGHTS,
     )  # fmt: skip
     try:
         model_name, probe = split_probe(name)
@@ -198,6 +230,9 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
         calib = digits_images("train", img_size=height, limit=16 * config.batch, in_chans=chans, **norm)[0]
         base.update(params=count_params(model), macs=count_macs(model, x[:1]))
         deployed = deploy_model(model)
+        if config.dtype == "bfloat16":
+            base.update(_to_bfloat16(deployed, x))
+            x = x.to(torch.bfloat16)
         with torch.inference_mode():
             peak_bytes = measure_peak_bytes(lambda: deployed(x))
     except Exception as err:  # noqa: BLE001 - any failure becomes the model's error record
@@ -206,7 +241,8 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     mdir = work / f"{name}_{img_size}"
     mdir.mkdir(parents=True, exist_ok=True)
     for runtime in config.runtimes:
-        rec = {**base, "runtime": runtime, "error": None, "peak_bytes": peak_bytes if runtime == "eager" else None}
+        rec = {**base, "runtime": runtime, "error": None, "peak_bytes": peak_bytes if runtime == "eager" else None,
+               **_dtype_columns(record_dtype(config.dtype, runtime))}
         call = None
         try:
             call, info = prepare_runtime(
@@ -218,6 +254,27 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
             rec["error"] = _error(err)
         prepared.append((rec, call))
     return prepared
+
+
+def _to_bfloat16(model, x) -> dict:
+    """Cast the deployed eval `model` to bf16 in place; returns how far its logits on `x` (float32
+    images) move: max |bf16 - fp32| over max |fp32| (`bf16_logit_rel_diff`) and top-1 agreement."""
+    import torch
+
+    with torch.inference_mode():
+        ref = model(x).float()
+        model.to(torch.bfloat16)
+        out = model(x.to(torch.bfloat16)).float()
+    scale = ref.abs().max().clamp_min(1e-12)
+    return {"bf16_logit_rel_diff": float((out - ref).abs().max() / scale),
+            "bf16_top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean())}
+
+
+def _dtype_columns(dtype: str) -> dict:
+    from attnreuse.cpu_units import dtype_support
+
+    support = dtype_support(dtype)
+    return {"dtype": dtype, "dtype_execution": support["execution"], "dtype_units": support["units"]}
 
 
 def _timing_order(prepared: list[tuple[dict, object]]) -> list[int]:
@@ -285,15 +342,22 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _dtype_cell(record: dict) -> str:
+    """"float32", "bfloat16", or "bfloat16 EMUL" where this CPU has no units for it."""
+    dtype = record.get("dtype", "float32")
+    return f"{dtype} EMUL" if record.get("dtype_execution") == "emulated" else dtype
+
+
 def format_table(records: list[dict]) -> str:
-    """A fixed-width table of the records, one line each (errors shortened)."""
+    """A fixed-width table of the records, one line each (errors shortened); a dtype this CPU has
+    no matrix units for is marked EMUL (emulated), and a footnote says so."""
     head = (
-        f"{'model':<34} {'img':>4} {'runtime':<9} {'median ms':>10} {'p90 ms':>9} {'img/s':>8} "
+        f"{'model':<34} {'img':>4} {'runtime':<9} {'dtype':<14} {'median ms':>10} {'p90 ms':>9} {'img/s':>8} "
         f"{'params M':>8} {'GMACs':>6} {'peak MiB':>8} {'vs eager':>8} {'vs base':>8} {'paired':>6} {'ideal':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in records:
-        left = f"{r['model']:<34} {r['img_size']:>4} {r['runtime']:<9}"
+        left = f"{r['model']:<34} {r['img_size']:>4} {r['runtime']:<9} {_dtype_cell(r):<14}"
         if r.get("error"):
             lines.append(f"{left} error: {r['error'][:90]}")
             continue
@@ -304,6 +368,10 @@ def format_table(records: list[dict]) -> str:
             f"{_fmt(r.get('latency_vs_eager'), '8.2f'):>8} {_fmt(r.get('speedup_vs_baseline'), '8.2f'):>8} "
             f"{_fmt(r.get('speedup_vs_baseline_paired'), '6.2f'):>6} {_fmt(r.get('ideal_speedup_vs_baseline'), '6.2f'):>6}"
         )
+    emulated = sorted({r["dtype"] for r in records if r.get("dtype_execution") == "emulated"})
+    if emulated:
+        lines.append(f"EMUL: this CPU has no matrix units for {', '.join(emulated)}; those figures are emulation's, "
+                     "not what such units would do (attnreuse.cpu_units)")
     return "\n".join(lines)
 
 
@@ -359,7 +427,8 @@ def reproduce_command(config: ModelBenchConfig, *, quick: bool = False) -> str:
     """The `attnreuse bench models ...` command line that repeats this configuration."""
     argv = ["attnreuse", "bench", "models", *config.models, "--batch", str(config.batch),
             "--img-size", ",".join(map(str, config.img_sizes)), "--threads", str(config.threads),
-            "--runtimes", ",".join(config.runtimes), "--int8-mode", config.int8_mode]  # fmt: skip
+            "--runtimes", ",".join(config.runtimes), "--dtype", config.dtype,
+            "--int8-mode", config.int8_mode]  # fmt: skip
     if quick:
         argv.append("--quick")
     else:
@@ -386,8 +455,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--img-size", type=int_list, default=(224,), help="one or more, e.g. 224,384")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runtimes", type=csv_list, default=("eager", "compile", "ort", "ort-int8"),
-                   help="comma-separated subset of eager,compile,ort,ort-int8")
+    p.add_argument("--runtimes", type=csv_list, default=None,
+                   help="comma-separated subset of eager,compile,ort,ort-int8,ort-fused (default: eager,compile,ort,ort-int8 "
+                   "for float32, eager,compile for bfloat16, ort-int8 for int8)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_RUNTIMES), default="float32",
+                   help="float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
+                   "Every model and baseline runs in it; records say if this CPU emulates it")
     p.add_argument("--int8-mode", choices=("static", "dynamic"), default="static")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20)
@@ -411,7 +484,8 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         img_sizes=tuple(args.img_size),
         threads=args.threads,
-        runtimes=tuple(args.runtimes),
+        runtimes=tuple(args.runtimes) if args.runtimes is not None else DTYPE_RUNTIMES[args.dtype],
+        dtype=args.dtype,
         int8_mode=args.int8_mode,
         warmup=1 if args.quick else args.warmup,
         repeats=3 if args.quick else args.repeats,
@@ -423,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config = dataclasses.replace(config, command=reproduce_command(config, quick=args.quick))
     print(format_table([])[: format_table([]).index("\n")], flush=True)
-    records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[-1], flush=True))
+    records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[2], flush=True))
     print()
     print(format_table(records))
     failed = sorted({r["model"] for r in records if r.get("error")})

@@ -5,7 +5,11 @@ and p90 latency, peak extra memory of one call, effective GFLOP/s and its fracti
 machine's measured matrix-multiply peak. Widths (C = 256 channels, 8 value heads of 32):
   vit      multi-head ops: 8 query/key heads of 32; Reuse Attention: 1 query/key head of 32
   uniform  Reuse Attention as UniForm: 1 query/key head of C/4 = 64, values all 256 channels
-The baseline is `torch.nn.functional.scaled_dot_product_attention` with a map per head.
+The baseline is `torch.nn.functional.scaled_dot_product_attention` with a map per head, in the same
+dtype (`--dtype bfloat16` times every operator and SDPA on bf16 tensors). Every record says whether
+this CPU has native units for the dtype (`dtype_execution`: "native" or "emulated",
+`attnreuse.cpu_units`); the table's last line says it too, so an emulated bf16 figure is never
+mistaken for what bf16 units would do.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "format_table", "plot", "register", "run_bench"]
+__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "dtype_label", "format_table", "plot", "register", "run_bench"]
 
 # op -> which widths of a shape it runs on ("mha": one map per head, "reuse": one shared map)
 OPS = {
@@ -166,18 +170,21 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure every case of `config` (inference, no autograd); one record per case, skipped
     cases included with a `note`. Each record carries the `machine` it was measured on."""
+    from attnreuse.cpu_units import dtype_support
     from attnreuse.measure import machine_record, matmul_peak_gflops, measure_latency, measure_peak_bytes, set_threads
 
     dtype = DTYPES[config.dtype]
+    support = dtype_support(config.dtype)
     previous = torch.get_num_threads()
     threads = set_threads(config.threads)
     try:
         peak_gflops = matmul_peak_gflops(threads, dtype, size=config.matmul_size)
-        machine = machine_record(threads=threads, dtype=config.dtype, matmul_peak_gflops=round(peak_gflops, 2))
+        machine = machine_record(threads=threads, dtype=config.dtype, dtype_execution=support["execution"],
+                                 dtype_units=support["units"], matmul_peak_gflops=round(peak_gflops, 2))
         records = []
         baseline_ms: dict[tuple[int, int], float] = {}
         for case in _cases(config):
-            record = {**case.record(), "dtype": config.dtype, "threads": threads}
+            record = {**case.record(), "dtype": config.dtype, "dtype_execution": support["execution"], "threads": threads}
             reason = _skip_reason(case, config, torch.finfo(dtype).bits // 8)
             if reason is None:
                 fn = _callable(case, dtype)
@@ -246,10 +253,22 @@ def format_table(records: list[dict[str, Any]]) -> str:
     if records:
         m = records[0]["machine"]
         lines.append(
-            f"{m['cpu']}, {m['threads']} threads, {m['dtype']}, torch {m['torch']}, "
+            f"{m['cpu']}, {m['threads']} threads, {dtype_label(m)}, torch {m['torch']}, "
             f"matmul peak {m['matmul_peak_gflops']} GFLOP/s"
         )
     return "\n".join(lines)
+
+
+def dtype_label(machine: dict[str, Any]) -> str:
+    """"float32", "bfloat16 (native: amx_bf16)" or "bfloat16 (EMULATED: this CPU has no bf16 units)"."""
+    execution, units = machine.get("dtype_execution"), machine.get("dtype_units") or []
+    if execution is None or (execution == "native" and not units):
+        return machine["dtype"]
+    if execution == "native":
+        return f"{machine['dtype']} (native: {', '.join(units)})"
+    if execution == "emulated":
+        return f"{machine['dtype']} (EMULATED: this CPU has no {machine['dtype']} units)"
+    return f"{machine['dtype']} ({execution} units)"
 
 
 def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
@@ -285,7 +304,7 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     if records:
         m = records[0]["machine"]
-        fig.suptitle(f"attention operators: {m['cpu']}, {m['threads']} threads, {m['dtype']}")
+        fig.suptitle(f"attention operators: {m['cpu']}, {m['threads']} threads, {dtype_label(m)}")
     ax_m.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     target = Path(path)
@@ -302,7 +321,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", nargs="+", type=int, help="sequence lengths N (default: 196 1024 4096 16384)")
     p.add_argument("--batch", nargs="+", type=int, help="batch sizes (default: 1 32)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (default: 2)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="dtype of every operator and of SDPA (default: float32); records say whether "
+                   "this CPU runs it on native units or emulates it")
     p.add_argument("--repeats", type=int, help="timed calls at least (default: 5)")
     p.add_argument("--quick", action="store_true", help="a handful of small cases (tests, demo)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write one record per case as JSON")

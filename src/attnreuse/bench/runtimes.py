@@ -5,6 +5,8 @@
 - "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.export`, parity-checked).
 - "ort-int8": ONNX Runtime of that file quantised to int8 (static, calibrated on digits train
               images, or dynamic).
+- "ort-fused": ONNX Runtime fp32 of the export with every attention rewritten into com.microsoft
+              MultiHeadAttention (`export.fuse`), parity-checked like "ort": time it beside "ort".
 Threads: torch uses `threads` intra-op threads (set by the caller); ONNX Runtime sessions are
 pinned with `intra_op_num_threads=threads` and one inter-op thread.
 """
@@ -21,7 +23,8 @@ from torch import Tensor, nn
 
 __all__ = ["RUNTIMES", "prepare_runtime"]
 
-RUNTIMES = ("eager", "compile", "ort", "ort-int8")
+RUNTIMES = ("eager", "compile", "ort", "ort-int8", "ort-fused")
+FUSED_OP = "mha"  # the operator "ort-fused" rewrites attention into (export.fuse.FUSED_OPS)
 
 
 def _eager(model: nn.Module, x: Tensor) -> Callable[[], Any]:
@@ -62,6 +65,16 @@ def prepare_runtime(
 
     from attnreuse.export.onnx import INPUT_NAME, export_onnx, ort_session
 
+    if runtime == "ort-fused":
+        fused = work_dir / "model.fused.onnx"
+        result = export_onnx(model, fused, x, batch=len(x), threads=threads, fold=False, fused_attention=FUSED_OP)
+        session = ort_session(fused, threads=threads)
+        feed = {INPUT_NAME: x.numpy()}
+        return (lambda: session.run(None, feed)), {
+            "onnx_max_abs_diff": result.max_abs_diff, "onnx_max_abs_logit": result.max_abs_output,
+            "onnx_size_bytes": result.size_bytes, "fused_attention": FUSED_OP,
+            "fused_attention_nodes": result.fused_attention_nodes,
+        }
     fp32 = work_dir / "model.onnx"
     info: dict = {}
     if runtime == "ort" or not fp32.is_file():

@@ -106,7 +106,7 @@ def collect_records(cfg: DemoConfig, root: Path, ran: dict[str, dict], total_s: 
             stages[stage] = {**old, "cached": True} if old is not None else {"stage": stage, "status": "not run"}
     machine = machine_record(threads=cfg.threads)
     return {"quick": cfg.quick, "threads": cfg.threads, "total_s": total_s, "date_utc": machine["date_utc"],
-            "machine": {k: machine[k] for k in ("cpu", "logical_cores", "platform", "python", "torch", "onnxruntime")},
+            "machine": {k: machine[k] for k in ("cpu", "cpu_units", "logical_cores", "platform", "python", "torch", "onnxruntime")},
             "stages": stages}
 
 

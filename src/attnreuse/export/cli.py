@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", default="digits",
                    help="'digits' (test split) or an ImageFolder for int8 top-1 agreement")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    p.add_argument("--fused-attention", choices=("mha", "attention", "none"), default="none",
+                   help="rewrite each attention into one fused ONNX Runtime op: mha = com.microsoft "
+                   "MultiHeadAttention, attention = ONNX Attention (opset 23), none = keep "
+                   "MatMul/Softmax/MatMul (default; int8 needs it)")
     p.set_defaults(func=run)
 
 
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         calib_images=args.calib_images,
         eval_data=args.eval_data,
         threads=args.threads,
+        fused_attention=None if args.fused_attention == "none" else args.fused_attention,
     )
     rec = run_export(config)
     onnx = rec["onnx"]
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         f"{config.model} -> {onnx['path']} ({onnx['size_bytes'] / 2**20:.2f} MiB), input "
         f"{'x'.join(map(str, rec['input_shape']))}{' (dynamic batch)' if config.dynamic_batch else ''}, "
         f"opset {config.opset}"
+        + (f", {onnx['fused_attention_nodes']} attention(s) fused into {config.fused_attention}" if config.fused_attention else "")
     )
     print(
         f"parity on {onnx['checked_images']} digits images: max abs diff {onnx['max_abs_diff']:.3g} "

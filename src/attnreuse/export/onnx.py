@@ -51,6 +51,8 @@ class ExportResult:
     max_abs_diff: float  # ONNX Runtime vs eager PyTorch (before folding) on the check inputs
     checked_images: int
     max_abs_output: float  # the largest |eager output| on them: the scale max_abs_diff is read against
+    fused_attention: str | None = None  # the fused operator attention was rewritten into (export.fuse)
+    fused_attention_nodes: int = 0  # how many attention subgraphs it replaced
 
 
 def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -219,14 +221,22 @@ def export_onnx(
     atol: float = 1e-4,
     threads: int = 2,
     fold: bool = True,
+    fused_attention: str | None = None,
 ) -> ExportResult:
     """Fold `model`, export it to `path` with input [batch, C, H, W] and check it in ONNX Runtime.
 
     `check_images` [N, C, H, W]: real inputs; their eager logits (computed before folding) are
     compared with ONNX Runtime's, `batch` at a time (dynamic batch: also all N at once). `fold`:
-    apply `deploy_model` first (False when `model` is already folded). Raises
-    ValueError when the largest absolute difference exceeds `atol`; then no file is written.
+    apply `deploy_model` first (False when `model` is already folded). `fused_attention` ("mha" or
+    "attention", `export.fuse.FUSED_OPS`): rewrite each attention subgraph into that fused ONNX
+    Runtime operator before the check. Raises ValueError when the largest absolute difference
+    exceeds `atol`; then no file is written.
     """
+    if fused_attention is not None:
+        from attnreuse.export.fuse import FUSED_OPS
+
+        if fused_attention not in FUSED_OPS:
+            raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {fused_attention!r}")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     low, high = OPSET_RANGE[exporter]
@@ -247,6 +257,7 @@ def export_onnx(
         if dynamic_batch and batch == 1:
             example = example.repeat(2, 1, 1, 1)  # torch.export specialises a batch of 1 to a constant
         _export_graph(deployed, example, tmp, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
+        fused = _fuse_file(tmp, fused_attention) if fused_attention is not None else 0
         session = ort_session(tmp, threads=threads)
         diffs = [(run_ort(session, images, batch=batch) - expected).abs().max().item()]
         if dynamic_batch:
@@ -259,4 +270,17 @@ def export_onnx(
             )
         size = tmp.stat().st_size
     return ExportResult(path=str(path), size_bytes=size, max_abs_diff=max_diff, checked_images=n,
-                        max_abs_output=expected.abs().max().item())
+                        max_abs_output=expected.abs().max().item(), fused_attention=fused_attention,
+                        fused_attention_nodes=fused)
+
+
+def _fuse_file(path: Path, op: str) -> int:
+    """Rewrite the attention subgraphs of the ONNX file at `path` into `op` nodes, in place."""
+    import onnx
+
+    from attnreuse.export.fuse import fuse_attention
+
+    model, count = fuse_attention(onnx.load(str(path)), op)
+    if count:
+        onnx.save(model, str(path))
+    return count

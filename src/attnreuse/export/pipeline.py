@@ -43,6 +43,12 @@ class ExportConfig:
     eval_data: str = "digits"  # "digits" (test split) or an ImageFolder for int8 agreement
     eval_images: int | None = None  # default: all of eval_data
     threads: int = 2  # ONNX Runtime intra-op threads for checks and timings
+    # rewrite attention into one fused ONNX Runtime op: "mha" (com.microsoft MultiHeadAttention) or
+    # "attention" (ONNX Attention, opset 23); None keeps MatMul/Softmax/MatMul (export.fuse). Off by
+    # default: parity held on every plan tested, but on ViT-S/16 at 224 under ORT (2026-11-30, AMD
+    # EPYC, 1 thread, a shared machine: rough) paired rounds found no speed difference, and ORT's
+    # static int8 quantiser cannot calibrate the fused graph
+    fused_attention: str | None = None
 
     def __post_init__(self) -> None:
         from attnreuse.export.onnx import EXPORTERS
@@ -58,6 +64,16 @@ class ExportConfig:
             _positive_int(name, getattr(self, name))
         for name in ("num_classes", "img_size", "eval_images"):
             _positive_int(name, getattr(self, name), allow_none=True)
+        if self.fused_attention is not None:
+            from attnreuse.export.fuse import FUSED_OPS
+
+            if self.fused_attention not in FUSED_OPS:
+                raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {self.fused_attention!r}")
+        if self.fused_attention is not None and self.int8:
+            raise ValueError(
+                "int8 quantisation (onnxruntime.quantization) cannot calibrate the fused attention ops; "
+                "export with fused_attention=None (--fused-attention none) for int8"
+            )
         if self.exporter not in EXPORTERS:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
         if isinstance(self.atol, bool) or not isinstance(self.atol, (int, float)) or not self.atol > 0:
@@ -82,10 +98,10 @@ def export_command(config: ExportConfig) -> str:
 
     argv = ["attnreuse", "export", config.model, "--output", config.output]
     defaults = ExportConfig(model=config.model, output=config.output)
-    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "calib_images", "eval_data", "threads"):
+    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "calib_images", "eval_data", "threads", "fused_attention"):
         value = getattr(config, name)
         if value != getattr(defaults, name):
-            argv += [f"--{name.replace('_', '-')}", str(value)]
+            argv += [f"--{name.replace('_', '-')}", "none" if value is None else str(value)]
     if config.model_kwargs:
         argv += ["--model-kwargs", json.dumps(config.model_kwargs)]
     argv += [flag for flag, on in (("--dynamic-batch", config.dynamic_batch), ("--int8", config.int8)) if on]
@@ -149,6 +165,7 @@ def run_export(config: ExportConfig) -> dict:
         batch=config.batch,
         atol=config.atol,
         threads=config.threads,
+        fused_attention=config.fused_attention,
     )
     record: dict = {
         "config": config.to_dict(),

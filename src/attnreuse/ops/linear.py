@@ -16,16 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnreuse.ops._checks import check_eps, check_qkv, check_scale, group_values, ungroup_values
+from attnreuse.ops._precision import accumulation_dtype, autocast_dtype, autocast_inputs
 from attnreuse.ops.backend import tracing
 
 __all__ = ["TAYLOR_CENTERS", "linear_attention", "taylor_attention"]
 
 TAYLOR_CENTERS = ("tokens", "features", None)
 FEATURE_MAPS = ("elu", "relu")
-
-
-def _accumulator(x: Tensor) -> torch.dtype:
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
 def _guard(denom: Tensor, tiny: float) -> Tensor:
@@ -170,14 +167,21 @@ def taylor_attention(
     The denominator: with token centring k_sum is zero, so it is M up to rounding and cannot
     vanish. With the other centrings it can approach zero when q . k_sum ~ -M / scale; any
     denominator of magnitude below eps * M is replaced by +-eps * M (sign kept), so the output
-    stays finite. Low-precision inputs are computed in float32 and returned in their dtype.
+    stays finite. Low-precision inputs (bf16, or float32 under `torch.autocast`) are computed in
+    float32 (k_sum, v_sum and the denominators need it; `attnreuse.ops._precision`) and returned in
+    the low dtype.
     """
+    cast = autocast_dtype(q) if isinstance(q, Tensor) else None
+    if cast is not None:
+        q, k, v = autocast_inputs(cast, q, k, v)
+        with torch.autocast(q.device.type, enabled=False):
+            return taylor_attention(q, k, v, scale=scale, center=center, eps=eps)
     B, Hq, Hv, N, M, Dk, Dv = check_qkv(q, k, v)
     scale = check_scale(scale, Dk**-0.5)
     if center not in TAYLOR_CENTERS:
         raise ValueError(f"center must be one of {TAYLOR_CENTERS}, got {center!r}")
     eps = check_eps(eps)
-    acc = _accumulator(q)
+    acc = accumulation_dtype(q.dtype)
     qa, ka, va = q.to(acc), k.to(acc), group_values(v, Hq).to(acc)
     # Inference: token centring in two products (eager and exported alike); the other centrings
     # through the chunked path, whose out= writes a tracer cannot see.
@@ -208,12 +212,18 @@ def linear_attention(
     """Kernelised linear attention phi(q) (phi(k)^T v) / (phi(q) phi(k)^T 1 + eps).
 
     feature_map="elu": phi = elu + 1 (Katharopoulos et al.); "relu": phi = relu (EfficientViT).
+    Low precision as `taylor_attention`.
     """
+    cast = autocast_dtype(q) if isinstance(q, Tensor) else None
+    if cast is not None:
+        q, k, v = autocast_inputs(cast, q, k, v)
+        with torch.autocast(q.device.type, enabled=False):
+            return linear_attention(q, k, v, feature_map=feature_map, eps=eps)
     B, Hq, Hv, N, M, Dk, Dv = check_qkv(q, k, v)
     if feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     eps = check_eps(eps)
-    acc = _accumulator(q)
+    acc = accumulation_dtype(q.dtype)
     if not _needs_grad(q, k, v) and not tracing():
         flat = [x.to(acc).reshape(B * Hq, *x.shape[2:]) for x in (q, k, group_values(v, Hq))]
         phi_ = _elu1 if feature_map == "elu" else _relu

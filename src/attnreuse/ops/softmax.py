@@ -24,6 +24,7 @@ from attnreuse.ops._checks import (
     group_values,
     ungroup_values,
 )
+from attnreuse.ops._precision import autocast_dtype, autocast_inputs
 from attnreuse.ops.backend import get_backend, tracing
 
 __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
@@ -251,8 +252,15 @@ def softmax_attention(
     q: [B, Hq, N, Dk], k: [B, Hq, M, Dk], v: [B, Hv, M, Dv] -> out [B, Hv, N, Dv]
     (and the map [B, Hq, N, M] when `return_map`). `bias` broadcasts to [B, Hq, N, M]; `scale`
     defaults to Dk ** -0.5; `tile` sets the query rows per FLAT tile (default: `auto_tile`).
-    The execution path follows `attnreuse.ops.backend`.
+    The execution path follows `attnreuse.ops.backend`. Low precision (bf16 inputs, or float32
+    ones under `torch.autocast`) follows `attnreuse.ops._precision`: products in the input dtype,
+    softmax statistics and gradient sums in float32, output in the input (autocast) dtype.
     """
+    cast = autocast_dtype(q) if isinstance(q, Tensor) else None
+    if cast is not None:
+        q, k, v, bias = autocast_inputs(cast, q, k, v, bias)
+        with torch.autocast(q.device.type, enabled=False):
+            return softmax_attention(q, k, v, scale=scale, bias=bias, tile=tile, return_map=return_map)
     B, Hq, Hv, N, M, Dk, Dv = check_qkv(q, k, v)
     scale = check_scale(scale, Dk**-0.5)
     if bias is not None:
