@@ -181,6 +181,9 @@ def test_backend_selects_the_path(monkeypatch):
             ops.softmax_attention(*inputs, return_map=return_map)
         assert calls == [path], (backend, return_map, calls)
     assert ops.get_backend() == "auto"
+    # On a GPU, auto writes a returned map densely (the tile loop is launch-bound there).
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, on_cpu=False) == "dense"
+    assert softmax_mod._choose("tiled", 2, 2, 3, 3, True, on_cpu=False) == "tiled"
 
 
 def _spy_sdpa(calls):

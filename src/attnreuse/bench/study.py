@@ -333,8 +333,9 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
     base = _encoder_at(full, n)
     g = torch.Generator().manual_seed(config.seed)
     x = torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g).to(config.device)
-    models = {name: (base if layers is None else convert(base, layers)).to(config.device)
-              for name, layers in plans.items()}
+    models = {name: base if layers is None else convert(base, layers) for name, layers in plans.items()}
+    for model in models.values():  # converted on the CPU, then moved
+        model.to(config.device)
     calls = {name: _call(m, x, config.backend) for name, m in models.items()}
     medians: dict = {}
     repeats, breakdown_repeats = config.repeats_at(n)
@@ -399,7 +400,7 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
                          "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
     wc = whisper_config(config)
     plans = _validate(config, wc)
-    if config.device != "cpu":
+    if torch.device(config.device).index is not None:
         torch.cuda.set_device(torch.device(config.device))  # CUDA events record on the current device
     set_threads(config.threads)
     torch.manual_seed(config.seed)

@@ -3,8 +3,10 @@
 - "auto":  PyTorch's fused SDPA where it applies (one map per value head, Dk == Dv, no map
            returned), else the FLAT row-tiled kernel, which also writes the map when it is
            returned (at N = 1500, 8 heads of 64, it ran ~1.25x the dense path on one CPU thread,
-           level with it at N <= 1000, with half the peak memory); the dense path while a graph
-           is traced for export (`tracing()`).
+           level with it at N <= 1000, with half the peak memory); on a GPU a returned map is
+           written by the dense path (the tile loop launches a few kernels per tile: on an H200 a
+           Whisper-base share2 encoder ran 3-8x slower with it at N = 1000-3000); the dense path
+           while a graph is traced for export (`tracing()`).
 - "tiled": always the FLAT row-tiled kernel (exact; extra memory grows with N, not N^2; with a
            returned map, the map plus one tile).
 - "dense": materialise the whole [B, Hq, N, M] map (the unfused baseline).

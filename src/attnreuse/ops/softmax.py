@@ -246,7 +246,7 @@ def apply_map(attn: Tensor, v: Tensor) -> Tensor:
     return ungroup_values(torch.matmul(attn, group_values(v, Hq)), v.shape[1])
 
 
-def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool) -> str:
+def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, on_cpu: bool = True) -> str:
     sdpa_ok = Hq == Hv and Dk == Dv and not return_map
     if backend == "sdpa":
         if not sdpa_ok:
@@ -256,6 +256,8 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool) 
             )
         return "sdpa"
     if backend == "auto":
+        if return_map and not on_cpu:  # the tile loop is launch-bound on a GPU (see ops.backend)
+            return "dense"
         return "sdpa" if sdpa_ok else ("dense" if tracing() else "tiled")
     if backend == "tiled" and tracing():
         raise ValueError(
@@ -288,7 +290,7 @@ def softmax_attention(
         bias = check_bias(bias, q, (B, Hq, N, M))
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int or None, got {tile!r}")
-    path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map)
+    path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map, q.device.type == "cpu")
     if path == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     if path == "dense":
