@@ -24,7 +24,7 @@ from attnreuse.ops._checks import (
     group_values,
     ungroup_values,
 )
-from attnreuse.ops.backend import get_backend, tracing
+from attnreuse.ops.backend import get_backend, is_exporting, tracing
 
 __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
 
@@ -258,11 +258,11 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, 
     if backend == "auto":
         if return_map and not on_cpu:  # the tile loop is launch-bound on a GPU (see ops.backend)
             return "dense"
-        return "sdpa" if sdpa_ok else ("dense" if tracing() else "tiled")
+        return "sdpa" if sdpa_ok else ("dense" if is_exporting() else "tiled")
     if backend == "tiled" and tracing():
         raise ValueError(
             "backend 'tiled' writes into preallocated outputs, which TorchScript tracing / ONNX "
-            "export does not record; trace with backend 'auto' or 'dense'"
+            "export does not record; trace inside attnreuse.ops.exporting() (the dense backend)"
         )
     return backend
 
