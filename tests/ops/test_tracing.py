@@ -33,9 +33,10 @@ def test_traced_graph_equals_eager(op):
     _trace_matches(op, q, k, v)
 
 
-def test_tiled_backend_refuses_tracing():
+@pytest.mark.parametrize("backend", ["tiled", "auto"])
+def test_tiled_path_refuses_a_trace_outside_exporting(backend):
     q, k, v = torch.randn(1, 1, 9, 4), torch.randn(1, 1, 9, 4), torch.randn(1, 2, 9, 4)
-    with ops.use_backend("tiled"), pytest.raises(ValueError, match="tiled"):
+    with ops.use_backend(backend), pytest.raises(ValueError, match=r"tiled.*exporting\(\)"):
         torch.jit.trace(lambda a, b, c: ops.softmax_attention(a, b, c), (q, k, v), check_trace=False)
 
 

@@ -258,7 +258,7 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, 
     if backend == "auto":
         if return_map and not on_cpu:  # the tile loop is launch-bound on a GPU (see ops.backend)
             return "dense"
-        return "sdpa" if sdpa_ok else ("dense" if is_exporting() else "tiled")
+        backend = "sdpa" if sdpa_ok else ("dense" if is_exporting() else "tiled")
     if backend == "tiled" and tracing():
         raise ValueError(
             "backend 'tiled' writes into preallocated outputs, which TorchScript tracing / ONNX "
