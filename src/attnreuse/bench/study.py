@@ -37,8 +37,10 @@ projections, the FFN, and the rest as stem (convs, positions), norms, residual (
 time: its adds), attention glue (head reshapes of the attnreuse cores) and other (the encoder's
 own ops). In the sdpa encoder "core" is the attention module's own time (the fused kernel and its
 reshapes). Each instrumented forward is timed next to an uninstrumented one (hooks attached only
-for it), so `instrumentation_overhead` is their paired ratio; `breakdown_coverage` is the sum of
-the parts' medians over the uninstrumented end-to-end median of (1). On CUDA (`--device cuda`)
+for it), so `instrumentation_overhead` is their paired ratio; `breakdown_coverage` is the median
+over those pairs of the measured parts' sum over the uninstrumented forward's time (the check;
+pairing keeps the machine's drift between phases out of it), `breakdown_coverage_rounds` the sum
+of the parts' medians over the end-to-end median of (1). On CUDA (`--device cuda`)
 marks are CUDA events with one synchronisation per forward, and every timed call synchronises.
 (3) peak memory (`measure.measure_peak_bytes`; CUDA: `torch.cuda.max_memory_allocated`). Amdahl:
 a plan's predicted speed-up over mha is
@@ -278,7 +280,7 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
     timer = PartTimer(device)
     call = _call(model, x, backend)
     depth = len(model.layers)
-    runs, instrumented, plain = [], [], []
+    runs, instrumented, plain, spans = [], [], [], []
     for _ in range(repeats):  # no warm-up call: the timing rounds ran this model at this shape
         _sync(device)
         t0 = time.perf_counter()
@@ -297,12 +299,15 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
                 instrumented.append(1e3 * (time.perf_counter() - t0))
         finally:
             timer.remove()
-        runs.append(_layer_parts(dict(timer.totals_s), depth))
+        totals = dict(timer.totals_s)
+        spans.append(1e3 * sum(totals.values()))  # every interval of the span went to one part
+        runs.append(_layer_parts(totals, depth))
     layers = [{p: statistics.median(r[0][i][p] for r in runs) for p in runs[0][0][i]} for i in range(depth)]
     encoder = {p: statistics.median(r[1][p] for r in runs) for p in runs[0][1]}
     return dict(layers=layers, encoder=encoder, instrumented_ms=statistics.median(instrumented),
                 plain_ms=statistics.median(plain),
-                overhead=statistics.median(a / b for a, b in zip(instrumented, plain)))
+                overhead=statistics.median(a / b for a, b in zip(instrumented, plain)),
+                coverage_paired=statistics.median(a / b for a, b in zip(spans, plain)))
 
 
 def _summarise(layers: list[dict[str, float]], encoder: dict[str, float]) -> dict[str, float]:
@@ -362,7 +367,8 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
             latency_ms_p90=st.latency_ms_p90, latency_ms_round_medians=medians[name], rounds=config.rounds,
             speedup_vs_sdpa=vs_sdpa[0], speedup_vs_sdpa_range=[vs_sdpa[1], vs_sdpa[2]],
             speedup_vs_mha=paired_ratio(medians[REFERENCE], medians[name])[0],
-            breakdown_total_ms=total_ms, breakdown_coverage=total_ms / st.latency_ms_median,
+            breakdown_total_ms=total_ms, breakdown_coverage=bd["coverage_paired"],
+            breakdown_coverage_rounds=total_ms / st.latency_ms_median,
             instrumented_ms=bd["instrumented_ms"], instrumented_plain_ms=bd["plain_ms"],
             instrumentation_overhead=bd["overhead"],
             attention_share=sum(parts[p] for p in ATTENTION_PARTS) / total_ms,
