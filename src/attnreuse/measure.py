@@ -127,6 +127,7 @@ def measure_interleaved(
     repeats: int,
     min_time_s: float = 0.0,
     round_medians_ms: dict[Any, list[float]] | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[Any, LatencyStats | Exception]:
     """Time every call of `calls` in `rounds` interleaved rounds and pool each one's samples.
 
@@ -137,7 +138,7 @@ def measure_interleaved(
     machine whose speed drifts then slows every call alike instead of whichever was timed later.
     `round_medians_ms`, when given, receives each call's median of every round (for ratios of
     neighbours paired round by round). A call that raises is dropped from later rounds; its
-    exception stands in its result.
+    exception stands in its result. On a CUDA `device` each timed call ends in a synchronisation.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -153,7 +154,7 @@ def measure_interleaved(
             block: list[float] = []
             try:
                 measure_latency(calls[key], warmup=warmup if r == 0 else min(warmup, 1), repeats=per_round,
-                                min_time_s=min_time_s / rounds, samples_ms=block)
+                                min_time_s=min_time_s / rounds, samples_ms=block, device=device)
             except Exception as err:  # noqa: BLE001 - handed back to the caller
                 failed[key] = err
                 continue
@@ -165,50 +166,100 @@ def measure_interleaved(
 
 
 class PartTimer:
-    """Wall-clock time of the named parts of a call, summed per (part, layer) until `reset()`.
+    """Exclusive time of the named parts of a call, from timing marks, summed per (part, layer)
+    until `reset()`.
 
-    `watch(module, part, layer)` times every forward of `module` with hooks; the timer is also the
-    recorder `attnreuse.layers.parts.recording` takes, timing the steps a core marks inside a module
-    (they go to the layer of the last watched module entered with a layer). A part may hold a
-    watched module inside it (an attention module around its projections): subtract where needed.
-    CPU operators run synchronously, so wall time is their time; on CUDA every boundary
-    synchronises. `torch.profiler` attributes operators, not roles: the scores and A.V are both
-    matmuls to it, and it records every operator; a hook costs a few microseconds per module.
+    Every boundary (a watched module's entry and exit, a marked step's start and end) takes one
+    timestamp, and the interval since the previous mark goes to the innermost part open during it;
+    between `start()` and `stop()` time outside every part goes to `outside` ("rest"). Parts so
+    never overlap (an attention module's own time excludes its projections), nothing is derived by
+    subtraction, and the parts sum to the marked span. `watch(module, part, layer)` marks a
+    module's forward with hooks; the timer is also the recorder `attnreuse.layers.parts.recording`
+    takes, marking the steps a core runs inside a module (they go to the layer of the last watched
+    module entered with a layer). CPU: `time.perf_counter` per mark (operators run synchronously).
+    CUDA: one event per mark and no synchronisation inside the call; reading `totals_s`
+    synchronises once. `torch.profiler` attributes operators, not roles (the scores and A.V are
+    both matmuls to it) and records every operator; a mark costs about a microsecond plus the hook.
     """
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
+    def __init__(self, device: str | torch.device | None = None, outside: str = "rest") -> None:
         self._device = _device(device)
+        self._cuda = self._device.type == "cuda"
+        self._outside = outside
         self._handles: list[Any] = []
-        self.totals_s: dict[tuple[str, int | None], float] = defaultdict(float)
+        self._totals: dict[tuple[str, int | None], float] = defaultdict(float)
+        self._stack: list[tuple[str, int | None]] = []
+        self._last: Any = None
+        self._pending: list[tuple[Any, Any, tuple[str, int | None]]] = []  # CUDA (start, end, key)
         self.layer: int | None = None
 
-    def watch(self, module: torch.nn.Module, part: str, layer: int | None = None) -> None:
-        starts: list[float] = []
+    def _stamp(self) -> Any:
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
 
+    def _boundary(self) -> None:
+        """Close the interval since the last mark, giving it to the innermost open part."""
+        stamp = self._stamp()
+        if self._stack and self._last is not None:
+            key = self._stack[-1]
+            if self._cuda:
+                self._pending.append((self._last, stamp, key))
+            else:
+                self._totals[key] += stamp - self._last
+        self._last = stamp
+
+    def _enter(self, key: tuple[str, int | None]) -> None:
+        self._boundary()
+        self._stack.append(key)
+
+    def _exit(self) -> None:
+        self._boundary()
+        self._stack.pop()
+
+    def start(self) -> None:
+        """Open the span: from here to `stop()`, time outside every part is `outside`'s."""
+        self._enter((self._outside, None))
+
+    def stop(self) -> None:
+        self._exit()
+
+    def watch(self, module: torch.nn.Module, part: str, layer: int | None = None) -> None:
         def before(mod, args):
             if layer is not None:
                 self.layer = layer
-            _sync(self._device)
-            starts.append(time.perf_counter())
+            self._enter((part, layer))
 
         def after(mod, args, out):
-            _sync(self._device)
-            self.totals_s[(part, layer)] += time.perf_counter() - starts.pop()
+            self._exit()
 
         self._handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
     @contextlib.contextmanager
     def __call__(self, part: str) -> Iterator[None]:
-        _sync(self._device)
-        t0 = time.perf_counter()
+        self._enter((part, self.layer))
         try:
             yield
         finally:
-            _sync(self._device)
-            self.totals_s[(part, self.layer)] += time.perf_counter() - t0
+            self._exit()
+
+    @property
+    def totals_s(self) -> dict[tuple[str, int | None], float]:
+        """Seconds per (part, layer); on CUDA this waits for the marked work once."""
+        if self._pending:
+            torch.cuda.synchronize(self._device)
+            for start, end, key in self._pending:
+                self._totals[key] += start.elapsed_time(end) / 1e3
+            self._pending.clear()
+        return self._totals
 
     def reset(self) -> None:
-        self.totals_s.clear()
+        self._totals.clear()
+        self._pending.clear()
+        self._stack.clear()
+        self._last = None
         self.layer = None
 
     def remove(self) -> None:

@@ -56,7 +56,7 @@ def test_config_rejects_bad_values(kwargs, match):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--model", "whisper-tiny", "--lengths", "3000"], r"--lengths \[3000\] exceed the model's 1500 positions.*--positions 3000"),
+    (["--model", "whisper-tiny", "--lengths", "64", "--device", "gpu"], "--device must be cpu, cuda or cuda:N"),
     (["--model", "whisper-tiny", "--lengths", "64", "--plans", "mha,flash"], "--plans 'flash'"),
     (["--model", "whisper-huge", "--lengths", "64"], "--model must be one of whisper-tiny"),
     (["--lengths", "64,x"], None),
@@ -74,6 +74,38 @@ def test_bad_input_is_one_line_and_non_zero(argv, match, tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # validated before anything ran
 
 
+def test_presets_extend_their_positions_a_config_file_asks(tiny_whisper, tmp_path, capsys):
+    """A preset asked for 3000 frames gets Whisper's sinusoids continued to 3000 (the table's first
+    1500 rows are unchanged); a config file's table is its own, so it needs --positions."""
+    import torch
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    assert study.whisper_config(study.StudyConfig(model="whisper-tiny", lengths=(250, 3000))).max_source_positions == 3000
+    assert study.whisper_config(study.StudyConfig(model="whisper-tiny", lengths=(250, 1500))).max_source_positions == 1500
+    assert torch.equal(sinusoids(3000, 384)[:1500], sinusoids(1500, 384))
+    argv = ["bench", "study", "--model", str(tiny_whisper), "--lengths", "30", "--output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--positions 30" in capsys.readouterr().err
+
+
+def test_cuda_absent_is_a_one_line_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    assert main(["bench", "study", "--model", "whisper-tiny", "--lengths", "64", "--device", "cuda",
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CUDA is not available" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_short_lengths_get_more_forwards():
+    config = study.StudyConfig(repeats=6, breakdown_repeats=3)
+    assert config.repeats_at(250) == (24, 12) and config.repeats_at(500) == (12, 6)
+    assert config.repeats_at(1000) == config.repeats_at(3000) == (6, 3)
+
+
 def test_removed_parts_predict_from_the_mha_layers():
     layers = [dict(qk_proj=2.0, scores_softmax=3.0, av=1.0, v_proj=1.0, out_proj=1.0, ffn=5.0)] * 4
     assert study.predicted_removed_ms(layers, ["mha"] * 4, 4) == 0.0
@@ -85,16 +117,22 @@ def test_removed_parts_predict_from_the_mha_layers():
     assert study.predicted_removed_ms(layers, ["mha", "skip", "mha", "mha"], 4) == pytest.approx(7.0)
 
 
-def test_stock_attention_core_is_module_time_less_projections():
-    totals = {("attention", 0): 0.010, ("qk_proj", 0): 0.002, ("v_proj", 0): 0.001, ("out_proj", 0): 0.001,
-              ("ffn", 0): 0.005,
-              ("attention", 1): 0.010, ("qk_proj", 1): 0.002, ("v_proj", 1): 0.001, ("out_proj", 1): 0.001,
-              ("scores_softmax", 1): 0.003, ("av", 1): 0.002}
-    stock, marked = study._layer_parts(totals, 2)
-    assert stock["core"] == pytest.approx(6.0) and stock["scores_softmax"] == 0.0
-    assert marked["core"] == 0.0 and marked["scores_softmax"] == pytest.approx(3.0)  # glue goes to "rest"
-    parts = study._summarise([stock, marked], total_ms=40.0)
-    assert sum(parts.values()) == pytest.approx(40.0) and parts["rest"] == pytest.approx(40.0 - 15.0 - 9.0)
+def test_parts_from_exclusive_times():
+    """The stock attention module's own time is its fused core; in a marked core it is glue (rest);
+    norms, a layer's own time (residual adds), the stem and the encoder's own ops are rest pieces."""
+    totals = {("attention", 0): 0.006, ("qk_proj", 0): 0.002, ("v_proj", 0): 0.001, ("out_proj", 0): 0.001,
+              ("ffn", 0): 0.005, ("norm", 0): 0.001, ("layer", 0): 0.0005,
+              ("attention", 1): 0.0005, ("qk_proj", 1): 0.002, ("v_proj", 1): 0.001, ("out_proj", 1): 0.001,
+              ("scores_softmax", 1): 0.003, ("av", 1): 0.002, ("stem", None): 0.004, ("norm", None): 0.0002,
+              ("rest", None): 0.0003}
+    (stock, marked), encoder = study._layer_parts(totals, 2)
+    assert stock["core"] == pytest.approx(6.0) and stock["attention_glue"] == 0.0 and stock["scores_softmax"] == 0.0
+    assert marked["core"] == 0.0 and marked["attention_glue"] == pytest.approx(0.5)
+    assert stock["norms"] == pytest.approx(1.0) and stock["residual"] == pytest.approx(0.5)
+    parts = study._summarise([stock, marked], encoder)
+    assert sum(parts[p] for p in study.PARTS) == pytest.approx(1e3 * sum(totals.values()))
+    assert parts["rest"] == pytest.approx(sum(parts[f"rest_{p}"] for p in study.REST_PARTS))
+    assert parts["rest_stem"] == pytest.approx(4.0) and parts["rest_norms"] == pytest.approx(1.2)
 
 
 def test_tiny_study_records_parts_that_add_up_and_a_report(tiny_whisper, tmp_path):
@@ -108,10 +146,14 @@ def test_tiny_study_records_parts_that_add_up_and_a_report(tiny_whisper, tmp_pat
     assert len(seen) == len(records)
     for r in records:
         parts = [r[f"ms_{p}"] for p in study.PARTS]
-        assert sum(parts) == pytest.approx(r["breakdown_total_ms"])  # rest closes the sum by construction
-        assert all(r[f"ms_{p}"] >= 0 for p in study.PARTS if p != "rest")
+        assert sum(parts) == pytest.approx(r["breakdown_total_ms"])  # every part measured, rest included
+        assert r["ms_rest"] == pytest.approx(sum(r[f"ms_rest_{p}"] for p in study.REST_PARTS))
+        assert all(r[f"ms_{p}"] >= 0 for p in study.PARTS) and r["ms_rest_stem"] > 0 and r["ms_rest_norms"] > 0
+        assert r["instrumentation_overhead"] > 0 and r["instrumented_ms"] > 0 and r["instrumented_plain_ms"] > 0
+        assert r["device"] == "cpu" and r["positions"] == 24 and not r["positions_extended"]
         assert r["latency_ms_median"] > 0 and r["peak_bytes"] > 0 and r["cpu"] and r["torch"]
-        assert r["breakdown_coverage"] == pytest.approx(r["breakdown_total_ms"] / r["latency_ms_median"])
+        assert r["breakdown_coverage_rounds"] == pytest.approx(r["breakdown_total_ms"] / r["latency_ms_median"])
+        assert r["breakdown_coverage"] > 0
         assert len(r["layers"]) == 4
     by = {(r["plan"], r["frames"]): r for r in records}
     assert by[("sdpa", 8)]["ms_core"] > 0 and by[("sdpa", 8)]["ms_scores_softmax"] == 0  # fused: one step
@@ -141,5 +183,5 @@ def test_checks_pass_and_fail_as_stated():
     result = {what: ok for what, ok, _ in check_records(good, 1500)}
     assert result["share2: speed-up over sdpa grows with N"]
     assert not result["share3: speed-up over sdpa grows with N"]  # ends lower than it starts
-    assert not result["the breakdown (parts + rest) is within 10% of the measured end-to-end time"]
+    assert not result["the breakdown (sum of the measured parts, rest included) is within 10% of the uninstrumented end-to-end time"]
     assert [ok for what, ok in result.items() if "Amdahl" in what] == [True]  # only the check length counts

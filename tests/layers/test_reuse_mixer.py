@@ -87,7 +87,7 @@ def test_matches_literal_reference(size):
 @pytest.mark.parametrize("size", [(3, 3), (6, 6), (4, 5)])
 def test_traced_channel_major_form_matches_literal_reference(size, monkeypatch):
     """While tracing (ONNX export) the mixer runs its NCHW form; it is the same function."""
-    monkeypatch.setattr(reuse_mixer, "tracing", lambda: True)
+    monkeypatch.setattr(reuse_mixer, "is_exporting", lambda: True)
     m = _mixer()
     x = torch.randn(2, 16, *size, dtype=torch.float64)
     torch.testing.assert_close(m(x), literal_mixer(m, x))

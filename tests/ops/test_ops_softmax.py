@@ -168,8 +168,10 @@ def test_backend_selects_the_path(monkeypatch):
     expected = [
         ("auto", mha, False, "sdpa"),
         ("auto", reuse, False, "_forward_tiles"),
-        ("auto", mha, True, "attention_map"),
+        ("auto", mha, True, "_forward_tiles"),  # the map written by the tiled kernel
         ("tiled", mha, False, "_forward_tiles"),
+        ("tiled", reuse, True, "_forward_tiles"),
+        ("dense", mha, True, "attention_map"),
         ("dense", reuse, False, "attention_map"),
         ("sdpa", mha, False, "sdpa"),
     ]
@@ -179,6 +181,9 @@ def test_backend_selects_the_path(monkeypatch):
             ops.softmax_attention(*inputs, return_map=return_map)
         assert calls == [path], (backend, return_map, calls)
     assert ops.get_backend() == "auto"
+    # On a GPU, auto writes a returned map densely (the tile loop is launch-bound there).
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, on_cpu=False) == "dense"
+    assert softmax_mod._choose("tiled", 2, 2, 3, 3, True, on_cpu=False) == "tiled"
 
 
 def _spy_sdpa(calls):
@@ -225,3 +230,70 @@ def test_tiled_memory_grows_with_n_not_n_squared(monkeypatch):
     seed = torch.randn_like(out)
     backward = measure_peak_bytes(lambda: torch.autograd.grad(out, (q, k, v), seed))
     assert backward < map_bytes // 2, backward
+
+
+def _check_map_out_against_reference(case, dtype, rtol, atol, monkeypatch=None):
+    """The tiled kernel that also writes the map: out and map forward; dq, dk, dv, dbias backward
+    through both (a later layer applies the map, so its gradient flows back too)."""
+    q, k, v, bias, tile = _inputs(case, dtype)
+    with ops.use_backend("tiled"):
+        out, attn = ops.softmax_attention(q, k, v, bias=bias, tile=tile, scale=0.3, return_map=True)
+    inputs64 = [x.detach().double().requires_grad_() if x is not None else None for x in (q, k, v, bias)]
+    ref_map = reference.attention_map(inputs64[0], inputs64[1], scale=0.3, bias=inputs64[3])
+    ref = reference.apply_map(ref_map, inputs64[2])
+    assert out.dtype == dtype and attn.dtype == dtype
+    assert_close("out", ref, out, rtol, atol)
+    assert_close("map", ref_map, attn, rtol, atol)
+    seed_out = torch.randn(ref.shape, dtype=torch.float64)
+    seed_map = torch.randn(ref_map.shape, dtype=torch.float64)
+    present = [x for x in (q, k, v, bias) if x is not None]
+    got = iter(torch.autograd.grad((out, attn), present, (seed_out.to(dtype), seed_map.to(dtype))))
+    want = iter(torch.autograd.grad((ref, ref_map), [x for x in inputs64 if x is not None], (seed_out, seed_map)))
+    for name, x in zip(("dq", "dk", "dv", "dbias"), (q, k, v, bias)):
+        if x is not None:
+            g, w = next(got), next(want)
+            assert g.dtype == dtype, name
+            assert_close(name, w, g, rtol, atol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_tiled_map_out_float32_forward_backward(case):
+    _check_map_out_against_reference(case, torch.float32, F32_RTOL, F32_ATOL)
+
+
+@pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
+def test_tiled_map_out_bfloat16_forward_backward(case):
+    _check_map_out_against_reference(case, torch.bfloat16, BF16_RTOL, BF16_ATOL)
+
+
+@pytest.mark.parametrize("tile_bytes", [3 * 4 * 9 * 12, 4 * 12 * 2], ids=["3-whole-maps-per-tile", "rows-per-tile"])
+def test_tiled_map_out_every_tile_layout(monkeypatch, tile_bytes):
+    monkeypatch.setattr(softmax_mod, "MAP_TILE_BYTES", tile_bytes)
+    _check_map_out_against_reference((2, 4, 8, 9, 12, 5, 3, None, (2, 4, 9, 12)), torch.float32, F32_RTOL, F32_ATOL)
+
+
+def test_gradcheck_tiled_map_out_float64():
+    """Both outputs used, only the map used, only the output used (the other gradient is None)."""
+    q, k, v = qkv(1, 2, 4, 4, 3, 2, 2)
+    bias = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(q, k, v, bias):
+        with ops.use_backend("tiled"):
+            return ops.softmax_attention(q, k, v, bias=bias, tile=2, return_map=True)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, bias))
+    assert torch.autograd.gradcheck(lambda q, k, v, b: fn(q, k, v, b)[1], (q, k, v, bias))
+    assert torch.autograd.gradcheck(lambda q, k, v, b: fn(q, k, v, b)[0], (q, k, v, bias))
+
+
+def test_tiled_map_out_memory_is_the_map_plus_one_tile(monkeypatch):
+    """Forward without grad: the map and the output, no second [N, M] block (dense keeps the scores
+    and the probabilities alive together while it normalises)."""
+    q, k, v = qkv(1, 1, 2, 512, 512, 8, 8, torch.float32, requires_grad=False)
+    map_bytes = 512 * 512 * 4
+    with torch.no_grad(), ops.use_backend("tiled"):
+        tiled = measure_peak_bytes(lambda: ops.softmax_attention(q, k, v, return_map=True))
+    with torch.no_grad(), ops.use_backend("dense"):
+        dense = measure_peak_bytes(lambda: ops.softmax_attention(q, k, v, return_map=True))
+    assert map_bytes <= tiled < 1.25 * map_bytes, tiled
+    assert dense >= 2 * map_bytes, dense

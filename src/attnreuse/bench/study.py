@@ -16,10 +16,11 @@ the baseline, and the breakdown the predictions start from.
 Positions: Whisper's encoder takes exactly 2 x max_source_positions mel frames. Each length N gets
 a copy of one encoder whose position table is the first N rows of the full one; Whisper's table is
 sinusoidal (`sinusoids(P, C)`; its first N rows are `sinusoids(N, C)`), so every length sees the
-positions a real Whisper encoder gives its first N frames. Lengths above 1500 need `--positions`
-(the same sinusoids extended: no Whisper checkpoint has them). The conv stem and positions stay in
-the forward (so in "rest"), rather than feeding the layers hidden states, so the latency is the
-encoder's, end to end.
+positions a real Whisper encoder gives its first N frames. A preset asked for more than 1500
+frames gets the same sinusoids extended to the longest length (no Whisper checkpoint has them; the
+record says so in `positions` / `positions_extended`); a config file needs `--positions`. The conv
+stem and positions stay in the forward (so in "rest"), rather than feeding the layers hidden
+states, so the latency is the encoder's, end to end.
 
 Execution: every attnreuse plan runs under the ops backend `--backend` (default "dense"): a layer
 whose map a later one applies must materialise it, and under "dense" the mha plan runs the same
@@ -27,13 +28,22 @@ two steps (scores+softmax, then A.V) as the layers of a sharing plan that comput
 breakdown predicts what sharing removes. mha vs sdpa is then the price of not fusing.
 
 Measurements per length: (1) end-to-end latency, uninstrumented, every plan timed in interleaved
-rounds (`measure.measure_interleaved`), speed-ups paired round by round; (2) the breakdown: the same
-forward with hooks (`measure.PartTimer`, `layers.parts`) timing Q/K projections, scores+softmax,
-A.V, one-step cores (fused SDPA, linear Taylor), V and output projections and the FFN, per layer;
-"rest" is the instrumented forward's time minus those parts (conv stem, positions, norms, residual
-adds, head reshapes of the attnreuse cores, hook overhead). In the sdpa encoder "core" is the
-attention module's time minus its four projections (the fused kernel and its reshapes). (3) peak
-memory (`measure.measure_peak_bytes`). Amdahl: a plan's predicted speed-up over mha is
+rounds (`measure.measure_interleaved`), speed-ups paired round by round; short lengths get more
+forwards (x ceil(1000 / N), at most x4); (2) the breakdown: the same forward with timing marks
+(`measure.PartTimer`, `layers.parts`): every interval between two marks goes to the innermost open
+part, so every part, "rest" included, is measured, not derived by subtraction: Q/K projections,
+scores+softmax, A.V, one-step cores (fused SDPA, linear Taylor, the FLAT tiles), V and output
+projections, the FFN, and the rest as stem (convs, positions), norms, residual (a layer's own
+time: its adds), attention glue (head reshapes of the attnreuse cores) and other (the encoder's
+own ops). In the sdpa encoder "core" is the attention module's own time (the fused kernel and its
+reshapes). Each instrumented forward is timed next to an uninstrumented one (hooks attached only
+for it), so `instrumentation_overhead` is their paired ratio; `breakdown_coverage` is the median
+over those pairs of the measured parts' sum over the uninstrumented forward's time (the check;
+pairing keeps the machine's drift between phases out of it), `breakdown_coverage_rounds` the sum
+of the parts' medians over the end-to-end median of (1). On CUDA (`--device cuda`)
+marks are CUDA events with one synchronisation per forward, and every timed call synchronises.
+(3) peak memory (`measure.measure_peak_bytes`; CUDA: `torch.cuda.max_memory_allocated`). Amdahl:
+a plan's predicted speed-up over mha is
 T_mha / (T_mha - removed), removed = the mha plan's measured parts each layer's kind does not
 compute (`Kind.removed_parts`); "of predicted" = measured / predicted speed-up over mha.
 """
@@ -63,6 +73,8 @@ PRESETS = {
 }
 # The breakdown, in stacking order; "core" is a step run as one kernel (fused SDPA, Taylor, Phi).
 PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj", "ffn", "rest")
+# "rest", measured piece by piece (see the module docstring).
+REST_PARTS = ("stem", "norms", "residual", "attention_glue", "other")
 ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj")
 _PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
 _STEPS = ("scores_softmax", "av", "core")
@@ -79,6 +91,7 @@ class StudyConfig:
     positions: int = field(default=0, metadata={"help": "position table size, 0: the model's own (Whisper: 1500); more extends Whisper's sinusoids"})
     batch: int = field(default=1, metadata={"help": "utterances per forward"})
     threads: int = field(default=2, metadata={"help": "intra-op threads"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda (cuda:N): CUDA events and synchronisation for timing"})
     backend: str = field(default="dense", metadata={"help": "ops backend of the attnreuse plans: dense, auto or tiled"})
     rounds: int = field(default=3, metadata={"help": "interleaved timing rounds over the plans"})
     repeats: int = field(default=6, metadata={"help": "timed forwards per plan and length (all rounds)"})
@@ -103,10 +116,18 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"--{name} must be an int >= 0, got {value!r}")
+        if self.device != "cpu" and not (self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if Path(self.output).is_file():
             raise ValueError(f"--output must be a directory, got the file {self.output!r}")
+
+    def repeats_at(self, n: int) -> tuple[int, int]:
+        """(timed forwards, breakdown forwards) at length n: x ceil(1000 / n), at most x4, so short
+        lengths, whose forwards are quick and noisy, get more."""
+        scale = max(1, min(4, -(-1000 // n)))
+        return self.repeats * scale, self.breakdown_repeats * scale
 
     def plan_names(self) -> list[str]:
         """The plans run: sdpa and mha first (added when not listed), then the others in order."""
@@ -134,6 +155,8 @@ def whisper_config(config: StudyConfig):
         setattr(wc, name, 0.0)
     if config.positions:
         wc.max_source_positions = config.positions
+    elif config.model in PRESETS and max(config.lengths) > WHISPER_POSITIONS:
+        wc.max_source_positions = max(config.lengths)  # sinusoids extended (module docstring)
     wc._attn_implementation = BASELINE
     return wc
 
@@ -192,10 +215,17 @@ def _call(model, x, backend: str):
 
 
 def _watch(timer, model) -> None:
-    """Hooks on every layer's attention module, projections and FFN (stock or converted)."""
+    """Marks on the stem, every layer, its norms, attention module, projections and FFN, and the
+    final norm (stock or converted)."""
     from attnreuse.hf.modules import PlanAttention
 
+    for attr in ("conv1", "conv2", "embed_positions"):
+        timer.watch(getattr(model, attr), "stem")
+    timer.watch(model.layer_norm, "norm")
     for i, layer in enumerate(model.layers):
+        timer.watch(layer, "layer", i)
+        for attr in ("self_attn_layer_norm", "final_layer_norm"):
+            timer.watch(getattr(layer, attr), "norm", i)
         attn = layer.self_attn
         timer.watch(attn, "attention", i)
         if isinstance(attn, PlanAttention):
@@ -213,47 +243,78 @@ def _watch(timer, model) -> None:
             timer.watch(getattr(layer, attr), "ffn", i)
 
 
-def _layer_parts(totals: dict, depth: int) -> list[dict[str, float]]:
-    """Per layer: ms of each part. Attention-module time not in a projection or a marked step is
-    the fused kernel where nothing was marked (stock SDPA), else glue (it goes to "rest")."""
+def _layer_parts(totals: dict, depth: int) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """(per layer: ms of each part and rest piece, the encoder's own pieces) from exclusive times.
+    The attention module's own time is the fused kernel where no step was marked (stock SDPA),
+    else glue (head reshapes)."""
+    def ms(key):
+        return 1e3 * totals.get(key, 0.0)
+
     layers = []
     for i in range(depth):
-        ms = {p: 1e3 * totals.get((p, i), 0.0) for p in (*_PROJECTIONS, *_STEPS, "ffn")}
-        inside = 1e3 * totals.get(("attention", i), 0.0) - sum(ms[p] for p in _PROJECTIONS)
-        if not any(ms[p] for p in _STEPS):
-            ms["core"] = max(0.0, inside)
-        layers.append(ms)
-    return layers
+        layer = {p: ms((p, i)) for p in (*_PROJECTIONS, *_STEPS, "ffn")}
+        own = ms(("attention", i))
+        fused = not any(layer[p] for p in _STEPS)
+        layer["core"] += own if fused else 0.0
+        layer.update(norms=ms(("norm", i)), residual=ms(("layer", i)), attention_glue=0.0 if fused else own,
+                     stem=0.0, other=0.0)
+        layers.append(layer)
+    encoder = dict(stem=ms(("stem", None)), norms=ms(("norm", None)), other=ms(("rest", None)))
+    return layers, encoder
 
 
-def measure_breakdown(model, x, backend: str, repeats: int) -> tuple[list[dict[str, float]], float]:
-    """(per-layer part ms, median over `repeats` forwards of each; median instrumented total ms)."""
+def _sync(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu") -> dict:
+    """`repeats` instrumented forwards, each timed next to an uninstrumented one (hooks attached for
+    the instrumented one only). Returns the per-layer and encoder part ms (medians over forwards),
+    the median instrumented and uninstrumented wall ms, and their median paired ratio."""
     from attnreuse.layers.parts import recording
     from attnreuse.measure import PartTimer
 
-    timer = PartTimer()
-    _watch(timer, model)
+    timer = PartTimer(device)
     call = _call(model, x, backend)
     depth = len(model.layers)
-    runs, totals = [], []
-    try:
-        with recording(timer):  # no warm-up call: the timing rounds ran this model at this shape
-            for _ in range(repeats):
-                timer.reset()
+    runs, instrumented, plain, spans = [], [], [], []
+    for _ in range(repeats):  # no warm-up call: the timing rounds ran this model at this shape
+        _sync(device)
+        t0 = time.perf_counter()
+        call()
+        _sync(device)
+        plain.append(1e3 * (time.perf_counter() - t0))
+        timer.reset()
+        _watch(timer, model)
+        try:
+            with recording(timer):
                 t0 = time.perf_counter()
+                timer.start()
                 call()
-                totals.append(1e3 * (time.perf_counter() - t0))
-                runs.append(_layer_parts(dict(timer.totals_s), depth))
-    finally:
-        timer.remove()
-    layers = [{p: statistics.median(r[i][p] for r in runs) for p in runs[0][i]} for i in range(depth)]
-    return layers, statistics.median(totals)
+                timer.stop()
+                _sync(device)
+                instrumented.append(1e3 * (time.perf_counter() - t0))
+        finally:
+            timer.remove()
+        totals = dict(timer.totals_s)
+        spans.append(1e3 * sum(totals.values()))  # every interval of the span went to one part
+        runs.append(_layer_parts(totals, depth))
+    layers = [{p: statistics.median(r[0][i][p] for r in runs) for p in runs[0][0][i]} for i in range(depth)]
+    encoder = {p: statistics.median(r[1][p] for r in runs) for p in runs[0][1]}
+    return dict(layers=layers, encoder=encoder, instrumented_ms=statistics.median(instrumented),
+                plain_ms=statistics.median(plain),
+                overhead=statistics.median(a / b for a, b in zip(instrumented, plain)),
+                coverage_paired=statistics.median(a / b for a, b in zip(spans, plain)))
 
 
-def _summarise(layers: list[dict[str, float]], total_ms: float) -> dict[str, float]:
+def _summarise(layers: list[dict[str, float]], encoder: dict[str, float]) -> dict[str, float]:
+    """ms per part of PARTS and per rest piece ("rest_" + piece), summed over layers."""
     parts = {p: sum(layer.get(p, 0.0) for layer in layers) for p in PARTS if p != "rest"}
-    parts["rest"] = total_ms - sum(parts.values())
-    return parts
+    rest = {f"rest_{p}": encoder.get(p, 0.0) + sum(layer.get(p, 0.0) for layer in layers) for p in REST_PARTS}
+    return {**parts, "rest": sum(rest.values()), **rest}
 
 
 def predicted_removed_ms(layers_of_mha: list[dict[str, float]], plan: list[str], num_heads: int) -> float:
@@ -276,33 +337,43 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
 
     base = _encoder_at(full, n)
     g = torch.Generator().manual_seed(config.seed)
-    x = torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g)
+    x = torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g).to(config.device)
     models = {name: base if layers is None else convert(base, layers) for name, layers in plans.items()}
+    for model in models.values():  # converted on the CPU, then moved
+        model.to(config.device)
     calls = {name: _call(m, x, config.backend) for name, m in models.items()}
     medians: dict = {}
-    stats = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=config.repeats,
-                                round_medians_ms=medians)
+    repeats, breakdown_repeats = config.repeats_at(n)
+    stats = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=repeats,
+                                round_medians_ms=medians, device=config.device)
     failed = {k: v for k, v in stats.items() if isinstance(v, Exception)}
     if failed:
         name, err = next(iter(failed.items()))
         raise RuntimeError(f"plan {name} failed at {n} frames: {err}") from err
     records = []
     for name, model in models.items():
-        layers, instrumented_ms = measure_breakdown(model, x, config.backend, config.breakdown_repeats)
-        parts = _summarise(layers, instrumented_ms)
+        bd = measure_breakdown(model, x, config.backend, breakdown_repeats, config.device)
+        parts = _summarise(bd["layers"], bd["encoder"])
+        total_ms = sum(parts[p] for p in PARTS)
         st = stats[name]
         vs_sdpa = paired_ratio(medians[BASELINE], medians[name])
         rec = dict(
             model=config.model, plan=name, plan_layers=plans[name], frames=n, batch=config.batch,
-            threads=config.threads, dtype="float32", backend=BASELINE if plans[name] is None else config.backend,
-            weights="random (real widths and depths)", latency_ms_median=st.latency_ms_median,
+            threads=config.threads, device=str(config.device), dtype="float32",
+            backend=BASELINE if plans[name] is None else config.backend,
+            weights="random (real widths and depths)", positions=full.config.max_source_positions,
+            positions_extended=full.config.max_source_positions > WHISPER_POSITIONS,
+            repeats=repeats, breakdown_repeats=breakdown_repeats, latency_ms_median=st.latency_ms_median,
             latency_ms_p90=st.latency_ms_p90, latency_ms_round_medians=medians[name], rounds=config.rounds,
             speedup_vs_sdpa=vs_sdpa[0], speedup_vs_sdpa_range=[vs_sdpa[1], vs_sdpa[2]],
             speedup_vs_mha=paired_ratio(medians[REFERENCE], medians[name])[0],
-            breakdown_total_ms=instrumented_ms, breakdown_coverage=instrumented_ms / st.latency_ms_median,
-            attention_share=sum(parts[p] for p in ATTENTION_PARTS) / instrumented_ms,
-            peak_bytes=measure_peak_bytes(calls[name]),
-            **{f"ms_{p}": v for p, v in parts.items()}, layers=layers,
+            breakdown_total_ms=total_ms, breakdown_coverage=bd["coverage_paired"],
+            breakdown_coverage_rounds=total_ms / st.latency_ms_median,
+            instrumented_ms=bd["instrumented_ms"], instrumented_plain_ms=bd["plain_ms"],
+            instrumentation_overhead=bd["overhead"],
+            attention_share=sum(parts[p] for p in ATTENTION_PARTS) / total_ms,
+            peak_bytes=measure_peak_bytes(calls[name], device=config.device),
+            **{f"ms_{p}": v for p, v in parts.items()}, layers=bd["layers"],
         )  # fmt: skip
         records.append(rec)
     mha = next(r for r in records if r["plan"] == REFERENCE)
@@ -323,18 +394,25 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
 def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
     """Measure every plan at every length; write records, plots and report.md to `config.output`."""
     import torch
+    import transformers
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     from attnreuse._io import atomic_write_json
     from attnreuse.bench.study_report import write_report
     from attnreuse.measure import machine_record, set_threads, write_records
 
+    if config.device != "cpu" and not torch.cuda.is_available():
+        raise ValueError(f"--device {config.device}: CUDA is not available to this torch {torch.__version__} "
+                         "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
     wc = whisper_config(config)
     plans = _validate(config, wc)
+    if torch.device(config.device).index is not None:
+        torch.cuda.set_device(torch.device(config.device))  # CUDA events record on the current device
     set_threads(config.threads)
     torch.manual_seed(config.seed)
     full = WhisperEncoder(wc).eval()
-    machine = machine_record(threads=config.threads, command=config.command, bench="study")
+    machine = machine_record(threads=config.threads, command=config.command, bench="study",
+                             transformers=transformers.__version__)
     records = []
     for n in sorted(config.lengths):
         records += [{**r, **machine} for r in _length_records(n, full, plans, config, progress)]

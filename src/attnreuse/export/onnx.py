@@ -192,7 +192,7 @@ def run_ort(session, images: Tensor, *, batch: int | None = None) -> Tensor:
 def _export_graph(
     model: nn.Module, example: Tensor, path: Path, *, opset: int, dynamic_batch: bool, exporter: str
 ) -> None:
-    from attnreuse.ops import use_backend
+    from attnreuse.ops import exporting
 
     kwargs: dict = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     if exporter == "dynamo":
@@ -204,7 +204,7 @@ def _export_graph(
         if dynamic_batch:
             kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     # The exporters report progress on stdout and warn about the tracer; neither is for the user.
-    with torch.no_grad(), use_backend("dense"), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with torch.no_grad(), exporting(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), **kwargs)
 

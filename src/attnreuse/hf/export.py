@@ -63,7 +63,7 @@ def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
                    rtol: float = 1e-4, threads: int = 2) -> HFExportResult:
     """Export `model` to `path` and check it on `batch` (a tokenizer's output with padding)."""
-    from attnreuse.ops import use_backend
+    from attnreuse.ops import exporting
 
     model = model.eval()
     wrapper = _Encoder(model)
@@ -72,7 +72,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
         expected = wrapper(*args)
     axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, OUTPUT)}
     with atomic_path(path) as tmp:
-        with torch.no_grad(), use_backend("dense"), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with torch.no_grad(), exporting(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, args, str(tmp), input_names=list(INPUTS), output_names=[OUTPUT],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)

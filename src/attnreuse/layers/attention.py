@@ -133,8 +133,11 @@ class Attention(nn.Module):
         if self.v_only:
             raise ValueError("this layer was built with v_only=True: pass the map of an earlier layer as attn_map")
         q, k, v = self._project_qkv(x)
-        if return_map or (self.training and self.attn_drop.p > 0):
+        if (self.training and self.attn_drop.p > 0) or (return_map and ops.get_backend() == "dense"):
             attn = ops.attention_map(q, k, scale=self.scale)
             out = self._merge(ops.apply_map(self.attn_drop(attn), v))
             return (out, attn) if return_map else out
+        if return_map:  # the ops backend writes the map (auto / tiled: FLAT tiles; sdpa raises)
+            out, attn = ops.softmax_attention(q, k, v, scale=self.scale, return_map=True)
+            return self._merge(out), attn
         return self._merge(ops.softmax_attention(q, k, v, scale=self.scale))

@@ -27,7 +27,7 @@ from timm.models import register_notrace_module
 from torch import Tensor, nn
 
 from attnreuse.layers.conv import ConvBN
-from attnreuse.ops.backend import tracing
+from attnreuse.ops.backend import is_exporting
 
 __all__ = ["ReuseAttention2d", "window_partition", "window_reverse"]
 
@@ -204,7 +204,7 @@ class ReuseAttention2d(nn.Module):
         # Eager runs token-major; an exported or scripted graph is cheaper channel-major.
         nchw = True
         if not torch.jit.is_scripting():
-            nchw = tracing()
+            nchw = is_exporting()
         if H == ws and W == ws:
             out = self._attend_nchw(x) if nchw else self._attend(x.contiguous(memory_format=torch.channels_last))
         else:

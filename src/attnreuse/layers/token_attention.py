@@ -56,7 +56,9 @@ class MapSelfAttention(nn.Module):
     Attention. `query`, `key`: Linear(C -> qk_dim), `value`: Linear(C -> C).
 
     forward(x, key_bias=None, return_map=False) -> out [B, N, C] (and the map [B, qk_heads, N, N]).
-    Without `return_map` the map is never materialised (`ops.softmax_attention`).
+    Without `return_map` the map is never materialised (`ops.softmax_attention`); with it, the ops
+    backend decides how it is written (dense: scores, softmax, A.V as separate steps; auto / tiled:
+    the FLAT kernel writing each tile's probabilities as it applies them; sdpa cannot and raises).
     """
 
     def __init__(self, dim: int, num_heads: int, qk_heads: int | None = None, qk_dim: int | None = None,
@@ -82,15 +84,17 @@ class MapSelfAttention(nn.Module):
         check_tokens(x, self.dim)
         q, k = _heads(self.query(x), self.qk_heads), _heads(self.key(x), self.qk_heads)
         v = _heads(self.value(x), self.num_heads)
-        if return_map or ops.get_backend() == "dense":
+        if ops.get_backend() == "dense":
             # What softmax_attention's dense path runs, step by step (so each step can be timed).
             with part("scores_softmax"):
                 attn = ops.attention_map(q, k, scale=self.scale, bias=key_bias)
             with part("av"):
                 out = _merge(ops.apply_map(attn, v))
             return (out, attn) if return_map else out
+        # One step: fused SDPA, or the FLAT tiles, which also write the map when it is returned.
         with part("core"):
-            return _merge(ops.softmax_attention(q, k, v, scale=self.scale, bias=key_bias))
+            res = ops.softmax_attention(q, k, v, scale=self.scale, bias=key_bias, return_map=return_map)
+        return (_merge(res[0]), res[1]) if return_map else _merge(res)
 
 
 class SharedMapSelfAttention(nn.Module):

@@ -8,7 +8,7 @@ real tensors; the operators branch on shapes and backends, which a Proxy cannot 
 import torch.fx
 
 from attnreuse.ops import reference
-from attnreuse.ops.backend import BACKENDS, get_backend, set_backend, use_backend
+from attnreuse.ops.backend import BACKENDS, exporting, get_backend, is_exporting, set_backend, use_backend
 from attnreuse.ops.linear import linear_attention, taylor_attention
 from attnreuse.ops.softmax import apply_map, attention_map, auto_tile, softmax_attention
 from attnreuse.ops.sparse import fake_quant, sparse_attention, taylor_residual_attention
@@ -25,8 +25,10 @@ __all__ = [
     "apply_map",
     "attention_map",
     "auto_tile",
+    "exporting",
     "fake_quant",
     "get_backend",
+    "is_exporting",
     "linear_attention",
     "reference",
     "set_backend",

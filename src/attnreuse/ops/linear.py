@@ -17,7 +17,7 @@ from torch import Tensor
 
 from attnreuse.ops._checks import check_eps, check_qkv, check_scale, group_values, ungroup_values
 from attnreuse.ops._precision import accumulation_dtype, autocast_dtype, autocast_inputs
-from attnreuse.ops.backend import tracing
+from attnreuse.ops.backend import is_exporting
 
 __all__ = ["TAYLOR_CENTERS", "linear_attention", "taylor_attention"]
 
@@ -106,7 +106,7 @@ def _token_centred(q: Tensor, k: Tensor, v: Tensor, *, scale: float) -> Tensor:
     """
     BH, M, Dk = k.shape
     mean = k.mean(dim=1, keepdim=True)
-    rows = None if tracing() else max(1, min(M, CHUNK_BYTES // (k.element_size() * BH * Dk)))
+    rows = None if is_exporting() else max(1, min(M, CHUNK_BYTES // (k.element_size() * BH * Dk)))
     if rows is None or rows >= M:  # traced (no out= writes) or one chunk
         w = torch.bmm((k - mean).transpose(1, 2), v)  # [BH, Dk, Dv]
     else:
@@ -185,7 +185,7 @@ def taylor_attention(
     qa, ka, va = q.to(acc), k.to(acc), group_values(v, Hq).to(acc)
     # Inference: token centring in two products (eager and exported alike); the other centrings
     # through the chunked path, whose out= writes a tracer cannot see.
-    if not _needs_grad(q, k, v) and (center == "tokens" or not tracing()):
+    if not _needs_grad(q, k, v) and (center == "tokens" or not is_exporting()):
         flat = [x.reshape(B * Hq, *x.shape[2:]) for x in (qa, ka, va)]
         if center == "tokens":
             out = _token_centred(*flat, scale=scale)
@@ -224,7 +224,7 @@ def linear_attention(
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     eps = check_eps(eps)
     acc = accumulation_dtype(q.dtype)
-    if not _needs_grad(q, k, v) and not tracing():
+    if not _needs_grad(q, k, v) and not is_exporting():
         flat = [x.to(acc).reshape(B * Hq, *x.shape[2:]) for x in (q, k, group_values(v, Hq))]
         phi_ = _elu1 if feature_map == "elu" else _relu
         out = _kernelised(*flat, q_map=phi_, k_map=phi_, num_const=False, den_const=eps, scale=1.0, tiny=None)

@@ -25,7 +25,7 @@ from attnreuse.ops._checks import (
     ungroup_values,
 )
 from attnreuse.ops._precision import autocast_dtype, autocast_inputs
-from attnreuse.ops.backend import get_backend, tracing
+from attnreuse.ops.backend import get_backend, is_exporting, tracing
 
 __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
 
@@ -35,6 +35,11 @@ __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
 # 8 MiB stays within a server CPU's L3 and keeps the number of parallel regions per call small
 # (each costs a thread barrier); measured on 1 and 2 threads, 1-16 MiB tiles ran equally fast.
 TILE_BYTES = 8 << 20
+# With the map returned, each tile's scores live in the map's own block; only that block must stay
+# cached from the score matmul through the softmax to A.V, so it is sized for one core's L2 (1 MiB
+# per core on the AMD EPYC it was tuned on: at N = 1000-1500, 8 heads of 64, one thread, 1-2 MiB
+# tiles ran fastest, 128-256 KiB tiles paid per-tile overhead, 8 MiB ones spilled L2).
+MAP_TILE_BYTES = 1 << 20
 MIN_TILE_ROWS = 16
 
 _Tile = tuple[int, int, int, int]  # batch-heads [b0, b1), query rows [r0, r1)
@@ -47,10 +52,12 @@ def auto_tile(n_rows: int, n_keys: int, batch_heads: int) -> int:
     return int(min(n_rows, max(MIN_TILE_ROWS, rows)))
 
 
-def _tiles(BH: int, N: int, M: int, tile: int | None) -> tuple[int, list[_Tile]]:
-    """The tiles covering [BH, N] query rows, and the most batch-heads x rows any of them holds."""
-    rows = min(N, tile if tile is not None else auto_tile(N, M, 1))
-    heads = 1 if rows < N else max(1, min(BH, TILE_BYTES // max(1, 4 * N * M)))
+def _tiles(BH: int, N: int, M: int, tile: int | None, tile_bytes: int | None = None) -> tuple[int, list[_Tile]]:
+    """The tiles covering [BH, N] query rows, and the most batch-heads x rows any of them holds.
+    `tile_bytes` (default TILE_BYTES) sizes the float32 score block of a tile when `tile` is None."""
+    budget = TILE_BYTES if tile_bytes is None else tile_bytes
+    rows = min(N, tile if tile is not None else max(MIN_TILE_ROWS, budget // max(1, 4 * M)))
+    heads = 1 if rows < N else max(1, min(BH, budget // max(1, 4 * N * M)))
     tiles = [
         (b0, min(BH, b0 + heads), r0, min(N, r0 + rows))
         for b0 in range(0, BH, heads)
@@ -63,13 +70,14 @@ def _probs(qs: Tensor, kt: Tensor, bias: Tensor | None, Hq: int, t: _Tile, buf: 
     """Softmax probabilities of tile t, [b1 - b0, r1 - r0, M], float32 (float64 for float64 input).
 
     qs: [B*Hq, N, Dk] with the scale folded in, kt: [B*Hq, Dk, M], bias: [B|1, Hq|1, N|1, M|1].
-    Full-precision scores are computed and normalised in place in `buf` (flat scratch); low-precision
-    ones are computed in their dtype and normalised in float32.
+    Full-precision scores are computed and normalised in place in `buf` (flat scratch, or the
+    tile's own block of a map being written); low-precision ones are computed in their dtype and
+    normalised in float32.
     """
     b0, b1, r0, r1 = t
     if qs.dtype in (torch.float32, torch.float64):
         shape = (b1 - b0, r1 - r0, kt.shape[-1])
-        p = torch.bmm(qs[b0:b1, r0:r1], kt[b0:b1], out=buf[: shape[0] * shape[1] * shape[2]].view(shape))
+        p = torch.bmm(qs[b0:b1, r0:r1], kt[b0:b1], out=buf.view(-1)[: shape[0] * shape[1] * shape[2]].view(shape))
     else:
         p = torch.bmm(qs[b0:b1, r0:r1], kt[b0:b1]).float()
     if bias is not None:
@@ -85,11 +93,17 @@ def _probs(qs: Tensor, kt: Tensor, bias: Tensor | None, Hq: int, t: _Tile, buf: 
     return torch.ops.aten._softmax.out(p, -1, False, out=p)
 
 
-def _forward_tiles(q: Tensor, k: Tensor, vg: Tensor, scale: float, bias: Tensor | None, tile: int | None) -> Tensor:
-    """FLAT forward: q: [B, Hq, N, Dk], k: [B, Hq, M, Dk], vg: [B, Hq, M, Dvg] -> [B, Hq, N, Dvg].
+def _forward_tiles(
+    q: Tensor, k: Tensor, vg: Tensor, scale: float, bias: Tensor | None, tile: int | None, with_map: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """FLAT forward: q: [B, Hq, N, Dk], k: [B, Hq, M, Dk], vg: [B, Hq, M, Dvg] -> (out
+    [B, Hq, N, Dvg], the map [B, Hq, N, M] in q's dtype when `with_map`, else None).
 
     Per tile: one batched matmul for the scores, one in-place softmax, one batched matmul written
-    straight into the output. Extra memory: one score tile plus the output.
+    straight into the output. Extra memory: one score tile plus the output. With the map, a
+    full-precision tile's scores are computed, normalised and applied in the tile's own block of
+    the map (it is still in cache for A.V), so the map costs one write and no scratch; tiles are
+    then sized for a core's L2 (MAP_TILE_BYTES), as only the block itself needs to stay cached.
     """
     B, Hq, N, Dk = q.shape
     M, Dvg = k.shape[2], vg.shape[-1]
@@ -97,14 +111,18 @@ def _forward_tiles(q: Tensor, k: Tensor, vg: Tensor, scale: float, bias: Tensor 
     qs = (q * scale).reshape(BH, N, Dk)
     kt = k.reshape(BH, M, Dk).transpose(1, 2)
     vf = vg.reshape(BH, M, Dvg)
-    size, tiles = _tiles(BH, N, M, tile)
-    buf = torch.empty(size * M, dtype=_acc(q.dtype), device=q.device)
+    size, tiles = _tiles(BH, N, M, tile, MAP_TILE_BYTES if with_map else None)
+    attn = torch.empty(BH, N, M, dtype=q.dtype, device=q.device) if with_map else None
+    in_map = with_map and q.dtype == _acc(q.dtype)
+    buf = None if in_map else torch.empty(size * M, dtype=_acc(q.dtype), device=q.device)
     out = torch.empty(BH, N, Dvg, dtype=q.dtype, device=q.device)
     for t in tiles:
         b0, b1, r0, r1 = t
-        p = _probs(qs, kt, bias, Hq, t, buf)
+        p = _probs(qs, kt, bias, Hq, t, attn[b0:b1, r0:r1] if in_map else buf)
+        if with_map and not in_map:
+            attn[b0:b1, r0:r1].copy_(p)
         torch.bmm(p.to(vf.dtype), vf[b0:b1], out=out[b0:b1, r0:r1])
-    return out.view(B, Hq, N, Dvg)
+    return out.view(B, Hq, N, Dvg), None if attn is None else attn.view(B, Hq, N, M)
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -112,19 +130,22 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 
 class _TiledAttention(torch.autograd.Function):
-    """FLAT row-tiled attention whose backward recomputes each tile's probabilities, so training
-    memory also grows with N, not N^2. Gradients accumulate in float32 (float64 for float64)."""
+    """FLAT row-tiled attention, optionally also returning the map (`with_map`). The backward
+    recomputes each tile's probabilities, so training memory also grows with N, not N^2; where
+    the map was returned in full precision it is read instead, and its incoming gradient (a later
+    layer applied it) joins the score gradient. Gradients accumulate in float32 (float64 for float64)."""
 
     @staticmethod
-    def forward(ctx, q, k, vg, bias, scale, tile):  # noqa: D401 - autograd signature
-        out = _forward_tiles(q, k, vg, scale, bias, tile)
-        ctx.save_for_backward(q, k, vg, bias, out)
+    def forward(ctx, q, k, vg, bias, scale, tile, with_map):  # noqa: D401 - autograd signature
+        out, attn = _forward_tiles(q, k, vg, scale, bias, tile, with_map)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(q, k, vg, bias, out, attn)
         ctx.scale, ctx.tile = scale, tile
-        return out
+        return (out, attn) if with_map else out
 
     @staticmethod
-    def backward(ctx, dout):
-        q, k, vg, bias, out = ctx.saved_tensors
+    def backward(ctx, dout, dattn=None):
+        q, k, vg, bias, out, attn = ctx.saved_tensors
         scale = ctx.scale
         B, Hq, N, Dk = q.shape
         M, Dvg = k.shape[2], vg.shape[-1]
@@ -133,8 +154,11 @@ class _TiledAttention(torch.autograd.Function):
         qs = (q.to(acc) * scale).reshape(BH, N, Dk)
         kf = k.to(acc).reshape(BH, M, Dk)
         vf = vg.to(acc).reshape(BH, M, Dvg)
-        do = dout.to(acc).reshape(BH, N, Dvg)
-        # D_i = sum_j P_ij dP_ij = <dO_i, O_i>, summed over the value heads sharing the map.
+        do = torch.zeros_like(out, dtype=acc) if dout is None else dout.to(acc)
+        do = do.reshape(BH, N, Dvg)
+        dmap = None if dattn is None else dattn.reshape(BH, N, M)
+        saved = attn.reshape(BH, N, M) if attn is not None and attn.dtype == acc else None
+        # D_i = sum_j P_ij dP_ij = <dO_i, O_i> (+ <P_i, dMap_i>), over the value heads sharing the map.
         dsum = (do * out.to(acc).reshape(BH, N, Dvg)).sum(-1, keepdim=True)
         dq = torch.empty(BH, N, Dk, dtype=acc, device=q.device)
         dk = torch.zeros(BH, M, Dk, dtype=acc, device=q.device)
@@ -143,14 +167,20 @@ class _TiledAttention(torch.autograd.Function):
         dbias = torch.zeros(bias.shape, dtype=acc, device=q.device) if want_dbias else None
         bias_acc = bias.to(acc) if bias is not None else None
         kt = kf.transpose(1, 2)
-        size, tiles = _tiles(BH, N, M, ctx.tile)
-        buf = torch.empty(size * M, dtype=acc, device=q.device)
+        size, tiles = _tiles(BH, N, M, ctx.tile, MAP_TILE_BYTES if attn is not None else None)
+        buf = None if saved is not None else torch.empty(size * M, dtype=acc, device=q.device)
         for t in tiles:
             b0, b1, r0, r1 = t
-            p = _probs(qs, kt, bias_acc, Hq, t, buf)
+            p = saved[b0:b1, r0:r1] if saved is not None else _probs(qs, kt, bias_acc, Hq, t, buf)
             do_t = do[b0:b1, r0:r1]
             dv[b0:b1].baddbmm_(p.transpose(1, 2), do_t)
-            ds = torch.bmm(do_t, vf[b0:b1].transpose(1, 2)).sub_(dsum[b0:b1, r0:r1]).mul_(p)
+            dp = torch.bmm(do_t, vf[b0:b1].transpose(1, 2))
+            d_t = dsum[b0:b1, r0:r1]
+            if dmap is not None:
+                dm = dmap[b0:b1, r0:r1].to(acc)
+                dp.add_(dm)
+                d_t = d_t + (p * dm).sum(-1, keepdim=True)
+            ds = dp.sub_(d_t).mul_(p)
             torch.bmm(ds, kf[b0:b1], out=dq[b0:b1, r0:r1]).mul_(scale)
             dk[b0:b1].baddbmm_(ds.transpose(1, 2), qs[b0:b1, r0:r1])
             if dbias is not None:
@@ -160,6 +190,7 @@ class _TiledAttention(torch.autograd.Function):
             dk.view(B, Hq, M, Dk).to(k.dtype),
             dv.view(B, Hq, M, Dvg).to(vg.dtype),
             dbias.to(bias.dtype) if dbias is not None else None,
+            None,
             None,
             None,
         )
@@ -216,7 +247,7 @@ def apply_map(attn: Tensor, v: Tensor) -> Tensor:
     return ungroup_values(torch.matmul(attn, group_values(v, Hq)), v.shape[1])
 
 
-def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool) -> str:
+def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, on_cpu: bool = True) -> str:
     sdpa_ok = Hq == Hv and Dk == Dv and not return_map
     if backend == "sdpa":
         if not sdpa_ok:
@@ -225,14 +256,14 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool) 
                 f"return_map=False; got Hq={Hq}, Hv={Hv}, Dk={Dk}, Dv={Dv}, return_map={return_map}"
             )
         return "sdpa"
-    if return_map:
-        return "dense"
     if backend == "auto":
-        return "sdpa" if sdpa_ok else ("dense" if tracing() else "tiled")
+        if return_map and not on_cpu:  # the tile loop is launch-bound on a GPU (see ops.backend)
+            return "dense"
+        backend = "sdpa" if sdpa_ok else ("dense" if is_exporting() else "tiled")
     if backend == "tiled" and tracing():
         raise ValueError(
             "backend 'tiled' writes into preallocated outputs, which TorchScript tracing / ONNX "
-            "export does not record; trace with backend 'auto' or 'dense'"
+            "export does not record; trace inside attnreuse.ops.exporting() (the dense backend)"
         )
     return backend
 
@@ -267,7 +298,7 @@ def softmax_attention(
         bias = check_bias(bias, q, (B, Hq, N, M))
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int or None, got {tile!r}")
-    path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map)
+    path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map, q.device.type == "cpu")
     if path == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     if path == "dense":
@@ -279,7 +310,9 @@ def softmax_attention(
         t is not None and t.requires_grad for t in (q, k, v, bias)
     )
     if needs_grad:
-        out = _TiledAttention.apply(q, k, vg, bias, scale, tile)
+        res = _TiledAttention.apply(q, k, vg, bias, scale, tile, return_map)
+        out, attn = res if return_map else (res, None)
     else:
-        out = _forward_tiles(q, k, vg, scale, bias, tile)
-    return ungroup_values(out, Hv)
+        out, attn = _forward_tiles(q, k, vg, scale, bias, tile, return_map)
+    out = ungroup_values(out, Hv)
+    return (out, attn) if return_map else out
