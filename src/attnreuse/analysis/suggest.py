@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
 
-from attnreuse.analysis.capture import vit_blocks
+from attnreuse.capture import vit_blocks
 
 __all__ = ["Geometry", "geometry_of", "head_groups", "plan_macs", "suggest_plan"]
 

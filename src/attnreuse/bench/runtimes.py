@@ -2,7 +2,7 @@
 
 - "eager":    PyTorch eager, `torch.inference_mode`, the deployed (ConvBN-folded) model.
 - "compile":  `torch.compile` (inductor, CPU C++ code generation) of the deployed model.
-- "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.export`, parity-checked).
+- "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.deploy`, parity-checked).
 - "ort-int8": ONNX Runtime of that file quantised to int8 (static, calibrated on digits train
               images, or dynamic).
 Threads: torch uses `threads` intra-op threads (set by the caller); ONNX Runtime sessions are
@@ -60,7 +60,7 @@ def prepare_runtime(
         call()
         return call, {"compile_s": time.perf_counter() - t0}
 
-    from attnreuse.export.onnx import INPUT_NAME, export_onnx, ort_session
+    from attnreuse.deploy import INPUT_NAME, export_onnx, ort_session
 
     fp32 = work_dir / "model.onnx"
     info: dict = {}
@@ -70,7 +70,7 @@ def prepare_runtime(
                     onnx_size_bytes=result.size_bytes)
     path = fp32
     if runtime == "ort-int8":
-        from attnreuse.export.quantize import quantize_onnx
+        from attnreuse.quantize import quantize_onnx
 
         path = quantize_onnx(fp32, work_dir / "model.int8.onnx", mode=int8_mode, calib_images=calib_images)
         info.update(int8_mode=int8_mode, onnx_size_bytes=path.stat().st_size)

@@ -45,7 +45,7 @@ class ExportConfig:
     threads: int = 2  # ONNX Runtime intra-op threads for checks and timings
 
     def __post_init__(self) -> None:
-        from attnreuse.export.onnx import EXPORTERS
+        from attnreuse.deploy import EXPORTERS
 
         for name in ("model", "output"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
@@ -120,9 +120,9 @@ def run_export(config: ExportConfig) -> dict:
     """Export (and optionally quantise) `config.model`; returns the record also written to JSON."""
     from attnreuse._io import atomic_write_json
     from attnreuse.measure import machine_record
-    from attnreuse.export.data import load_images
-    from attnreuse.export.onnx import create_export_model, export_onnx, input_spec
-    from attnreuse.export.quantize import compare_int8, quantize_onnx
+    from attnreuse.data import load_images
+    from attnreuse.deploy import create_export_model, export_onnx, input_spec
+    from attnreuse.quantize import compare_int8, quantize_onnx
 
     out = Path(config.output)
     _check_writable(out)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 from attnreuse._cli_args import MergeKwargs, kwargs_item
 from attnreuse._rundir import claim_output
@@ -83,12 +81,12 @@ def run(args: argparse.Namespace) -> int:
     if model is None:
         if args.init is None:
             raise ValueError("--model is required unless --init names a train/convert output directory")
-        from attnreuse.train.checkpoint import MODEL_JSON
+        from attnreuse.runs import MODEL_JSON, read_model_spec
 
-        spec_path = Path(args.init) / MODEL_JSON
-        if not spec_path.is_file():
+        spec = read_model_spec(args.init)
+        if spec is None:
             raise FileNotFoundError(f"--init {args.init} holds no {MODEL_JSON}")
-        model = json.loads(spec_path.read_text())["name"]
+        model = spec["name"]
     config = TrainConfig(
         model=model, output=args.output, data=args.data, model_kwargs=args.model_kwargs, init=args.init,
         img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnreuse._io import atomic_write_json
-from attnreuse.train import checkpoint as ckpt_io
+from attnreuse import runs as ckpt_io
 
 __all__ = ["ConvertConfig", "convert", "parse_target_plan"]
 
@@ -116,22 +116,17 @@ def _target_name(name: str) -> str:
 
 
 def _load_source(config: ConvertConfig) -> tuple[nn.Module, dict]:
-    from attnreuse.models import create_model
-
     path = Path(config.checkpoint)
-    if (path / ckpt_io.MODEL_JSON).is_file():
-        model, spec = ckpt_io.load_model_dir(path)
-        return model, spec
+    if ckpt_io.read_model_spec(path) is not None:
+        return ckpt_io.load_model_dir(path)
     if config.model is None:
         raise ValueError(f"checkpoint {path} is not a train output directory: give --model (and --model-kwargs)")
-    model = create_model(config.model, **config.model_kwargs)
-    ckpt_io.load_into(model, ckpt_io.load_weights(path), path)
-    return model.eval(), {"name": config.model, "kwargs": dict(config.model_kwargs)}
+    return ckpt_io.load_model(config.model, config.model_kwargs, path)
 
 
 def _calibration(model: nn.Module, config: ConvertConfig):
     """(calibration batches [B, 3, S, S] from the start of the training split, the val split)."""
-    from attnreuse.train.data import build_transform, open_data
+    from attnreuse.data import build_transform, open_data
 
     size = model.patch_embed.img_size
     size = int(size[-1] if isinstance(size, (tuple, list)) else size)
@@ -223,11 +218,10 @@ def _share_inputs(target: nn.Module, layer: int, batches: list[Tensor]) -> tuple
 
 def convert(config: ConvertConfig) -> dict:
     """Convert the checkpoint to the plan, initialise new parts, evaluate, save; returns the report."""
-    from attnreuse.analysis.capture import capture_attention
+    from attnreuse.capture import capture_attention
     from attnreuse.models import create_model
     from attnreuse.models._plan import map_sources, parse_plan
     from attnreuse.models.vit import convert_state_dict
-    from attnreuse.train.checkpoint import save_checkpoint
 
     torch.manual_seed(config.seed)
     source, spec = _load_source(config)
@@ -301,7 +295,7 @@ def convert(config: ConvertConfig) -> dict:
             prev = phi(x, grid)
         inits.append({"layer": i, "kind": "skip", **fit})
 
-    from attnreuse.train.data import make_eval_loader
+    from attnreuse.data import make_eval_loader
     from attnreuse.train.loop import evaluate
 
     loader = make_eval_loader(val, config.batch_size, rank=0, world=1)
@@ -314,7 +308,7 @@ def convert(config: ConvertConfig) -> dict:
     }
     out = Path(config.output)
     atomic_write_json(out / "config.json", dataclasses.asdict(config))
-    atomic_write_json(out / ckpt_io.MODEL_JSON, {"name": name, "kwargs": kwargs})
-    save_checkpoint(out, 0, target.state_dict(), None, {"epoch": 0, "step": 0, "converted_from": str(config.checkpoint)})
+    ckpt_io.write_model_spec(out, {"name": name, "kwargs": kwargs})
+    ckpt_io.save_checkpoint(out, 0, target.state_dict(), None, {"epoch": 0, "step": 0, "converted_from": str(config.checkpoint)})
     atomic_write_json(out / "convert.json", result)
     return result

@@ -28,9 +28,9 @@ from torch import nn
 
 from attnreuse._io import atomic_write_json, atomic_write_text
 from attnreuse.models import create_model
-from attnreuse.train import checkpoint as ckpt_io
+from attnreuse import runs as ckpt_io
 from attnreuse.train.config import TrainConfig
-from attnreuse.train.data import build_transform, make_eval_loader, make_train_loader, open_data
+from attnreuse.data import build_transform, make_eval_loader, make_train_loader, open_data
 
 __all__ = ["evaluate", "train"]
 
@@ -102,10 +102,9 @@ def _gather(obj, d: _Dist) -> list:
 def _model_spec(config: TrainConfig, num_classes: int) -> dict:
     """{"name", "kwargs"} to build the student (from `init`'s model.json when given)."""
     if config.init is not None:
-        spec_path = Path(config.init) / ckpt_io.MODEL_JSON
-        if not spec_path.is_file():
+        spec = ckpt_io.read_model_spec(config.init)
+        if spec is None:
             raise FileNotFoundError(f"init {config.init} is not a train/convert output directory (no model.json)")
-        spec = json.loads(spec_path.read_text())
         if spec["name"] != config.model:
             raise ValueError(f"model {config.model!r} differs from the init checkpoint's model {spec['name']!r}")
         kwargs = {**spec["kwargs"], **config.model_kwargs}
@@ -320,7 +319,7 @@ def train(config: TrainConfig) -> dict:
         else:
             _truncate_metrics(metrics_path, start_epoch)
         atomic_write_json(out / "config.json", config.to_dict())
-        atomic_write_json(out / ckpt_io.MODEL_JSON, spec)
+        ckpt_io.write_model_spec(out, spec)
 
     scheduled = [m for m in model.modules() if hasattr(m, "set_progress")]
     for epoch in range(start_epoch, config.epochs):

@@ -4,6 +4,7 @@
 - "static":  weights and activations int8 (QDQ format, per-channel weights, unsigned 8-bit
              activations), activation ranges from min/max over calibration images.
 Both start from ONNX Runtime's pre-processing (shape inference and graph optimisation).
+Shared floor, beside `attnreuse.deploy`: used by the `export` tool and by `bench models`' ort-int8.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from torch import Tensor
 
 from attnreuse._io import atomic_path
-from attnreuse.export.onnx import INPUT_NAME, ort_session, run_ort
+from attnreuse.deploy import INPUT_NAME, ort_session, run_ort
 
 __all__ = ["QUANT_MODES", "compare_int8", "quantize_onnx"]
 

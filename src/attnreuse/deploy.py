@@ -1,5 +1,8 @@
 """Any registered model (attnreuse or timm) to ONNX, checked in ONNX Runtime against PyTorch.
 
+Part of the shared floor: the `export` tool writes files with it and `bench models` times the
+same files in ONNX Runtime, so neither tool imports the other.
+
 The model is put in eval mode and folded for deployment first (`model.fuse()` where the model
 has one, e.g. UniForm's ConvBN pairs; timm's `reparameterize_model` otherwise, e.g. FastViT).
 Attention runs on the "dense" backend while exporting: one matmul-softmax-matmul graph that
@@ -70,12 +73,11 @@ def _read_run_dir(run_dir: Path, name: str) -> tuple[dict[str, Tensor], dict]:
     arguments it was built with (its model.json, plus img_size from its config.json)."""
     import json
 
-    from attnreuse.train.checkpoint import MODEL_JSON, load_weights
+    from attnreuse.runs import MODEL_JSON, load_weights, read_model_spec
 
-    spec_path = run_dir / MODEL_JSON
-    if not spec_path.is_file():
+    spec = read_model_spec(run_dir)
+    if spec is None:
         raise ValueError(f"checkpoint directory {str(run_dir)!r} is not a train/convert output (no {MODEL_JSON})")
-    spec = json.loads(spec_path.read_text())
     if spec["name"] != name:
         raise ValueError(f"checkpoint directory {str(run_dir)!r} holds a {spec['name']!r}, not a {name!r}")
     kwargs = dict(spec["kwargs"])

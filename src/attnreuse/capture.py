@@ -4,7 +4,8 @@ Works on timm ViT/DeiT (`blocks.N.attn.qkv`, `q_norm`, `k_norm`, `scale`, `proj`
 attnreuse ViT (`PlanBlock`: fused `qkv` for "mha", `qk` for "reuse", the source layer's map for
 "share", no softmax map for "skip" and "taylor") and on UniForm (every `ReuseAttention2d` mixer:
 one map per window shared by its heads, and the mixer's output as tokens). Maps are recomputed
-from the captured inputs, so the model runs its normal (fast) path.
+from the captured inputs, so the model runs its normal (fast) path. On the shared floor: `analyze`
+reports on the captures and `convert` picks each shared map's source layer from them.
 """
 
 from __future__ import annotations
