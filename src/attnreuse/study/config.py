@@ -35,7 +35,7 @@ STUDY_ROWS = (
 )
 
 # Target plans for `attnreuse convert` of the mha row (the pico ViT is 4 blocks deep).
-RETROFITS = {"share": "share:2", "skip": "skip:1,2"}
+RETROFITS = {"share": "mapshare:2", "skip": "skipat:1,2"}
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", help="model name (default: the checkpoint run's model)")
     c.add_argument("--model-kwargs", type=kwargs_item, nargs="+", action=MergeKwargs, default={}, help="keyword arguments (key=value ... or one JSON object) of the source model")
     c.add_argument("--checkpoint", required=True, help="train output directory or .safetensors file")
-    c.add_argument("--plan", required=True, help="target attn_plan: reuse, taylor, share:G (group size), "
-                   "skip:I,J,... (layer indices), or a JSON list of per-layer entries")
+    c.add_argument("--plan", required=True, help="target plan: mha, reuse, reuse:G (G maps), taylor (every layer); "
+                   "mapshare:G (groups of G layers share a map), skipat (SkipAt's middle half), skipat:I,J,... "
+                   "(layer indices); or a JSON list of per-layer entries")
     c.add_argument("--data", default="digits", help="calibration data (as for train)")
     c.add_argument("--calib-batches", type=int, default=4)
     c.add_argument("--batch-size", type=int, default=64)
