@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attnreuse.ops import attention_map
+from attnreuse.plan import get_kind
 
 __all__ = ["LayerCapture", "capture_attention", "vit_blocks", "window_mixers"]
 
@@ -126,7 +127,7 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
     try:
         for i, (blk, kind) in enumerate(zip(blocks, kinds)):
             attn = getattr(blk, "attn", None)
-            if kind in ("mha", "reuse") and attn is not None:
+            if get_kind(kind).computes_map and attn is not None and (hasattr(attn, "qkv") or hasattr(attn, "qk")):
                 fused = hasattr(attn, "qkv")
                 proj = attn.qkv if fused else attn.qk
                 handles.append(proj.register_forward_hook(on_qk(i, attn, fused)))
@@ -142,8 +143,8 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
     captures, last_map = [], None
     for kind, m, o in zip(kinds, maps, outs):
         layer_maps = torch.cat(m) if m else None
-        if kind == "share":
-            layer_maps = last_map  # a shared layer applies the latest computed map
+        if get_kind(kind).needs_map:
+            layer_maps = last_map  # the layer applies the latest computed map
         elif layer_maps is not None:
             last_map = layer_maps
         captures.append(LayerCapture(kind, layer_maps, torch.cat(o) if o else None))

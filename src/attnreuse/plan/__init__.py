@@ -7,7 +7,7 @@ file here plus its tests. Kinds shipped: mha, reuse / reuse:G, share, skip, tayl
 """
 
 from attnreuse.plan.registry import Kind, LayerSpec, SourceAttention, VitBlockArgs, get_kind, kind_names, register_kind
-from attnreuse.plan.grammar import format_plan, map_sources, parse_plan
+from attnreuse.plan.grammar import format_plan, map_sources, parse_entry, parse_plan
 from attnreuse.plan import mha, reuse, share, skip, taylor  # noqa: F401  (registers the kinds)
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "get_kind",
     "kind_names",
     "map_sources",
+    "parse_entry",
     "parse_plan",
     "register_kind",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from attnreuse.plan.registry import LayerSpec, get_kind, kind_names
 
-__all__ = ["format_plan", "map_sources", "parse_plan"]
+__all__ = ["format_plan", "map_sources", "parse_entry", "parse_plan"]
 
 
 def _entries(plan: object, depth: int, owner: str, name: str) -> list[str]:
@@ -37,18 +37,22 @@ def parse_plan(
     """Validate `plan` for `owner` with `depth` layers of `num_heads` heads -> one LayerSpec per layer.
 
     `name` is what the host calls the plan in its messages (the ViT: "attn_plan")."""
-    specs = []
-    for i, entry in enumerate(_entries(plan, depth, owner, name)):
-        if not isinstance(entry, str):
-            raise TypeError(f"{name}[{i}] must be a str kind, got {type(entry).__name__} {entry!r}")
-        where = f"{name}[{i}]={entry!r}"
-        kind_name, _, arg = entry.strip().lower().partition(":")
-        if kind_name not in kind_names():
-            raise ValueError(f"{where} is not a known kind; use one of {', '.join(kind_names())}")
-        kind = get_kind(kind_name)
-        specs.append(LayerSpec(kind_name, kind.parse_arg(arg, num_heads, where)))
+    specs = tuple(
+        parse_entry(entry, num_heads, f"{name}[{i}]") for i, entry in enumerate(_entries(plan, depth, owner, name))
+    )
     map_sources(specs, name)
-    return tuple(specs)
+    return specs
+
+
+def parse_entry(entry: object, num_heads: int, where: str = "plan entry") -> LayerSpec:
+    """One entry ("reuse:2") -> LayerSpec, checked on its own (not where it sits in a plan)."""
+    if not isinstance(entry, str):
+        raise TypeError(f"{where} must be a str kind, got {type(entry).__name__} {entry!r}")
+    where = f"{where}={entry!r}"
+    kind_name, _, arg = entry.strip().lower().partition(":")
+    if kind_name not in kind_names():
+        raise ValueError(f"{where} is not a known kind; use one of {', '.join(kind_names())}")
+    return LayerSpec(kind_name, get_kind(kind_name).parse_arg(arg, num_heads, where))
 
 
 def map_sources(specs: Sequence[LayerSpec], name: str = "plan") -> tuple[int | None, ...]:
