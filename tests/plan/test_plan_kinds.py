@@ -62,9 +62,9 @@ def test_grammar_names_and_messages():
     assert map_sources(parse_plan("reuse:2,share,taylor,share", 4, 4)) == (None, 0, None, 0)
     with pytest.raises(ValueError, match=r"attn_plan\[0\]='share:2': 'share' takes no argument; only 'reuse' takes"):
         parse_plan("share:2", 2, 4, name="attn_plan")
-    with pytest.raises(ValueError, match=r"plan\[1\]='flash' is not a known kind; use one of mha, reuse"):
+    with pytest.raises(ValueError, match=r"plan\[1\]='flash' is not a known kind \(unknown attention kind 'flash'; known kinds: mha, reuse"):
         parse_plan(["mha", "flash"], 2, 4)
-    with pytest.raises(ValueError, match="has 1 entries but the model has depth=2"):
+    with pytest.raises(ValueError, match="has 1 entries but the model has 2 layers"):
         parse_plan(["mha"], 2, 4)
     assert get_kind("skip").needs_grid and not get_kind("share").needs_grid
 

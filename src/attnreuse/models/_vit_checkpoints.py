@@ -140,7 +140,7 @@ def convert_state_dict(
     `checkpoint_filter_fn` runs timm's position-embedding resampling first.
     """
     sd = _unwrap(state_dict)
-    specs = parse_plan(attn_plan, _depth(sd), num_heads, owner="the checkpoint", name="attn_plan")
+    specs = parse_plan(attn_plan, _depth(sd), num_heads, owner="the checkpoint", name="attn_plan", depth_name="depth")
     skip_layers = [i for i, s in enumerate(specs) if s.kind == "skip"]  # SkipAt's param_N: the N-th of them
     out: dict[str, Tensor] = {}
     renamed: list[tuple[str, str]] = []

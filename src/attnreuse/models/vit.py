@@ -207,7 +207,7 @@ class AttnReuseVisionTransformer(VisionTransformer):
             raise ValueError(
                 f"img_size={img_size} must be a multiple of patch_size={patch_size} (or pass dynamic_img_pad=True)"
             )
-        specs = parse_plan(attn_plan, depth, num_heads, name="attn_plan")
+        specs = parse_plan(attn_plan, depth, num_heads, name="attn_plan", depth_name="depth")
         if reuse_qk_dim is not None:
             _positive_int("reuse_qk_dim", reuse_qk_dim)
         grid_kinds = sorted({s.kind for s in specs if get_kind(s.kind).needs_grid})

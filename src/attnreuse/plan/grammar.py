@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attnreuse.plan.registry import LayerSpec, get_kind, kind_names
+from attnreuse.plan.registry import LayerSpec, get_kind
 
 __all__ = ["format_plan", "map_sources", "parse_entry", "parse_plan"]
 
 
-def _entries(plan: object, depth: int, owner: str, name: str) -> list[str]:
+def _entries(plan: object, depth: int, owner: str, name: str, depth_name: str | None) -> list[str]:
     if isinstance(plan, str):
         entries = [e.strip() for e in plan.split(",")]
         if len(entries) == 1:
@@ -25,20 +25,21 @@ def _entries(plan: object, depth: int, owner: str, name: str) -> list[str]:
     else:
         raise TypeError(f"{name} must be a str or a sequence of str, got {type(plan).__name__}")
     if len(entries) != depth:
-        raise ValueError(
-            f"{name} has {len(entries)} entries but {owner} has depth={depth}; give one kind or one per layer"
-        )
+        layers = f"{depth_name}={depth}" if depth_name else f"{depth} layers"
+        raise ValueError(f"{name} has {len(entries)} entries but {owner} has {layers}; give one kind or one per layer")
     return entries
 
 
 def parse_plan(
-    plan: object, depth: int, num_heads: int, owner: str = "the model", name: str = "plan"
+    plan: object, depth: int, num_heads: int, owner: str = "the model", name: str = "plan",
+    depth_name: str | None = None,
 ) -> tuple[LayerSpec, ...]:
     """Validate `plan` for `owner` with `depth` layers of `num_heads` heads -> one LayerSpec per layer.
 
-    `name` is what the host calls the plan in its messages (the ViT: "attn_plan")."""
+    `name` / `depth_name`: what the host calls the plan and its layer count in its messages (the
+    ViT: "attn_plan", "depth"; None: "N layers")."""
     specs = tuple(
-        parse_entry(entry, num_heads, f"{name}[{i}]") for i, entry in enumerate(_entries(plan, depth, owner, name))
+        parse_entry(entry, num_heads, f"{name}[{i}]") for i, entry in enumerate(_entries(plan, depth, owner, name, depth_name))
     )
     map_sources(specs, name)
     return specs
@@ -50,9 +51,11 @@ def parse_entry(entry: object, num_heads: int, where: str = "plan entry") -> Lay
         raise TypeError(f"{where} must be a str kind, got {type(entry).__name__} {entry!r}")
     where = f"{where}={entry!r}"
     kind_name, _, arg = entry.strip().lower().partition(":")
-    if kind_name not in kind_names():
-        raise ValueError(f"{where} is not a known kind; use one of {', '.join(kind_names())}")
-    return LayerSpec(kind_name, get_kind(kind_name).parse_arg(arg, num_heads, where))
+    try:
+        kind = get_kind(kind_name)
+    except ValueError as err:
+        raise ValueError(f"{where} is not a known kind ({err})") from None
+    return LayerSpec(kind_name, kind.parse_arg(arg, num_heads, where))
 
 
 def map_sources(specs: Sequence[LayerSpec], name: str = "plan") -> tuple[int | None, ...]:

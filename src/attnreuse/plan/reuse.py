@@ -49,7 +49,7 @@ class Reuse(Kind):
         if not arg:
             return None  # one map
         if not arg.isdigit() or int(arg) < 1 or num_heads % int(arg):
-            raise ValueError(f"{where}: G in 'reuse:G' must be a positive divisor of num_heads={num_heads}")
+            raise ValueError(f"{where}: G in 'reuse:G' must be a positive divisor of the {num_heads} heads (a divisor of num_heads={num_heads})")
         return int(arg) if int(arg) > 1 else None  # reuse:1 is reuse
 
     def retrofit(self, spec, src):
