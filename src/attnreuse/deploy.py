@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from attnreuse._io import atomic_path
 
 __all__ = [
+    "DEFAULT_EXPORTER",
     "EXPORTERS",
     "ExportResult",
     "create_export_model",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_EXPORTER = "torchscript"  # see the module docstring; `attnreuse export --exporter` defaults to it too
 OPSET_RANGE = {"dynamo": (18, 23), "torchscript": (9, 20)}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -216,7 +218,7 @@ def export_onnx(
     *,
     opset: int = 18,
     dynamic_batch: bool = False,
-    exporter: str = "dynamo",
+    exporter: str = DEFAULT_EXPORTER,
     batch: int = 1,
     atol: float = 1e-4,
     threads: int = 2,

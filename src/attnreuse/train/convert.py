@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,41 +30,11 @@ from torch import nn
 
 from attnreuse import runs as ckpt_io
 from attnreuse._io import atomic_write_json
+from attnreuse.train.config import ConvertConfig
 from attnreuse.plan._vit_retrofit import fold_qk as _fold_qk  # noqa: F401  (tests/train/test_convert.py reaches them here)
 from attnreuse.plan._vit_retrofit import regress as _regress  # noqa: F401
 
 __all__ = ["ConvertConfig", "convert", "parse_target_plan"]
-
-
-@dataclass(frozen=True)
-class ConvertConfig:
-    """checkpoint: a train output directory (or a .safetensors file with `model`/`model_kwargs`);
-    plan: see `parse_target_plan`."""
-
-    checkpoint: str
-    plan: str
-    output: str
-    model: str | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    data: str = "digits"
-    calib_batches: int = 4
-    batch_size: int = 64
-    fit_steps: int = 500  # Adam steps of each regression (Phi: relative MSE 0.58 at 150, 0.23 at 500)
-    fit_lr: float = 5e-3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoint", "plan", "output", "data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
-        for name in ("calib_batches", "batch_size", "fit_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not isinstance(self.fit_lr, (int, float)) or self.fit_lr <= 0:
-            raise ValueError(f"fit_lr must be a positive float, got {self.fit_lr!r}")
-        if not isinstance(self.model_kwargs, dict):
-            raise TypeError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
 
 
 # The old layout spellings read like plan entries with an argument ("share:2" beside "reuse:2",
