@@ -137,8 +137,9 @@ class TrainConfig:
             raise ValueError("teacher_checkpoint needs teacher (the teacher's model name)")
         if self.limit_train_batches is not None:
             _positive("limit_train_batches", self.limit_train_batches)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32 - 1024:
+            # numpy's seed range, less room for timm's random_seed(seed + rank)
+            raise ValueError(f"seed must be a non-negative int below 2**32 - 1024, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
