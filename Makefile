@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/attnreuse demo
+
+# The import layering in pyproject.toml's [tool.importlinter] (no tool imports another; nothing
+# lower imports anything higher), imports inside functions included.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2

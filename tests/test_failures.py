@@ -13,7 +13,7 @@ from attnreuse import cli
 from attnreuse._io import new_file_mode
 from attnreuse._rundir import claim_output
 from attnreuse.models import create_model
-from attnreuse.train.checkpoint import save_model_weights
+from attnreuse.runs import save_model_weights
 
 PICO = "vit_attnreuse_pico_patch4_32"
 

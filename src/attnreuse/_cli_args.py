@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 
 
@@ -36,7 +37,7 @@ class MergeKwargs(argparse.Action):
     """`--model-kwargs a=1 b=x` or `--model-kwargs '{"a": 1}'`: the items merged into one dict."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        merged = dict(getattr(namespace, self.dest) or {})
+        merged = dict(getattr(namespace, self.dest, None) or {})
         for item in values:
             merged.update(item)
         setattr(namespace, self.dest, merged)
@@ -55,29 +56,73 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from err
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--flag` per field of the frozen dataclass `cls` (type and default from the field, help
-    from its `metadata["help"]`), plus `--config FILE` (a saved config JSON). Read them back with
-    `config_from_args`: defaults < the config file < flags given on the command line."""
-    import dataclasses
+def arg(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, flags: tuple[str, ...] = (),
+        positional: bool = False, choices: tuple | None = None, cli: bool = True):
+    """A config dataclass field with its command line: `help`, the option strings (`flags`,
+    default --field-name), a positional argument, `choices`; `cli=False` keeps it off the command line."""
+    metadata = {"help": help, "flags": tuple(flags), "positional": positional, "choices": choices, "cli": cli}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict,
+          "tuple[str, ...]": csv_list, "tuple[int, ...]": int_list}  # fmt: skip
+
+
+def _field_type(f: dataclasses.Field):
+    """(argparse type, is a tuple) of a field from its annotation (a string under postponed
+    annotations); `X | None` is X. None where the annotation is not one of these."""
+    text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    text = text.replace(" ", "").replace(",...", ", ...")
+    if text.endswith("|None"):
+        text = text[: -len("|None")]
+    kind = _TYPES.get(text)
+    return kind, text.startswith("tuple[")
+
+
+def _shown(f: dataclasses.Field) -> str:
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return "required"
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if isinstance(value, tuple):
+        return "default: " + (",".join(map(str, value)) or "none")
+    return f"default: {value}"
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per field of the frozen dataclass `cls` (type from its annotation, default and
+    help from the field: see `arg`), plus `--config FILE` (a saved config JSON). Read them back with
+    `config_from_args`: defaults < the config file < flags given on the command line. A dict field
+    takes `key=value ...` or one JSON object; a tuple field comma-separated values; a bool field
+    `--flag` / `--no-flag`."""
     parser.add_argument("--config", metavar="FILE", help=f"a saved {cls.__name__} JSON (flags given here override it)")
     for f in dataclasses.fields(cls):
-        if not f.init or f.metadata.get("cli") is False:
+        meta = f.metadata
+        if not f.init or meta.get("cli") is False:
             continue
-        default = f.default
-        kind = type(default) if default is not None and default is not dataclasses.MISSING else str
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {default})".strip()
+        kind, _ = _field_type(f)
+        if kind is None:
+            default = f.default
+            kind = type(default) if default is not None and default is not dataclasses.MISSING else str
+        help_text = f"{meta.get('help', '')} ({_shown(f)})".strip()
+        extra = {"choices": meta["choices"]} if meta.get("choices") else {}
+        if meta.get("positional"):
+            parser.add_argument(f.name, type=kind, nargs="?", default=argparse.SUPPRESS, help=help_text, **extra)
+            continue
+        flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
+        common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
+        elif kind is dict:
+            parser.add_argument(*flags, type=kwargs_item, nargs="+", action=MergeKwargs, metavar="KEY=VALUE", **common)
         else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, type=kind, **common, **extra)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **fixed):
-    """The `cls` instance `add_config_args` describes: its defaults, then `--config FILE`, then flags."""
-    import dataclasses
+    """The `cls` instance `add_config_args` describes: its defaults, then `--config FILE`, then
+    flags, then `fixed`. A required field given nowhere is a ValueError naming its flag."""
     from pathlib import Path
 
     values: dict = {}
@@ -98,4 +143,11 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed):
         if hasattr(args, f.name):
             values[f.name] = getattr(args, f.name)
     values.update(fixed)
+    for f in dataclasses.fields(cls):
+        if isinstance(values.get(f.name), list) and _field_type(f)[1]:
+            values[f.name] = tuple(values[f.name])  # JSON has no tuples
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in values:
+            flag = f.name.upper() if f.metadata.get("positional") else (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]
+            raise ValueError(f"{flag} is required (on the command line or in a --config FILE)")
     return cls(**values)

@@ -5,7 +5,7 @@ import timm
 import torch
 
 import attnreuse  # noqa: F401 - registers the attnreuse models
-from attnreuse.analysis.capture import capture_attention
+from attnreuse.capture import capture_attention
 from attnreuse.analysis.similarity import head_cosine, layer_map_cosine, layer_output_cka, linear_cka
 from attnreuse.ops import attention_map
 

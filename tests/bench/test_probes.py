@@ -7,7 +7,7 @@ import torch
 import attnreuse  # noqa: F401 - registers the models
 from attnreuse.bench import models as bm
 from attnreuse.bench.probes import PointwiseMixer, apply_mixer_probe, split_probe
-from attnreuse.export.onnx import deploy_model
+from attnreuse.deploy import deploy_model
 from attnreuse.layers import ReuseAttention2d
 
 

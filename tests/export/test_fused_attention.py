@@ -1,4 +1,4 @@
-"""Fused attention in exported graphs (`export.fuse`): ONNX Runtime's CPU kernels for the fused
+"""Fused attention in exported graphs (`onnx_fuse`): ONNX Runtime's CPU kernels for the fused
 operators against numpy, and exported attnreuse models rewritten into them against eager PyTorch,
 with the fused operators counted in the graph."""
 
@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, helper
 
 from attnreuse.export.data import digits_images
-from attnreuse.export.fuse import FUSED_OPS, count_fused, fuse_attention
+from attnreuse.onnx_fuse import FUSED_OPS, count_fused, fuse_attention
 from attnreuse.export.onnx import create_export_model, export_onnx, ort_session, run_ort
 
 PICO = "vit_attnreuse_pico_patch4_32"
@@ -129,7 +129,7 @@ def test_unknown_fused_op_is_named(tmp_path):
 def test_pipeline_config_names_the_int8_conflict():
     from attnreuse.export.pipeline import ExportConfig, export_command
 
-    with pytest.raises(ValueError, match="--fused-attention none"):
+    with pytest.raises(ValueError, match="drop --fused-attention"):
         ExportConfig(model=PICO, output="x.onnx", fused_attention="mha", int8=True)
     assert "--fused-attention mha" in export_command(ExportConfig(model=PICO, output="x.onnx", fused_attention="mha"))
 

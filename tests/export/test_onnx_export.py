@@ -7,8 +7,8 @@ import torch
 
 from attnreuse.bench.weights import randomize_batchnorms
 from attnreuse.cli import main
-from attnreuse.export.data import digits_images
-from attnreuse.export.onnx import create_export_model, export_onnx, ort_session, run_ort
+from attnreuse.data import digits_images
+from attnreuse.deploy import create_export_model, export_onnx, ort_session, run_ort
 from attnreuse.export.pipeline import ExportConfig, record_path, run_export
 
 PICO = "vit_attnreuse_pico_patch4_32"
@@ -161,7 +161,7 @@ def test_opset_out_of_range_names_the_exporter(tmp_path):
 
 
 def test_train_output_directory_as_checkpoint(tmp_path):
-    from attnreuse.train.checkpoint import save_model_weights
+    from attnreuse.runs import save_model_weights
 
     src = create_export_model(PICO, num_classes=10, model_kwargs={"attn_plan": "reuse"})
     run = tmp_path / "run"

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from attnreuse.export.data import digits_images
-from attnreuse.export.onnx import create_export_model, export_onnx, ort_session, run_ort
+from attnreuse.data import digits_images
+from attnreuse.deploy import create_export_model, export_onnx, ort_session, run_ort
 from attnreuse.export.pipeline import ExportConfig, int8_path, run_export
-from attnreuse.export.quantize import compare_int8, quantize_onnx
+from attnreuse.quantize import compare_int8, quantize_onnx
 
 PICO = "vit_attnreuse_pico_patch4_32"
 

@@ -5,7 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnreuse.layers import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual, fuse_modules
+from timm.models.efficientvit_msra import ConvNorm as TimmConvNorm
+from timm.models.efficientvit_msra import NormLinear as TimmNormLinear
+from timm.utils.model import reparameterize_model
+
+from attnreuse.layers import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual
 
 
 def _randomise_bn(module: nn.Module) -> None:
@@ -62,15 +66,37 @@ def test_normlinear_fuse_matches():
     torch.testing.assert_close(m.fuse()(x), m(x), rtol=1e-5, atol=1e-5)
 
 
-def test_fuse_modules_replaces_nested_convbn():
+def test_reparameterize_model_folds_nested_convbn():
     net = nn.Sequential(Residual(ConvBN(4, 4, 3, groups=4)), ConvFFN(4, 8), PatchMerging(4, 6))
     _randomise_bn(net)
     net.eval()
     x = torch.randn(1, 4, 7, 7)
     before = net(x)
-    fuse_modules(net)
+    reparameterize_model(net, inplace=True)
     assert not any(isinstance(m, (ConvBN, nn.BatchNorm2d)) for m in net.modules())
     torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [dict(kernel_size=3, stride=2, groups=1), dict(kernel_size=1, stride=1, groups=8)])
+def test_convbn_and_normlinear_match_timms_with_the_same_weights(cfg):
+    """ConvBN / NormLinear are timm efficientvit_msra's ConvNorm / NormLinear (same names, same maths;
+    layers/conv.py says why they are not subclasses)."""
+    ours = ConvBN(8, 8, cfg["kernel_size"], stride=cfg["stride"], groups=cfg["groups"])
+    theirs = TimmConvNorm(8, 8, cfg["kernel_size"], cfg["stride"], cfg["kernel_size"] // 2, groups=cfg["groups"])
+    _randomise_bn(ours)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 9, 7)
+    for mode in (True, False):
+        ours.train(mode), theirs.train(mode)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.fuse()(x), theirs.fuse()(x), rtol=1e-5, atol=1e-5)
+    lin, timm_lin = NormLinear(12, 5), TimmNormLinear(12, 5)
+    _randomise_bn(lin)
+    timm_lin.load_state_dict(lin.state_dict())
+    lin.eval(), timm_lin.eval()
+    y = torch.randn(3, 12)
+    torch.testing.assert_close(lin(y), timm_lin(y), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lin.fuse()(y), timm_lin.fuse()(y), rtol=1e-5, atol=1e-5)
 
 
 def test_patch_merging_halves_with_ceil():

@@ -15,7 +15,7 @@ def test_jobs_cover_rows_seeds_and_retrofits(tmp_path):
     assert [j.output.name for j in train] == ["vit-mha-s3", "vit-mha-s4", "vit-taylor-s3", "vit-taylor-s4"]
     assert all("--img-size" in j.argv and j.argv[j.argv.index("--img-size") + 1] == "16" for j in train)
     assert [j.output.name for j in converts] == ["share-s3", "share-s4", "skip-s3", "skip-s4"]
-    assert converts[2].argv[converts[2].argv.index("--plan") + 1] == "skip:1,2"
+    assert converts[2].argv[converts[2].argv.index("--plan") + 1] == "skipat:1,2"
     tune = tunes[0].argv
     assert tune[tune.index("--epochs") + 1] == "2"  # 20% of 10 epochs
     assert tune[tune.index("--teacher") + 1] == str(tmp_path / "train" / "vit-mha-s3")
@@ -54,7 +54,7 @@ def test_bad_configuration_is_named(kwargs, match):
 def test_quick_study_end_to_end_and_reuse(tmp_path):
     cfg = StudyConfig(output=str(tmp_path), rows=("vit-mha", "vit-taylor"), seeds=(0,), retrofits=("share",), quick=True)
     report = run_study(cfg).read_text()
-    for needle in ("| vit-mha |", "| vit-taylor |", "share (`share:2`)", "Reproduce:"):
+    for needle in ("| vit-mha |", "| vit-taylor |", "share (`mapshare:2`)", "Reproduce:"):
         assert needle in report, needle
     data = json.loads((tmp_path / "study.json").read_text())
     assert set(data["rows"]) == {"vit-mha", "vit-taylor"} and set(data["retrofits"]) == {"share"}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attnreuse.cli import main
-from attnreuse.train import checkpoint as ckpt_io
+from attnreuse import runs as ckpt_io
 from attnreuse.train.convert import ConvertConfig, _fold_qk, convert, parse_target_plan
 from attnreuse.train.loop import train
 

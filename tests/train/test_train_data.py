@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnreuse.train.data import build_transform, make_eval_loader, make_train_loader, open_data
+from attnreuse.data import build_transform, make_eval_loader, make_train_loader, open_data
 
 
 def _labels(ds):

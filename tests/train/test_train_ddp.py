@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from attnreuse.train import checkpoint as ckpt_io
+from attnreuse import runs as ckpt_io
 from attnreuse.train.loop import train
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from attnreuse.train import checkpoint as ckpt_io
+from attnreuse import runs as ckpt_io
 from attnreuse.train.loop import train
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attnreuse._io import atomic_path, atomic_write_json
-from attnreuse.analysis.capture import capture_attention
+from attnreuse.capture import capture_attention
 from attnreuse.analysis.similarity import head_cosine, layer_map_cosine, layer_output_cka
 from attnreuse.analysis.suggest import geometry_of, head_groups, suggest_plan
 
@@ -58,25 +58,18 @@ class AnalyzeConfig:
 
 def load_model(model: str | None, model_kwargs: dict, checkpoint: str | None) -> tuple[nn.Module, str]:
     """(model in eval mode, its name) from a name (random or given weights) or a run directory."""
-    from attnreuse.models import create_model
-    from attnreuse.train.checkpoint import MODEL_JSON, load_into, load_model_dir, load_weights
+    from attnreuse.runs import load_model as load_run_model
+    from attnreuse.runs import read_model_spec
 
-    if checkpoint is not None and (Path(checkpoint) / MODEL_JSON).is_file():
-        net, spec = load_model_dir(checkpoint)
-        if model is not None and model != spec["name"]:
-            raise ValueError(f"model {model!r} differs from the checkpoint's model {spec['name']!r}")
-        return net, spec["name"]
-    if model is None:
+    if model is None and (checkpoint is None or read_model_spec(checkpoint) is None):
         raise ValueError(f"checkpoint {checkpoint} is not a train/convert directory: give --model too")
-    net = create_model(model, **model_kwargs)
-    if checkpoint is not None:
-        load_into(net, load_weights(checkpoint), checkpoint)
-    return net.eval(), model
+    net, spec = load_run_model(model, model_kwargs, checkpoint)
+    return net, spec["name"]
 
 
 def sample_batches(model: nn.Module, data: str, batches: int, batch_size: int) -> list[Tensor]:
     """The first `batches` batches [B, 3, S, S] of the validation split, at the model's input size."""
-    from attnreuse.train.data import build_transform, open_data
+    from attnreuse.data import build_transform, open_data
 
     size = getattr(getattr(model, "patch_embed", None), "img_size", None) or getattr(model, "img_size", None)
     if size is None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnreuse.analysis.capture import LayerCapture
+from attnreuse.capture import LayerCapture
 from attnreuse.measure import linear_cka
 
 __all__ = ["head_cosine", "layer_map_cosine", "layer_output_cka", "linear_cka"]

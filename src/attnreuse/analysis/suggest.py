@@ -1,14 +1,11 @@
 """Suggest an attention plan for a MAC budget from measured similarities, with the predicted saving.
 
-MACs per block (N tokens incl. prefix, Np patch tokens, C channels, h heads, d = C/h, G maps,
-F MLP hidden width, k Phi's depthwise kernel); multiply-accumulates, biases/norms/softmax ignored:
-  mlp      2 N C F                              (every block)
-  mha      4 N C^2 + 2 N^2 C                    (qkv, Q K^T, A V, proj)
-  reuse:G  2 N C G d + 2 N C^2 + G N^2 d + N^2 C (q/k for G maps, v, Q K^T, A V, proj)
-  share    2 N C^2 + N^2 C                      (v, A V with the earlier map, proj)
-  skip     4 Np C^2 + 2 Np C k^2                (SkipAt Phi: C -> 2C, dwconv k x k, 2C -> C)
-  taylor   4 N C^2 + 2 N C d                    (qkv, proj, K^T V and Q (K^T V) per head)
-plus the patch embedding (Np C 3 p^2) and the classifier.
+MACs per block are counted, not written out: one attnreuse ViT block of the entry's kind is built
+at the geometry's sizes and run once under PyTorch's FLOP counter (`measure.count_call_macs`:
+multiply-accumulates, biases/norms/softmax ignored). For N tokens, C channels, d = C/h, G maps and
+MLP width F that is, e.g., 4 N C^2 + 2 N^2 C + 2 N C F for "mha" and 2 N C^2 + N^2 C + 2 N C F for
+"share"; a new kind is costed the day it is registered. The whole model adds the patch embedding
+(Np C 3 p^2) and the classifier.
 
 The greedy choice: repeatedly take the change whose similarity score is highest among those that
 still apply (share: same-head map cosine with the map it would use; skip: CKA of the layer's attention
@@ -19,16 +16,17 @@ pairwise measurements: the accuracy of the combined plan is a prediction to chec
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 
-from attnreuse.analysis.capture import vit_blocks
+from attnreuse.capture import vit_blocks
+from attnreuse.plan import get_kind, parse_entry
 
-__all__ = ["Geometry", "geometry_of", "head_groups", "plan_macs", "suggest_plan"]
-
-MAP_KINDS = ("mha", "reuse")
+__all__ = ["Geometry", "block_macs", "geometry_of", "head_groups", "plan_macs", "suggest_plan"]
 
 
 @dataclass(frozen=True)
@@ -62,26 +60,25 @@ def geometry_of(model: nn.Module, tokens: int) -> Geometry:
     )
 
 
-def _kind(entry: str) -> tuple[str, int]:
-    kind, _, arg = entry.partition(":")
-    return kind, int(arg) if arg else 1
-
-
+@functools.lru_cache(maxsize=64)
 def block_macs(g: Geometry, entry: str) -> int:
-    """MACs of one block whose attention is the plan entry ("mha", "reuse:G", "share", ...)."""
-    N, C, d = g.tokens, g.dim, g.dim // g.heads
-    Np = N - g.prefix_tokens
-    kind, G = _kind(entry)
-    attn = {
-        "mha": lambda: 4 * N * C * C + 2 * N * N * C,
-        "reuse": lambda: 2 * N * C * G * d + 2 * N * C * C + G * N * N * d + N * N * C,
-        "share": lambda: 2 * N * C * C + N * N * C,
-        "skip": lambda: 4 * Np * C * C + 2 * Np * C * g.skip_kernel**2,
-        "taylor": lambda: 4 * N * C * C + 2 * N * C * d,
-    }
-    if kind not in attn:
-        raise ValueError(f"plan entry {entry!r} is not one of {sorted(attn)}")
-    return attn[kind]() + 2 * N * C * g.mlp_hidden
+    """MACs of one block whose attention is the plan entry ("mha", "reuse:G", "share", ...),
+    counted on a block of that kind built at `g`'s sizes (see the module docstring)."""
+    from attnreuse.measure import count_call_macs
+    from attnreuse.models.vit import PlanBlock
+
+    spec = parse_entry(entry, g.heads)
+    N, C, Np = g.tokens, g.dim, g.tokens - g.prefix_tokens
+    with torch.random.fork_rng(devices=[]):  # building the block draws weights: leave the caller's RNG as it was
+        blk = PlanBlock(
+            C, g.heads, mlp_ratio=(g.mlp_hidden + 0.5) / C, qkv_bias=True, spec=spec,
+            num_prefix_tokens=g.prefix_tokens, skip_kernel_size=g.skip_kernel,
+        ).eval()  # fmt: skip
+    x = torch.zeros(1, N, C)
+    attn_map = torch.full((1, g.heads, N, N), 1.0 / N)  # what a map-applying kind is handed
+    side = math.isqrt(Np)
+    grid = (side, side) if side * side == Np else (1, Np)
+    return count_call_macs(lambda: blk(x, attn_map, x, grid))
 
 
 def plan_macs(g: Geometry, plan: list[str]) -> int:
@@ -104,16 +101,20 @@ def head_groups(cos: Tensor, threshold: float) -> list[list[int]]:
     return groups
 
 
-def _source(plan: list[str], layer: int) -> int | None:
+def _kind(entry: str, heads: int):
+    return get_kind(parse_entry(entry, heads).kind)
+
+
+def _source(plan: list[str], layer: int, heads: int) -> int | None:
     """The nearest earlier layer computing a map (what a "share" at `layer` would apply)."""
     for j in range(layer - 1, -1, -1):
-        if _kind(plan[j])[0] in MAP_KINDS:
+        if _kind(plan[j], heads).computes_map:
             return j
     return None
 
 
-def _sources_in_use(plan: list[str]) -> set[int]:
-    return {_source(plan, i) for i, e in enumerate(plan) if e == "share"}
+def _sources_in_use(plan: list[str], heads: int) -> set[int]:
+    return {_source(plan, i, heads) for i, e in enumerate(plan) if _kind(e, heads).needs_map}
 
 
 def suggest_plan(
@@ -136,12 +137,12 @@ def suggest_plan(
     target = budget * base
     changes = []
     while plan_macs(g, plan) > target:
-        used = _sources_in_use(plan)
+        used = _sources_in_use(plan, g.heads)
         options = []
         for i in range(g.depth):
-            if plan[i] not in ("mha", "reuse") or i in used:
+            if not _kind(plan[i], g.heads).computes_map or i in used:  # the changes below replace a map-computing layer
                 continue
-            src = _source(plan, i)
+            src = _source(plan, i, g.heads)
             if src is not None and not math.isnan(float(map_cos[i, src])):
                 options.append((float(map_cos[i, src]), "share", i, f"map cosine with layer {src}"))
             if i > 0 and not math.isnan(float(output_cka[i, i - 1])):

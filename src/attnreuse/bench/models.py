@@ -148,7 +148,7 @@ class ModelBenchConfig:
 
     def __post_init__(self) -> None:
         from attnreuse.bench.runtimes import RUNTIMES
-        from attnreuse.export.quantize import QUANT_MODES
+        from attnreuse.quantize import QUANT_MODES
 
         for name in ("models", "img_sizes", "runtimes"):
             if not isinstance(getattr(self, name), tuple):
@@ -210,8 +210,8 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     from attnreuse.bench.runtimes import prepare_runtime
     from attnreuse.measure import measure_peak_bytes
     from attnreuse.bench.weights import randomize_batchnorms
-    from attnreuse.export.data import digits_images
-    from attnreuse.export.onnx import create_export_model, deploy_model, input_spec
+    from attnreuse.data import digits_images
+    from attnreuse.deploy import create_export_model, deploy_model, input_spec
 
     base = dict(
         model=name, family=family_of(name), baseline=baseline_of(name), img_size=img_size,

@@ -2,11 +2,11 @@
 
 - "eager":    PyTorch eager, `torch.inference_mode`, the deployed (ConvBN-folded) model.
 - "compile":  `torch.compile` (inductor, CPU C++ code generation) of the deployed model.
-- "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.export`, parity-checked).
+- "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.deploy`, parity-checked).
 - "ort-int8": ONNX Runtime of that file quantised to int8 (static, calibrated on digits train
               images, or dynamic).
 - "ort-fused": ONNX Runtime fp32 of the export with every attention rewritten into com.microsoft
-              MultiHeadAttention (`export.fuse`), parity-checked like "ort": time it beside "ort".
+              MultiHeadAttention (`onnx_fuse`), parity-checked like "ort": time it beside "ort".
 Threads: torch uses `threads` intra-op threads (set by the caller); ONNX Runtime sessions are
 pinned with `intra_op_num_threads=threads` and one inter-op thread.
 """
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 __all__ = ["RUNTIMES", "prepare_runtime"]
 
 RUNTIMES = ("eager", "compile", "ort", "ort-int8", "ort-fused")
-FUSED_OP = "mha"  # the operator "ort-fused" rewrites attention into (export.fuse.FUSED_OPS)
+FUSED_OP = "mha"  # the operator "ort-fused" rewrites attention into (onnx_fuse.FUSED_OPS)
 
 
 def _eager(model: nn.Module, x: Tensor) -> Callable[[], Any]:
@@ -63,7 +63,7 @@ def prepare_runtime(
         call()
         return call, {"compile_s": time.perf_counter() - t0}
 
-    from attnreuse.export.onnx import INPUT_NAME, export_onnx, ort_session
+    from attnreuse.deploy import INPUT_NAME, export_onnx, ort_session
 
     if runtime == "ort-fused":
         fused = work_dir / "model.fused.onnx"
@@ -78,12 +78,13 @@ def prepare_runtime(
     fp32 = work_dir / "model.onnx"
     info: dict = {}
     if runtime == "ort" or not fp32.is_file():
-        result = export_onnx(model, fp32, x, batch=len(x), threads=threads, fold=False)
+        # bench models has always timed the torch.export-based graph; export_onnx defaults to the TorchScript one
+        result = export_onnx(model, fp32, x, batch=len(x), threads=threads, fold=False, exporter="dynamo")
         info.update(onnx_max_abs_diff=result.max_abs_diff, onnx_max_abs_logit=result.max_abs_output,
                     onnx_size_bytes=result.size_bytes)
     path = fp32
     if runtime == "ort-int8":
-        from attnreuse.export.quantize import quantize_onnx
+        from attnreuse.quantize import quantize_onnx
 
         path = quantize_onnx(fp32, work_dir / "model.int8.onnx", mode=int8_mode, calib_images=calib_images)
         info.update(int8_mode=int8_mode, onnx_size_bytes=path.stat().st_size)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from attnreuse._cli_args import arg
+from attnreuse.deploy import DEFAULT_EXPORTER, EXPORTERS
 
 __all__ = ["ExportConfig", "export_command", "int8_path", "record_path", "run_export"]
 
@@ -25,34 +28,36 @@ def _positive_int(name: str, value, allow_none: bool = False) -> None:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    model: str  # any name timm knows once attnreuse is imported
-    output: str  # the fp32 .onnx file
-    model_kwargs: dict = field(default_factory=dict)  # e.g. {"attn_plan": ["mha", "share"] * 6}
-    checkpoint: str | None = None  # a state dict file (torch or safetensors), loaded strictly
-    num_classes: int | None = None  # default: the checkpoint's classifier width, else the model's
-    img_size: int | None = None  # default: the model's pretrained_cfg input size
-    batch: int = 1  # the exported batch (with dynamic_batch: the example batch)
-    dynamic_batch: bool = False
-    opset: int = 18
-    exporter: str = "torchscript"  # or "dynamo" (torch.export based; slower to export)
-    atol: float = 1e-4  # max abs logit difference ONNX Runtime vs PyTorch
-    check_images: int = 16  # digits test images for the parity check
-    int8: bool = False
-    calib: str | None = None  # "digits" or an ImageFolder: static int8 (else dynamic)
-    calib_images: int = 64
-    eval_data: str = "digits"  # "digits" (test split) or an ImageFolder for int8 agreement
-    eval_images: int | None = None  # default: all of eval_data
-    threads: int = 2  # ONNX Runtime intra-op threads for checks and timings
-    # rewrite attention into one fused ONNX Runtime op: "mha" (com.microsoft MultiHeadAttention) or
-    # "attention" (ONNX Attention, opset 23); None keeps MatMul/Softmax/MatMul (export.fuse). Off by
-    # default: parity held on every plan tested, but on ViT-S/16 at 224 under ORT (2026-11-30, AMD
-    # EPYC, 1 thread, a shared machine: rough) paired rounds found no speed difference, and ORT's
-    # static int8 quantiser cannot calibrate the fused graph
-    fused_attention: str | None = None
+    model: str = arg(help="model name (any name timm knows once attnreuse is imported), e.g. uniform_s",
+                     positional=True)
+    output: str = arg(help="the fp32 .onnx file to write", flags=("--output", "-o"))
+    model_kwargs: dict = arg(help='model arguments (key=value ... or one JSON object), e.g. \'{"attn_plan": "taylor"}\'',
+                             default_factory=dict)
+    checkpoint: str | None = arg(None, "state dict file (torch or safetensors) or train run directory, loaded strictly")
+    num_classes: int | None = arg(None, "classifier width (None: the checkpoint's, else the model's)")
+    img_size: int | None = arg(None, "input resolution (None: the model's pretrained_cfg input size)")
+    batch: int = arg(1, "exported batch size (with --dynamic-batch: the example batch)")
+    dynamic_batch: bool = arg(False, "make the batch dimension dynamic")
+    opset: int = arg(18, "ONNX opset")
+    exporter: str = arg(DEFAULT_EXPORTER, "torch.onnx exporter (torchscript: faster export, smaller graph; "
+                        "dynamo: torch.export based)", choices=EXPORTERS)
+    atol: float = arg(1e-4, "parity tolerance: max abs logit difference ONNX Runtime vs PyTorch")
+    check_images: int = arg(16, "digits test images for the parity check")
+    int8: bool = arg(False, "also write FILE.int8.onnx (dynamic quantization; static with --calib)")
+    calib: str | None = arg(None, "'digits' or an ImageFolder: static int8 calibrated on it")
+    calib_images: int = arg(64, "calibration images")
+    eval_data: str = arg("digits", "'digits' (test split) or an ImageFolder for int8 top-1 agreement")
+    eval_images: int | None = arg(None, "images of eval_data for int8 agreement (None: all)")
+    threads: int = arg(2, "ONNX Runtime intra-op threads for checks and timings")
+    # Off by default: parity held on every plan tested, but on ViT-S/16 at 224 under ORT (2026-11-30,
+    # AMD EPYC, 1 thread, a shared machine: rough) paired rounds found no speed difference, and ORT's
+    # static int8 quantiser cannot calibrate the fused graph.
+    fused_attention: str | None = arg(
+        None, "rewrite each attention into one fused ONNX Runtime op: mha = com.microsoft "
+        "MultiHeadAttention, attention = ONNX Attention (opset 23); not given: keep MatMul/Softmax/MatMul "
+        "(int8 needs that)", choices=("mha", "attention"))
 
     def __post_init__(self) -> None:
-        from attnreuse.export.onnx import EXPORTERS
-
         for name in ("model", "output"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
@@ -65,14 +70,14 @@ class ExportConfig:
         for name in ("num_classes", "img_size", "eval_images"):
             _positive_int(name, getattr(self, name), allow_none=True)
         if self.fused_attention is not None:
-            from attnreuse.export.fuse import FUSED_OPS
+            from attnreuse.onnx_fuse import FUSED_OPS
 
             if self.fused_attention not in FUSED_OPS:
                 raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {self.fused_attention!r}")
         if self.fused_attention is not None and self.int8:
             raise ValueError(
                 "int8 quantisation (onnxruntime.quantization) cannot calibrate the fused attention ops; "
-                "export with fused_attention=None (--fused-attention none) for int8"
+                "export without fused_attention (drop --fused-attention) for int8"
             )
         if self.exporter not in EXPORTERS:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
@@ -98,13 +103,16 @@ def export_command(config: ExportConfig) -> str:
 
     argv = ["attnreuse", "export", config.model, "--output", config.output]
     defaults = ExportConfig(model=config.model, output=config.output)
-    for name in ("checkpoint", "num_classes", "img_size", "batch", "opset", "exporter", "atol", "calib", "calib_images", "eval_data", "threads", "fused_attention"):
-        value = getattr(config, name)
-        if value != getattr(defaults, name):
-            argv += [f"--{name.replace('_', '-')}", "none" if value is None else str(value)]
-    if config.model_kwargs:
-        argv += ["--model-kwargs", json.dumps(config.model_kwargs)]
-    argv += [flag for flag, on in (("--dynamic-batch", config.dynamic_batch), ("--int8", config.int8)) if on]
+    for f in dataclasses.fields(ExportConfig):  # every flag is a field (the CLI is generated from them)
+        value, flag = getattr(config, f.name), "--" + f.name.replace("_", "-")
+        if f.name in ("model", "output") or value == getattr(defaults, f.name):
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value)]
+        else:
+            argv += [flag, str(value)]
     return shlex.join(argv)
 
 
@@ -136,9 +144,9 @@ def run_export(config: ExportConfig) -> dict:
     """Export (and optionally quantise) `config.model`; returns the record also written to JSON."""
     from attnreuse._io import atomic_write_json
     from attnreuse.measure import machine_record
-    from attnreuse.export.data import load_images
-    from attnreuse.export.onnx import create_export_model, export_onnx, input_spec
-    from attnreuse.export.quantize import compare_int8, quantize_onnx
+    from attnreuse.data import load_images
+    from attnreuse.deploy import create_export_model, export_onnx, input_spec
+    from attnreuse.quantize import compare_int8, quantize_onnx
 
     out = Path(config.output)
     _check_writable(out)

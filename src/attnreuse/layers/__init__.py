@@ -1,7 +1,7 @@
 """nn.Modules built on `attnreuse.ops`: attention layers on token sequences [B, N, C] and UniForm's conv/mixer pieces on maps [B, C, H, W]."""
 
 from attnreuse.layers.attention import Attention
-from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual, fuse_modules
+from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual
 from attnreuse.layers.linear import LinearAttention
 from attnreuse.layers.reuse_mixer import ReuseAttention2d, window_partition, window_reverse
 from attnreuse.layers.skipat import EfficientChannelAttention, SkipAtPhi
@@ -24,7 +24,6 @@ __all__ = [
     "PatchMerging",
     "Residual",
     "ReuseAttention2d",
-    "fuse_modules",
     "window_partition",
     "window_reverse",
 ]

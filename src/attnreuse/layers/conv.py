@@ -3,8 +3,15 @@
 `ConvBN` (a bias-free conv followed by BatchNorm, folded into one conv by `fuse()` for deployment),
 `NormLinear` (BatchNorm1d + Linear classifier, folded by `fuse()`), `Residual` (x + m(x) with
 per-sample stochastic depth), `ConvFFN` (1x1 -> ReLU -> 1x1), `PatchMerging` (1x1 expand,
-stride-2 depthwise 3x3, squeeze-excite, 1x1 project) and `fuse_modules`, which folds a whole tree.
-Every module here takes and returns NCHW maps [B, C, H, W] (NormLinear: [B, C]).
+stride-2 depthwise 3x3, squeeze-excite, 1x1 project). A whole tree is folded by timm's
+`reparameterize_model`, which calls every `fuse()`. Every module here takes and returns NCHW maps
+[B, C, H, W] (NormLinear: [B, C]).
+
+ConvBN and NormLinear are timm's `efficientvit_msra.ConvNorm` / `NormLinear` with the same parameter
+names and the same maths (tests/layers/test_conv.py checks both against timm's with the same
+weights). They are not subclasses because timm's fall short here: ConvNorm pads 0 by default (these
+pad "same"), runs a 1x1 depthwise conv as a conv (ConvBN multiplies: see `channel_scale`), and both
+timm `fuse()`s build the folded layer on the default device and dtype, not the weights'.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import torch
 from timm.layers import DropPath, SqueezeExcite, trunc_normal_
 from torch import Tensor, nn
 
-__all__ = ["ConvBN", "ConvFFN", "NormLinear", "PatchMerging", "Residual", "fuse_modules"]
+__all__ = ["ConvBN", "ConvFFN", "NormLinear", "PatchMerging", "Residual"]
 
 
 class ConvBN(nn.Module):
@@ -133,17 +140,3 @@ class PatchMerging(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.conv2(self.act(self.conv1(x))))
         return self.conv3(self.se(x))
-
-
-def fuse_modules(module: nn.Module) -> nn.Module:
-    """Replace, in place, every descendant that has a `fuse()` method by what it returns.
-
-    Modules whose `fuse()` rewrites their own children and returns themselves work too. Returns
-    `module`. Folding uses BatchNorm running statistics, so call it on a model in eval mode.
-    """
-    for name, child in module.named_children():
-        if hasattr(child, "fuse"):
-            setattr(module, name, child.fuse())
-        else:
-            fuse_modules(child)
-    return module

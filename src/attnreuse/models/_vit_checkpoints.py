@@ -6,9 +6,9 @@ Sources understood:
   `param_1..param_6` Phi modules (`linear1.0`, `dwconv.0`, `linear2.0`, `eca.conv`), the i-th
   of which belongs to the i-th skipped layer.
 - ViTALiTy's DeiT checkpoints: DeiT keys plus quantiser state under `blocks.N.attn.quant*`.
-Per plan kind: "mha", "taylor" and "reuse:<num_heads>" keep `attn.qkv`; "share" and grouped
-"reuse" keep only the V rows of `qkv` as `attn.v` (their q/k rows are dropped; "reuse" gets new
-`attn.qk`); "skip" drops `norm1` and `attn` (and gets `phi`). Checkpoints already in a plan's
+Per plan kind (`Kind.vit_dense_weights`): "mha", "taylor" and "reuse:<num_heads>" keep `attn.qkv`;
+"share" and grouped "reuse" keep only the V rows of `qkv` as `attn.v` (their q/k rows are dropped;
+"reuse" gets new `attn.qk`); "skip" drops `norm1` and `attn` (and gets `phi`). Checkpoints already in a plan's
 layout (`attn.qk`, `attn.v`, `phi`: saved attnreuse models) pass through unchanged.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from timm.models.vision_transformer import checkpoint_filter_fn as timm_checkpoint_filter_fn
 from torch import Tensor, nn
 
-from attnreuse.models._plan import LayerSpec, format_plan, parse_plan
+from attnreuse.plan import LayerSpec, format_plan, get_kind, parse_plan
 
 __all__ = ["ConversionReport", "checkpoint_filter_fn", "convert_state_dict"]
 
@@ -102,11 +102,11 @@ def _v_rows(t: Tensor) -> Tensor:
 
 def _convert_block(key: str, i: int, rest: str, spec: LayerSpec, fused_source: bool, num_heads: int, value: Tensor, out, renamed, dropped):
     """Place one `blocks.i.*` tensor; `fused_source`: the checkpoint's block i has a fused `attn.qkv`."""
-    fused_target = spec.kind in ("mha", "taylor") or (spec.kind == "reuse" and spec.qk_heads == num_heads)
-    to_split = fused_source and not fused_target
+    keeps = get_kind(spec.kind).vit_dense_weights(spec, num_heads)
+    to_split = fused_source and keeps == "values"
     if rest.startswith("attn.quant"):
         dropped.append(key)  # ViTALiTy quantiser statistics: no counterpart
-    elif spec.kind == "skip" and rest.startswith(("norm1.", "attn.")):
+    elif keeps == "none" and rest.startswith(("norm1.", "attn.")):
         dropped.append(key)
     elif to_split and rest in ("attn.qkv.weight", "attn.qkv.bias"):
         target = f"blocks.{i}.attn.v.{rest.rsplit('.', 1)[1]}"
@@ -140,8 +140,8 @@ def convert_state_dict(
     `checkpoint_filter_fn` runs timm's position-embedding resampling first.
     """
     sd = _unwrap(state_dict)
-    specs = parse_plan(attn_plan, _depth(sd), num_heads, owner="the checkpoint")
-    skip_layers = [i for i, s in enumerate(specs) if s.kind == "skip"]
+    specs = parse_plan(attn_plan, _depth(sd), num_heads, owner="the checkpoint", name="attn_plan", depth_name="depth")
+    skip_layers = [i for i, s in enumerate(specs) if s.kind == "skip"]  # SkipAt's param_N: the N-th of them
     out: dict[str, Tensor] = {}
     renamed: list[tuple[str, str]] = []
     dropped: list[str] = []

@@ -36,7 +36,7 @@ from timm.models import (
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
-from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual, fuse_modules
+from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual
 from attnreuse.layers.reuse_mixer import ReuseAttention2d
 from attnreuse.ops.backend import symbolic_tracing
 
@@ -250,7 +250,9 @@ class UniForm(nn.Module):
         """
         if self.training:
             raise ValueError("fuse() folds BatchNorm running statistics; call model.eval() first")
-        return fuse_modules(self)
+        from timm.utils.model import reparameterize_model
+
+        return reparameterize_model(self, inplace=True)
 
     def forward_intermediates(
         self,

@@ -11,9 +11,11 @@ state dict loads into any plan through `checkpoint_filter_fn` (see `convert_stat
     model = timm.create_model("vit_skipat_tiny_patch16_224", pretrained=True,
                               pretrained_cfg_overlay=dict(file="skipat_tiny.pth"))
 
-Plans (`attnreuse.models._plan`): "mha", "reuse" / "reuse:G", "share", "skip", "taylor"; one for
-every layer or one per layer. Blocks pass along the latest softmax map (for "share") and the
-previous attention output (for "skip"); the map is only materialised by a layer a "share" uses.
+Plans (`attnreuse.plan`, one grammar for every host): "mha", "reuse" / "reuse:G", "share",
+"skip", "taylor" or any registered kind; one for every layer or one per layer. Each block's
+modules come from its kind (`Kind.vit_modules`, `vit_attend`); blocks pass along the latest
+softmax map (for kinds that apply one) and the previous attention output (for kinds that read
+it); a map is only materialised by a layer a later one applies.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ from timm.models._manipulate import checkpoint
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from attnreuse.layers import Attention, SkipAtPhi, TaylorAttention
-from attnreuse.models._plan import LayerSpec, format_plan, map_sources, parse_plan
+from attnreuse.plan import LayerSpec, VitBlockArgs, format_plan, get_kind, map_sources, parse_plan
 from attnreuse.ops.backend import symbolic_tracing
 from attnreuse.models._vit_checkpoints import ConversionReport, checkpoint_filter_fn, convert_state_dict
 
@@ -52,8 +53,9 @@ class PlanBlock(nn.Module):
     """timm's pre-norm ViT block whose attention is one plan entry; x: [B, N, C] -> [B, N, C].
 
     Parameter names as timm's `Block` (`norm1`, `attn`, `ls1`, `norm2`, `mlp`, `ls2`); the
-    attention is `attnreuse.layers.Attention` ("mha", "reuse", "share" = V only) or
-    `TaylorAttention`; a "skip" block has no `norm1`/`attn` but `phi` (`SkipAtPhi`).
+    modules in place of `norm1`/`attn` are the kind's (`Kind.vit_modules`): `attnreuse.layers.Attention`
+    for "mha", "reuse" and "share" (V only), `TaylorAttention` for "taylor", `phi` (`SkipAtPhi`)
+    with no `norm1`/`attn` for "skip".
     forward(x, attn_map, prev_out, grid) -> (x, attn_map, attn_out): `attn_map` is the latest
     softmax map a later "share" layer needs (else None), `attn_out` this layer's attention output
     (after `proj`, before layer scale and residual), `grid` the (H, W) patch grid.
@@ -96,28 +98,20 @@ class PlanBlock(nn.Module):
             raise ValueError("scale_attn_norm=True is not supported by the attnreuse ViT blocks")
         self.spec = spec
         self.kind = spec.kind
+        self.plan_kind = get_kind(spec.kind)
         self.emit_map = emit_map
         self.num_prefix_tokens = num_prefix_tokens
-        attn_args = dict(qkv_bias=qkv_bias, proj_bias=proj_bias, proj_drop=proj_drop)
-        if self.kind == "skip":
-            self.phi = SkipAtPhi(dim, kernel_size=skip_kernel_size)
-        else:
-            self.norm1 = norm_layer(dim)
-            if self.kind == "taylor":
-                self.attn = TaylorAttention(
-                    dim, num_heads, qk_norm=qk_norm, norm_layer=norm_layer, center=taylor_center,
-                    use_sparse=taylor_sparse, sparse_threshold=taylor_sparse_threshold,
-                    sparse_mode=taylor_sparse_mode, sparse_anneal=taylor_sparse_anneal, **attn_args,
-                )
-            elif self.kind == "share":
-                self.attn = Attention(dim, num_heads, attn_drop=attn_drop, v_only=True, **attn_args)
-            else:
-                qk_heads = num_heads if self.kind == "mha" else self.spec.qk_heads
-                qk_dim = reuse_qk_dim if self.kind == "reuse" and qk_heads != num_heads else None
-                self.attn = Attention(
-                    dim, num_heads, qk_heads=qk_heads, qk_dim=qk_dim, qk_norm=qk_norm,
-                    norm_layer=norm_layer, attn_drop=attn_drop, **attn_args,
-                )
+        options = dict(
+            reuse_qk_dim=reuse_qk_dim, taylor_center=taylor_center, taylor_sparse=taylor_sparse,
+            taylor_sparse_threshold=taylor_sparse_threshold, taylor_sparse_mode=taylor_sparse_mode,
+            taylor_sparse_anneal=taylor_sparse_anneal, skip_kernel_size=skip_kernel_size,
+        )  # fmt: skip
+        args = VitBlockArgs(
+            dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, proj_bias=proj_bias, proj_drop=proj_drop,
+            attn_drop=attn_drop, norm_layer=norm_layer, num_prefix_tokens=num_prefix_tokens, options=options,
+        )  # fmt: skip
+        for name, module in self.plan_kind.vit_modules(spec, args).items():
+            self.add_module(name, module)
         self.ls1 = LayerScale(dim, init_values=init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -140,19 +134,9 @@ class PlanBlock(nn.Module):
     def forward(
         self, x: Tensor, attn_map: Tensor | None, prev_out: Tensor | None, grid: tuple[int, int]
     ) -> tuple[Tensor, Tensor | None, Tensor]:
-        if self.kind == "skip":
-            # SkipAt: Phi on the patch tokens of the previous attention output; the prefix (CLS)
-            # tokens keep the previous layer's, i.e. the last computed layer's, output.
-            p = self.num_prefix_tokens
-            attn_out = torch.cat([prev_out[:, :p], self.phi(prev_out[:, p:], grid)], dim=1)
-        elif self.kind == "share":
-            attn_out = self.attn(self.norm1(x), attn_map=attn_map)
-        elif self.emit_map:
-            attn_out, attn_map = self.attn(self.norm1(x), return_map=True)
-        else:
-            attn_out = self.attn(self.norm1(x))
-            if self.kind in ("mha", "reuse"):
-                attn_map = None  # no later layer uses an older map
+        attn_out, new_map = self.plan_kind.vit_attend(self, x, attn_map, prev_out, grid)
+        if self.plan_kind.computes_map:
+            attn_map = new_map  # this layer's map when a later layer applies it; no older map lives on
         x = x + self.drop_path1(self.ls1(attn_out))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, attn_map, attn_out
@@ -223,11 +207,12 @@ class AttnReuseVisionTransformer(VisionTransformer):
             raise ValueError(
                 f"img_size={img_size} must be a multiple of patch_size={patch_size} (or pass dynamic_img_pad=True)"
             )
-        specs = parse_plan(attn_plan, depth, num_heads)
+        specs = parse_plan(attn_plan, depth, num_heads, name="attn_plan", depth_name="depth")
         if reuse_qk_dim is not None:
             _positive_int("reuse_qk_dim", reuse_qk_dim)
-        if any(s.kind == "skip" for s in specs) and kwargs.get("patch_drop_rate", 0.0) > 0:
-            raise ValueError("patch_drop_rate > 0 breaks the token grid that 'skip' layers (SkipAt Phi) need")
+        grid_kinds = sorted({s.kind for s in specs if get_kind(s.kind).needs_grid})
+        if grid_kinds and kwargs.get("patch_drop_rate", 0.0) > 0:
+            raise ValueError(f"patch_drop_rate > 0 breaks the token grid that {grid_kinds} layers need")
         num_prefix_tokens = int(kwargs.get("class_token", True)) + kwargs.get("reg_tokens", 0)
         block_fn = _PlanBlocks(
             specs,
@@ -254,7 +239,7 @@ class AttnReuseVisionTransformer(VisionTransformer):
         with torch.no_grad():
             for layer_id, blk in enumerate(self.blocks):
                 scale = (2.0 * (layer_id + 1)) ** 0.5
-                (blk.phi.fc2 if blk.kind == "skip" else blk.attn.proj).weight.div_(scale)
+                blk.plan_kind.vit_output_projection(blk).weight.div_(scale)
                 blk.mlp.fc2.weight.div_(scale)
 
     def _check_input(self, x: object) -> None:

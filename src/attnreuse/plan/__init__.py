@@ -2,22 +2,24 @@
 
 A plan is plain data: one kind for every layer ("share") or one kind per layer, as a sequence or a
 comma-separated string ("mha,share,mha,share"). Each kind is a `Kind` registered under its name
-(`register_kind`); hosts (`attnreuse.hf`) dispatch through the registry, so adding a kind is one
+(`register_kind`); hosts (`attnreuse.models.vit`, `attnreuse.hf`) dispatch through the registry, so adding a kind is one
 file here plus its tests. Kinds shipped: mha, reuse / reuse:G, share, skip, taylor.
 """
 
-from attnreuse.plan.registry import Kind, LayerSpec, SourceAttention, get_kind, kind_names, register_kind
-from attnreuse.plan.grammar import format_plan, map_sources, parse_plan
+from attnreuse.plan.registry import Kind, LayerSpec, SourceAttention, VitBlockArgs, get_kind, kind_names, register_kind
+from attnreuse.plan.grammar import format_plan, map_sources, parse_entry, parse_plan
 from attnreuse.plan import mha, reuse, share, skip, taylor  # noqa: F401  (registers the kinds)
 
 __all__ = [
     "Kind",
     "LayerSpec",
     "SourceAttention",
+    "VitBlockArgs",
     "format_plan",
     "get_kind",
     "kind_names",
     "map_sources",
+    "parse_entry",
     "parse_plan",
     "register_kind",
 ]

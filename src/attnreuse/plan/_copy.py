@@ -1,11 +1,13 @@
-"""What several kinds share: copying a dense layer's projections into a core, running a map core."""
+"""What several kinds share: copying a dense layer's projections into a core, running a map core,
+building and running the ViT's `attnreuse.layers.Attention`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from attnreuse.plan.registry import SourceAttention
+from attnreuse.layers import Attention
+from attnreuse.plan.registry import SourceAttention, VitBlockArgs
 
 
 def copy_projection(dst: nn.Linear, src: SourceAttention, name: str) -> None:
@@ -23,3 +25,20 @@ def run_map_core(core: nn.Module, x, key_bias, emit_map: bool):
     if emit_map:
         return core(x, key_bias, return_map=True)
     return core(x, key_bias), None
+
+
+def vit_attention(args: VitBlockArgs, **kwargs) -> Attention:
+    """The ViT block's `Attention` (timm's names: `qkv` or `qk` + `v`, `proj`) with the block's
+    bias and dropout settings; `kwargs`: the kind's own (qk_heads, qk_dim, v_only, qk_norm ...)."""
+    return Attention(
+        args.dim, args.num_heads, qkv_bias=args.qkv_bias, proj_bias=args.proj_bias, proj_drop=args.proj_drop,
+        attn_drop=args.attn_drop, **kwargs,
+    )
+
+
+def vit_map_attend(block: nn.Module, x):
+    """(output, map when a later layer applies it, else None) of a map-computing ViT block."""
+    if block.emit_map:
+        return block.attn(block.norm1(x), return_map=True)
+    return block.attn(block.norm1(x)), None
+

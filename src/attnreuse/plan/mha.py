@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from attnreuse.layers.token_attention import MapSelfAttention
-from attnreuse.plan._copy import copy_projection, run_map_core
+from attnreuse.plan._copy import copy_projection, run_map_core, vit_attention, vit_map_attend
+from attnreuse.plan._vit_retrofit import fold_qk, representative
 from attnreuse.plan.registry import Kind, register_kind
 
 
@@ -23,6 +24,24 @@ class MultiHead(Kind):
 
     def parameters_kept(self):
         return ("query", "key", "value")
+
+    def vit_modules(self, spec, args):
+        attn = vit_attention(args, qk_heads=args.num_heads, qk_norm=args.qk_norm, norm_layer=args.norm_layer)
+        return {"norm1": args.norm_layer(args.dim), "attn": attn}
+
+    def vit_attend(self, block, x, attn_map, prev_out, grid):
+        return vit_map_attend(block, x)
+
+    def vit_retrofit(self, r, layer):
+        """A map later layers apply starts from the group member whose map is most representative
+        (highest mean cosine with the other members' maps): its q/k rows move here, LayerNorm folded."""
+        members = r.members(layer)
+        if len(members) == 1:
+            return []
+        rep = members[representative([r.captures[m].maps.mean(1) for m in members])]
+        if rep != layer:
+            fold_qk(r.sd, r.source_sd, rep, layer, r.dim)
+        return [{"layer": layer, "kind": "share group", "members": members, "map_from_layer": rep}]
 
 
 register_kind(MultiHead())

@@ -6,15 +6,21 @@ softmax map a later layer may apply (`computes_map`), whether it applies an earl
 from a dense layer's weights (`retrofit`, the zero-shot initialiser); and how its core runs
 (`run`); and which parts of a dense layer's work it removes (`removed_parts`). Hosts hold the
 cross-layer state and call `run`; they never test a kind's name.
+
+The attnreuse ViT (`attnreuse.models.vit`) is a second host with timm's parameter names: a kind
+builds the modules of its ViT block (`vit_modules`), runs them (`vit_attend`) and says which of a
+dense timm block's attention weights it keeps (`vit_dense_weights`); `attnreuse convert` asks it to
+initialise its new parts from the dense source (`vit_retrofit`, `vit_fit`: see `_vit_retrofit`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-__all__ = ["Kind", "LayerSpec", "SourceAttention", "get_kind", "kind_names", "register_kind"]
+__all__ = ["Kind", "LayerSpec", "SourceAttention", "VitBlockArgs", "get_kind", "kind_names", "register_kind"]
 
 _KINDS: dict[str, Kind] = {}
 
@@ -49,6 +55,23 @@ class SourceAttention:
         return self.dim // self.num_heads
 
 
+@dataclass(frozen=True)
+class VitBlockArgs:
+    """What the ViT host hands `Kind.vit_modules` for one block: timm's block arguments and the
+    model's kind options (`reuse_qk_dim`, `taylor_*`, `skip_kernel_size`: each kind reads its own)."""
+
+    dim: int
+    num_heads: int
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    proj_bias: bool = True
+    proj_drop: float = 0.0
+    attn_drop: float = 0.0
+    norm_layer: type[nn.Module] = nn.LayerNorm
+    num_prefix_tokens: int = 1
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
 class Kind:
     """Base class of a plan kind. Subclasses set `name` and the flags, and implement `retrofit` and `run`."""
 
@@ -56,13 +79,55 @@ class Kind:
     computes_map: bool = False
     needs_map: bool = False
     needs_previous: bool = False
+    needs_grid: bool = False  # reads the patch grid (a ViT must not drop patches)
+    arg_syntax: str = ""  # how the kind's argument is written ("reuse:G"); empty: it takes none
     help: str = ""
 
     def parse_arg(self, arg: str, num_heads: int, where: str) -> int | None:
         """The argument after ':' (empty when none); kinds that take one override this."""
         if arg:
-            raise ValueError(f"{where}: '{self.name}' takes no argument")
+            takers = [k for k in _KINDS.values() if k.arg_syntax]
+            names = " / ".join(repr(k.name) for k in takers) or "no kind"
+            syntax = ", ".join(k.arg_syntax for k in takers)
+            raise ValueError(f"{where}: '{self.name}' takes no argument; only {names} takes an argument ({syntax})")
         return None
+
+    def vit_modules(self, spec: LayerSpec, args: VitBlockArgs) -> dict[str, nn.Module]:
+        """The modules a ViT block of this kind holds in place of timm's `norm1` and `attn`, by
+        attribute name (the names are state-dict keys: keep timm's where the kind has them)."""
+        raise NotImplementedError(f"kind {self.name!r} has no ViT block builder (Kind.vit_modules)")
+
+    def vit_attend(
+        self, block: nn.Module, x: Tensor, attn_map: Tensor | None, prev_out: Tensor | None, grid: tuple[int, int]
+    ) -> tuple[Tensor, Tensor | None]:
+        """One ViT block's attention: x [B, N, C] (before `norm1`) -> (attention output [B, N, C]
+        after `proj`, this layer's map [B, G, N, N] when `block.emit_map` else None).
+
+        attn_map: the map this layer applies (`needs_map`); prev_out: the previous layer's
+        attention output (`needs_previous`); grid: the (H, W) patch grid; `block.num_prefix_tokens`
+        leading tokens are not patches."""
+        raise NotImplementedError(f"kind {self.name!r} has no ViT block (Kind.vit_attend)")
+
+    def vit_dense_weights(self, spec: LayerSpec, num_heads: int) -> str:
+        """Which of a dense timm block's attention weights a ViT block of this kind keeps:
+        "all" (`norm1`, fused `attn.qkv` and the rest as they are), "values" (the V rows of
+        `attn.qkv` become `attn.v`; q/k rows and q/k norms are dropped) or "none" (`norm1` and
+        `attn` are dropped)."""
+        return "all"
+
+    def vit_output_projection(self, block: nn.Module) -> nn.Linear:
+        """The linear layer that writes the block's attention output (rescaled by `fix_init_weight`)."""
+        return block.attn.proj
+
+    def vit_retrofit(self, r, layer: int) -> list[dict]:
+        """Phase 1 of `attnreuse convert` (r: `VitRetrofit`): edit `r.sd`, the target's state dict,
+        for `layer` from the dense source's weights and captures; returns records of what it did.
+        The default keeps what the checkpoint rule carried over."""
+        return []
+
+    def vit_fit(self, r, layer: int) -> list[dict]:
+        """Phase 2: fit `layer`'s new parts in the loaded `r.target` on the calibration captures."""
+        return []
 
     def retrofit(self, spec: LayerSpec, src: SourceAttention) -> nn.Module:
         """The layer core for `spec`, initialised from the dense layer `src` (zero-shot)."""

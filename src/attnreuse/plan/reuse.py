@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from attnreuse.layers.token_attention import MapSelfAttention
-from attnreuse.plan._copy import copy_projection, run_map_core
+from attnreuse.plan._copy import copy_projection, run_map_core, vit_attention, vit_map_attend
+from attnreuse.plan._vit_retrofit import qk_rows, representative
 from attnreuse.plan.registry import Kind, register_kind
 
 
@@ -41,14 +42,15 @@ def mean_score_factors(src, heads: range, rank: int) -> tuple[torch.Tensor, torc
 class Reuse(Kind):
     name = "reuse"
     computes_map = True
+    arg_syntax = "reuse:G"
     help = "Reuse Attention: one map (reuse:G, G maps) shared by every value head"
 
     def parse_arg(self, arg, num_heads, where):
         if not arg:
             return None  # one map
         if not arg.isdigit() or int(arg) < 1 or num_heads % int(arg):
-            raise ValueError(f"{where}: G in 'reuse:G' must be a positive divisor of the {num_heads} heads")
-        return int(arg)
+            raise ValueError(f"{where}: G in 'reuse:G' must be a positive divisor of the {num_heads} heads (a divisor of num_heads={num_heads})")
+        return int(arg) if int(arg) > 1 else None  # reuse:1 is reuse
 
     def retrofit(self, spec, src):
         G, d, H = spec.arg or 1, src.head_dim, src.num_heads
@@ -70,9 +72,38 @@ class Reuse(Kind):
     def parameters_kept(self):
         return ("value",)
 
-
     def removed_parts(self, spec, num_heads):
         kept = (spec.arg or 1) / num_heads  # G maps of H: Q/K are G head widths, G score maps
         return {"qk_proj": 1.0 - kept, "scores_softmax": 1.0 - kept}
+
+    def vit_modules(self, spec, args):
+        G = spec.arg or 1
+        qk_dim = args.options["reuse_qk_dim"] if G != args.num_heads else None
+        attn = vit_attention(args, qk_heads=G, qk_dim=qk_dim, qk_norm=args.qk_norm, norm_layer=args.norm_layer)
+        return {"norm1": args.norm_layer(args.dim), "attn": attn}
+
+    def vit_attend(self, block, x, attn_map, prev_out, grid):
+        return vit_map_attend(block, x)
+
+    def vit_retrofit(self, r, layer):
+        """Each of the G maps starts from the q/k rows of the most representative head of its block
+        of num_heads / G value heads (highest mean cosine with the block's other heads' maps)."""
+        spec, H = r.specs[layer], r.num_heads
+        G = spec.arg or 1
+        if G == H:
+            return []  # a fused qkv, carried over as it is
+        per, chosen = H // G, []
+        for g in range(G):
+            block = list(range(g * per, (g + 1) * per))
+            chosen.append(block[representative([r.captures[layer].maps[:, h] for h in block])])
+        q, k = qk_rows(r.dim, chosen, r.head_dim)
+        w, b = r.source_sd[f"blocks.{layer}.attn.qkv.weight"], r.source_sd.get(f"blocks.{layer}.attn.qkv.bias")
+        r.sd[f"blocks.{layer}.attn.qk.weight"] = torch.cat([w[q], w[k]])
+        if b is not None and f"blocks.{layer}.attn.qk.bias" in r.sd:
+            r.sd[f"blocks.{layer}.attn.qk.bias"] = torch.cat([b[q], b[k]])
+        return [{"layer": layer, "kind": str(spec), "maps_from_heads": chosen}]
+
+    def vit_dense_weights(self, spec, num_heads):
+        return "all" if (spec.arg or 1) == num_heads else "values"  # reuse:H is a fused qkv
 
 register_kind(Reuse())

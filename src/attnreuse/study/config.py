@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from attnreuse._cli_args import arg
+
 __all__ = ["STUDY_ROWS", "StudyRow", "RETROFITS", "StudyConfig"]
 
 PICO = "vit_attnreuse_pico_patch4_32"  # 32x32 inputs, patch 4: 64 tokens + CLS
@@ -35,7 +37,7 @@ STUDY_ROWS = (
 )
 
 # Target plans for `attnreuse convert` of the mha row (the pico ViT is 4 blocks deep).
-RETROFITS = {"share": "share:2", "skip": "skip:1,2"}
+RETROFITS = {"share": "mapshare:2", "skip": "skipat:1,2"}
 
 
 @dataclass(frozen=True)
@@ -44,21 +46,22 @@ class StudyConfig:
     converted to every retrofit plan and fine-tuned by distillation from itself for
     `finetune_fraction` of its training steps."""
 
-    output: str = "runs/study"
-    rows: tuple[str, ...] = tuple(m.key for m in STUDY_ROWS)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 30
-    vit_img_size: int | None = 16  # the pico ViT rows' input (digits are 8x8 images; 16 tokens of 4x4)
-    batch_size: int = 64
-    lr: float = 3e-3
-    retrofits: tuple[str, ...] = tuple(RETROFITS)
-    finetune_fraction: float = 0.2
-    finetune_lr: float = 3e-3
-    jobs: int = 2
-    threads_per_job: int = 1
-    tolerance_points: float = 1.0
-    force: bool = False
-    quick: bool = False  # one epoch of three batches per run: a smoke test of the pipeline
+    output: str = arg("runs/study", "directory of the runs, report.md and study.json")
+    rows: tuple[str, ...] = arg(tuple(m.key for m in STUDY_ROWS), "comma-separated subset of the rows")
+    seeds: tuple[int, ...] = arg((0, 1, 2), "comma-separated seeds")
+    epochs: int = arg(30, "training epochs of every row")
+    # digits are 8x8 images; at 16 the pico ViT sees 16 tokens of 4x4
+    vit_img_size: int | None = arg(16, "input size of the pico ViT rows")
+    batch_size: int = arg(64, "training batch size")
+    lr: float = arg(3e-3, "peak learning rate of every row")
+    retrofits: tuple[str, ...] = arg(tuple(RETROFITS), f"comma-separated retrofits of the mha runs ({', '.join(RETROFITS)})")
+    finetune_fraction: float = arg(0.2, "fine-tune budget as a fraction of training steps")
+    finetune_lr: float = arg(3e-3, "fine-tune peak lr (1 warm-up epoch)")
+    jobs: int = arg(2, "runs at a time")
+    threads_per_job: int = arg(1, "torch threads of each run")
+    tolerance_points: float = arg(1.0, "accuracy points a retrofit may lose against its source and pass")
+    force: bool = arg(False, "redo every run instead of reusing finished ones")
+    quick: bool = arg(False, "one epoch of three batches per run: a smoke test of the pipeline")
 
     def __post_init__(self) -> None:
         if self.vit_img_size is not None and (

@@ -3,7 +3,6 @@ retrofits' recovery, as markdown and JSON."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -58,25 +57,19 @@ def summarise(cfg: StudyConfig, root: Path, results: dict[str, dict]) -> dict:
     return {"config": cfg.to_dict(), "baseline_mean": base, "rows": rows, "retrofits": retro}
 
 
-def _run_seconds(cfg: StudyConfig) -> float:
-    """Sum of every run's own wall time, as recorded when it ran (also for reused runs)."""
-    from attnreuse.study.run import JOB_JSON, study_jobs
-
-    return sum(json.loads((j.output / JOB_JSON).read_text())["time_s"] for stage in study_jobs(cfg) for j in stage)
-
-
 def _pm(s: dict) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
 def write_report(cfg: StudyConfig, root: Path, results: dict[str, dict], *, argv: list[str],
-                 elapsed_s: float) -> Path:
+                 elapsed_s: float, run_s: float) -> Path:
+    """Write study.json and the markdown report; `run_s`: the sum of every run's own wall time."""
     from attnreuse.measure import machine_record
 
     root = Path(root)
     data = summarise(cfg, root, results)
     data["machine"] = machine = machine_record()
-    data["run_time_s"] = run_s = _run_seconds(cfg)
+    data["run_time_s"] = run_s
     atomic_write_json(root / "study.json", data)
     seeds = ", ".join(map(str, cfg.seeds))
     lines = [

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from attnreuse._io import atomic_write_json
 from attnreuse.study.config import RETROFITS, StudyConfig
+from attnreuse.study.report import write_report
 
 __all__ = ["Job", "run_study", "study_jobs"]
 
@@ -121,8 +122,6 @@ def _stage(jobs: list[Job], cfg: StudyConfig) -> dict[str, dict]:
 
 def run_study(cfg: StudyConfig) -> Path:
     """Run every stage; returns the path of the markdown report."""
-    from attnreuse.study.report import write_report
-
     root = Path(cfg.output)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "study_config.json", cfg.to_dict())
@@ -130,6 +129,8 @@ def run_study(cfg: StudyConfig) -> Path:
     train_jobs, converts, tunes = study_jobs(cfg)
     _say(f"{len(train_jobs)} training runs, {len(converts)} conversions, {len(tunes)} fine-tunes, {cfg.jobs} at a time")
     results = {**_stage(train_jobs, cfg), **_stage(converts, cfg), **_stage(tunes, cfg)}
-    report = write_report(cfg, root, results, argv=sys.argv[1:], elapsed_s=time.perf_counter() - t0)
+    # every run's own wall time, as recorded when it ran (also for reused runs)
+    run_s = sum(json.loads((j.output / JOB_JSON).read_text())["time_s"] for j in (*train_jobs, *converts, *tunes))
+    report = write_report(cfg, root, results, argv=sys.argv[1:], elapsed_s=time.perf_counter() - t0, run_s=run_s)
     _say(f"report written to {report} ({time.perf_counter() - t0:.0f} s)")
     return report

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnreuse.train.checkpoint import MODEL_JSON, load_into, load_model_dir, load_weights
+from attnreuse.runs import load_model, read_model_spec
 
 __all__ = ["DistillLoss", "distill_term", "load_teacher"]
 
@@ -53,17 +53,14 @@ class DistillLoss(nn.Module):
 def load_teacher(teacher: str, checkpoint: str | None, kwargs: dict) -> nn.Module:
     """A frozen teacher: a train/convert output directory, or a model name plus its checkpoint
     (a .safetensors file or a run directory). Random teacher weights are refused."""
-    from attnreuse.models import create_model
-
     path = Path(teacher)
     if checkpoint is None:
-        if path.is_dir() and (path / MODEL_JSON).is_file():
-            model, _ = load_model_dir(path)
+        if path.is_dir() and read_model_spec(path) is not None:
+            model, _ = load_model(None, {}, path)
             return model.requires_grad_(False)
         raise ValueError(
             f"teacher {teacher!r} is not an `attnreuse train` output directory; give a model name "
             "with --teacher-checkpoint FILE_OR_DIR (no weights are downloaded)"
         )
-    model = create_model(teacher, **kwargs)
-    load_into(model, load_weights(checkpoint), checkpoint)
-    return model.eval().requires_grad_(False)
+    model, _ = load_model(teacher, kwargs, checkpoint)
+    return model.requires_grad_(False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -24,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.utils import random_seed
+from timm.utils.distributed import init_distributed_device_so
 from torch import nn
 
 from attnreuse._io import atomic_write_json, atomic_write_text
 from attnreuse.models import create_model
-from attnreuse.train import checkpoint as ckpt_io
+from attnreuse import runs as ckpt_io
 from attnreuse.train.config import TrainConfig
-from attnreuse.train.data import build_transform, make_eval_loader, make_train_loader, open_data
+from attnreuse.data import build_transform, make_eval_loader, make_train_loader, open_data
 
 __all__ = ["evaluate", "train"]
 
@@ -50,24 +51,13 @@ class _Dist:
 
 
 def _init_distributed() -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return _Dist(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), device)
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """This process's rank, the world size and its device: timm's `init_distributed_device_so`
+    (torchrun's environment; nccl on CUDA, gloo on CPU), kept when the group already exists."""
+    if dist.is_available() and dist.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        return _Dist(dist.get_rank(), dist.get_world_size(), device)
+    info = init_distributed_device_so(device="cuda" if torch.cuda.is_available() else "cpu")
+    return _Dist(info["global_rank"], info["world_size"], torch.device(info["device"]))
 
 
 def _rng_state() -> dict:
@@ -102,10 +92,9 @@ def _gather(obj, d: _Dist) -> list:
 def _model_spec(config: TrainConfig, num_classes: int) -> dict:
     """{"name", "kwargs"} to build the student (from `init`'s model.json when given)."""
     if config.init is not None:
-        spec_path = Path(config.init) / ckpt_io.MODEL_JSON
-        if not spec_path.is_file():
+        spec = ckpt_io.read_model_spec(config.init)
+        if spec is None:
             raise FileNotFoundError(f"init {config.init} is not a train/convert output directory (no model.json)")
-        spec = json.loads(spec_path.read_text())
         if spec["name"] != config.model:
             raise ValueError(f"model {config.model!r} differs from the init checkpoint's model {spec['name']!r}")
         kwargs = {**spec["kwargs"], **config.model_kwargs}
@@ -266,7 +255,7 @@ def train(config: TrainConfig) -> dict:
     resume_from = _prepare_output(config, out)
     t_start = time.perf_counter()
 
-    _seed_all(config.seed)
+    random_seed(config.seed)
     splits = open_data(config.data)
     spec = _model_spec(config, splits.num_classes)
     model, spec = _build_model(spec)
@@ -281,7 +270,7 @@ def train(config: TrainConfig) -> dict:
     )
     # Randomness after this point (augmentation, drop-path) differs per rank; rank 0 matches a
     # single-process run.
-    _seed_all(config.seed + d.rank)
+    random_seed(config.seed, d.rank)
 
     loader, sampler = make_train_loader(
         data.train, config.batch_size, rank=d.rank, world=d.world, seed=config.seed, num_workers=config.num_workers
@@ -320,7 +309,7 @@ def train(config: TrainConfig) -> dict:
         else:
             _truncate_metrics(metrics_path, start_epoch)
         atomic_write_json(out / "config.json", config.to_dict())
-        atomic_write_json(out / ckpt_io.MODEL_JSON, spec)
+        ckpt_io.write_model_spec(out, spec)
 
     scheduled = [m for m in model.modules() if hasattr(m, "set_progress")]
     for epoch in range(start_epoch, config.epochs):

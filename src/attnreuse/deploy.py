@@ -1,5 +1,8 @@
 """Any registered model (attnreuse or timm) to ONNX, checked in ONNX Runtime against PyTorch.
 
+Part of the shared floor: the `export` tool writes files with it and `bench models` times the
+same files in ONNX Runtime, so neither tool imports the other.
+
 The model is put in eval mode and folded for deployment first (`model.fuse()` where the model
 has one, e.g. UniForm's ConvBN pairs; timm's `reparameterize_model` otherwise, e.g. FastViT).
 Attention runs on the "dense" backend while exporting: one matmul-softmax-matmul graph that
@@ -29,6 +32,7 @@ from torch import Tensor, nn
 from attnreuse._io import atomic_path
 
 __all__ = [
+    "DEFAULT_EXPORTER",
     "EXPORTERS",
     "ExportResult",
     "create_export_model",
@@ -40,6 +44,7 @@ __all__ = [
 ]
 
 EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_EXPORTER = "torchscript"  # see the module docstring; `attnreuse export --exporter` defaults to it too
 OPSET_RANGE = {"dynamo": (18, 23), "torchscript": (9, 20)}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -51,7 +56,7 @@ class ExportResult:
     max_abs_diff: float  # ONNX Runtime vs eager PyTorch (before folding) on the check inputs
     checked_images: int
     max_abs_output: float  # the largest |eager output| on them: the scale max_abs_diff is read against
-    fused_attention: str | None = None  # the fused operator attention was rewritten into (export.fuse)
+    fused_attention: str | None = None  # the fused operator attention was rewritten into (onnx_fuse)
     fused_attention_nodes: int = 0  # how many attention subgraphs it replaced
 
 
@@ -72,12 +77,11 @@ def _read_run_dir(run_dir: Path, name: str) -> tuple[dict[str, Tensor], dict]:
     arguments it was built with (its model.json, plus img_size from its config.json)."""
     import json
 
-    from attnreuse.train.checkpoint import MODEL_JSON, load_weights
+    from attnreuse.runs import MODEL_JSON, load_weights, read_model_spec
 
-    spec_path = run_dir / MODEL_JSON
-    if not spec_path.is_file():
+    spec = read_model_spec(run_dir)
+    if spec is None:
         raise ValueError(f"checkpoint directory {str(run_dir)!r} is not a train/convert output (no {MODEL_JSON})")
-    spec = json.loads(spec_path.read_text())
     if spec["name"] != name:
         raise ValueError(f"checkpoint directory {str(run_dir)!r} holds a {spec['name']!r}, not a {name!r}")
     kwargs = dict(spec["kwargs"])
@@ -216,7 +220,7 @@ def export_onnx(
     *,
     opset: int = 18,
     dynamic_batch: bool = False,
-    exporter: str = "dynamo",
+    exporter: str = DEFAULT_EXPORTER,
     batch: int = 1,
     atol: float = 1e-4,
     threads: int = 2,
@@ -228,12 +232,12 @@ def export_onnx(
     `check_images` [N, C, H, W]: real inputs; their eager logits (computed before folding) are
     compared with ONNX Runtime's, `batch` at a time (dynamic batch: also all N at once). `fold`:
     apply `deploy_model` first (False when `model` is already folded). `fused_attention` ("mha" or
-    "attention", `export.fuse.FUSED_OPS`): rewrite each attention subgraph into that fused ONNX
+    "attention", `onnx_fuse.FUSED_OPS`): rewrite each attention subgraph into that fused ONNX
     Runtime operator before the check. Raises ValueError when the largest absolute difference
     exceeds `atol`; then no file is written.
     """
     if fused_attention is not None:
-        from attnreuse.export.fuse import FUSED_OPS
+        from attnreuse.onnx_fuse import FUSED_OPS
 
         if fused_attention not in FUSED_OPS:
             raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {fused_attention!r}")
@@ -278,7 +282,7 @@ def _fuse_file(path: Path, op: str) -> int:
     """Rewrite the attention subgraphs of the ONNX file at `path` into `op` nodes, in place."""
     import onnx
 
-    from attnreuse.export.fuse import fuse_attention
+    from attnreuse.onnx_fuse import fuse_attention
 
     model, count = fuse_attention(onnx.load(str(path)), op)
     if count:

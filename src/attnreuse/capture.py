@@ -4,7 +4,8 @@ Works on timm ViT/DeiT (`blocks.N.attn.qkv`, `q_norm`, `k_norm`, `scale`, `proj`
 attnreuse ViT (`PlanBlock`: fused `qkv` for "mha", `qk` for "reuse", the source layer's map for
 "share", no softmax map for "skip" and "taylor") and on UniForm (every `ReuseAttention2d` mixer:
 one map per window shared by its heads, and the mixer's output as tokens). Maps are recomputed
-from the captured inputs, so the model runs its normal (fast) path.
+from the captured inputs, so the model runs its normal (fast) path. On the shared floor: `analyze`
+reports on the captures and `convert` picks each shared map's source layer from them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attnreuse.ops import attention_map
+from attnreuse.plan import get_kind
 
 __all__ = ["LayerCapture", "capture_attention", "vit_blocks", "window_mixers"]
 
@@ -125,7 +127,7 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
     try:
         for i, (blk, kind) in enumerate(zip(blocks, kinds)):
             attn = getattr(blk, "attn", None)
-            if kind in ("mha", "reuse") and attn is not None:
+            if get_kind(kind).computes_map and attn is not None and (hasattr(attn, "qkv") or hasattr(attn, "qk")):
                 fused = hasattr(attn, "qkv")
                 proj = attn.qkv if fused else attn.qk
                 handles.append(proj.register_forward_hook(on_qk(i, attn, fused)))
@@ -141,8 +143,8 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
     captures, last_map = [], None
     for kind, m, o in zip(kinds, maps, outs):
         layer_maps = torch.cat(m) if m else None
-        if kind == "share":
-            layer_maps = last_map  # a shared layer applies the latest computed map
+        if get_kind(kind).needs_map:
+            layer_maps = last_map  # the layer applies the latest computed map
         elif layer_maps is not None:
             last_map = layer_maps
         captures.append(LayerCapture(kind, layer_maps, torch.cat(o) if o else None))

@@ -1,4 +1,5 @@
-"""Crash-safe checkpoints of `attnreuse train` (and of `attnreuse convert`).
+"""Run directories: the crash-safe checkpoints `attnreuse train` and `attnreuse convert` write, and
+the one place that reads them back (every tool that takes a run directory goes through here).
 
 A run directory holds:
   config.json                    the TrainConfig (train) or ConvertConfig (convert)
@@ -28,11 +29,15 @@ from attnreuse.models import create_model
 
 __all__ = [
     "latest_checkpoint",
+    "load_into",
+    "load_model",
     "load_model_dir",
     "load_state",
     "load_weights",
+    "read_model_spec",
     "save_checkpoint",
     "save_model_weights",
+    "write_model_spec",
 ]
 
 POINTER = "checkpoint.json"
@@ -134,18 +139,50 @@ def load_into(model: nn.Module, state_dict: dict, source: str | Path) -> nn.Modu
     return model
 
 
+def read_model_spec(run_dir: str | Path, *, required: bool = False) -> dict | None:
+    """{"name", "kwargs"} of a train/convert output directory (its model.json); None when `run_dir`
+    holds none, or a FileNotFoundError saying so with `required`."""
+    spec_path = Path(run_dir) / MODEL_JSON
+    if not spec_path.is_file():
+        if required:
+            raise FileNotFoundError(
+                f"{run_dir} is not an `attnreuse train`/`convert` output directory (no {MODEL_JSON})"
+            )
+        return None
+    spec = json.loads(spec_path.read_text())
+    return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
+
+
+def write_model_spec(run_dir: str | Path, spec: dict) -> None:
+    """Write model.json ({"name", "kwargs"}: `create_model(name, **kwargs)` rebuilds the model)."""
+    atomic_write_json(Path(run_dir) / MODEL_JSON, {"name": spec["name"], "kwargs": dict(spec["kwargs"])})
+
+
 def load_model_dir(run_dir: str | Path, *, ema: bool = False) -> tuple[nn.Module, dict]:
     """Rebuild the model a train/convert run directory describes and load its latest weights.
 
     Returns (model in eval mode, {"name", "kwargs"}).
     """
-    run_dir = Path(run_dir)
-    spec_path = run_dir / MODEL_JSON
-    if not spec_path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} is not an `attnreuse train`/`convert` output directory (no {MODEL_JSON})"
-        )
-    spec = json.loads(spec_path.read_text())
+    spec = read_model_spec(run_dir, required=True)
     model = create_model(spec["name"], **spec["kwargs"])
     load_into(model, load_weights(run_dir, ema=ema), run_dir)
     return model.eval(), spec
+
+
+def load_model(
+    name: str | None, kwargs: dict, checkpoint: str | Path | None, *, what: str = "checkpoint"
+) -> tuple[nn.Module, dict]:
+    """(model in eval mode, {"name", "kwargs"}) from a run directory `checkpoint` (whose model.json
+    names the model: `name`, when given, must agree), or from `name` + `kwargs` with the weights of
+    `checkpoint` (a .safetensors file, checkpoint or run directory; None: random weights)."""
+    spec = read_model_spec(checkpoint) if checkpoint is not None else None
+    if spec is not None:
+        if name is not None and name != spec["name"]:
+            raise ValueError(f"model {name!r} differs from the {what}'s model {spec['name']!r}")
+        return load_model_dir(checkpoint)
+    if name is None:
+        raise ValueError(f"{what} {checkpoint} is not a train/convert output directory: give the model name too")
+    model = create_model(name, **kwargs)
+    if checkpoint is not None:
+        load_into(model, load_weights(checkpoint), checkpoint)
+    return model.eval(), {"name": name, "kwargs": dict(kwargs)}

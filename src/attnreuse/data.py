@@ -1,4 +1,4 @@
-"""Training data: the built-in digits set, an ImageFolder directory, or a local torchvision dataset.
+"""Image data for every tool: the built-in digits set, an ImageFolder directory, or a local torchvision dataset.
 
 Every source yields PIL images and integer labels, split into train/val/test, and goes through one
 transform pipeline: Resize((S, S), bilinear) -> optional timm RandAugment (train only) -> ToTensor
@@ -12,22 +12,32 @@ Splits (fixed, independent of the run's --seed so every run is scored on the sam
   a flat folder of class sub-folders is split stratified 70/15/15 with `SPLIT_SEED`.
 - torchvision:NAME:ROOT (e.g. torchvision:CIFAR10:/data, download=False): train = train=True;
   val and test = the two stratified halves of train=False.
+
+`load_images` / `digits_images` return the first images of a split as one normalised tensor
+(parity checks, int8 calibration and agreement in export and bench), prepared exactly as `train`
+prepares its evaluation images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["DataSplits", "DigitsDataset", "build_transform", "make_eval_loader", "make_train_loader", "open_data"]
+__all__ = [
+    "SPLITS", "DataSplits", "DigitsDataset", "build_transform", "digits_images", "load_images", "make_eval_loader",
+    "make_train_loader", "open_data",
+]  # fmt: skip
 
 SPLIT_SEED = 0
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+SPLITS = ("train", "val", "test")
 
 
 class DigitsDataset(Dataset):
@@ -212,3 +222,35 @@ def make_eval_loader(dataset: Dataset, batch_size: int, *, rank: int, world: int
     part = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
     return DataLoader(part, batch_size=max(1, batch_size // world), shuffle=False, num_workers=num_workers)
 
+
+def load_images(
+    source: str,
+    split: str,
+    *,
+    img_size: int,
+    in_chans: int = 3,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    limit: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The first `limit` images of `split` of `source` ("digits" or an ImageFolder directory) as
+    (images [N, 3, img_size, img_size] float32 normalised, labels [N] int64)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if in_chans != 3:
+        raise ValueError(f"images are RGB; the model must take in_chans=3, got {in_chans}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    dataset = getattr(open_data(source), split)
+    transform = build_transform(img_size, tuple(mean), tuple(std), train=False)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ValueError(f"the {split} split of {source!r} holds no images")
+    pairs = [dataset[i] for i in range(n)]
+    images = torch.stack([transform(img) for img, _ in pairs])
+    return images, torch.tensor([label for _, label in pairs], dtype=torch.int64)
+
+
+def digits_images(split: str, *, img_size: int, limit: int | None = None, **norm) -> tuple[Tensor, Tensor]:
+    """`load_images("digits", split, ...)`: the built-in digits (train 1258 / val 270 / test 269)."""
+    return load_images("digits", split, img_size=img_size, limit=limit, **norm)

@@ -4,6 +4,7 @@
 - "static":  weights and activations int8 (QDQ format, per-channel weights, unsigned 8-bit
              activations), activation ranges from min/max over calibration images.
 Both start from ONNX Runtime's pre-processing (shape inference and graph optimisation).
+Shared floor, beside `attnreuse.deploy`: used by the `export` tool and by `bench models`' ort-int8.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from torch import Tensor
 
 from attnreuse._io import atomic_path
-from attnreuse.export.onnx import INPUT_NAME, ort_session, run_ort
+from attnreuse.deploy import INPUT_NAME, ort_session, run_ort
 
 __all__ = ["QUANT_MODES", "compare_int8", "quantize_onnx"]
 
@@ -37,15 +38,20 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-class _ImageReader:
-    """Feeds calibration images [N, C, H, W] to ONNX Runtime's calibrator, `batch` at a time."""
+def _image_reader(images: Tensor, batch: int):
+    """An onnxruntime `CalibrationDataReader` feeding calibration images [N, C, H, W] to the
+    calibrator, `batch` at a time (defined on call: onnxruntime is imported only when quantising)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, images: Tensor, batch: int):
-        self._batches = iter(images[i : i + batch].numpy() for i in range(0, len(images) - batch + 1, batch))
+    class ImageReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(images[i : i + batch].numpy() for i in range(0, len(images) - batch + 1, batch))
 
-    def get_next(self):
-        x = next(self._batches, None)
-        return None if x is None else {INPUT_NAME: x}
+        def get_next(self):
+            x = next(self._batches, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    return ImageReader()
 
 
 def quantize_onnx(
@@ -82,7 +88,7 @@ def quantize_onnx(
             quantize_static(
                 str(pre),
                 str(tmp),
-                _ImageReader(calib_images, batch),
+                _image_reader(calib_images, batch),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,

@@ -1,0 +1,67 @@
+"""The command lines of train, convert, export and study are generated from their config
+dataclasses: a default has one home, and the defaults that used to drift agree."""
+
+import dataclasses
+import inspect
+import json
+
+import pytest
+
+from attnreuse._cli_args import config_from_args
+from attnreuse.cli import build_parser
+from attnreuse.deploy import DEFAULT_EXPORTER, export_onnx
+from attnreuse.export.pipeline import ExportConfig
+from attnreuse.study.config import StudyConfig
+from attnreuse.train.config import ConvertConfig, TrainConfig
+
+REQUIRED = {
+    TrainConfig: (["train", "--model", "m", "--output", "o"], dict(model="m", output="o")),
+    ConvertConfig: (["convert", "--checkpoint", "c", "--plan", "reuse", "--output", "o"],
+                    dict(checkpoint="c", plan="reuse", output="o")),
+    ExportConfig: (["export", "m", "--output", "m.onnx"], dict(model="m", output="m.onnx")),
+    StudyConfig: (["study"], {}),
+}
+
+
+def _config(cls, argv):
+    return config_from_args(cls, build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("cls", list(REQUIRED), ids=lambda c: c.__name__)
+def test_every_field_is_a_flag_with_the_dataclass_default(cls):
+    argv, required = REQUIRED[cls]
+    assert _config(cls, argv) == cls(**required)
+    parser = build_parser()
+    help_text = parser._subparsers._group_actions[0].choices[argv[0]].format_help()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli", True) and not f.metadata.get("positional"):
+            flag = (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]
+            assert flag in help_text, f"{cls.__name__}.{f.name} has no {flag}"
+
+
+def test_the_drifted_defaults_agree():
+    # warm-up: min(3, epochs - 1) on the command line and in the dataclass alike
+    assert TrainConfig(model="m", output="o", epochs=2).warmup_epochs == 1
+    assert TrainConfig(model="m", output="o").warmup_epochs == 3
+    assert _config(TrainConfig, ["train", "--model", "m", "--output", "o", "--epochs", "2"]).warmup_epochs == 1
+    # clip_grad: 0 and None both disable clipping
+    assert TrainConfig(model="m", output="o", clip_grad=0.0).clip_grad is None
+    assert _config(TrainConfig, ["train", "--model", "m", "--output", "o", "--clip-grad", "0"]).clip_grad is None
+    # the data loader workers: --workers as before, --num-workers as the field is named
+    for flag in ("--workers", "--num-workers"):
+        assert _config(TrainConfig, ["train", "--model", "m", "--output", "o", flag, "3"]).num_workers == 3
+    # one exporter default for the export tool and the function it calls
+    assert ExportConfig(model="m", output="m.onnx").exporter == DEFAULT_EXPORTER
+    assert inspect.signature(export_onnx).parameters["exporter"].default == DEFAULT_EXPORTER
+
+
+def test_a_saved_config_file_with_flags_over_it(tmp_path):
+    saved = TrainConfig(model="m", output="o", epochs=7, model_kwargs={"attn_plan": "reuse"})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved.to_dict()))
+    cfg = _config(TrainConfig, ["train", "--config", str(path), "--lr", "0.01", "--model-kwargs", "depth=2"])
+    assert cfg == dataclasses.replace(saved, lr=0.01, model_kwargs={"depth": 2})
+    study = _config(StudyConfig, ["study", "--seeds", "3,4", "--rows", "vit-mha,vit-taylor", "--quick"])
+    assert study.seeds == (3, 4) and study.rows == ("vit-mha", "vit-taylor") and study.quick
+    with pytest.raises(ValueError, match="--output is required"):
+        _config(TrainConfig, ["train", "--model", "m"])
