@@ -185,8 +185,8 @@ def test_int8_records_are_int8_whatever_the_run_dtype():
 
 def test_ort_fused_runtime_times_the_fused_export(tmp_path, monkeypatch):
     from attnreuse.bench.runtimes import prepare_runtime
-    from attnreuse.export import onnx as export_onnx_mod
-    from attnreuse.export.onnx import create_export_model
+    from attnreuse import deploy as export_onnx_mod
+    from attnreuse.deploy import create_export_model
 
     real = export_onnx_mod.export_onnx
     # the torchscript exporter: the same graph pattern, a few seconds faster than "dynamo" in a test

@@ -8,9 +8,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from attnreuse.export.data import digits_images
+from attnreuse.data import digits_images
 from attnreuse.onnx_fuse import FUSED_OPS, count_fused, fuse_attention
-from attnreuse.export.onnx import create_export_model, export_onnx, ort_session, run_ort
+from attnreuse.deploy import create_export_model, export_onnx, ort_session, run_ort
 
 PICO = "vit_attnreuse_pico_patch4_32"
 DEPTH = 6  # attention layers of the pico ViT
