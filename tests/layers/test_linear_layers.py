@@ -27,7 +27,7 @@ def test_taylor_eval_is_linear_part_only(center):
 
 
 def test_taylor_training_adds_sparse_branch():
-    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.05).train()
+    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.05, sparse_mode="additive").train()
     x = torch.randn(2, 5, 16)
     q, k, v = _qkv(layer, x)
     linear = reference.taylor_attention(q, k, v)
@@ -47,7 +47,7 @@ def test_taylor_residual_mode_adds_higher_order_terms():
 
 
 def test_taylor_sparse_branch_anneals_to_the_eval_form():
-    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.0, sparse_anneal=0.5).train()
+    layer = TaylorAttention(16, num_heads=2, sparse_threshold=0.0, sparse_mode="additive", sparse_anneal=0.5).train()
     x = torch.randn(2, 5, 16)
     q, k, v = _qkv(layer, x)
     linear = reference.taylor_attention(q, k, v)
@@ -61,6 +61,27 @@ def test_taylor_sparse_branch_anneals_to_the_eval_form():
     held = TaylorAttention(16, num_heads=2, sparse_anneal=None)
     held.set_progress(0.9)
     assert held.sparse_weight == 1.0
+
+
+def test_taylor_default_training_form_starts_at_the_deployed_form():
+    """At initialisation (small q . k) softmax and its first-order expansion agree, so the default
+    training form (sparse branch at full weight) must be the eval form up to the higher-order terms.
+    The additive form is Taylor + a dense softmax (0.002 keeps every entry of a 65-token map): twice
+    the eval output, halved while the branch anneals; that moving target stalled a digits seed
+    (docs/taylor.md, "Stable training")."""
+    torch.manual_seed(0)
+    layer = TaylorAttention(64, num_heads=4)
+    torch.nn.init.trunc_normal_(layer.qkv.weight, std=0.02)  # timm's ViT initialisation
+    torch.nn.init.trunc_normal_(layer.proj.weight, std=0.02)
+    torch.nn.init.zeros_(layer.proj.bias)
+    x = torch.randn(4, 65, 64)
+    deployed = layer.eval()(x)
+    gap = (layer.train()(x) - deployed).norm() / deployed.norm()
+    assert gap < 0.05, f"training form differs from the deployed form by {gap:.3f} (relative) at init"
+    additive = TaylorAttention(64, num_heads=4, sparse_mode="additive")
+    additive.load_state_dict(layer.state_dict())
+    additive_gap = (additive.train()(x) - deployed).norm() / deployed.norm()
+    assert additive_gap > 0.9  # the contrast the default avoids
 
 
 def test_taylor_loads_timm_attention_weights():

@@ -89,7 +89,7 @@ class PlanBlock(nn.Module):
         taylor_center: str | None = "tokens",
         taylor_sparse: bool = True,
         taylor_sparse_threshold: float = 0.002,
-        taylor_sparse_mode: str = "additive",
+        taylor_sparse_mode: str = "residual",
         taylor_sparse_anneal: float | None = 0.5,
         skip_kernel_size: int = 5,
     ) -> None:
@@ -189,7 +189,7 @@ class AttnReuseVisionTransformer(VisionTransformer):
         taylor_center: str | None = "tokens",
         taylor_sparse: bool = True,
         taylor_sparse_threshold: float = 0.002,
-        taylor_sparse_mode: str = "additive",
+        taylor_sparse_mode: str = "residual",
         taylor_sparse_anneal: float | None = 0.5,
         skip_kernel_size: int = 5,
         **kwargs,
