@@ -252,6 +252,9 @@ def softmax_attention(
     (and the map [B, Hq, N, M] when `return_map`). `bias` broadcasts to [B, Hq, N, M]; `scale`
     defaults to Dk ** -0.5; `tile` sets the query rows per FLAT tile (default: `auto_tile`).
     The execution path follows `attnreuse.ops.backend`.
+    NaN in, NaN out (IEEE), on every backend: a query row holding a NaN gives a NaN output row
+    for each value head reading its map, and leaves the other rows as they are; a NaN in a key
+    makes every row NaN (each row's softmax sums over that key).
     """
     B, Hq, Hv, N, M, Dk, Dv = check_qkv(q, k, v)
     scale = check_scale(scale, Dk**-0.5)
@@ -261,7 +264,10 @@ def softmax_attention(
         raise ValueError(f"tile must be a positive int or None, got {tile!r}")
     path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map)
     if path == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        # torch's fused CPU kernel gives 0 for a query row holding NaN; the other paths give NaN.
+        # One O(N Dk + N Dv) pass makes it NaN here too (the score rows cost O(N M Dk)).
+        return out.masked_fill(q.isnan().any(-1, keepdim=True), float("nan"))
     if path == "dense":
         attn = attention_map(q, k, scale=scale, bias=bias)
         out = apply_map(attn, v)
