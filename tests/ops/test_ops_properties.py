@@ -1,5 +1,5 @@
-"""Property test: random shapes, dtypes, strides, tile sizes and biases (masks) thrown at
-`softmax_attention` on every backend; each call matches the float64 reference or raises a
+"""Property test: random shapes, dtypes, strides, tile sizes, biases (masks) and NaN query rows
+thrown at `softmax_attention` on every backend; each call matches the float64 reference or raises a
 ValueError/TypeError that names an argument."""
 
 import pytest
@@ -29,6 +29,8 @@ def _case(draw):
         return t
 
     q, k, v = tensor(B, Hq, N, Dk), tensor(B, Hq, M, Dk), tensor(B, Hv, M, Dv)
+    if draw(st.integers(0, 4)) == 0:  # NaN in, NaN out: that query row's output rows are NaN
+        q[draw(st.integers(0, B - 1)), draw(st.integers(0, Hq - 1)), draw(st.integers(0, N - 1)), draw(st.integers(0, Dk - 1))] = float("nan")
     bias = None
     if draw(st.booleans()):  # an additive mask broadcasting over some of [B, Hq, N, M]
         shape = [draw(st.sampled_from([1, s])) for s in (B, Hq, N, M)]
@@ -53,7 +55,8 @@ def test_softmax_attention_matches_the_reference_or_names_the_problem(case):
             assert case["backend"] == "sdpa" and "backend 'sdpa'" in str(err), err
             return
     rtol, atol = TOL[dtype]
-    torch.testing.assert_close(out.double(), expected, rtol=rtol, atol=atol)
+    # equal_nan: NaN exactly where the reference has it (a NaN query row), on every backend
+    torch.testing.assert_close(out.double(), expected, rtol=rtol, atol=atol, equal_nan=True)
 
 
 @pytest.mark.parametrize("bad, needle", [
