@@ -10,7 +10,7 @@ from attnreuse.dataflow.cost import Result, compare
 from attnreuse.dataflow.hardware import get_hardware
 from attnreuse.dataflow.workload import MODELS
 
-__all__ = ["PAPER", "PAPER_SEQ_LENS", "paper_comparison", "plot", "table"]
+__all__ = ["PAPER", "PAPER_SEQ_LENS", "paper_comparison", "paper_table", "plot", "table"]
 
 # FLAT (ASPLOS 2023) abstract: speed-up and energy reduction against the same accelerator running
 # each operator separately.
@@ -138,3 +138,17 @@ def paper_comparison(
                 }
             )
     return records
+
+
+def paper_table(records: Sequence[dict]) -> str:
+    """The markdown table of docs/dataflow.md ('FLAT's result on its own configurations') from
+    `paper_comparison`'s records: the mean over models of each platform and scope, beside the paper."""
+    scopes = {"attention": "attention cores", "model": "whole model"}
+    lines = ["| platform | scope | model speed-up | paper | model energy saved | paper |", "|---|---|---|---|---|---|"]
+    for r in records:
+        if r["model"] == "mean":
+            lines.append(
+                f"| {r['hardware']} | {scopes[r['scope']]} | {r['speedup_mean']:.2f}x | {r['paper_speedup']:.2f}x | "
+                f"{r['energy_saving_mean']:.0%} | {r['paper_energy_saving']:.0%} |"
+            )
+    return "\n".join(lines)
