@@ -29,7 +29,9 @@ def _case(draw):
         return t
 
     q, k, v = tensor(B, Hq, N, Dk), tensor(B, Hq, M, Dk), tensor(B, Hv, M, Dv)
-    if draw(st.integers(0, 4)) == 0:  # NaN in, NaN out: that query row's output rows are NaN
+    # NaN in, NaN out: that query row's output rows are NaN (float32/64: some CPUs' bfloat16 matmul
+    # kernels spread a NaN to neighbouring rows, see test_ops_nan)
+    if dtype != torch.bfloat16 and draw(st.integers(0, 4)) == 0:
         q[draw(st.integers(0, B - 1)), draw(st.integers(0, Hq - 1)), draw(st.integers(0, N - 1)), draw(st.integers(0, Dk - 1))] = float("nan")
     bias = None
     if draw(st.booleans()):  # an additive mask broadcasting over some of [B, Hq, N, M]

@@ -253,7 +253,8 @@ def softmax_attention(
     defaults to Dk ** -0.5; `tile` sets the query rows per FLAT tile (default: `auto_tile`).
     The execution path follows `attnreuse.ops.backend`.
     NaN in, NaN out (IEEE), on every backend: a query row holding a NaN gives a NaN output row
-    for each value head reading its map, and leaves the other rows as they are; a NaN in a key
+    for each value head reading its map, and leaves the other rows as they are (in float32/64; a
+    bfloat16 matmul kernel of some CPUs spreads it to the other rows of its block); a NaN in a key
     makes every row NaN (each row's softmax sums over that key).
     """
     B, Hq, Hv, N, M, Dk, Dv = check_qkv(q, k, v)
