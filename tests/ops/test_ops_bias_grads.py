@@ -1,5 +1,6 @@
-"""The bias gradient of the tiled path for biases broadcast over query rows and/or keys, with tiles
-that split the rows (written against mutants mutmut left alive in `_add_dbias`, docs/testing.md)."""
+"""The tiled path's backward: the bias gradient for biases broadcast over query rows and/or keys
+with tiles that split the rows, and the user's tile honoured (written against mutants mutmut left
+alive in `_add_dbias` and `_TiledAttention.backward`, docs/testing.md)."""
 
 import pytest
 import torch
@@ -24,3 +25,16 @@ def test_broadcast_bias_gradient_with_row_tiles(bias_shape, Hq, Hv):
     seed = torch.randn(ref.shape, dtype=torch.float64)
     for name, g, w in zip(("dq", "dk", "dv", "dbias"), grads(out, (q, k, v, bias), seed), grads(ref, (q, k, v, bias), seed)):
         assert_close(name, w, g, 1e-10, 1e-12)
+
+
+def test_backward_honours_the_user_tile():
+    """tile=16 at N=M=1024: forward and backward each hold a 16-row score tile (64 KiB), not the
+    default tile, which here would be the whole 4 MiB map."""
+    from attnreuse.measure import measure_peak_bytes
+
+    q, k, v = qkv(1, 1, 1, 1024, 1024, 8, 8, torch.float32)
+    with ops.use_backend("tiled"):
+        out = ops.softmax_attention(q, k, v, tile=16)
+    seed = torch.randn_like(out)
+    peak = measure_peak_bytes(lambda: torch.autograd.grad(out, (q, k, v), seed))
+    assert peak < (1 << 20), f"backward peak {peak} bytes: the 16-row tile was not used"
