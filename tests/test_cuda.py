@@ -23,15 +23,16 @@ def test_softmax_attention_on_cuda_matches_the_reference(backend, hq, hv):
     v = torch.randn(2, hv, 300, 32, generator=g, dtype=torch.float64)
     bias = torch.zeros(2, 1, 1, 300, dtype=torch.float64)
     bias[1, ..., 250:] = -1e4
-    want = reference.softmax_attention(q, k, v, scale=0.2, bias=bias)
-    cq, ck, cv = (t.float().cuda().requires_grad_() for t in (q, k, v))
+    bias[0, ..., :50] = torch.randn(50, generator=g, dtype=torch.float64)
+    cq, ck, cv, cb = (t.float().cuda().requires_grad_() for t in (q, k, v, bias))
     with use_backend(backend):
-        out = ops.softmax_attention(cq, ck, cv, scale=0.2, bias=bias.float().cuda(), tile=64)
+        out = ops.softmax_attention(cq, ck, cv, scale=0.2, bias=cb, tile=64)
+    want = reference.softmax_attention(q, k, v, scale=0.2, bias=bias)
     torch.testing.assert_close(out.double().cpu(), want, rtol=2e-3, atol=2e-3)
     out.sum().backward()
-    qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
-    reference.softmax_attention(qr, kr, vr, scale=0.2, bias=bias).sum().backward()
-    for name, a, b in (("dq", cq, qr), ("dk", ck, kr), ("dv", cv, vr)):
+    qr, kr, vr, br = (t.clone().requires_grad_() for t in (q, k, v, bias))
+    reference.softmax_attention(qr, kr, vr, scale=0.2, bias=br).sum().backward()
+    for name, a, b in (("dq", cq, qr), ("dk", ck, kr), ("dv", cv, vr), ("dbias", cb, br)):
         torch.testing.assert_close(a.grad.double().cpu(), b.grad, rtol=5e-3, atol=5e-3, msg=name)
 
 
