@@ -34,7 +34,9 @@ def test_backward_honours_the_user_tile():
 
     q, k, v = qkv(1, 1, 1, 1024, 1024, 8, 8, torch.float32)
     with ops.use_backend("tiled"):
+        forward = measure_peak_bytes(lambda: ops.softmax_attention(q, k, v, tile=16))  # the autograd path
         out = ops.softmax_attention(q, k, v, tile=16)
+    assert forward < (1 << 20), f"forward peak {forward} bytes: the 16-row tile was not used"
     seed = torch.randn_like(out)
     peak = measure_peak_bytes(lambda: torch.autograd.grad(out, (q, k, v), seed))
     assert peak < (1 << 20), f"backward peak {peak} bytes: the 16-row tile was not used"
