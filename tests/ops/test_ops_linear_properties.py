@@ -72,13 +72,15 @@ def _case(draw):
 
 
 def _taylor_conditioning(q, k, kwargs):
-    """max over rows of sum_j |w_ij| / |sum_j w_ij| for the Taylor weights w (float64): how much
-    rounding of the inputs the output amplifies. A denominator near 0 is a property of the input."""
+    """max over rows of max(sum_j |w_ij|, M) / |sum_j w_ij| for the Taylor weights w (float64): how
+    much rounding the output and its gradients amplify (with one key the output is v whatever the
+    weight, but its gradient terms grow as 1 / weight and cancel). A denominator near 0 is a
+    property of the input."""
     scale = q.shape[-1] ** -0.5 if kwargs.get("scale") is None else kwargs["scale"]
     center = kwargs.get("center")
     k = k - k.mean(-2, keepdim=True) if center == "tokens" else (k - k.mean(-1, keepdim=True) if center == "features" else k)
     w = 1 + scale * (q @ k.transpose(-1, -2))
-    return (w.abs().sum(-1) / w.sum(-1).abs()).max().item()
+    return (w.abs().sum(-1).clamp_min(w.shape[-1]) / w.sum(-1).abs()).max().item()
 
 
 def _fast_and_reference(op):
