@@ -32,8 +32,28 @@ def _flat_paper():
     return paper_table(paper_comparison())
 
 
+def mutation_table(records: dict) -> str:
+    """docs/testing.md's table of a mutmut run, from its committed counts (mutmut is not one of
+    attnreuse's tools, so its table is rendered here)."""
+    lines = ["| file | mutants | killed | survived | no tests | not checked | survived / tested |",
+             "|---|---|---|---|---|---|---|"]
+    rows = list(records["files"].items())
+    total = {k: sum(c[k] for _, c in rows) for k in ("mutants", "killed", "survived", "no_tests")}
+    for name, c in [*rows, ("all", total)]:
+        tested = c["killed"] + c["survived"]
+        rate = f"{c['survived'] / tested:.1%}" if tested else "-"
+        unchecked = c["mutants"] - tested - c["no_tests"]
+        lines.append(f"| {name} | {c['mutants']} | {c['killed']} | {c['survived']} | {c['no_tests']} | {unchecked} | {rate} |")
+    return "\n".join(lines)
+
+
+def _mutation_run():
+    return mutation_table(json.loads((ROOT / "docs/measured/mutmut_2026-11-30.json").read_text()))
+
+
 # (doc, header row) -> how the table is rebuilt
 REBUILT = {
+    ("docs/testing.md", "| file | mutants |"): _mutation_run,
     ("docs/hf.md", "| plan | maps computed |"): _hf_fidelity,
     ("docs/hf.md", "| plan | eager ms |"): _hf_speed,
     ("docs/dataflow.md", "| platform | scope | model speed-up |"): _flat_paper,
