@@ -23,15 +23,16 @@ def test_softmax_attention_on_cuda_matches_the_reference(backend, hq, hv):
     v = torch.randn(2, hv, 300, 32, generator=g, dtype=torch.float64)
     bias = torch.zeros(2, 1, 1, 300, dtype=torch.float64)
     bias[1, ..., 250:] = -1e4
-    want = reference.softmax_attention(q, k, v, scale=0.2, bias=bias)
-    cq, ck, cv = (t.float().cuda().requires_grad_() for t in (q, k, v))
+    bias[0, ..., :50] = torch.randn(50, generator=g, dtype=torch.float64)
+    cq, ck, cv, cb = (t.float().cuda().requires_grad_() for t in (q, k, v, bias))
     with use_backend(backend):
-        out = ops.softmax_attention(cq, ck, cv, scale=0.2, bias=bias.float().cuda(), tile=64)
+        out = ops.softmax_attention(cq, ck, cv, scale=0.2, bias=cb, tile=64)
+    want = reference.softmax_attention(q, k, v, scale=0.2, bias=bias)
     torch.testing.assert_close(out.double().cpu(), want, rtol=2e-3, atol=2e-3)
     out.sum().backward()
-    qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
-    reference.softmax_attention(qr, kr, vr, scale=0.2, bias=bias).sum().backward()
-    for name, a, b in (("dq", cq, qr), ("dk", ck, kr), ("dv", cv, vr)):
+    qr, kr, vr, br = (t.clone().requires_grad_() for t in (q, k, v, bias))
+    reference.softmax_attention(qr, kr, vr, scale=0.2, bias=br).sum().backward()
+    for name, a, b in (("dq", cq, qr), ("dk", ck, kr), ("dv", cv, vr), ("dbias", cb, br)):
         torch.testing.assert_close(a.grad.double().cpu(), b.grad, rtol=5e-3, atol=5e-3, msg=name)
 
 
@@ -41,6 +42,34 @@ def test_taylor_attention_on_cuda_matches_the_reference():
     want = reference.taylor_attention(q, k, v, scale=0.25)
     out = ops.taylor_attention(q.float().cuda(), k.float().cuda(), v.float().cuda(), scale=0.25)
     torch.testing.assert_close(out.double().cpu(), want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("center", ["tokens", "features"])
+def test_chunked_linear_inference_on_cuda(monkeypatch, center):
+    """Many key chunks: every scratch and accumulator is made on q's device."""
+    import attnreuse.ops.linear as linear_mod
+
+    monkeypatch.setattr(linear_mod, "CHUNK_BYTES", 4096)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 2, 100, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    want = reference.taylor_attention(q, k + 2, v, center=center)
+    out = ops.taylor_attention(q.float().cuda(), (k + 2).float().cuda(), v.float().cuda(), center=center)
+    torch.testing.assert_close(out.double().cpu(), want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend", ops.BACKENDS)
+@pytest.mark.parametrize("n, with_bias", [(4, False), (300, False), (300, True)])
+def test_a_nan_query_row_gives_a_nan_output_row_on_cuda(backend, dtype, n, with_bias):
+    """NaN in, NaN out on CUDA too, whichever fused SDPA kernel torch picks (flash, efficient, math)."""
+    q, k, v = (torch.randn(2, 4, n, 64, device="cuda", dtype=dtype) for _ in range(3))
+    bias = torch.randn(1, 1, n, n, device="cuda", dtype=dtype) if with_bias else None
+    q[1, 2, 3, 5] = float("nan")
+    with use_backend(backend):
+        out = ops.softmax_attention(q, k, v, bias=bias)
+    nan_rows = out.isnan().any(-1)
+    assert nan_rows[1, 2, 3] and out[1, 2, 3].isnan().all(), backend
+    assert nan_rows.sum() == 1, f"{backend}: NaN rows {nan_rows.nonzero().tolist()}"
 
 
 @pytest.mark.parametrize("plan", ["mha", "mha,share,mha,share", "reuse", "taylor", "mha,skip,mha,mha"])

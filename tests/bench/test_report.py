@@ -95,3 +95,40 @@ def test_a_model_measured_in_two_inputs_is_named(tmp_path, results):
     assert "## Measured more than once" in md
     assert f"- `uniform_s` @224 batch 1 eager: `{results / 'models.json'}`, `{again / 'rerun.json'}`" in md
     assert "| uniform_s | 1.00 | 0.200 | 11.00 / 12.10 |" in md  # the models table keeps the last one
+
+
+def test_targets_not_met_are_reported_as_not_met(tmp_path):
+    """Every target missed: the verdict column says so, row by row, and no row says met."""
+    from attnreuse.bench.models import add_relative_columns
+
+    models = add_relative_columns([
+        _model("uniform_s", "eager", 4.0, macs=200e6, baseline="efficientvit_m1"),
+        _model("uniform_s", "ort", 6.0, macs=200e6, baseline="efficientvit_m1", onnx_max_abs_diff=1e-2),
+        _model("uniform_s", "ort-int8", 5.0, macs=200e6, baseline="efficientvit_m1"),
+        _model("efficientvit_m1", "eager", 4.0, macs=160e6, family="efficientvit_m"),
+        _model("efficientvit_m1", "ort", 6.0, macs=160e6, family="efficientvit_m"),
+    ])  # fmt: skip
+    export = dict(config=dict(model="uniform_s", exporter="torchscript", opset=18, threads=2), machine=MACHINE,
+                  command="attnreuse export uniform_s --output u.onnx --int8", input_shape=[1, 3, 224, 224],
+                  onnx=dict(size_bytes=8 << 20, max_abs_diff=3e-6),
+                  int8=dict(mode="static", int8_size_bytes=4 << 20, size_ratio=0.5, fp32_latency_ms_median=4.0,
+                            int8_latency_ms_median=3.6, speedup=1.1, top1_agreement=0.9, images=100))  # fmt: skip
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "models.json").write_text(json.dumps(models))
+    (d / "u.export.json").write_text(json.dumps(export))
+    md = build_report([d], tmp_path / "report").read_text()
+    missed = [
+        "| uniform_s @224 ONNX max abs diff <= 0.0001 | 0.01 | NOT met |",
+        "| uniform_s @224 ORT / eager <= 0.8 | 1.5 | NOT met |",
+        "| uniform_s vs efficientvit_m1 @224 eager >= 1.25x | 1 | NOT met |",
+        "| uniform_s vs efficientvit_m1 @224 ort >= 1.25x | 1 | NOT met |",
+        "| uniform_s @224 int8 speed-up over ORT fp32 >= 1.5x | 1.2 | NOT met |",
+        "| uniform_s 1x3x224x224 static int8 file <= 0.35x fp32 | 0.5 | NOT met |",
+        "| uniform_s 1x3x224x224 static int8 top-1 agreement >= 99% (100 images) | 0.9 | NOT met |",
+        "| uniform_s 1x3x224x224 static int8 speed-up (export) >= 1.5x | 1.1 | NOT met |",
+    ]
+    for line in missed:
+        assert line in md, line
+    targets = md.split("## Targets", 1)[1]
+    assert "| met |" not in targets and targets.count("| NOT met |") == len(missed)

@@ -159,3 +159,13 @@ def test_assume_selects_a_setting_in_the_model_table(capsys):
     argv = ["dataflow", "--hw", "flat-cloud", "--scope", "attention", "--seq", "65536", "--batch", "1"]
     assert main([*argv, "--assume", "fusemax"]) == 0
     assert "assumptions fusemax" in capsys.readouterr().out
+
+
+def test_docs_tables_are_rebuilt_from_the_model(records):
+    """docs/dataflow.md's 'Predicted vs published' tables are markdown_tables' output, byte for byte."""
+    from pathlib import Path
+
+    from attnreuse.dataflow.published import markdown_tables
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "dataflow.md").read_text()
+    assert markdown_tables(records) in doc

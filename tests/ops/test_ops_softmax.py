@@ -16,9 +16,9 @@ CASES = [
     (2, 2, 4, 33, 20, 8, 12, 7, (1, 2, 33, 20)),  # grouped reuse, N != M, Dk != Dv, per-head bias
     (3, 4, 4, 17, 23, 8, 8, None, (3, 1, 1, 23)),  # multi-head, key bias per batch
     (2, 1, 3, 19, 19, 6, 5, 4, (19, 19)),  # 2-D bias (UniForm's relative position bias)
-    (2, 2, 2, 9, 12, 4, 4, None, (2, 2, 9, 1)),  # multi-head, a bias per query row
+    (2, 2, 2, 9, 12, 4, 4, 4, (2, 1, 9, 12)),  # multi-head, a bias per batch shared by heads
 ]
-IDS = ["reuse", "grouped-dk!=dv", "mha-keybias", "bias2d", "mha-rowbias"]
+IDS = ["reuse", "grouped-dk!=dv", "mha-keybias", "bias2d", "mha-batchbias"]
 
 
 def _applies(backend, case):
@@ -64,6 +64,17 @@ def _check_against_reference(case, backend, dtype, rtol, atol):
 @pytest.mark.parametrize("case, backend", F32_PARAMS)
 def test_float32_forward_backward(case, backend):
     _check_against_reference(case, backend, torch.float32, F32_RTOL, F32_ATOL)
+
+
+@pytest.mark.parametrize("case, backend", [p for p in F32_PARAMS if p.values[0][-1] is not None])
+def test_every_reference_bias_changes_the_output(case, backend):
+    """A bias constant over keys is invisible to softmax; each case's bias varies over keys, so an
+    operator that dropped it would fail the reference comparison above. This checks the cases."""
+    q, k, v, bias, tile = _inputs(case, torch.float32)
+    with torch.no_grad(), ops.use_backend(backend):
+        biased = ops.softmax_attention(q, k, v, bias=bias, tile=tile)
+        plain = ops.softmax_attention(q, k, v, tile=tile)
+    assert (biased - plain).abs().max() > 0.1, "bias: dropping it changes nothing; the case tests nothing"
 
 
 @pytest.mark.parametrize("backend", ["tiled", "dense", "auto"])

@@ -28,7 +28,9 @@ from attnreuse.dataflow.cost import Result, evaluate
 from attnreuse.dataflow.hardware import HOROWITZ, MAC_J_FP16, OFFCHIP_BYTE_J, ONCHIP_BYTE_J, Hardware
 from attnreuse.dataflow.workload import Workload
 
-__all__ = ["QUANTITIES", "TOLERANCE", "Point", "compare_published", "platform", "points", "predict", "workload"]
+__all__ = [
+    "QUANTITIES", "TOLERANCE", "Point", "compare_published", "markdown_tables", "platform", "points", "predict", "workload",
+]
 
 TOLERANCE = 0.25
 QUANTITIES = ("flat_latency_s", "baseline_latency_s", "speedup", "score_spill_from_seq")
@@ -224,3 +226,59 @@ def compare_published(*, tolerance: float = TOLERANCE, default: Assumptions | No
             }
         )
     return records
+
+
+_CAPTIONS = (
+    ("cloud", "flat_latency_s", "fusemax", "FuseMax Fig. 8 data, cloud: FLAT latency (s)"),
+    ("cloud", "baseline_latency_s", "fusemax", "FuseMax Fig. 8 data, cloud: unfused latency (s)"),
+    ("cloud", "speedup", "fusemax", "FuseMax Fig. 8 data, cloud: FLAT speed-up over unfused"),
+    ("edge", "flat_latency_s", "flat-paper", "FLAT's own mappings (FuseMax replay), edge: FLAT latency (s)"),
+    ("cloud", "flat_latency_s", "flat-paper", "FLAT's own mappings (FuseMax replay), cloud: FLAT latency (s)"),
+)
+
+
+def _tokens(n: float) -> str:
+    if math.isinf(n):
+        return "never"
+    n = int(n)
+    return f"{n >> 20}M" if n >= 1 << 20 and not n % (1 << 20) else f"{n >> 10}K" if n >= 1024 and not n % 1024 else str(n)
+
+
+def _pct(rel: float | None) -> str:
+    return "n/a" if rel is None else f"{100 * rel:+.0f}%"
+
+
+def markdown_tables(records: list[dict]) -> str:
+    """docs/dataflow.md's 'Predicted vs published' tables from `compare_published`'s records: one
+    table per published series (rows N, columns model: predicted / published (difference) [the
+    default setting's difference]), then the score-spill lengths."""
+    models = list(dict.fromkeys(r["model"] for r in records))
+    out = []
+    for preset, quantity, setting, caption in _CAPTIONS:
+        rows = [r for r in records if (r["preset"], r["quantity"], r["setting"]) == (preset, quantity, setting)]
+        cell = {(r["seq_len"], r["model"]): r for r in rows}
+        out += [f"{caption}, setting `{setting}`; predicted / published (difference); default setting's "
+                "difference in brackets:", "", "| N | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for n in sorted({r["seq_len"] for r in rows}):
+            cells = []
+            for m in models:
+                r = cell.get((n, m))
+                cells.append("-" if r is None else f"{_fmt(r['predicted'])} / {_fmt(r['published'])} "
+                             f"({_pct(r['rel_diff'])}) [{_pct(r['default_rel_diff'])}]")
+            out.append(f"| {_tokens(n)} | " + " | ".join(cells) + " |")
+        out.append("")
+    spills = [r for r in records if r["quantity"] == "score_spill_from_seq"]
+    out += ["Length from which FLAT's chosen tile keeps its scores off chip, setting `flat-paper`:", "",
+            "| preset | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for preset in sorted(dict.fromkeys(r["preset"] for r in spills), key=lambda p: p != "edge"):
+        cells = []
+        for m in models:
+            r = next(x for x in spills if (x["preset"], x["model"]) == (preset, m))
+            p, q = (math.inf if r[k] is None else r[k] for k in ("predicted", "published"))
+            cells.append(f"{_tokens(p)} / {_tokens(q)}" + ("" if r["within_tolerance"] else " (miss)"))
+        out.append(f"| {preset} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _fmt(x: float | None) -> str:
+    return "never" if x is None else f"{x:.3g}"

@@ -11,7 +11,9 @@ from attnreuse.dataflow.cost import Result, compare
 from attnreuse.dataflow.hardware import get_hardware
 from attnreuse.dataflow.workload import MODELS
 
-__all__ = ["PAPER", "PAPER_SEQ_LENS", "SCARCE", "paper_comparison", "plot", "scarce_buffer_comparison", "table"]
+__all__ = [
+    "PAPER", "PAPER_SEQ_LENS", "SCARCE", "paper_comparison", "paper_table", "plot", "scarce_buffer_comparison", "table",
+]
 
 # FLAT (ASPLOS 2023) abstract: speed-up and energy reduction against the same accelerator running
 # each operator separately.
@@ -190,3 +192,25 @@ def scarce_buffer_comparison(
         "paper_speedup": SCARCE,
         "source": "FLAT, arXiv 2107.06419v7, abstract",
     }
+
+
+PAPER_TABLE_SETTINGS = ("fusemax", "flat-paper", "attnreuse")
+
+
+def paper_table(settings: Sequence[str] = PAPER_TABLE_SETTINGS) -> str:
+    """docs/dataflow.md's table ('FLAT's result on its own configurations'): the mean speed-up over
+    FLAT's models and lengths per platform and scope under each of `settings`, and the scarce-buffer
+    mean, beside the paper's figures."""
+    from attnreuse.dataflow.assumptions import SETTINGS
+
+    scopes = {"attention": "attention cores", "model": "whole model"}
+    means = {name: [r for r in paper_comparison(assumptions=SETTINGS[name]) if r["model"] == "mean"] for name in settings}
+    scarce = {name: scarce_buffer_comparison(assumptions=SETTINGS[name]) for name in settings}
+    head = " | ".join(f"`{name}`" + (" (default)" if name == "fusemax" else "") for name in settings)
+    lines = [f"| platform | scope | {head} | paper |", "|---|---|" + "---|" * len(settings) + "---|"]
+    for i, r in enumerate(means[settings[0]]):
+        cells = " | ".join(f"{means[name][i]['speedup_mean']:.2f}x" for name in settings)
+        lines.append(f"| {r['hardware']} | {scopes[r['scope']]} | {cells} | {r['paper_speedup']:.2f}x |")
+    cells = " | ".join(f"{scarce[name]['speedup_mean']:.2f}x" for name in settings)
+    lines.append(f"| both, 20-200 KB buffers | whole model | {cells} | {SCARCE:.1f}x |")
+    return "\n".join(lines)

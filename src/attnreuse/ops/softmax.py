@@ -286,6 +286,10 @@ def softmax_attention(
     The execution path follows `attnreuse.ops.backend`. Low precision (bf16 inputs, or float32
     ones under `torch.autocast`) follows `attnreuse.ops._precision`: products in the input dtype,
     softmax statistics and gradient sums in float32, output in the input (autocast) dtype.
+    NaN in, NaN out (IEEE), on every backend: a query row holding a NaN gives a NaN output row
+    for each value head reading its map, and leaves the other rows as they are (in float32/64; a
+    bfloat16 matmul kernel of some CPUs spreads it to the other rows of its block); a NaN in a key
+    makes every row NaN (each row's softmax sums over that key).
     """
     cast = autocast_dtype(q) if isinstance(q, Tensor) else None
     if cast is not None:
@@ -300,7 +304,10 @@ def softmax_attention(
         raise ValueError(f"tile must be a positive int or None, got {tile!r}")
     path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map, q.device.type == "cpu")
     if path == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        # torch's fused CPU kernel gives 0 for a query row holding NaN; the other paths give NaN.
+        # One O(N Dk + N Dv) pass makes it NaN here too (the score rows cost O(N M Dk)).
+        return out.masked_fill(q.isnan().any(-1, keepdim=True), float("nan"))
     if path == "dense":
         attn = attention_map(q, k, scale=scale, bias=bias)
         out = apply_map(attn, v)

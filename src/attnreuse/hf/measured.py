@@ -1,0 +1,65 @@
+"""The two measured tables of docs/hf.md ('Measured: all-MiniLM-L6-v2'), rendered from the committed
+records (docs/measured/hf_minilm.json: the `hf convert`/`hf distill` summaries under "fidelity", the
+`hf eval --json` records under "speed"). A docs test checks the page's tables equal these."""
+
+from __future__ import annotations
+
+__all__ = ["fidelity_table", "plan_label", "speed_table"]
+
+# Softmax maps one layer of a plan computes, per kind (the others apply an earlier one, or none).
+_MAPS_PER_LAYER = {"mha": "heads", "reuse": 1}
+
+
+def plan_label(plan: list[str]) -> str:
+    """'reuse (every layer)' for a uniform plan, else the plan's comma-joined kinds."""
+    return f"{plan[0]} (every layer)" if len(set(plan)) == 1 and len(plan) > 1 else ",".join(plan)
+
+
+def _maps(plan: list[str], heads: int) -> str:
+    if all(kind == "taylor" for kind in plan):
+        return "0 (linear)"
+    per = [_MAPS_PER_LAYER.get(kind, 0) for kind in plan]
+    return f"{sum(heads if p == 'heads' else p for p in per)} of {heads * len(plan)}"
+
+
+def _pair(score: dict) -> str:
+    return f"{score['cosine']:.3f} / {score['topk_overlap']:.3f}"
+
+
+def fidelity_table(records: dict, heads: int) -> str:
+    """Cosine / top-k overlap of each plan retrofit, fitted and distilled; the best distilled in bold."""
+    rows = records["fidelity"]
+    best = max(r["distilled"]["cosine"] for r in rows)
+    lines = ["| plan | maps computed | retrofit | + 100 fit steps | distilled (steps, training time) | distilled |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        distilled = _pair(r["distilled"])
+        if r["distilled"]["cosine"] == best:
+            distilled = f"**{distilled}**"
+        lines.append(f"| {plan_label(r['plan'])} | {_maps(r['plan'], heads)} | {_pair(r['retrofit'])} | "
+                     f"{_pair(r['fitted'])} | {r['distill_steps']} steps, {r['distill_train_s']:.0f} s | {distilled} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _speedup(r: dict) -> str:
+    if r["model"] == r["baseline"]:
+        return "1.00x"
+    return f"{r['speedup']:.2f}x [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}]"
+
+
+def speed_table(records: dict) -> str:
+    """Eager and ONNX Runtime latency of each model against the original, with its MAC ideal. A row
+    is labelled by the plan of the distilled run it measured (`mha`: the converted, undistilled
+    attnreuse kernel)."""
+    plans = {r["run"]: r["plan"] for r in records["fidelity"]}
+    by = {(r["model"], r["runtime"]): r for r in records["speed"]}
+    lines = ["| plan | eager ms | eager speed-up | MAC ideal | of ideal | ONNX Runtime ms | ORT speed-up vs the original's export |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for model in dict.fromkeys(r["model"] for r in records["speed"]):
+        eager, ort = by[(model, "eager")], by[(model, "ort")]
+        run = model.rstrip("/").rsplit("/", 1)[-1]
+        label = model if model == eager["baseline"] else (plan_label(plans[run]) if run in plans else f"{run} (attnreuse kernel)")
+        of_ideal = "-" if model == eager["baseline"] else f"{eager['of_ideal']:.0%}"
+        lines.append(f"| {label} | {eager['latency_ms_median']:.1f} | {_speedup(eager)} | {eager['mac_ideal']:.2f}x | "
+                     f"{of_ideal} | {ort['latency_ms_median']:.1f} | {_speedup(ort)} |")  # fmt: skip
+    return "\n".join(lines)

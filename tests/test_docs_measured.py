@@ -1,0 +1,137 @@
+"""Every table of numbers in README.md and docs/*.md is rebuilt here from what produced it (the
+committed records under docs/measured/, or the analytic model), or is listed below with the reason
+it is not. A new table fails `test_every_table_is_accounted_for` until it is given one or the other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MINILM_HEADS = 12  # all-MiniLM-L6-v2's config: num_attention_heads
+
+
+def _hf_fidelity():
+    from attnreuse.hf.measured import fidelity_table
+
+    return fidelity_table(json.loads((ROOT / "docs/measured/hf_minilm.json").read_text()), MINILM_HEADS)
+
+
+def _hf_speed():
+    from attnreuse.hf.measured import speed_table
+
+    return speed_table(json.loads((ROOT / "docs/measured/hf_minilm.json").read_text()))
+
+
+def _flat_paper():
+    from attnreuse.dataflow.report import paper_table
+
+    return paper_table()
+
+
+def taylor_seed_table(records: dict) -> str:
+    """docs/taylor.md's five-seed table, from the committed test top-1 of each training run."""
+    import statistics
+
+    lines = ["| sparse branch | seed 0 | 1 | 2 | 3 | 4 | median | furthest from it |", "|---|---|---|---|---|---|---|---|"]
+    for mode, label in (("additive", "additive (old default)"), ("residual", "residual (default)\\*")):
+        runs = sorted((r for r in records["runs"] if r["sparse_mode"] == mode), key=lambda r: r["seed"])
+        accs = [r["test_top1"] for r in runs]
+        med = statistics.median(accs)
+        far = max(runs, key=lambda r: abs(r["test_top1"] - med))
+        cells = " | ".join(f"{a:.2f}" for a in accs)
+        lines.append(f"| {label} | {cells} | {med:.2f} | {far['test_top1'] - med:+.2f} (seed {far['seed']}) |")
+    return "\n".join(lines)
+
+
+def _taylor_seeds():
+    return taylor_seed_table(json.loads((ROOT / "docs/measured/taylor_seeds_2026-11-30.json").read_text()))
+
+
+def mutation_table(records: dict) -> str:
+    """docs/testing.md's table of a mutmut run, from its committed counts (mutmut is not one of
+    attnreuse's tools, so its table is rendered here)."""
+    lines = ["| file | mutants | killed | survived | no tests | not checked | survived / tested |",
+             "|---|---|---|---|---|---|---|"]
+    rows = list(records["files"].items())
+    total = {k: sum(c[k] for _, c in rows) for k in ("mutants", "killed", "survived", "no_tests")}
+    for name, c in [*rows, ("all", total)]:
+        tested = c["killed"] + c["survived"]
+        rate = f"{c['survived'] / tested:.1%}" if tested else "-"
+        unchecked = c["mutants"] - tested - c["no_tests"]
+        lines.append(f"| {name} | {c['mutants']} | {c['killed']} | {c['survived']} | {c['no_tests']} | {unchecked} | {rate} |")
+    return "\n".join(lines)
+
+
+def _mutation_run():
+    return mutation_table(json.loads((ROOT / "docs/measured/mutmut_2026-11-30.json").read_text()))
+
+
+# (doc, header row) -> how the table is rebuilt
+REBUILT = {
+    ("docs/testing.md", "| file | mutants |"): _mutation_run,
+    ("docs/taylor.md", "| sparse branch | seed 0 |"): _taylor_seeds,
+    ("docs/hf.md", "| plan | maps computed |"): _hf_fidelity,
+    ("docs/hf.md", "| plan | eager ms |"): _hf_speed,
+    ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
+}
+# (doc, header row) -> why it is not rebuilt here
+NOT_REBUILT = {
+    **{("README.md", h): "inside the Measured block: tests/demo/test_demo.py::"
+       "test_readme_measured_section_is_generated_from_committed_records rebuilds it from docs/measured/demo_records.json"
+       for h in ("| model | plan | MACs saved |", "| model | eager ms | vs efficientvit_m1 |", "| plan | px | GMACs |",
+                 "| op | N | ms (p90) |", "| stage | status | seconds |")},
+    **{("docs/benchmarks.md", h): "historical (dated, with its command, in 'Measured on the reference machine'): "
+       "its JSON records were not kept; re-measure to commit them"
+       for h in ("| op | batch | N | ms (p90) |", "| model / peer | GMACs |", "| model / peer | peer eager ms |",
+                 "| fp32 ORT ms | int8 ORT ms |", "| plan | params | GMACs 224 / 384 |", "| row | per seed (%) |")},
+    ("docs/dataflow.md", "| case | N | measured |"): "historical (one loaded-machine run of `dataflow --validate`, "
+    "dated in the text): its records were not kept; tests/dataflow/test_cli.py runs the command",
+    ("docs/dataflow.md", "| N | BERT | TrXL | T5 | XLM |"): "analytic (`attnreuse dataflow --published`, ~20 s of "
+    "searches): tests/dataflow/test_published.py::test_docs_tables_are_rebuilt_from_the_model rebuilds them",
+    ("docs/dataflow.md", "| preset | BERT | TrXL | T5 | XLM |"): "analytic, rebuilt with the tables above it",
+    ("docs/dataflow.md", "| preset | MACs/cycle |"): "hardware presets and their sources (text, not results)",
+    ("docs/dataflow.md", "| name | depth | width |"): "model configurations (text, not results)",
+    ("docs/dataflow.md", "| option | `attnreuse` (default on a CPU/GPU) |"): "the assumptions' options (text, not results)",
+    ("docs/hf.md", "| kind | keeps |"): "the plan kinds (text, not results)",
+    ("docs/reuse_attention.md", "| | scores `QK^T` |"): "cost formulas (text, not results)",
+}
+
+
+def _tables() -> list[tuple[str, str, str]]:
+    """(doc, header row, the whole table) of every markdown table."""
+    out = []
+    for path in DOCS:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+                j = i
+                while j < len(lines) and lines[j].startswith("|"):
+                    j += 1
+                out.append((path.relative_to(ROOT).as_posix(), line, "\n".join(lines[i:j])))
+    return out
+
+
+def _key(doc: str, header: str, keys) -> tuple[str, str] | None:
+    return next((k for k in keys if k[0] == doc and header.startswith(k[1])), None)
+
+
+def test_every_table_is_accounted_for():
+    loose = [(doc, header) for doc, header, _ in _tables()
+             if _key(doc, header, REBUILT) is None and _key(doc, header, NOT_REBUILT) is None]
+    assert not loose, f"tables neither rebuilt nor listed with a reason in NOT_REBUILT: {loose}"
+    listed = {(doc, h) for doc, h, _ in _tables()}
+    stale = [k for k in (*REBUILT, *NOT_REBUILT) if not any(d == k[0] and h.startswith(k[1]) for d, h in listed)]
+    assert not stale, f"listed tables no longer in the docs: {stale}"
+
+
+@pytest.mark.parametrize("key", list(REBUILT), ids=lambda k: f"{k[0]}:{k[1]}")
+def test_table_equals_its_rebuild(key):
+    doc, header = key
+    tables = [t for d, h, t in _tables() if d == doc and h.startswith(header)]
+    assert len(tables) == 1, f"{doc}: {len(tables)} tables start with {header!r}"
+    rebuilt = REBUILT[key]()
+    assert tables[0] == rebuilt, f"{doc}: the table under {header!r} differs from its rebuild:\n{rebuilt}"
