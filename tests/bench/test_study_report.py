@@ -22,7 +22,8 @@ def test_unmet_checks_are_unticked_in_the_report(tmp_path):
         _rec("sdpa", 8, 10.0, 1.0), _rec("mha", 8, 12.0, 0.83), _rec("share2", 8, 11.0, 0.9, coverage=1.3, of_pred=0.5),
         _rec("sdpa", 16, 20.0, 1.0), _rec("mha", 16, 24.0, 0.83), _rec("share2", 16, 25.0, 0.8, of_pred=0.95),
     ]  # fmt: skip
-    config = SimpleNamespace(model="tiny", threads=1, batch=1, backend="auto", command="attnreuse bench study", check_length=8)
+    config = SimpleNamespace(model="tiny", threads=1, batch=1, backend="auto", command="attnreuse bench study", check_length=8,
+                             device="cpu")
     md = write_report(records, config, tmp_path).read_text()
     checks = md.split("## Checks", 1)[1].split("##", 1)[0]
     assert "- [ ] the breakdown (parts + rest) is within 10% of the measured end-to-end time: worst: share2 at 8" in checks
