@@ -51,6 +51,16 @@ def _taylor_seeds():
     return taylor_seed_table(json.loads((ROOT / "docs/measured/taylor_seeds_2026-11-30.json").read_text()))
 
 
+def _whisper_study(run: str):
+    def build():
+        from attnreuse.bench.study_report import latency_table
+
+        records = json.loads((ROOT / "docs/measured/whisper_base_study_2026-11-30.json").read_text())
+        return "\n".join(latency_table(records["runs"][run]["records"]))
+
+    return build
+
+
 def mutation_table(records: dict) -> str:
     """docs/testing.md's table of a mutmut run, from its committed counts (mutmut is not one of
     attnreuse's tools, so its table is rendered here)."""
@@ -88,6 +98,8 @@ NOT_REBUILT = {
        "its JSON records were not kept; re-measure to commit them"
        for h in ("| op | batch | N | ms (p90) |", "| model / peer | GMACs |", "| model / peer | peer eager ms |",
                  "| fp32 ORT ms | int8 ORT ms |", "| plan | params | GMACs 224 / 384 |", "| row | per seed (%) |")},
+    ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "three runs under one header: "
+    "test_whisper_study_tables_are_rebuilt rebuilds each from docs/measured/whisper_base_study_2026-11-30.json",
     ("docs/dataflow.md", "| case | N | measured |"): "historical (one loaded-machine run of `dataflow --validate`, "
     "dated in the text): its records were not kept; tests/dataflow/test_cli.py runs the command",
     ("docs/dataflow.md", "| N | BERT | TrXL | T5 | XLM |"): "analytic (`attnreuse dataflow --published`, ~20 s of "
@@ -135,3 +147,12 @@ def test_table_equals_its_rebuild(key):
     assert len(tables) == 1, f"{doc}: {len(tables)} tables start with {header!r}"
     rebuilt = REBUILT[key]()
     assert tables[0] == rebuilt, f"{doc}: the table under {header!r} differs from its rebuild:\n{rebuilt}"
+
+
+def test_whisper_study_tables_are_rebuilt():
+    """docs/map_sharing.md's three bench-study tables (CPU dense, CPU auto, GPU) are the study
+    report's own table of the committed records, in that order."""
+    doc = (ROOT / "docs/map_sharing.md").read_text()
+    tables = [_whisper_study(run)() for run in ("cpu_dense", "cpu_auto", "gpu_dense")]
+    at = [doc.find(t) for t in tables]
+    assert all(i >= 0 for i in at) and at == sorted(at), "docs/map_sharing.md's study tables differ from their records"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from attnreuse.bench.study import BASELINE, PARTS, REFERENCE, REST_PARTS
 
-__all__ = ["CHECKS", "check_records", "format_table", "write_report"]
+__all__ = ["CHECKS", "check_records", "format_table", "latency_table", "write_report"]
 
 CHECKS = {
     "coverage_tolerance": 0.10,  # sum of the measured parts (rest included) vs the uninstrumented end-to-end time
@@ -126,7 +126,8 @@ def plot_speedup(records: list[dict], path: Path) -> Path:
     return path
 
 
-def _markdown_table(records: list[dict]) -> list[str]:
+def latency_table(records: list[dict]) -> list[str]:
+    """The report's first table (plan x N: ms / speed-up over sdpa / attention share), as lines."""
     lengths = sorted({r["frames"] for r in records})
     rows = {(r["plan"], r["frames"]): r for r in records}
     lines = ["| plan | " + " | ".join(f"N={n}: ms / vs sdpa / attn %" for n in lengths) + " |",
@@ -168,7 +169,7 @@ def write_report(records: list[dict], config, out: Path) -> Path:
         "(the interval between two marks goes to the innermost open part); the instrumented forward's "
         "overhead is its paired ratio to an uninstrumented forward timed next to it.",
         "",
-        *_markdown_table(records),
+        *latency_table(records),
         "",
         "## Checks",
         "",
