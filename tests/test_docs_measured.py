@@ -37,8 +37,11 @@ def taylor_seed_table(records: dict) -> str:
     import statistics
 
     lines = ["| sparse branch | seed 0 | 1 | 2 | 3 | 4 | median | furthest from it |", "|---|---|---|---|---|---|---|---|"]
-    for mode, label in (("additive", "additive (old default)"), ("residual", "residual (default)\\*")):
-        runs = sorted((r for r in records["runs"] if r["sparse_mode"] == mode), key=lambda r: r["seed"])
+    rows = (("additive", 1, "additive (old default)"), ("residual", 1, "residual (default)\\*"),
+            ("residual", 2, "residual (default), 2 threads"))
+    for mode, threads, label in rows:
+        runs = sorted((r for r in records["runs"] if (r["sparse_mode"], r["threads"]) == (mode, threads)),
+                      key=lambda r: r["seed"])
         accs = [r["test_top1"] for r in runs]
         med = statistics.median(accs)
         far = max(runs, key=lambda r: abs(r["test_top1"] - med))
