@@ -1,5 +1,6 @@
 """Micro-measurements of this CPU for the `this-cpu` preset, with the project's measurement kit
-(`attnreuse.measure`). torch is imported inside functions so the cost model stays torch-free."""
+(`attnreuse.measure`). torch is imported inside functions: the cost model's own code uses none of
+it. (The process still has torch loaded, because `import attnreuse` registers the models with timm.)"""
 
 from __future__ import annotations
 
