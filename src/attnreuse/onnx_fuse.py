@@ -106,17 +106,25 @@ def _bias_fits(bias: list | None, q: list, k: list) -> bool:
     return lead[0] in (1, q[0]) and lead[1] in (1, q[1])
 
 
-def _find(graph, shapes: dict) -> list[_Match]:
+def _index(graph):
+    """The lookups both pattern finders walk the graph with: each value's producing node, each
+    value's consuming nodes, the graph's constants, and whether a value has exactly one use (one
+    consumer and not a graph output), i.e. can be folded into a fused node."""
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     outputs = {o.name for o in graph.output}
-    consts = _constants(graph)
 
     def only_use(name: str) -> bool:
         return len(consumers.get(name, [])) == 1 and name not in outputs
+
+    return producer, consumers, _constants(graph), only_use
+
+
+def _find(graph, shapes: dict) -> list[_Match]:
+    producer, consumers, consts, only_use = _index(graph)
 
     matches = []
     for sm in graph.node:
@@ -178,16 +186,7 @@ def _find_channel_major(graph, shapes: dict) -> list[_Match]:
     """UniForm's exported windows, one map for all channels (layers/reuse_mixer.py `_attend_nchw`):
     MatMul(Transpose(q, [0, 2, 1]), k) -> [Mul(scale)] -> [Add(bias)] -> Softmax ->
     Transpose([0, 2, 1]) -> MatMul(v, .), with q, k: [B, D, N], v: [B, C, N], out [B, C, N]."""
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
-    consts = _constants(graph)
-
-    def only_use(name: str) -> bool:
-        return len(consumers.get(name, [])) == 1 and name not in outputs
+    producer, consumers, consts, only_use = _index(graph)
 
     def single(name: str, op: str):
         uses = consumers.get(name, [])
