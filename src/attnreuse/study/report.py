@@ -9,7 +9,7 @@ from pathlib import Path
 from attnreuse._io import atomic_write_json, atomic_write_text
 from attnreuse.study.config import RETROFITS, StudyConfig
 
-__all__ = ["summarise", "write_report"]
+__all__ = ["retrofits_table", "rows_table", "summarise", "write_report"]
 
 
 def _stats(values: list[float]) -> dict:
@@ -61,6 +61,38 @@ def _pm(s: dict) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
+def rows_table(data: dict) -> list[str]:
+    """The per-row table of `summarise`'s output (or a saved study.json), as markdown lines."""
+    lines = [
+        "| Row | Model | Input (px) | Per seed (%) | Mean ± std (%) | Gap to mha (points) | Within tolerance |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, r in data["rows"].items():
+        plan = r["model_kwargs"].get("attn_plan", "")
+        lines.append(
+            f"| {key} | {r['model']} {plan if plan else ''}".rstrip() + f" | {r['img_size'] or 'default'} | "
+            + ", ".join(f"{v:.2f}" for v in r["test_top1"]["values"])
+            + f" | {_pm(r['test_top1'])} | {r['gap_points']:+.2f} | {'yes' if r['within_tolerance'] else 'no'} |"
+        )
+    return lines
+
+
+def retrofits_table(data: dict) -> list[str]:
+    """The retrofit table (source, converted, fine-tuned, gap) of `summarise`'s output, as markdown lines."""
+    lines = [
+        "| Plan | Source test (%) | Converted, before fine-tune: val (%) | After fine-tune: test (%) | "
+        "Gap to source (points) | Steps (fine-tune / source) | Within tolerance |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in data["retrofits"].items():
+        lines.append(
+            f"| {name} (`{r['plan']}`) | {_pm(r['source_test_top1'])} | {_pm(r['converted_val_top1'])} | "
+            f"{_pm(r['finetuned_test_top1'])} | {_pm(r['gap_points'])} | {r['finetune_steps']} / "
+            f"{r['source_steps']} | {'yes' if r['within_tolerance'] else 'no'} |"
+        )
+    return lines
+
+
 def write_report(cfg: StudyConfig, root: Path, results: dict[str, dict], *, argv: list[str],
                  elapsed_s: float, run_s: float) -> Path:
     """Write study.json and the markdown report; `run_s`: the sum of every run's own wall time."""
@@ -86,16 +118,8 @@ def write_report(cfg: StudyConfig, root: Path, results: dict[str, dict], *, argv
         f"label smoothing 0.1; seeds {seeds}; top-1 on the digits test split. Mean ± sample standard deviation "
         f"over seeds; the gap is to the mha row's mean (tolerance {cfg.tolerance_points} point).",
         "",
-        "| Row | Model | Input (px) | Per seed (%) | Mean ± std (%) | Gap to mha (points) | Within tolerance |",
-        "|---|---|---|---|---|---|---|",
+        *rows_table(data),
     ]
-    for key, r in data["rows"].items():
-        plan = r["model_kwargs"].get("attn_plan", "")
-        lines.append(
-            f"| {key} | {r['model']} {plan if plan else ''}".rstrip() + f" | {r['img_size'] or 'default'} | "
-            + ", ".join(f"{v:.2f}" for v in r["test_top1"]["values"])
-            + f" | {_pm(r['test_top1'])} | {r['gap_points']:+.2f} | {'yes' if r['within_tolerance'] else 'no'} |"
-        )
     if data["retrofits"]:
         lines += [
             "",
@@ -105,16 +129,8 @@ def write_report(cfg: StudyConfig, root: Path, results: dict[str, dict], *, argv
             f"`attnreuse train --init CONVERTED --teacher SOURCE` for {cfg.finetune_epochs} epochs at lr "
             f"{cfg.finetune_lr} with one warm-up epoch ({cfg.finetune_fraction:.0%} of the source's epochs, at least one).",
             "",
-            "| Plan | Source test (%) | Converted, before fine-tune: val (%) | After fine-tune: test (%) | "
-            "Gap to source (points) | Steps (fine-tune / source) | Within tolerance |",
-            "|---|---|---|---|---|---|---|",
+            *retrofits_table(data),
         ]
-        for name, r in data["retrofits"].items():
-            lines.append(
-                f"| {name} (`{r['plan']}`) | {_pm(r['source_test_top1'])} | {_pm(r['converted_val_top1'])} | "
-                f"{_pm(r['finetuned_test_top1'])} | {_pm(r['gap_points'])} | {r['finetune_steps']} / "
-                f"{r['source_steps']} | {'yes' if r['within_tolerance'] else 'no'} |"
-            )
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
