@@ -243,7 +243,7 @@ def test_pretrained_without_a_file_is_an_error():
         (["taylor", "share", "mha", "mha"], r"attn_plan\[1\]='share' has no earlier layer"),
         ("flash", "not a known kind"),
         ("reuse:2", "divisor of num_heads=3"),
-        ("mha:2", "only 'reuse' takes an argument"),
+        ("mha:2", "only 'reuse' / 'kvpool' takes an argument"),
     ],
 )
 def test_bad_plans(plan, match):

@@ -60,7 +60,7 @@ def test_grammar_names_and_messages():
     assert parse_plan("mha, reuse:2 ,share", 3, num_heads=4) == (LayerSpec("mha"), LayerSpec("reuse", 2), LayerSpec("share"))
     assert parse_plan("reuse:1", 1, 4) == parse_plan("reuse", 1, 4)  # one map either way
     assert map_sources(parse_plan("reuse:2,share,taylor,share", 4, 4)) == (None, 0, None, 0)
-    with pytest.raises(ValueError, match=r"attn_plan\[0\]='share:2': 'share' takes no argument; only 'reuse' takes"):
+    with pytest.raises(ValueError, match=r"attn_plan\[0\]='share:2': 'share' takes no argument; only 'reuse' / 'kvpool' takes"):
         parse_plan("share:2", 2, 4, name="attn_plan")
     with pytest.raises(ValueError, match=r"plan\[1\]='flash' is not a known kind \(unknown attention kind 'flash'; known kinds: mha, reuse"):
         parse_plan(["mha", "flash"], 2, 4)

@@ -8,7 +8,7 @@ file here plus its tests. Kinds shipped: mha, reuse / reuse:G, share, skip, tayl
 
 from attnreuse.plan.registry import Kind, LayerSpec, SourceAttention, VitBlockArgs, get_kind, kind_names, register_kind
 from attnreuse.plan.grammar import format_plan, map_sources, parse_entry, parse_plan
-from attnreuse.plan import mha, reuse, share, skip, taylor  # noqa: F401  (registers the kinds)
+from attnreuse.plan import mha, reuse, share, skip, taylor, kvpool  # noqa: F401  (registers the kinds)
 
 __all__ = [
     "Kind",
