@@ -107,6 +107,17 @@ def test_vit_attention_keeps_the_prefix_tokens_and_matches_the_reference(prefix,
         torch.testing.assert_close(attn(x), want, rtol=1e-10, atol=1e-10)
 
 
+def test_vit_attention_dropout_acts_in_training_only():
+    attn = KVPoolAttention(12, 3, pool=2, num_prefix_tokens=1, attn_drop=0.5)
+    plain = KVPoolAttention(12, 3, pool=2, num_prefix_tokens=1)
+    plain.load_state_dict(attn.state_dict())
+    x = torch.randn(2, 9, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(attn.eval()(x), plain(x), rtol=0, atol=0)
+        attn.train()
+        assert not torch.allclose(attn(x), plain(x))
+
+
 def _source(dim=12, heads=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     w = {n: torch.randn(dim, dim, generator=g, dtype=torch.float64) / math.sqrt(dim) for n in ("query", "key", "value")}
@@ -205,7 +216,7 @@ def test_convert_a_dense_run_to_kvpool(tmp_path, capsys):
                  "--batch-size", "8", "--output", str(tmp_path / "pooled")]) == 0
     record = json.loads((tmp_path / "pooled" / "convert.json").read_text())
     assert record["plan"] == plan and record["new_keys"] == [] and record["dropped"] == []
-    model, spec = runs.load_model_dir(tmp_path / "pooled")
+    model, _ = runs.load_model_dir(tmp_path / "pooled")
     assert model.attn_plan == tuple(plan)
     for key, value in source.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
@@ -259,6 +270,25 @@ def test_hf_convert_save_and_load_round_trip(tmp_path):
         a, b = again(input_ids=ids).last_hidden_state, converted(input_ids=ids).last_hidden_state
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert not torch.allclose(b, bert(input_ids=ids).last_hidden_state)
+
+
+def test_hf_onnx_export_keeps_batch_and_length_dynamic(tmp_path):
+    """The pooling has no shape arithmetic, so the graph traced on one padded batch serves others."""
+    pytest.importorskip("onnxruntime")
+    from attnreuse.hf.export import export_encoder, ort_encoder_session
+
+    _, arhf = _hf()
+    model = arhf.convert(_tiny_bert(), "kvpool:3")
+    ids, mask = torch.randint(5, 40, (2, 10)), torch.ones(2, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    export_encoder(model, tmp_path / "kvpool.onnx", {"input_ids": ids, "attention_mask": mask})
+    session = ort_encoder_session(tmp_path / "kvpool.onnx", threads=1)
+    ids, mask = torch.randint(5, 40, (3, 13)), torch.ones(3, 13, dtype=torch.long)
+    mask[2, 5:] = 0
+    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    with torch.no_grad():
+        want = model.eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=0, atol=1e-5)
 
 
 def test_hf_whisper_encoder_hosts_kvpool():

@@ -8,13 +8,13 @@ length) but with no parameters of its own: an average replaces PVT's strided con
 Linformer's learnt projections, so a dense layer retrofits zero-shot. N keys become
 M = ceil(N / R): scores + softmax and A.V shrink by 1 - 1/R; the projections stay as they are.
 
-What a pooled key stands for: the score of a query against the mean of a window's keys is the mean
-of its scores against them (q . mean(k) = mean(q . k)), and the pooled value is the mean of the
-values, so each window enters the softmax as its real tokens would if they were alike. A window of
-c real tokens therefore also gets the additive score term log(c / R): a full window has 0, a short
-one (the last window when R does not divide N, a window cut by padding) weighs what its c tokens
-would, and a window with no real token is masked out (the softmax's most negative bias). Where each
-window holds one token repeated, kvpool is the dense layer exactly (tested).
+What a pooled key stands for: a query's score against a window's mean key is the mean of its
+scores against the window's keys (q . mean(k) = mean(q . k)), and the pooled value is the mean of
+its values. In dense attention a window of c real tokens weighs as c keys, so its pooled key gets
+the additive score term log(c / R): 0 for a full window, less for a short one (the last window when
+R does not divide N, a window cut by padding); a window with no real token is masked out (the
+dtype's most negative bias). A window holding one token repeated then weighs what its copies weigh
+in the dense layer, so on such inputs kvpool is the dense layer exactly (tested).
 
 Hosts:
 - transformers encoders (`retrofit` / `run`): every token is pooled, padding as `key_mask` [B, N]
@@ -29,9 +29,9 @@ Hosts:
 
 The default R is 2: retrofitted zero-shot, with no fitting, the least pooling keeps each window's
 keys closest to the dense layer's (neighbouring tokens' scores averaged in pairs) and still removes
-half of scores + softmax and A.V; larger R (4 and up, PVT's trained ratios) is for distilled models.
-An explicit entry is kept as written ("kvpool" is recorded as "kvpool:2"), so a saved plan does not
-change meaning with the default.
+half of scores + softmax and A.V; larger R is for distilled or trained models (PVT, trained from
+scratch, reduces its four stages' keys by 8 x 8, 4 x 4, 2 x 2 and 1). The default is written into
+the plan ("kvpool" is recorded as "kvpool:2"), so a saved plan keeps its meaning if it changes.
 """
 
 from __future__ import annotations
@@ -61,29 +61,31 @@ def pool_keys_values(
     (k', v' [B, H, keep + M, D], bias [B|1, 1, 1, keep + M] or None), M = ceil((N - keep) / pool).
     The first `keep` tokens pass as they are; each window averages its real tokens. bias: log(c / pool)
     for a key standing for c real tokens (a kept token: c = 1), the dtype's most negative number for
-    c = 0; None when every key is a full window (nothing to add).
+    c = 0; None without a mask or kept tokens when `pool` divides N (every window full: nothing to add).
+    No shape arithmetic: the pooling is `avg_pool2d` over the token axis of sequences zero-padded by
+    pool - 1 tokens, so a traced graph (ONNX export) keeps N dynamic.
     """
-    B, H, N, _ = k.shape
-    n = N - keep
-    if n < 1:
-        raise ValueError(f"kvpool needs a token to pool after the {keep} kept ones, got N={N}")
-    M = -(-n // pool)
-    pad = M * pool - n
-    if key_mask is None and pad == 0 and keep == 0:
-        return (k.reshape(B, H, M, pool, -1).mean(3), v.reshape(B, H, M, pool, -1).mean(3), None)
-    real = k.new_ones(1, N) if key_mask is None else key_mask.to(k.dtype)  # [B|1, N]
-    weight = F.pad(real[:, keep:], (0, pad))  # [B|1, M * pool]
-    count = weight.view(-1, M, pool).sum(-1)  # [B|1, M]
-    norm = count.clamp(min=1)[:, None, :, None]
+    window = (pool, 1)
+    if key_mask is None and keep == 0 and k.shape[2] % pool == 0:
+        return F.avg_pool2d(k, window), F.avg_pool2d(v, window), None
+
+    def window_sums(t: Tensor) -> Tensor:
+        """[B, C, n, D] -> [B, C, ceil(n / pool), D]: each window's sum / pool (the zero padding
+        fills the last window, so every average divides by pool)."""
+        return F.avg_pool2d(F.pad(t, (0, 0, 0, pool - 1)), window)
+
+    real = torch.ones_like(k[:1, :1, :, :1]) if key_mask is None else key_mask[:, None, :, None].to(k.dtype)
+    share = window_sums(real[:, :, keep:])  # c / pool per window: [B|1, 1, M, 1]
+    divisor = torch.where(share > 0, share, torch.ones_like(share))
 
     def pool_tokens(t: Tensor) -> Tensor:
-        body = F.pad(t[:, :, keep:] * weight[:, None, :n, None], (0, 0, 0, pad))  # padding weighs 0
-        pooled = body.reshape(B, H, M, pool, -1).sum(3) / norm
+        pooled = window_sums(t[:, :, keep:] * real[:, :, keep:]) / divisor  # padding weighs 0
         return torch.cat([t[:, :, :keep], pooled], dim=2) if keep else pooled
 
-    counts = torch.cat([real[:, :keep], count], dim=1)  # [B|1, keep + M]
-    bias = torch.log(counts.clamp(min=1) / pool).masked_fill(counts == 0, torch.finfo(k.dtype).min)
-    return pool_tokens(k), pool_tokens(v), bias[:, None, None, :]
+    if keep:
+        share = torch.cat([real[:, :, :keep] / pool, share], dim=2)
+    bias = share.clamp(min=torch.finfo(k.dtype).tiny).log().masked_fill(share == 0, torch.finfo(k.dtype).min)
+    return pool_tokens(k), pool_tokens(v), bias.transpose(2, 3)
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None) -> Tensor:
