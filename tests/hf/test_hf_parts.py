@@ -165,3 +165,19 @@ def test_layer_fitting_moves_only_the_new_parts_and_lowers_their_error(tmp_path)
     assert all(p.requires_grad for p in converted.parameters())  # flags restored
     with pytest.raises(ValueError, match="--fit-steps must be an int >= 0"):
         fit_layers(converted, original, tok, sentences(8), steps=-1)
+
+
+def test_export_encoder_leaves_the_model_in_eval_mode(tmp_path):
+    """torch.onnx.export restores the mode of what it exports; the wrapper must not bring the model
+    back to training mode (BERT's dropout on after an export)."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from hfutil import tiny_model
+
+    from attnreuse.hf.export import export_encoder
+
+    model = tiny_model("bert", hidden_dropout_prob=0.5)
+    ids, mask = torch.randint(5, 30, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    export_encoder(model, tmp_path / "m.onnx", {"input_ids": ids, "attention_mask": mask})
+    assert not any(m.training for m in model.modules())

@@ -66,7 +66,9 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
     from attnreuse.ops import exporting
 
     model = model.eval()
-    wrapper = _Encoder(model)
+    # eval() on the wrapper too: torch.onnx.export restores the wrapper's own mode when it is done,
+    # and a fresh nn.Module is in training mode, which would switch the model's dropout back on.
+    wrapper = _Encoder(model).eval()
     args = tuple(batch[k] for k in INPUTS)
     with torch.no_grad():
         expected = wrapper(*args)
