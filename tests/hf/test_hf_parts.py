@@ -181,3 +181,15 @@ def test_export_encoder_leaves_the_model_in_eval_mode(tmp_path):
     ids, mask = torch.randint(5, 30, (2, 7)), torch.ones(2, 7, dtype=torch.long)
     export_encoder(model, tmp_path / "m.onnx", {"input_ids": ids, "attention_mask": mask})
     assert not any(m.training for m in model.modules())
+
+
+def test_converted_layers_take_the_mode_of_the_model():
+    """A converted eval-mode model stays in eval mode throughout (a new core in training mode would
+    run its attention dropout at inference); a training-mode model stays in training mode."""
+    from hfutil import tiny_model
+
+    from attnreuse import hf as arhf
+
+    model = tiny_model("bert")
+    assert not any(m.training for m in arhf.convert(model, "kvpool:2").modules())
+    assert all(m.training for m in arhf.convert(model.train(), "mha,share,mha,share").modules())

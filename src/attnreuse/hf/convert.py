@@ -66,7 +66,8 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
         core.to(device=module.get_parameter(f"{host.qkv[0]}.weight").device,
                 dtype=module.get_parameter(f"{host.qkv[0]}.weight").dtype)
         out_proj = getattr(module, host.out_proj) if host.out_proj else None
-        setattr(parent, attr, PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj))
+        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj)
+        setattr(parent, attr, layer.train(module.training))  # the mode of the layer it replaces (dropout)
     setattr(model.config, PLAN_KEY, [str(s) for s in specs])
     model.config._attn_implementation = interface.register()
     return model
