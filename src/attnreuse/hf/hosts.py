@@ -66,6 +66,12 @@ HOSTS = (
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
          model_class="WhisperEncoder",
          model_hint=" (the encoder alone: model.get_encoder() of a WhisperModel; attnreuse hosts encoder self-attention only)"),
+    # wav2vec2 / HuBERT: the same encoder layer in both (post-norm in base models, pre-norm under
+    # `do_stable_layer_norm` in large ones); the attention module owns `out_proj`, every projection
+    # has a bias, scores use `scaling` (head_dim^-0.5). Every model class of theirs (Model, ForCTC,
+    # ...) holds encoder self-attention only, so any converts.
+    Host("wav2vec2", ("wav2vec2",), "Wav2Vec2Attention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj"),
+    Host("hubert", ("hubert",), "HubertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj"),
 )
 SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
 
