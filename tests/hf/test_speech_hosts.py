@@ -15,7 +15,7 @@ from hfutil import tiny_model
 PLANS = ["mha", "reuse", "reuse:2", "taylor", "mha,share,mha,share", "mha,share,share,mha", "mha,skip,skip,mha",
          "reuse,share,taylor,skip"]
 VARIANTS = [("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("hubert", True)]
-LENGTHS = (400, 290, 170)  # samples: 39, 28 and 16 frames (10 samples a frame, 19-sample receptive field)
+LENGTHS = (400, 290, 170)  # samples: 39, 28 and 16 frames (10 samples a frame, a 20-sample receptive field)
 
 
 def _model(family: str, stable: bool):
