@@ -35,6 +35,7 @@ def test_every_job_runs_on_a_speech_encoder(tmp_path, capsys, speech_dir):
     assert code == 0 and "suggested plan" in out
     red = json.loads((an / "analysis.json").read_text())["redundancy"]
     assert red["texts"] == 12 and len(red["head_to_mean"]) == 4
+    assert json.loads((an / "analysis.json").read_text())["text"] == "synthetic"
     conv = tmp_path / "conv"
     code, out, _ = _run(capsys, "hf", "convert", "--model", str(speech_dir), "--plan", "mha,share,reuse,share",
                         "--fit-steps", "2", "--output", str(conv))

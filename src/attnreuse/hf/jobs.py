@@ -73,7 +73,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
                 budget: float = 0.67, min_score: float = 0.5, force: bool = False) -> dict:
     from attnreuse.hf.analyze import capture, suggest
     from attnreuse.hf.hosts import host_for
-    from attnreuse.hf.source import load_data
+    from attnreuse.hf.source import data_name, load_data
 
     if texts < 2:
         raise ValueError(f"--texts must be at least 2, got {texts}")
@@ -86,7 +86,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
         plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
-        record = {"model": str(model_dir), "text": text, "redundancy": red.to_json(), "suggestion": plan}
+        record = {"model": str(model_dir), "text": data_name(model.config, text), "redundancy": red.to_json(), "suggestion": plan}
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
         _heatmap(out / "output_cka.png", red.output_cka, "attention-output CKA between layers", "layer", "layer")
@@ -133,7 +133,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     from attnreuse.hf.convert import save
     from attnreuse.hf.distill import run_distillation
     from attnreuse.hf.fidelity import fidelity
-    from attnreuse.hf.source import load_data
+    from attnreuse.hf.source import data_name, load_data
 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
@@ -148,7 +148,8 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         student, _ = _converted(init_dir)
         train, held = load_data(teacher.config, text)
         atomic_write_json(out / "config.json", asdict(cfg))
-        atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir), "text": text})
+        atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
+                                                  "text": data_name(teacher.config, text)})
         before = fidelity(student, teacher, tok, held) if not resume else None
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
@@ -164,7 +165,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
              runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
              speed: bool = True, json_path: str | None = None) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
-    from attnreuse.hf.source import load_data
+    from attnreuse.hf.source import data_name, load_data
     from attnreuse.hf.speed import measure_speed
 
     if not candidates:
@@ -180,7 +181,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     if speed:
         speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
                                       tokens=tokens, runtimes=runtimes, rounds=rounds, repeats=repeats, threads=threads)
-    record = {"teacher": str(teacher_dir), "text": text, "candidates": rows, "speed": speed_records}
+    record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if json_path:
         atomic_write_json(json_path, record)
     return record

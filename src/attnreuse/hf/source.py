@@ -7,7 +7,7 @@ from pathlib import Path
 
 from attnreuse.hf.hosts import host_for
 
-__all__ = ["load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
+__all__ = ["data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
 
 def load_config(directory: str | os.PathLike):
@@ -61,6 +61,15 @@ def load_preprocessor(directory: str | os.PathLike, config):
         return load_batcher(directory, config)
     raise ValueError(f"{config.model_type} models take {host.inputs}; the hf jobs run text (input_ids) and waveform "
                      "(input_values) models: convert this one in Python (attnreuse.hf.convert)")
+
+
+def data_name(config, text: str) -> str:
+    """What `load_data(config, text)` reads, as the job records name it."""
+    if host_for(config).inputs == "input_values":
+        from attnreuse.hf.audio import BUILTIN
+
+        return BUILTIN
+    return text
 
 
 def load_data(config, text: str) -> tuple[list, list]:
