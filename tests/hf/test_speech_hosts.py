@@ -9,11 +9,14 @@ import torch
 
 import attnreuse.hf as arhf
 from attnreuse.hf.modules import PlanAttention
+from attnreuse.plan import kind_names
 
 from hfutil import tiny_model
 
-PLANS = ["mha", "reuse", "reuse:2", "taylor", "mha,share,mha,share", "mha,share,share,mha", "mha,skip,skip,mha",
-         "reuse,share,taylor,skip"]
+# Every registered kind, after an mha layer (share and skip take what an earlier layer gives), then
+# whole-model and mixed plans.
+PLANS = [",".join(["mha"] + [k] * 3) for k in kind_names()] + [
+    "reuse", "reuse:2", "taylor", "mha,share,mha,share", "mha,skip,skip,mha", "reuse,share,taylor,skip"]
 VARIANTS = [("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("hubert", True)]
 LENGTHS = (400, 290, 170)  # samples: 39, 28 and 16 frames (10 samples a frame, a 20-sample receptive field)
 
@@ -47,7 +50,7 @@ def test_speech_encoders_host_every_kind(family, stable, plan):
         out = converted(**batch).last_hidden_state
         ref = model(**batch).last_hidden_state
     assert out.shape == ref.shape == (3, 39, 32) and torch.isfinite(out).all()
-    if plan == "mha":
+    if set(plan.split(",")) == {"mha"}:
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     else:  # the attention maps are peaked enough that a compressed plan differs (the test can see a wrong mask)
         assert (out - ref).abs().max() > 1e-3
@@ -78,7 +81,7 @@ def test_a_padded_clip_gives_what_it_gives_alone(plan):
             torch.testing.assert_close(out[i, : alone.shape[0]], alone, rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("plan", ["mha", "reuse", "taylor", "mha,share,mha,share", "mha,skip,skip,mha"])
+@pytest.mark.parametrize("plan", PLANS[: len(kind_names())])
 def test_every_kind_trains_on_speech(plan):
     """Gradients reach every plan layer's parameters through the masked batch, and one step lowers a loss."""
     torch.manual_seed(0)
