@@ -106,10 +106,9 @@ def _clip(config, index: int, seed: int, min_frames: int, max_frames: int) -> Te
     f0 = base * (1 + uniform(-0.2, 0.2) * t / max(t[-1].item(), 1e-9))  # a pitch glide [n]
     phase = 2 * math.pi * torch.cumsum(f0 / SAMPLE_RATE, 0)
     formants = (uniform(300, 900), uniform(900, 2500))
-    voiced = torch.zeros(n, dtype=torch.float64)
-    for h in range(1, min(24, int(SAMPLE_RATE / 2 / (1.2 * base)))):  # harmonics below Nyquist all along the glide
-        gain = sum(math.exp(-(((h * base - f) / 150) ** 2)) for f in formants) + 0.05
-        voiced += gain / h * torch.sin(h * phase)
+    h = torch.arange(1, min(24, int(SAMPLE_RATE / 2 / (1.2 * base))), dtype=torch.float64)  # below Nyquist all along
+    gain = sum(torch.exp(-(((h * base - f) / 150) ** 2)) for f in formants) + 0.05
+    voiced = ((gain / h)[:, None] * torch.sin(h[:, None] * phase[None])).sum(0)
     envelope = 0.55 + 0.45 * torch.sin(2 * math.pi * uniform(3, 6) * t + uniform(0, 2 * math.pi))
     noise = torch.randn(n, generator=g, dtype=torch.float64)
     burst = (torch.sin(2 * math.pi * uniform(1, 3) * t + uniform(0, 2 * math.pi)) > 0.8).double()
