@@ -420,7 +420,8 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
     if config.device != "cpu" and not torch.cuda.is_available():
         raise ValueError(f"--device {config.device}: CUDA is not available to this torch {torch.__version__} "
                          "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
-    wc = w2v.speech_config(config.model, config.positions) or whisper_config(config)
+    wc = w2v.speech_config(config.model, config.positions)
+    wc = whisper_config(config) if wc is None else wc
     plans = _validate(config, wc)
     if torch.device(config.device).index is not None:
         torch.cuda.set_device(torch.device(config.device))  # CUDA events record on the current device

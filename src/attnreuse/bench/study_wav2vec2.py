@@ -8,10 +8,10 @@ defaults for both families; weights are random.
 Length: the study's N is encoder frames. Each N gets the raw waveform of the fewest samples the
 feature encoder turns into exactly N frames (`attnreuse.hf.audio.samples_for_frames`: 320 (N - 1)
 + 400 for the base conv stack), and the forward runs from the waveform, as a user's call does,
-rather than feeding the encoder frames: the latency is the model's end to end, and the feature encoder's share is measured,
-not left out. It sits in the breakdown's rest as "stem" (the conv feature encoder on the waveform,
-the feature projection and the positional convolution, kernel 128 in 16 groups), so the encoder's
-own time is the total less `ms_rest_stem`. Unlike Whisper, positions are convolutional: there is no
+rather than feeding the encoder frames: the latency is the model's end to end, and the feature
+encoder's share is measured, not left out. It sits in the breakdown's rest as "stem" (the conv
+feature encoder on the waveform, the feature projection and the positional convolution, kernel 128
+in 16 groups), so the encoder's own time is the total less `ms_rest_stem`. Unlike Whisper, positions are convolutional: there is no
 table and no length limit, so `--positions` does not apply. No padding mask (one length per batch).
 """
 
