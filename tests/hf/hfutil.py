@@ -22,6 +22,8 @@ def tiny_config(kind: str = "bert", **overrides):
         return transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, **{**common, **overrides})
     if kind == "whisper":  # the encoder's input is 2 x max_source_positions mel frames
         return transformers.WhisperConfig(**{**WHISPER, **overrides})
+    if kind in SPEECH:  # raw waveform in; two convs (kernel 10 stride 5, kernel 3 stride 2): 10 samples a frame
+        return SPEECH[kind][0](**{**WAV2VEC2, **overrides})
     raise ValueError(kind)
 
 
@@ -29,6 +31,19 @@ WHISPER = dict(d_model=32, encoder_layers=4, encoder_attention_heads=4, encoder_
                decoder_attention_heads=4, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=12,
                vocab_size=64, pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
                dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+# wav2vec2 / HuBERT: a two-layer conv feature encoder, a grouped positional convolution of even
+# width (so its same-padding trims a frame), no dropout or SpecAugment; initializer_range 0.3 gives
+# peaked attention maps, so a wrong mask or scale shows in the outputs. `do_stable_layer_norm=True`
+# with `feat_extract_norm="layer"` is the large models' pre-norm variant.
+WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
+                num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
+                activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0,
+                initializer_range=0.3)
+SPEECH = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
+          "hubert": (transformers.HubertConfig, transformers.HubertModel)}
 
 
 def whisper_encoder_class():
@@ -42,6 +57,7 @@ def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
 
     torch.manual_seed(seed)
     classes = {"bert": transformers.BertModel, "roberta": transformers.RobertaModel, "vit": transformers.ViTModel}
+    classes.update({k: v[1] for k, v in SPEECH.items()})
     cls = whisper_encoder_class() if kind == "whisper" else classes[kind]
     model = cls(tiny_config(kind, **overrides))
     return model.eval()

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list, int_list
+from attnreuse.bench import study_wav2vec2 as w2v
 
 __all__ = ["BASELINE", "PARTS", "PRESETS", "StudyConfig", "plan_layers", "register", "run_study"]
 
@@ -85,7 +86,7 @@ BACKENDS = ("dense", "auto", "tiled")
 class StudyConfig:
     """One study; each field is also a flag of `attnreuse bench study`."""
 
-    model: str = field(default="whisper-base", metadata={"help": f"{', '.join(PRESETS)}, or a Whisper config.json (random weights)"})
+    model: str = field(default="whisper-base", metadata={"help": f"{', '.join([*PRESETS, *w2v.PRESETS])}, or a Whisper, wav2vec2 or HuBERT config.json (random weights)"})
     lengths: tuple[int, ...] = field(default=(250, 500, 1000, 1500), metadata={"cli": False})
     plans: tuple[str, ...] = field(default=("sdpa", "mha", "share2", "share3", "reuse", "taylor"), metadata={"cli": False})
     positions: int = field(default=0, metadata={"help": "position table size, 0: the model's own (Whisper: 1500); more extends Whisper's sinusoids"})
@@ -144,7 +145,8 @@ def whisper_config(config: StudyConfig):
         path = Path(config.model)
         path = path / "config.json" if path.is_dir() else path
         if not path.is_file():
-            raise ValueError(f"--model must be one of {', '.join(PRESETS)} or a Whisper config.json, got {config.model!r}")
+            raise ValueError(f"--model must be one of {', '.join([*PRESETS, *w2v.PRESETS])} or a Whisper, wav2vec2 or "
+                             f"HuBERT config.json, got {config.model!r}")
         try:
             wc = WhisperConfig.from_json_file(str(path))
         except (ValueError, OSError, TypeError) as err:
@@ -181,12 +183,12 @@ def plan_layers(name: str, depth: int, num_heads: int) -> list[str] | None:
 
 
 def _validate(config: StudyConfig, wc) -> dict[str, list[str] | None]:
-    limit = wc.max_source_positions
-    too_long = [n for n in config.lengths if n > limit]
+    limit = getattr(wc, "max_source_positions", None)  # None: convolutional positions (wav2vec2), no limit
+    too_long = [n for n in config.lengths if limit is not None and n > limit]
     if too_long:
         raise ValueError(f"--lengths {too_long} exceed the model's {limit} positions; pass --positions {max(too_long)} "
                          "to extend its sinusoidal table (a real Whisper pads every input to 1500 frames, 30 s)")
-    return {name: plan_layers(name, wc.encoder_layers, wc.encoder_attention_heads) for name in config.plan_names()}
+    return {name: plan_layers(name, wc.num_hidden_layers, wc.num_attention_heads) for name in config.plan_names()}
 
 
 def _encoder_at(full, n: int):
@@ -209,7 +211,7 @@ def _call(model, x, backend: str):
 
     def call():
         with torch.inference_mode(), use_backend(backend):
-            return model(input_features=x)
+            return model(**x)
 
     return call
 
@@ -217,8 +219,9 @@ def _call(model, x, backend: str):
 def _watch(timer, model) -> None:
     """Marks on the stem, every layer, its norms, attention module, projections and FFN, and the
     final norm (stock or converted)."""
-    from attnreuse.hf.modules import PlanAttention
-
+    if w2v.handles(model):
+        w2v.watch(timer, model)
+        return
     for attr in ("conv1", "conv2", "embed_positions"):
         timer.watch(getattr(model, attr), "stem")
     timer.watch(model.layer_norm, "norm")
@@ -226,21 +229,27 @@ def _watch(timer, model) -> None:
         timer.watch(layer, "layer", i)
         for attr in ("self_attn_layer_norm", "final_layer_norm"):
             timer.watch(getattr(layer, attr), "norm", i)
-        attn = layer.self_attn
-        timer.watch(attn, "attention", i)
-        if isinstance(attn, PlanAttention):
-            names = (("query", "qk_proj"), ("key", "qk_proj"), ("value", "v_proj"))
-            owner = attn.core
-            if attn.out_proj is not None:
-                timer.watch(attn.out_proj, "out_proj", i)
-        else:
-            names = (("q_proj", "qk_proj"), ("k_proj", "qk_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj"))
-            owner = attn
-        for attr, part in names:
-            if hasattr(owner, attr):  # a skip layer's Phi has none of them
-                timer.watch(getattr(owner, attr), part, i)
+        watch_attention(timer, layer.self_attn, i)
         for attr in ("fc1", "activation_fn", "fc2"):
             timer.watch(getattr(layer, attr), "ffn", i)
+
+
+def watch_attention(timer, attn, i: int) -> None:
+    """Marks on layer i's attention module and its projections, stock (q/k/v/out_proj) or converted."""
+    from attnreuse.hf.modules import PlanAttention
+
+    timer.watch(attn, "attention", i)
+    if isinstance(attn, PlanAttention):
+        names = (("query", "qk_proj"), ("key", "qk_proj"), ("value", "v_proj"))
+        owner = attn.core
+        if attn.out_proj is not None:
+            timer.watch(attn.out_proj, "out_proj", i)
+    else:
+        names = (("q_proj", "qk_proj"), ("k_proj", "qk_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj"))
+        owner = attn
+    for attr, part in names:
+        if hasattr(owner, attr):  # a skip layer's Phi has none of them
+            timer.watch(getattr(owner, attr), part, i)
 
 
 def _layer_parts(totals: dict, depth: int) -> tuple[list[dict[str, float]], dict[str, float]]:
@@ -279,7 +288,7 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
 
     timer = PartTimer(device)
     call = _call(model, x, backend)
-    depth = len(model.layers)
+    depth = len(model.encoder.layers if w2v.handles(model) else model.layers)
     runs, instrumented, plain, spans = [], [], [], []
     for _ in range(repeats):  # no warm-up call: the timing rounds ran this model at this shape
         _sync(device)
@@ -335,9 +344,13 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
     from attnreuse.hf import convert
     from attnreuse.measure import measure_interleaved, measure_peak_bytes, paired_ratio
 
-    base = _encoder_at(full, n)
-    g = torch.Generator().manual_seed(config.seed)
-    x = torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g).to(config.device)
+    if w2v.handles(full):  # the waveform of n frames; the same model at every length
+        base, x = full, w2v.inputs_at(full, n, config.batch, config.seed)
+    else:
+        base = _encoder_at(full, n)
+        g = torch.Generator().manual_seed(config.seed)
+        x = {"input_features": torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g)}
+    x = {k: v.to(config.device) for k, v in x.items()}
     models = {name: base if layers is None else convert(base, layers) for name, layers in plans.items()}
     for model in models.values():  # converted on the CPU, then moved
         model.to(config.device)
@@ -351,6 +364,8 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
         name, err = next(iter(failed.items()))
         raise RuntimeError(f"plan {name} failed at {n} frames: {err}") from err
     records = []
+    positions = getattr(full.config, "max_source_positions", None)
+    stem = w2v.STEM if w2v.handles(full) else "two convs on the mel frames + position table"
     for name, model in models.items():
         bd = measure_breakdown(model, x, config.backend, breakdown_repeats, config.device)
         parts = _summarise(bd["layers"], bd["encoder"])
@@ -361,8 +376,9 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
             model=config.model, plan=name, plan_layers=plans[name], frames=n, batch=config.batch,
             threads=config.threads, device=str(config.device), dtype="float32",
             backend=BASELINE if plans[name] is None else config.backend,
-            weights="random (real widths and depths)", positions=full.config.max_source_positions,
-            positions_extended=full.config.max_source_positions > WHISPER_POSITIONS,
+            weights="random (real widths and depths)", positions=positions,
+            positions_extended=positions is not None and positions > WHISPER_POSITIONS,
+            input_shape=list(next(iter(x.values())).shape), stem=stem,
             repeats=repeats, breakdown_repeats=breakdown_repeats, latency_ms_median=st.latency_ms_median,
             latency_ms_p90=st.latency_ms_p90, latency_ms_round_medians=medians[name], rounds=config.rounds,
             speedup_vs_sdpa=vs_sdpa[0], speedup_vs_sdpa_range=[vs_sdpa[1], vs_sdpa[2]],
@@ -381,7 +397,7 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
     for rec in records:
         if rec["plan_layers"] is None:
             continue
-        removed = predicted_removed_ms(mha["layers"], rec["plan_layers"], full.config.encoder_attention_heads)
+        removed = predicted_removed_ms(mha["layers"], rec["plan_layers"], full.config.num_attention_heads)
         rec.update(predicted_removed_ms=removed, predicted_speedup_vs_mha=t_mha / (t_mha - removed),
                    predicted_speedup_vs_sdpa=t_sdpa / (t_mha - removed))
         rec["of_predicted"] = rec["speedup_vs_mha"] / rec["predicted_speedup_vs_mha"]
@@ -404,13 +420,14 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
     if config.device != "cpu" and not torch.cuda.is_available():
         raise ValueError(f"--device {config.device}: CUDA is not available to this torch {torch.__version__} "
                          "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
-    wc = whisper_config(config)
+    wc = w2v.speech_config(config.model, config.positions)
+    wc = whisper_config(config) if wc is None else wc
     plans = _validate(config, wc)
     if torch.device(config.device).index is not None:
         torch.cuda.set_device(torch.device(config.device))  # CUDA events record on the current device
     set_threads(config.threads)
     torch.manual_seed(config.seed)
-    full = WhisperEncoder(wc).eval()
+    full = w2v.build(wc) if w2v.handles(wc) else WhisperEncoder(wc).eval()
     machine = machine_record(threads=config.threads, command=config.command, bench="study",
                              transformers=transformers.__version__)
     records = []

@@ -196,7 +196,7 @@ def write_report(records: list[dict], config, out: Path) -> Path:
           + f" | {r['breakdown_total_ms']:.1f} | {r['latency_ms_median']:.1f} | {r['breakdown_coverage']:.2f} | "
           f"{r['breakdown_coverage_rounds']:.2f} | {r['instrumentation_overhead']:.2f} |" for r in records),
         "",
-        "The rest, piece by piece (ms): " + ", ".join(REST_PARTS) + ".",
+        "The rest, piece by piece (ms): " + ", ".join(REST_PARTS) + "." + (f" stem: {first['stem']}." if first.get("stem") else ""),
         "",
         "| plan | N | " + " | ".join(REST_PARTS) + " |",
         "|---|---|" + "---|" * len(REST_PARTS),

@@ -1,4 +1,5 @@
-"""Attention plans hosted in Hugging Face `transformers` encoders (BERT family, ViT / DeiT, Whisper's encoder).
+"""Attention plans hosted in Hugging Face `transformers` encoders (BERT family, ViT / DeiT, Whisper's encoder,
+wav2vec2 / HuBERT).
 
 `convert(model, plan)` retrofits a loaded encoder to a plan of attnreuse kinds; `save` / `load`
 round-trip the result; `register()` adds "attnreuse" to transformers' attention registries so

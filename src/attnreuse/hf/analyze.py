@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnreuse.hf.fidelity import batches
+from attnreuse.hf.fidelity import batches, real_positions
 from attnreuse.hf.hosts import host_for
 from attnreuse.plan import LayerSpec, SourceAttention, get_kind, map_sources, parse_plan
 
@@ -59,7 +59,7 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
     try:
         for batch in batches(tokenizer, texts, batch_size, max_length):
             out = model(**batch, output_attentions=True)
-            m = batch["attention_mask"].to(torch.float32)
+            m = real_positions(model, batch, out.attentions[0].shape[-1]).to(torch.float32)
             pair = (m[:, :, None] * m[:, None, :])[:, None]  # [B, 1, N, N]
             maps = [a * pair for a in out.attentions]  # L x [B, H, N, N]
             B = m.shape[0]

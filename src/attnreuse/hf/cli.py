@@ -7,6 +7,8 @@
     attnreuse hf export runs/minilm-share-ft --output minilm-share.onnx
 
 DIR is a local `transformers` model directory (config.json, weights, tokenizer); nothing is downloaded.
+Speech encoders (wav2vec2, HuBERT) take raw waveforms: their data is seeded synthetic clips
+(`attnreuse.hf.audio`), and `--tokens` / `--max-length` count encoder frames.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import argparse
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list
 
-TEXT_HELP = "'stdlib' (built-in: the docstrings of Python's standard library) or a UTF-8 file, one text per line"
+TEXT_HELP = ("'stdlib' (built-in: the docstrings of Python's standard library) or a UTF-8 file, one text per line; "
+             "speech models (wav2vec2, HuBERT) read the built-in synthetic clips instead (leave it out)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

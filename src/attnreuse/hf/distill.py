@@ -28,7 +28,7 @@ from torch import nn
 
 from attnreuse._io import atomic_path, atomic_write_json
 from attnreuse.hf.config import DistillConfig
-from attnreuse.hf.fidelity import mean_pool
+from attnreuse.hf.fidelity import mean_pool, real_positions
 
 __all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "run_distillation"]
 
@@ -37,8 +37,13 @@ def length_buckets(texts: list[str], tokenizer, batch_size: int, max_length: int
     """`texts` sorted by token count and cut into batches of `batch_size` neighbours, so a batch
     pads to nearly its own length (docstrings run from 8 to 400 tokens; a random batch pads to its
     longest and costs several times the real tokens)."""
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    ordered = [t for _, t in sorted(zip(lengths, texts))]
+    if hasattr(tokenizer, "frames"):  # waveforms (`attnreuse.hf.audio.WaveformBatcher`): frames per clip
+        lengths = tokenizer.frames(texts, max_length)
+    else:
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    # by length, ties by text (clips, which do not compare, by their place in the corpus)
+    order = sorted(range(len(texts)), key=lambda i: (lengths[i], texts[i] if isinstance(texts[i], str) else i))
+    ordered = [texts[i] for i in order]
     buckets = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
     if len(buckets) > 1 and len(buckets[-1]) < batch_size:
         buckets.pop()  # every step trains on a full batch
@@ -126,9 +131,13 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} torchrun processes")
     teacher.eval().requires_grad_(False)
     student.eval()  # dropout off; gradients still flow
-    # The embeddings see the same tokens as the teacher's and start equal to them: they stay frozen
-    # (their 30k-row table would dominate every optimizer step).
-    student.get_input_embeddings().requires_grad_(False)
+    # The input stem sees the same input as the teacher's and starts equal to it: it stays frozen
+    # (a text model's 30k-row embedding table would dominate every optimizer step; a speech model's
+    # conv feature encoder is frozen in fine-tuning as a rule, `freeze_feature_encoder`).
+    if hasattr(student, "freeze_feature_encoder"):
+        student.freeze_feature_encoder()
+    else:
+        student.get_input_embeddings().requires_grad_(False)
     buckets = length_buckets(texts, tokenizer, cfg.batch_size, cfg.max_length)
     model = student
     if world > 1:
@@ -153,7 +162,7 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         with torch.no_grad():
             t_out = teacher(**batch, output_hidden_states=True)
         s_out = model(**batch, output_hidden_states=True)
-        loss_t, parts = distill_loss(s_out, t_out, batch["attention_mask"], cfg)
+        loss_t, parts = distill_loss(s_out, t_out, real_positions(student, batch, s_out.hidden_states[-1].shape[1]), cfg)
         if not torch.isfinite(loss_t):
             raise FloatingPointError(f"distillation loss became {float(loss_t)} at step {step}; lower --lr (got {cfg.lr})")
         opt.zero_grad(set_to_none=True)

@@ -1,10 +1,11 @@
 """A converted (or original) `transformers` encoder to ONNX, checked in ONNX Runtime.
 
-Inputs `input_ids`, `attention_mask` [B, N] (int64, batch and length dynamic); output
-`last_hidden_state` [B, N, C]. Exported with the TorchScript-based exporter on the "dense"
+Inputs `input_ids`, `attention_mask` [B, N] (int64) for text models, `input_values` (float32),
+`attention_mask` [B, L] (int64, sample mask) for speech models; batch and length dynamic; output
+`last_hidden_state` [B, N, C] (N frames for speech). Exported with the TorchScript-based exporter on the "dense"
 attention backend (one matmul-softmax-matmul per map, no Python tile loop in the graph). The file is
 written atomically and only when ONNX Runtime agrees with PyTorch on padded text: the largest
-difference relative to the largest |output| must be at most `rtol`.
+difference relative to the largest |output| (real positions) must be at most `rtol`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ from torch import nn
 
 from attnreuse._io import atomic_path
 
-__all__ = ["HFExportResult", "export_encoder", "ort_encoder_session"]
+__all__ = ["HFExportResult", "export_encoder", "input_names", "ort_encoder_session"]
 
-INPUTS, OUTPUT = ("input_ids", "attention_mask"), "last_hidden_state"
+OUTPUT = "last_hidden_state"
+
+
+def input_names(batch: dict) -> tuple[str, str]:
+    """The graph's inputs for `batch`: (input_ids or input_values, attention_mask)."""
+    return ("input_values" if "input_values" in batch else "input_ids", "attention_mask")
 
 
 @dataclass(frozen=True)
@@ -39,14 +45,15 @@ class HFExportResult:
 
 
 class _Encoder(nn.Module):
-    """(input_ids, attention_mask) -> last_hidden_state: the graph's signature, without dict outputs."""
+    """(input_ids or input_values, attention_mask) -> last_hidden_state: the graph's signature, without dict outputs."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, first: str = "input_ids") -> None:
         super().__init__()
         self.model = model
+        self.first = first
 
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, inputs, attention_mask):
+        return self.model(**{self.first: inputs}, attention_mask=attention_mask).last_hidden_state
 
 
 def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
@@ -62,25 +69,28 @@ def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
                    rtol: float = 1e-4, threads: int = 2) -> HFExportResult:
-    """Export `model` to `path` and check it on `batch` (a tokenizer's output with padding)."""
+    """Export `model` to `path` and check it on `batch` (a tokenizer's or waveform batcher's output with padding)."""
+    from attnreuse.hf.fidelity import real_positions
     from attnreuse.ops import exporting
 
     model = model.eval()
+    names = input_names(batch)
     # eval() on the wrapper too: torch.onnx.export restores the wrapper's own mode when it is done,
     # and a fresh nn.Module is in training mode, which would switch the model's dropout back on.
-    wrapper = _Encoder(model).eval()
-    args = tuple(batch[k] for k in INPUTS)
+    wrapper = _Encoder(model, names[0]).eval()
+    args = tuple(batch[k] for k in names)
     with torch.no_grad():
         expected = wrapper(*args)
-    axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, OUTPUT)}
+    axes = {name: {0: "batch", 1: "samples" if name != OUTPUT and names[0] == "input_values" else "tokens"}
+            for name in (*names, OUTPUT)}
     with atomic_path(path) as tmp:
         with torch.no_grad(), exporting(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, args, str(tmp), input_names=list(INPUTS), output_names=[OUTPUT],
+            torch.onnx.export(wrapper, args, str(tmp), input_names=list(names), output_names=[OUTPUT],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
         session = ort_encoder_session(tmp, threads=threads)
-        got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in INPUTS})[0])
-        real = batch["attention_mask"].bool()
+        got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])
+        real = real_positions(model, batch, expected.shape[1]).bool()
         diff = float((got - expected)[real].abs().max())
         scale = float(expected[real].abs().max())
         if not diff <= rtol * scale:

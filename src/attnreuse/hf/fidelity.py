@@ -13,13 +13,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["batches", "compare", "embed", "fidelity", "mean_pool", "topk_overlap"]
+__all__ = ["batches", "compare", "embed", "fidelity", "mean_pool", "real_positions", "topk_overlap"]
 
 
 def batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
     """Tokenised batches (padded to the longest in the batch, truncated to `max_length`)."""
     for i in range(0, len(texts), batch_size):
         yield tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def real_positions(model: nn.Module, batch: dict, length: int) -> Tensor:
+    """[B, length]: 1 where the hidden states of `batch` are real: the tokenizer's mask for text;
+    for waveforms, the frames the model's conv feature encoder makes of each clip's real samples."""
+    if "input_values" in batch:
+        from attnreuse.hf.audio import frame_mask
+
+        return frame_mask(model, batch["attention_mask"], length)
+    return batch["attention_mask"]
 
 
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -39,7 +49,7 @@ def embed(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32
     for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):
         out = model(**batch, output_hidden_states=True)
         hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out.hidden_states[-1]
-        pooled.append(mean_pool(hidden, batch["attention_mask"]))
+        pooled.append(mean_pool(hidden, real_positions(model, batch, hidden.shape[1])))
         if getattr(out, "logits", None) is not None:
             logits.append(out.logits)
     back = torch.empty(len(order), dtype=torch.long)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnreuse.hf.fidelity import real_positions
 from attnreuse.hf.hosts import host_for
 from attnreuse.hf.modules import PlanAttention
 
@@ -71,10 +72,10 @@ def fit_layers(converted: nn.Module, original: nn.Module, tokenizer, texts: list
         for _ in range(steps):
             batch = tokenizer(rng.sample(texts, min(batch_size, len(texts))), padding=True, truncation=True,
                               max_length=max_length, return_tensors="pt")
-            real = batch["attention_mask"].bool()
             with torch.no_grad():
                 original(**batch)
             converted(**batch)
+            real = real_positions(converted, batch, targets[0].shape[1]).bool()
             loss = sum(F.mse_loss(o[real], t[real]) for o, t, m in zip(outputs, targets, plan_layers) if m.kind.name != "mha")
             opt.zero_grad(set_to_none=True)
             loss.backward()

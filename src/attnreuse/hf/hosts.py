@@ -29,6 +29,9 @@ class Host:
     # `WhisperAttention` modules (self and cross) that the plans do not apply to.
     model_class: str | None = None
     model_hint: str = ""
+    # The model's main input: "input_ids" (text, tokenizer), "input_values" (raw waveform), or
+    # another the hf jobs do not batch ("pixel_values", "input_features"; convert those in Python).
+    inputs: str = "input_ids"
 
     def check_model(self, model: nn.Module) -> None:
         """Raise if `model` is not the class this host converts (when it names one)."""
@@ -60,12 +63,21 @@ class Host:
 
 HOSTS = (
     Host("bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra"), "SelfAttention", ("query", "key", "value")),
-    Host("vit", ("vit", "deit"), "Attention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj"),
+    Host("vit", ("vit", "deit"), "Attention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", inputs="pixel_values"),
     # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
     # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
          model_class="WhisperEncoder",
-         model_hint=" (the encoder alone: model.get_encoder() of a WhisperModel; attnreuse hosts encoder self-attention only)"),
+         model_hint=" (the encoder alone: model.get_encoder() of a WhisperModel; attnreuse hosts encoder self-attention only)",
+         inputs="input_features"),
+    # wav2vec2 / HuBERT: the same encoder layer in both (post-norm in base models, pre-norm under
+    # `do_stable_layer_norm` in large ones); the attention module owns `out_proj`, every projection
+    # has a bias, scores use `scaling` (head_dim^-0.5). Every model class of theirs (Model, ForCTC,
+    # ...) holds encoder self-attention only, so any converts.
+    Host("wav2vec2", ("wav2vec2",), "Wav2Vec2Attention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
+         inputs="input_values"),
+    Host("hubert", ("hubert",), "HubertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
+         inputs="input_values"),
 )
 SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
 

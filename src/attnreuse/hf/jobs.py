@@ -29,22 +29,24 @@ def _quiet_transformers() -> None:
 
 
 def _model_and_tokenizer(directory: str):
-    from attnreuse.hf.source import load_source, load_tokenizer
+    """The model and what batches its data: a tokenizer, or a waveform batcher (`attnreuse.hf.audio`)."""
+    from attnreuse.hf.source import load_preprocessor, load_source
 
     _quiet_transformers()
     model, _ = load_source(directory)
-    return model, load_tokenizer(directory)
+    return model, load_preprocessor(directory, model.config)
 
 
 def _converted(directory: str):
-    """A converted model and its tokenizer from a `convert` output or a `distill` run directory."""
+    """A converted model and its tokenizer (or waveform batcher) from a `convert` output or a `distill` run directory."""
     from attnreuse.hf.convert import load
-    from attnreuse.hf.source import load_tokenizer
+    from attnreuse.hf.source import load_preprocessor
 
     path = Path(directory)
     if (path / "summary.json").is_file() and (path / "model").is_dir():
         path = path / "model"
-    return load(path), load_tokenizer(path)
+    model = load(path)
+    return model, load_preprocessor(path, model.config)
 
 
 def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
@@ -71,7 +73,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
                 budget: float = 0.67, min_score: float = 0.5, force: bool = False) -> dict:
     from attnreuse.hf.analyze import capture, suggest
     from attnreuse.hf.hosts import host_for
-    from attnreuse.hf.text import load_texts, split
+    from attnreuse.hf.source import data_name, load_data
 
     if texts < 2:
         raise ValueError(f"--texts must be at least 2, got {texts}")
@@ -79,12 +81,12 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
-        _, held = split(load_texts(text))
+        _, held = load_data(model.config, text)
         red = capture(model, tok, held[:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
         plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
-        record = {"model": str(model_dir), "text": text, "redundancy": red.to_json(), "suggestion": plan}
+        record = {"model": str(model_dir), "text": data_name(model.config, text), "redundancy": red.to_json(), "suggestion": plan}
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
         _heatmap(out / "output_cka.png", red.output_cka, "attention-output CKA between layers", "layer", "layer")
@@ -97,7 +99,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
     from attnreuse.hf.convert import convert, plan_of, save
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.fit import fit_layers
-    from attnreuse.hf.text import load_texts, split
+    from attnreuse.hf.source import load_data
 
     target = Path(output)
     if target.exists() and not target.is_dir():
@@ -107,7 +109,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
     model, tok = _model_and_tokenizer(model_dir)
-    train, held = split(load_texts(text)) if evaluate or fit_steps else (None, None)
+    train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
     converted = convert(model, plan)
     record = {"source": str(model_dir), "plan": plan_of(converted), "fit_steps": fit_steps}
     reference = embed(model, tok, held) if evaluate else None
@@ -131,7 +133,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     from attnreuse.hf.convert import save
     from attnreuse.hf.distill import run_distillation
     from attnreuse.hf.fidelity import fidelity
-    from attnreuse.hf.text import load_texts, split
+    from attnreuse.hf.source import data_name, load_data
 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
@@ -144,9 +146,10 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
                 raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
         teacher, tok = _model_and_tokenizer(teacher_dir)
         student, _ = _converted(init_dir)
-        train, held = split(load_texts(text))
+        train, held = load_data(teacher.config, text)
         atomic_write_json(out / "config.json", asdict(cfg))
-        atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir), "text": text})
+        atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
+                                                  "text": data_name(teacher.config, text)})
         before = fidelity(student, teacher, tok, held) if not resume else None
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
@@ -162,8 +165,8 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
              runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
              speed: bool = True, json_path: str | None = None) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
+    from attnreuse.hf.source import data_name, load_data
     from attnreuse.hf.speed import measure_speed
-    from attnreuse.hf.text import load_texts, split
 
     if not candidates:
         raise ValueError("give at least one converted model directory to evaluate")
@@ -171,14 +174,14 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     models = {}
     for c in candidates:
         models[str(c)], _ = _converted(c)
-    _, held = split(load_texts(text))
+    _, held = load_data(teacher.config, text)
     reference = embed(teacher, tok, held)
     rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
     speed_records = []
     if speed:
         speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
                                       tokens=tokens, runtimes=runtimes, rounds=rounds, repeats=repeats, threads=threads)
-    record = {"teacher": str(teacher_dir), "text": text, "candidates": rows, "speed": speed_records}
+    record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if json_path:
         atomic_write_json(json_path, record)
     return record
@@ -186,6 +189,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
 
 def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64) -> dict:
     from attnreuse.hf.export import export_encoder
+    from attnreuse.hf.hosts import host_for
     from attnreuse.hf.text import stdlib_docstrings
 
     target = Path(output)
@@ -194,7 +198,12 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
     if target.suffix != ".onnx":
         raise ValueError(f"--output must name a .onnx file, got {target}")
     model, tok = _converted(model_dir)
-    texts = stdlib_docstrings(limit=8)  # real text of several lengths, so the check runs with padding
+    if host_for(model.config).inputs == "input_values":
+        from attnreuse.hf.audio import synthetic_clips
+
+        texts = synthetic_clips(model.config, 8, seed=1)  # clips of several lengths: the check runs with padding
+    else:
+        texts = stdlib_docstrings(limit=8)  # real text of several lengths, so the check runs with padding
     batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     result = export_encoder(model, target, batch)
     return {"path": result.path, "size_bytes": result.size_bytes, "max_abs_diff": result.max_abs_diff,

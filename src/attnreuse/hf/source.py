@@ -7,7 +7,7 @@ from pathlib import Path
 
 from attnreuse.hf.hosts import host_for
 
-__all__ = ["load_config", "load_source", "load_tokenizer", "minilm_path"]
+__all__ = ["data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
 
 def load_config(directory: str | os.PathLike):
@@ -47,6 +47,44 @@ def load_tokenizer(directory: str | os.PathLike):
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{directory}: no tokenizer could be loaded ({str(err).splitlines()[0]})") from None
+
+
+def load_preprocessor(directory: str | os.PathLike, config):
+    """What batches a job's data for the model of `config`: the directory's tokenizer (text models)
+    or a waveform batcher (speech models: `attnreuse.hf.audio`)."""
+    host = host_for(config)
+    if host.inputs == "input_ids":
+        return load_tokenizer(directory)
+    if host.inputs == "input_values":
+        from attnreuse.hf.audio import load_batcher
+
+        return load_batcher(directory, config)
+    raise ValueError(f"{config.model_type} models take {host.inputs}; the hf jobs run text (input_ids) and waveform "
+                     "(input_values) models: convert this one in Python (attnreuse.hf.convert)")
+
+
+def data_name(config, text: str) -> str:
+    """What `load_data(config, text)` reads, as the job records name it."""
+    if host_for(config).inputs == "input_values":
+        from attnreuse.hf.audio import BUILTIN
+
+        return BUILTIN
+    return text
+
+
+def load_data(config, text: str) -> tuple[list, list]:
+    """(train, held-out) data for the model of `config`: texts (`--text`: 'stdlib' or a file) for
+    text models; the built-in synthetic clips for speech models (`--text` left at its default)."""
+    if host_for(config).inputs == "input_values":
+        from attnreuse.hf.audio import BUILTIN, split_clips, synthetic_clips
+
+        if text not in (BUILTIN, "stdlib"):
+            raise ValueError(f"--text {text!r}: {config.model_type} models read waveforms, and their data is the "
+                             f"built-in '{BUILTIN}' clips (leave --text out)")
+        return split_clips(synthetic_clips(config))
+    from attnreuse.hf.text import load_texts, split
+
+    return split(load_texts(text))
 
 
 def minilm_path() -> Path | None:

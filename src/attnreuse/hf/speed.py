@@ -19,7 +19,17 @@ __all__ = ["encoder_input", "measure_speed"]
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
-    """input_ids (random ids above the special tokens) and an all-ones attention_mask, [batch, tokens]."""
+    """input_ids (random ids above the special tokens) and an all-ones attention_mask, [batch, tokens];
+    for speech models a random waveform of the samples that make `tokens` frames, [batch, samples]."""
+    from attnreuse.hf.hosts import host_for
+
+    if host_for(config).inputs == "input_values":
+        from attnreuse.hf.audio import samples_for_frames
+
+        g = torch.Generator().manual_seed(seed)
+        samples = samples_for_frames(config, tokens)
+        return {"input_values": torch.randn(batch, samples, generator=g),
+                "attention_mask": torch.ones(batch, samples, dtype=torch.long)}
     max_pos = getattr(config, "max_position_embeddings", tokens)
     if tokens > max_pos:
         raise ValueError(f"--tokens {tokens} exceeds the model's {max_pos} positions")
@@ -37,13 +47,27 @@ def _eager_call(model: nn.Module, inputs: dict):
 
 
 def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int):
-    from attnreuse.hf.export import INPUTS, export_encoder, ort_encoder_session
+    from attnreuse.hf.export import export_encoder, input_names, ort_encoder_session
 
     path = workdir / f"{name}.onnx"
     export_encoder(model, path, inputs, threads=threads)
     session = ort_encoder_session(path, threads=threads)
-    feeds = {k: inputs[k].numpy() for k in INPUTS}
+    feeds = {k: inputs[k].numpy() for k in input_names(inputs)}
     return lambda: session.run(None, feeds)
+
+
+def _frozen_macs(model: nn.Module, inputs: dict, count_call_macs) -> int:
+    """MACs of one call, counted with the parameters frozen: the FLOP counter's module tracker hooks
+    the gradient of every module input that requires one, which fails under inference mode when a
+    module is called on parameters (wav2vec2's weight-normed positional convolution: its
+    parametrization is a module applied to the weight's two parameters)."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    model.requires_grad_(False)
+    try:
+        return count_call_macs(_eager_call(model, inputs))
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
 
 
 def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens: int, batch: int = 1,
@@ -56,7 +80,7 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
         raise ValueError(f"baseline {baseline!r} is not among the models {list(models)}")
     set_threads(threads)
     inputs = encoder_input(config, batch, tokens)
-    macs = {name: count_call_macs(_eager_call(m, inputs)) // batch for name, m in models.items()}
+    macs = {name: _frozen_macs(m, inputs, count_call_macs) // batch for name, m in models.items()}
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for runtime in runtimes:

@@ -1,0 +1,108 @@
+"""wav2vec2 and HuBERT in `attnreuse bench study`: presets, the waveform of N frames, the marks.
+
+Presets are the released base configurations (12 layers, 768 wide, 12 heads, 3072 FFN; the
+7-layer conv feature encoder of 512 channels, strides 5,2,2,2,2,2,2 and kernels 10,3,3,3,3,2,2: one
+frame per 320 samples, 20 ms at 16 kHz, so ~50 frames a second), which are `transformers`' config
+defaults for both families; weights are random.
+
+Length: the study's N is encoder frames. Each N gets the raw waveform of the fewest samples the
+feature encoder turns into exactly N frames (`attnreuse.hf.audio.samples_for_frames`: 320 (N - 1)
++ 400 for the base conv stack), and the forward runs from the waveform, as a user's call does,
+rather than feeding the encoder frames: the latency is the model's end to end, and the feature
+encoder's share is measured, not left out. It sits in the breakdown's rest as "stem" (the conv
+feature encoder on the waveform, the feature projection and the positional convolution, kernel 128
+in 16 groups), so the encoder's own time is the total less `ms_rest_stem`. Unlike Whisper, positions are convolutional: there is no
+table and no length limit, so `--positions` does not apply. No padding mask (one length per batch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["PRESETS", "STEM", "build", "handles", "inputs_at", "speech_config", "watch"]
+
+# The released base models' sizes (facebook/wav2vec2-base, facebook/hubert-base-ls960), as config
+# fields; every other field keeps transformers' default, which is the base model's.
+_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+PRESETS = {"wav2vec2-base": ("wav2vec2", _BASE), "hubert-base": ("hubert", _BASE)}
+MODEL_TYPES = ("wav2vec2", "hubert")
+STEM = "conv feature encoder on the waveform + feature projection + positional convolution"
+
+
+def _config_class(model_type: str):
+    from transformers import HubertConfig, Wav2Vec2Config
+
+    return {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig}[model_type]
+
+
+def speech_config(model: str, positions: int = 0):
+    """The config of `model` (a preset here, or a wav2vec2 / HuBERT config.json), dropout and
+    SpecAugment off; None when `model` is neither (a Whisper preset or config)."""
+    if model in PRESETS:
+        model_type, sizes = PRESETS[model]
+        cfg = _config_class(model_type)(**sizes)
+    else:
+        path = Path(model)
+        path = path / "config.json" if path.is_dir() else path
+        try:
+            model_type = json.loads(path.read_text()).get("model_type") if path.is_file() else None
+        except (ValueError, OSError, AttributeError):
+            return None  # the Whisper path names the problem
+        if model_type not in MODEL_TYPES:
+            return None
+        try:
+            cfg = _config_class(model_type).from_json_file(str(path))
+        except (ValueError, OSError, TypeError) as err:
+            raise ValueError(f"--model {model}: not a readable {model_type} config ({str(err).splitlines()[0]})") from None
+    if positions:
+        raise ValueError(f"--positions applies to Whisper's position table; {model} has convolutional positions "
+                         "(no table, no length limit): leave it at 0")
+    for name in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop",
+                 "mask_time_prob", "mask_feature_prob"):
+        setattr(cfg, name, 0.0)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def build(cfg):
+    """The bare encoder model (Wav2Vec2Model / HubertModel) of `cfg`, random weights, eval mode."""
+    from transformers import HubertModel, Wav2Vec2Model
+
+    return (HubertModel if cfg.model_type == "hubert" else Wav2Vec2Model)(cfg).eval()
+
+
+def handles(model_or_config) -> bool:
+    """Whether a model (or its config) is of this family."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "model_type", None) in MODEL_TYPES
+
+
+def inputs_at(model, frames: int, batch: int, seed: int) -> dict:
+    """{"input_values": [batch, samples]}: a random waveform the model turns into `frames` frames."""
+    import torch
+
+    from attnreuse.hf.audio import samples_for_frames
+
+    samples = samples_for_frames(model.config, frames)
+    got = int(model._get_feat_extract_output_lengths(samples))
+    if got != frames:
+        raise RuntimeError(f"{samples} samples gave {got} frames, not {frames}: the conv stack arithmetic is wrong")
+    g = torch.Generator().manual_seed(seed)
+    return {"input_values": torch.randn(batch, samples, generator=g)}
+
+
+def watch(timer, model) -> None:
+    """Marks as the Whisper study sets them: the stem (see STEM), the encoder's layer norm, and per
+    layer its norms, attention module, projections (stock or converted) and feed-forward block."""
+    from attnreuse.bench.study import watch_attention
+
+    for module in (model.feature_extractor, model.feature_projection, model.encoder.pos_conv_embed):
+        timer.watch(module, "stem")
+    timer.watch(model.encoder.layer_norm, "norm")
+    for i, layer in enumerate(model.encoder.layers):
+        timer.watch(layer, "layer", i)
+        for norm in (layer.layer_norm, layer.final_layer_norm):
+            timer.watch(norm, "norm", i)
+        watch_attention(timer, layer.attention, i)
+        timer.watch(layer.feed_forward, "ffn", i)

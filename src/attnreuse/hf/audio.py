@@ -1,0 +1,130 @@
+"""Raw-waveform data for the speech hosts (wav2vec2, HuBERT) in the hf jobs.
+
+- `WaveformBatcher`: pads clips through `transformers`' own `Wav2Vec2FeatureExtractor` (each clip
+  normalised to zero mean and unit variance over its real samples, zero-padded on the right, a
+  sample mask), behind a tokenizer's call signature, so the jobs batch text and audio alike.
+  `max_length` counts frames, as it counts tokens for text.
+- `synthetic_clips`: the built-in corpus ("synthetic"). No speech data installs offline, so the
+  jobs calibrate, distil and check fidelity on seeded synthetic voiced sound: a harmonic series on
+  a gliding pitch (90-260 Hz) shaped by two formant-like peaks, a syllable-rate amplitude envelope
+  (3-6 Hz), noise bursts and a noise floor, at 16 kHz; each clip 24-96 frames long (0.5-1.9 s on
+  the real 320-samples-a-frame conv stack). Enough to exercise and compare the models, not a
+  substitute for speech: fidelity on it says how closely a plan follows the original on these
+  inputs only. Held out: every tenth clip.
+- `samples_for_frames`, `frames_for_samples`, `frame_mask`: the conv feature encoder's length arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["BUILTIN", "SAMPLE_RATE", "WaveformBatcher", "frame_mask", "frames_for_samples", "load_batcher",
+           "samples_for_frames", "split_clips", "synthetic_clips"]
+
+SAMPLE_RATE = 16_000
+BUILTIN = "synthetic"
+HELD_OUT_EVERY = 10
+
+
+def samples_for_frames(config, frames: int) -> int:
+    """The fewest waveform samples the conv feature encoder of `config` maps to `frames` frames
+    (each conv: out = (in - kernel) // stride + 1, inverted layer by layer from the last)."""
+    samples = frames
+    for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+        samples = (samples - 1) * stride + kernel
+    return samples
+
+
+def frames_for_samples(config, samples: int) -> int:
+    """Frames the conv feature encoder of `config` makes of `samples` samples (0 if too short)."""
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        samples = max(0, (samples - kernel) // stride + 1)
+    return samples
+
+
+def frame_mask(model, sample_mask: Tensor, frames: int) -> Tensor:
+    """[B, frames] real frames of a batch whose sample mask is `sample_mask` [B, L]: the frames the
+    model's conv feature encoder makes of each clip's real samples (its own length rule)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    lengths = model._get_feat_extract_output_lengths(sample_mask.sum(-1))
+    return (torch.arange(frames, device=sample_mask.device)[None] < lengths[:, None]).to(sample_mask.dtype)
+
+
+class WaveformBatcher:
+    """1-D float waveforms -> {"input_values": [B, L], "attention_mask": [B, L]} for a model of `config`."""
+
+    def __init__(self, config, extractor=None) -> None:
+        from transformers import Wav2Vec2FeatureExtractor
+
+        self.config = config
+        self.extractor = extractor or Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, return_attention_mask=True)
+
+    def __call__(self, clips, padding=True, truncation=False, max_length: int | None = None, return_tensors="pt") -> dict:
+        limit = samples_for_frames(self.config, max_length) if truncation and max_length else None
+        arrays = [torch.as_tensor(c, dtype=torch.float32)[:limit].numpy() for c in clips]
+        out = self.extractor(arrays, sampling_rate=self.extractor.sampling_rate, padding=True, return_tensors="pt",
+                             return_attention_mask=True)
+        return {"input_values": out["input_values"], "attention_mask": out["attention_mask"].long()}
+
+    def frames(self, clips, max_length: int | None = None) -> list[int]:
+        """Frames per clip (at most `max_length` when given: the clip is truncated to it)."""
+        frames = [frames_for_samples(self.config, len(c)) for c in clips]
+        return [min(f, max_length) for f in frames] if max_length else frames
+
+    def save_pretrained(self, directory) -> None:
+        """Writes the feature extractor's preprocessor_config.json (what `transformers` loads back)."""
+        self.extractor.save_pretrained(directory)
+
+
+def load_batcher(directory, config) -> WaveformBatcher:
+    """The batcher of a model directory: its saved feature extractor, else the default one."""
+    from pathlib import Path
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    if (Path(directory) / "preprocessor_config.json").is_file():
+        try:
+            return WaveformBatcher(config, Wav2Vec2FeatureExtractor.from_pretrained(directory, local_files_only=True))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{directory}: its preprocessor_config.json cannot be read ({str(err).splitlines()[0]})") from None
+    return WaveformBatcher(config)
+
+
+def _clip(config, index: int, seed: int, min_frames: int, max_frames: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+    frames = int(torch.randint(min_frames, max_frames + 1, (), generator=g))
+    n = samples_for_frames(config, frames)
+    t = torch.arange(n, dtype=torch.float64) / SAMPLE_RATE
+    base = uniform(90, 260)
+    f0 = base * (1 + uniform(-0.2, 0.2) * t / max(t[-1].item(), 1e-9))  # a pitch glide [n]
+    phase = 2 * math.pi * torch.cumsum(f0 / SAMPLE_RATE, 0)
+    formants = (uniform(300, 900), uniform(900, 2500))
+    h = torch.arange(1, min(24, int(SAMPLE_RATE / 2 / (1.2 * base))), dtype=torch.float64)  # below Nyquist all along
+    gain = sum(torch.exp(-(((h * base - f) / 150) ** 2)) for f in formants) + 0.05
+    voiced = ((gain / h)[:, None] * torch.sin(h[:, None] * phase[None])).sum(0)
+    envelope = 0.55 + 0.45 * torch.sin(2 * math.pi * uniform(3, 6) * t + uniform(0, 2 * math.pi))
+    noise = torch.randn(n, generator=g, dtype=torch.float64)
+    burst = (torch.sin(2 * math.pi * uniform(1, 3) * t + uniform(0, 2 * math.pi)) > 0.8).double()
+    wave = envelope * voiced + (0.3 * burst + 0.03) * noise
+    return (wave / wave.abs().max().clamp_min(1e-9)).float()
+
+
+def synthetic_clips(config, count: int = 320, *, seed: int = 0, min_frames: int = 24, max_frames: int = 96) -> list[Tensor]:
+    """`count` seeded clips [samples] for a model of `config` (module docstring), each a function of (seed, index)."""
+    if count < 1 or not 1 <= min_frames <= max_frames:
+        raise ValueError(f"need count >= 1 and 1 <= min_frames <= max_frames, got {count}, {min_frames}, {max_frames}")
+    return [_clip(config, i, seed, min_frames, max_frames) for i in range(count)]
+
+
+def split_clips(clips: list) -> tuple[list, list]:
+    """(train, held-out): every tenth clip is held out (a fixed split, as crc32 fixes the texts')."""
+    held = [c for i, c in enumerate(clips) if i % HELD_OUT_EVERY == 0]
+    train = [c for i, c in enumerate(clips) if i % HELD_OUT_EVERY != 0]
+    return train, held

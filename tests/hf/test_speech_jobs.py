@@ -1,0 +1,122 @@
+"""The `attnreuse hf` jobs on a tiny saved wav2vec2 (raw waveforms, the built-in synthetic clips):
+analyse, convert with fitting, distil, evaluate (eager and ONNX Runtime), export; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnreuse.cli import main
+
+from hfutil import tiny_model
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def speech_dir(tmp_path):
+    """A saved tiny wav2vec2 without a preprocessor config (the jobs use the default feature extractor)."""
+    directory = tmp_path / "tiny-wav2vec2"
+    tiny_model("wav2vec2").save_pretrained(directory)
+    return directory
+
+
+def test_every_job_runs_on_a_speech_encoder(tmp_path, capsys, speech_dir):
+    an = tmp_path / "an"
+    code, out, _ = _run(capsys, "hf", "analyze", "--model", str(speech_dir), "--texts", "12", "--tokens", "32",
+                        "--budget", "0.8", "--min-score", "0", "--output", str(an))
+    assert code == 0 and "suggested plan" in out
+    red = json.loads((an / "analysis.json").read_text())["redundancy"]
+    assert red["texts"] == 12 and len(red["head_to_mean"]) == 4
+    assert json.loads((an / "analysis.json").read_text())["text"] == "synthetic"
+    conv = tmp_path / "conv"
+    code, out, _ = _run(capsys, "hf", "convert", "--model", str(speech_dir), "--plan", "mha,share,reuse,share",
+                        "--fit-steps", "2", "--output", str(conv))
+    assert code == 0 and "zero-shot cosine" in out
+    record = json.loads((conv / "convert.json").read_text())
+    assert record["fidelity"]["texts"] == 32 and len(record["fit_loss"]) == 2  # every tenth of 320 clips held out
+    assert (conv / "preprocessor_config.json").is_file()
+    run = tmp_path / "run"
+    code, out, _ = _run(capsys, "hf", "distill", "--teacher", str(speech_dir), "--init", str(conv), "--output", str(run),
+                        "--steps", "3", "--batch-size", "8", "--warmup-steps", "1", "--checkpoint-every", "2",
+                        "--no-progress")
+    assert code == 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["fidelity"]["cosine"] > 0.5
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(conv / "model.safetensors")), load_file(str(run / "model/model.safetensors"))
+    stem = [k for k in before if k.startswith("feature_extractor.")]
+    assert stem and all(torch.equal(before[k], after[k]) for k in stem)  # the conv feature encoder stays frozen
+    assert not torch.equal(before["encoder.layers.1.attention.core.value.weight"],
+                           after["encoder.layers.1.attention.core.value.weight"])
+    code, out, _ = _run(capsys, "hf", "eval", "--teacher", str(speech_dir), str(run), "--tokens", "16",
+                        "--rounds", "1", "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort",
+                        "--json", str(tmp_path / "e.json"))
+    assert code == 0 and "of ideal" in out
+    speed = json.loads((tmp_path / "e.json").read_text())["speed"]
+    assert {(s["model"], s["runtime"]) for s in speed} == {(m, r) for m in ("original (sdpa)", str(run)) for r in ("eager", "ort")}
+    assert all(s["mac_ideal"] > 1.0 for s in speed if s["model"] != "original (sdpa)")
+    code, out, _ = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "m.onnx"))
+    assert code == 0 and (tmp_path / "m.onnx").is_file()
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_values", "attention_mask"]
+
+
+def test_padded_clips_pool_over_their_real_frames(speech_dir):
+    """fidelity.embed pools each clip over the frames its real samples make: a clip padded in a
+    batch embeds as it does alone (the layer-normed feature encoder keeps its frames exact)."""
+    from attnreuse.hf.audio import WaveformBatcher, synthetic_clips
+    from attnreuse.hf.fidelity import embed
+
+    model = tiny_model("wav2vec2", do_stable_layer_norm=True, feat_extract_norm="layer")
+    batcher = WaveformBatcher(model.config)
+    clips = synthetic_clips(model.config, 5)
+    assert len({len(c) for c in clips}) > 1
+    together, _ = embed(model, batcher, clips, batch_size=5)
+    alone = torch.cat([embed(model, batcher, [c], batch_size=1)[0] for c in clips])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+
+
+def test_the_synthetic_clips_are_fixed_and_split():
+    from attnreuse.hf.audio import frames_for_samples, split_clips, synthetic_clips
+
+    from hfutil import tiny_config
+
+    cfg = tiny_config("wav2vec2")
+    a, b = synthetic_clips(cfg, 12), synthetic_clips(cfg, 12)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0][:100], a[1][:100])
+    assert all(24 <= frames_for_samples(cfg, len(c)) <= 96 and c.abs().max() <= 1 for c in a)
+    train, held = split_clips(a)
+    assert len(held) == 2 and len(train) == 10 and held[1] is a[10]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["hf", "convert", "--plan", "mha", "--text", "TEXTS"], "--text .*wav2vec2 models read waveforms"),
+])  # fmt: skip
+def test_speech_bad_input_is_one_line(tmp_path, capsys, speech_dir, argv, message):
+    texts = tmp_path / "t.txt"
+    texts.write_text("a text\n")
+    argv = [str(texts) if a == "TEXTS" else a for a in argv]
+    code, _, err = _run(capsys, *argv, "--model", str(speech_dir), "--output", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_jobs_name_what_they_cannot_batch(tmp_path, capsys):
+    """A Whisper encoder converts in Python, but the jobs batch only text and waveforms: one line says so."""
+    tiny_model("whisper").save_pretrained(tmp_path / "w")
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(tmp_path / "w"), "--plan", "mha", "--output",
+                        str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "input_features" in err, err
