@@ -78,3 +78,11 @@ def test_convert_layouts_have_their_own_names_and_the_old_spellings_say_what_to_
     for old, new in (("share:2", "mapshare:2"), ("skip:1,3", "skipat:1,3"), ("skip", "skipat")):
         with pytest.warns(FutureWarning, match=f"write '{new}'"):
             assert parse_target_plan(old, 4) == parse_target_plan(new, 4)
+
+
+def test_kinds_summary_lists_every_registered_kind_as_written():
+    from attnreuse.plan import kind_names, kinds_summary
+
+    written = kinds_summary().split(", ")
+    assert [w.partition("[")[0] for w in written] == list(kind_names())
+    assert "reuse[:G]" in written and "kvpool[:R]" in written and "mha" in written

@@ -22,6 +22,8 @@ TEXT_HELP = ("'stdlib' (built-in: the docstrings of Python's standard library) o
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from attnreuse.plan import kinds_summary  # loaded with attnreuse already (the models register through it)
+
     p = sub.add_parser("hf", help="Hugging Face transformers encoders: analyze, convert, distill, eval, export",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = jobs.add_parser("convert", help="retrofit a model to an attention plan (zero-shot)")
     c.add_argument("--model", required=True, help="the original transformers model directory")
-    c.add_argument("--plan", required=True, help="one kind, or one per layer comma-separated: mha, reuse[:G], share, skip, taylor")
+    c.add_argument("--plan", required=True, help=f"one kind, or one per layer comma-separated: {kinds_summary()}")
     c.add_argument("--text", default="stdlib", help=TEXT_HELP + " (for the zero-shot fidelity)")
     c.add_argument("--fit-steps", type=int, default=0, help="teacher-forced layer-wise fitting steps of the new parts "
                    "(attnreuse.hf.fit); 0: the retrofit alone")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-__all__ = ["Kind", "LayerSpec", "SourceAttention", "VitBlockArgs", "get_kind", "kind_names", "register_kind"]
+__all__ = ["Kind", "LayerSpec", "SourceAttention", "VitBlockArgs", "get_kind", "kind_names", "kinds_summary", "register_kind"]
 
 _KINDS: dict[str, Kind] = {}
 
@@ -172,3 +172,8 @@ def get_kind(name: str) -> Kind:
 
 def kind_names() -> tuple[str, ...]:
     return tuple(_KINDS)
+
+
+def kinds_summary() -> str:
+    """The registered kinds as a user writes them, for help texts: 'mha, reuse[:G], ..., kvpool[:R]'."""
+    return ", ".join(f"{k.name}[:{k.arg_syntax.partition(':')[2]}]" if k.arg_syntax else k.name for k in _KINDS.values())
