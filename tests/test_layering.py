@@ -33,7 +33,25 @@ def _lint(tmp_path: Path, bad: tuple[str, str] | None = None) -> subprocess.Comp
 def test_the_package_keeps_its_layers(tmp_path):
     result = _lint(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
+
+
+def test_the_dataflow_contract_forbids_every_other_attnreuse_module():
+    """A new top-level module must be added to the contract's forbidden_modules (or to this list)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: import-linter's own dependency
+        import tomli as tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "forbidden"]
+    assert contract["source_modules"] == ["attnreuse.dataflow"]
+    allowed = {"dataflow", "_io"}  # _io: plain Python (atomic writes), used to write the reports
+    tops = {p.stem for p in (ROOT / "src" / "attnreuse").iterdir() if not p.name.startswith("__") and
+            (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    forbidden = {m.removeprefix("attnreuse.") for m in contract["forbidden_modules"] if m.startswith("attnreuse.")}
+    assert forbidden == tops - allowed
+    assert {"torch", "timm"} <= set(contract["forbidden_modules"])
 
 
 @pytest.mark.parametrize(
@@ -42,6 +60,8 @@ def test_the_package_keeps_its_layers(tmp_path):
         ("attnreuse.bench.weights", "attnreuse.export.pipeline", "tools side by side"),  # tool -> tool
         ("attnreuse.models.uniform", "attnreuse.train.loop", "one-way layers"),  # core -> tool
         ("attnreuse.measure", "attnreuse.bench.report", "one-way layers"),  # floor -> tool
+        ("attnreuse.dataflow.cost", "torch", "dataflow needs no torch"),  # the cost model -> torch
+        ("attnreuse.dataflow.workload", "attnreuse.models", "dataflow needs no torch"),  # -> the rest
     ],
 )
 def test_a_bad_import_inside_a_function_breaks_the_contract(tmp_path, module, target, broken):

@@ -4,11 +4,9 @@ it. (The process still has torch loaded, because `import attnreuse` registers th
 
 from __future__ import annotations
 
-__all__ = ["SOFTMAX_OPS_PER_ELEMENT", "measure_cpu"]
+from attnreuse.dataflow.cost import SOFTMAX_OPS_PER_ELEMENT
 
-# Element-wise operations the cost model charges per softmax element (row max, subtract + exp,
-# row sum, normalise); a measured softmax rate converts to ops with the same factor.
-SOFTMAX_OPS_PER_ELEMENT = 4
+__all__ = ["measure_cpu"]
 
 
 def measure_cpu(*, threads: int, seconds: float) -> tuple[float, float, float, float]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["MODELS", "Workload", "attention_layer", "from_timm", "get_workload"]
+__all__ = ["MODELS", "Workload", "attention_layer", "get_workload"]
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -118,49 +118,10 @@ MODELS = {
 }
 
 
-def from_timm(name: str, *, batch: int = 64) -> Workload:
-    """Dimensions of a ViT-style timm/attnreuse model (built on the meta device, no weights).
-
-    Reads embed_dim, len(blocks), blocks[0].attn.num_heads/head_dim, blocks[0].mlp.fc1 and the
-    token count (patches + prefix tokens). Models without that layout raise ValueError.
-    """
-    import timm
-    import torch
-
-    import attnreuse  # noqa: F401 - registers the attnreuse models with timm
-
-    if name not in timm.list_models():
-        raise ValueError(f"unknown model {name!r}: not a FLAT model ({', '.join(MODELS)}) nor a timm model")
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    try:
-        attn = model.blocks[0].attn
-        heads = int(attn.num_heads)
-        head_dim = int(getattr(attn, "head_dim", model.embed_dim // heads))
-        tokens = int(model.patch_embed.num_patches) + int(getattr(model, "num_prefix_tokens", 0))
-        workload = Workload(
-            name=name,
-            batch=batch,
-            seq_len=tokens,
-            depth=len(model.blocks),
-            v_heads=heads,
-            q_heads=heads,
-            dk=head_dim,
-            dv=head_dim,
-            embed_dim=int(model.embed_dim),
-            mlp_hidden=int(model.blocks[0].mlp.fc1.out_features),
-            source=f"timm.create_model({name!r})",
-        )
-    except AttributeError as err:
-        raise ValueError(
-            f"model {name!r} is not ViT-shaped (needs embed_dim, blocks[i].attn.num_heads, "
-            f"blocks[i].mlp.fc1, patch_embed.num_patches): {err}"
-        ) from None
-    return workload
-
-
 def get_workload(name: str, *, batch: int = 64) -> Workload:
     """A FLAT model by name (bert-base, trxl, t5, xlm) or a ViT-style timm/attnreuse model."""
     if name in MODELS:
         return dataclasses.replace(MODELS[name], batch=batch)
+    from attnreuse.dataflow.from_model import from_timm  # builds the model: imports torch and timm
+
     return from_timm(name, batch=batch)
