@@ -65,3 +65,33 @@ def test_a_saved_config_file_with_flags_over_it(tmp_path):
     assert study.seeds == (3, 4) and study.rows == ("vit-mha", "vit-taylor") and study.quick
     with pytest.raises(ValueError, match="--output is required"):
         _config(TrainConfig, ["train", "--model", "m"])
+
+
+ROUND_TRIPS = [
+    TrainConfig(model="m", output="o", model_kwargs={"attn_plan": ["mha", "share"], "depth": 2}, epochs=5,
+                lr=0.0003, warmup_epochs=0, clip_grad=1.5, ema_decay=0.99, progress=False, resume=True,
+                num_workers=2, threads=1, img_size=32, init="run", teacher="t", distill="hard"),
+    ConvertConfig(checkpoint="c", plan='["mha", "skip"]', output="o", fit_lr=0.01, fit_steps=3, seed=7),
+    ExportConfig(model="m", output="m.onnx"),
+    StudyConfig(rows=("vit-mha", "vit-skip"), seeds=(4, 2), quick=True, vit_img_size=32, lr=0.01),
+]
+
+
+@pytest.mark.parametrize("config", ROUND_TRIPS, ids=lambda c: type(c).__name__)
+def test_a_config_written_as_flags_reads_back_the_same(config):
+    from attnreuse._cli_args import config_argv
+
+    verb = {TrainConfig: "train", ConvertConfig: "convert", ExportConfig: "export", StudyConfig: "study"}[type(config)]
+    argv = config_argv(config)
+    assert _config(type(config), [verb, *argv]) == config
+    # defaults are not restated; a default resolved from other fields (warm-up) is, as resolved
+    resolved = ["--warmup-epochs", "3"] if type(config) is TrainConfig else []
+    argv, required = REQUIRED[type(config)]
+    assert config_argv(type(config)(**required)) == argv[1:] + resolved
+
+
+def test_a_value_the_command_line_cannot_spell_is_named():
+    from attnreuse._cli_args import config_argv
+
+    with pytest.raises(ValueError, match="clip_grad=None cannot be written as --clip-grad"):
+        config_argv(TrainConfig(model="m", output="o", clip_grad=None))

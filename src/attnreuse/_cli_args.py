@@ -90,6 +90,11 @@ def _shown(f: dataclasses.Field) -> str:
     return f"default: {value}"
 
 
+def _flag(f: dataclasses.Field) -> str:
+    """A field's first option string (the one its messages name)."""
+    return (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
     """One `--flag` per field of the frozen dataclass `cls` (type from its annotation, default and
     help from the field: see `arg`), plus `--config FILE` (a saved config JSON). Read them back with
@@ -148,6 +153,46 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed):
             values[f.name] = tuple(values[f.name])  # JSON has no tuples
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if required and f.name not in values:
-            flag = f.name.upper() if f.metadata.get("positional") else (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]
+            flag = f.name.upper() if f.metadata.get("positional") else _flag(f)
             raise ValueError(f"{flag} is required (on the command line or in a --config FILE)")
     return cls(**values)
+
+
+def config_argv(config) -> list[str]:
+    """The command-line arguments that `add_config_args` / `config_from_args` read back as `config`
+    (a config dataclass instance): one flag for every field whose value differs from the field's
+    default, in field order (a positional field first, as its value). So a command built from a
+    config cannot restate a default, and reads back the config that built it.
+
+    A field the command line cannot carry is a ValueError naming it: `cli=False` or None in place
+    of a default that is not None (a flag has no spelling for None).
+    """
+    positional, flags = [], []
+    for f in dataclasses.fields(config):
+        if not f.init:
+            continue
+        value = getattr(config, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value == default and type(value) is type(default):
+            continue
+        if f.metadata.get("cli") is False:
+            raise ValueError(f"{type(config).__name__}.{f.name}={value!r} has no command-line flag")
+        if value is None:
+            raise ValueError(f"{type(config).__name__}.{f.name}=None cannot be written as {_flag(f)} "
+                             f"(its default is {default!r})")
+        if f.metadata.get("positional"):
+            positional.append(str(value))
+        elif isinstance(value, bool):
+            flags.append(_flag(f) if value else "--no-" + _flag(f)[2:])
+        elif isinstance(value, dict):
+            flags += [_flag(f), json.dumps(value, sort_keys=True)]
+        elif isinstance(value, tuple):
+            flags += [_flag(f), ",".join(map(str, value))]
+        else:
+            flags += [_flag(f), str(value)]
+    return positional + flags

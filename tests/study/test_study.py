@@ -1,5 +1,6 @@
 """The accuracy study: job plan, statistics, caching and one quick end-to-end run."""
 
+import dataclasses
 import json
 
 import pytest
@@ -20,7 +21,38 @@ def test_jobs_cover_rows_seeds_and_retrofits(tmp_path):
     assert tune[tune.index("--epochs") + 1] == "2"  # 20% of 10 epochs
     assert tune[tune.index("--teacher") + 1] == str(tmp_path / "train" / "vit-mha-s3")
     assert tune[tune.index("--init") + 1] == str(tmp_path / "convert" / "share-s3")
-    assert "--model" not in tune  # the converted plan comes from --init
+    assert tune[tune.index("--model") + 1] == "vit_attnreuse_pico_patch4_32"  # the plan comes from --init
+    assert tune[tune.index("--warmup-epochs") + 1] == "1" and "--no-progress" in tune
+
+
+def test_every_command_reads_back_as_its_recorded_config(tmp_path):
+    from attnreuse._cli_args import config_from_args
+    from attnreuse.cli import build_parser
+    from attnreuse.train.config import ConvertConfig, TrainConfig
+
+    cfg = StudyConfig(output=str(tmp_path), seeds=(0,), quick=True)
+    for job in (j for stage in study_jobs(cfg) for j in stage):
+        cls = TrainConfig if job.argv[0] == "train" else ConvertConfig
+        parsed = config_from_args(cls, build_parser().parse_args(list(job.argv)))
+        assert json.loads(json.dumps(dataclasses.asdict(parsed))) == job.config, job.key
+        assert "--data" not in job.argv and "--min-lr" not in job.argv  # defaults are not restated
+
+
+def test_a_record_without_the_config_is_not_reused(tmp_path):
+    from attnreuse.study.run import JOB_JSON, _done
+
+    cfg = StudyConfig(output=str(tmp_path), rows=("vit-mha",), seeds=(0,), retrofits=())
+    job = study_jobs(cfg)[0][0]
+    job.output.mkdir(parents=True)
+    (job.output / "summary.json").write_text("{}")
+    record = {"format": 2, "argv": list(job.argv), "config": job.config, "time_s": 1.0}
+    (job.output / JOB_JSON).write_text(json.dumps(record))
+    assert _done(job, force=False)
+    (job.output / JOB_JSON).write_text(json.dumps({"argv": list(job.argv), "time_s": 1.0}))  # format 1
+    assert not _done(job, force=False)
+    other = {**job.config, "min_lr": 0.5}  # the same command, resolved under another default
+    (job.output / JOB_JSON).write_text(json.dumps({**record, "config": other}))
+    assert not _done(job, force=False)
 
 
 def test_summary_statistics_and_verdicts(tmp_path):

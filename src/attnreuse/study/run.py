@@ -3,58 +3,67 @@
 Every run is an `attnreuse train` / `attnreuse convert` command run as its own process (`jobs`
 at a time, `threads_per_job` threads each: on a small CPU several one-thread runs finish sooner
 than one run after another). A run whose output holds a result of the same command is reused;
-anything else is redone from scratch, so an interrupted study continues where it stopped.
+anything else is redone from scratch, so an interrupted study continues where it stopped. Each
+command is written from the tool's own config dataclass (`TrainConfig`, `ConvertConfig`) by
+`config_argv`, so it states only what differs from the tool's defaults; the resolved config is
+recorded beside the command, so a changed default is a changed run, not a reused one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnreuse._cli_args import config_argv
 from attnreuse._io import atomic_write_json
 from attnreuse.study.config import RETROFITS, StudyConfig
 from attnreuse.study.report import write_report
+from attnreuse.train.config import ConvertConfig, TrainConfig
 
 __all__ = ["Job", "run_study", "study_jobs"]
 
 JOB_JSON = "study_job.json"
+JOB_FORMAT = 2  # what JOB_JSON records: 2 = the command and its resolved config (1: the command alone)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One command; `result` is the JSON file it leaves in `output` when it finished."""
+    """One command; `result` is the JSON file it leaves in `output` when it finished. `argv` is
+    written from `config` (`config_argv`), the run's whole configuration as the tool resolves it."""
 
     key: str
     output: Path
     argv: tuple[str, ...]
     result: str
+    config: dict
+
+    @classmethod
+    def of(cls, key: str, config: TrainConfig | ConvertConfig, result: str) -> Job:
+        verb = "train" if isinstance(config, TrainConfig) else "convert"
+        # the config as JSON reads it back (tuples become lists), to compare with a recorded one
+        resolved = json.loads(json.dumps(dataclasses.asdict(config)))
+        return cls(key, Path(config.output), (verb, *config_argv(config)), result, resolved)
 
 
 def _say(msg: str) -> None:
     print(f"[study] {msg}", file=sys.stderr, flush=True)
 
 
-def _train_argv(cfg: StudyConfig, model: str | None, kwargs: dict, img_size: int | None, seed: int, out: Path,
-                epochs: int, lr: float, warmup_epochs: int, extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """An `attnreuse train` command; model None: the model comes from `--init` in `extra`."""
-    argv = ["train"]
-    if model is not None:
-        argv += ["--model", model, "--model-kwargs", json.dumps(kwargs, sort_keys=True)]
-    argv += ["--seed", str(seed), "--epochs", str(epochs), "--batch-size", str(cfg.batch_size), "--lr", str(lr),
-            "--warmup-epochs", str(min(warmup_epochs, epochs - 1)),
-            "--threads", str(cfg.threads_per_job), "--no-progress", "--output", str(out)]
-    if img_size is not None:
-        argv += ["--img-size", str(img_size)]
-    if cfg.quick:
-        argv += ["--limit-train-batches", "3"]
-    return (*argv, *extra)
+def _train(cfg: StudyConfig, out: Path, *, seed: int, epochs: int, lr: float, warmup_epochs: int, img_size: int | None,
+           **fields) -> TrainConfig:
+    """The `attnreuse train` run of the study's recipe; `fields`: the model (or --init) and teacher."""
+    return TrainConfig(
+        output=str(out), seed=seed, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
+        warmup_epochs=min(warmup_epochs, epochs - 1), threads=cfg.threads_per_job, progress=False,
+        img_size=img_size, limit_train_batches=3 if cfg.quick else None, **fields,
+    )  # fmt: skip
 
 
 def study_jobs(cfg: StudyConfig) -> tuple[list[Job], list[Job], list[Job]]:
@@ -64,34 +73,36 @@ def study_jobs(cfg: StudyConfig) -> tuple[list[Job], list[Job], list[Job]]:
     train_jobs = []
     for key, m in rows.items():
         for seed in cfg.seeds:
-            out = root / "train" / f"{key}-s{seed}"
-            train_jobs.append(Job(f"{key} seed {seed}", out,
-                                  _train_argv(cfg, m.model, m.model_kwargs, m.img_size, seed, out, cfg.run_epochs, cfg.lr, 2),
-                                  "summary.json"))
+            run = _train(cfg, root / "train" / f"{key}-s{seed}", seed=seed, epochs=cfg.run_epochs, lr=cfg.lr,
+                         warmup_epochs=2, img_size=m.img_size, model=m.model, model_kwargs=m.model_kwargs)
+            train_jobs.append(Job.of(f"{key} seed {seed}", run, "summary.json"))
     mha = rows["vit-mha"]
     converts, tunes = [], []
+    quick = dict(fit_steps=20, calib_batches=1) if cfg.quick else {}
     for name in cfg.retrofits:
         for seed in cfg.seeds:
             source = root / "train" / f"vit-mha-s{seed}"
-            conv = root / "convert" / f"{name}-s{seed}"
-            converts.append(Job(f"convert mha seed {seed} -> {name}", conv,
-                                ("convert", "--checkpoint", str(source), "--plan", RETROFITS[name], "--seed", str(seed),
-                                 "--output", str(conv)) + (("--fit-steps", "20", "--calib-batches", "1") if cfg.quick else ()),
-                                "convert.json"))
-            out = root / "finetune" / f"{name}-s{seed}"
-            extra = ("--init", str(conv), "--teacher", str(source))
-            # The converted model (its plan included) comes from --init; the teacher is the source run.
-            tunes.append(Job(f"fine-tune {name} seed {seed}", out,
-                             _train_argv(cfg, None, {}, mha.img_size, seed, out, cfg.finetune_epochs,
-                                         cfg.finetune_lr, 1, extra), "summary.json"))
+            conv = ConvertConfig(checkpoint=str(source), plan=RETROFITS[name], output=str(root / "convert" / f"{name}-s{seed}"),
+                                 seed=seed, **quick)
+            converts.append(Job.of(f"convert mha seed {seed} -> {name}", conv, "convert.json"))
+            # The converted model (its plan included) comes from --init: an attnreuse ViT converts
+            # to itself, so its name is the source row's; the teacher is the source run.
+            tune = _train(cfg, root / "finetune" / f"{name}-s{seed}", seed=seed, epochs=cfg.finetune_epochs,
+                          lr=cfg.finetune_lr, warmup_epochs=1, img_size=mha.img_size, model=mha.model,
+                          init=conv.output, teacher=str(source))
+            tunes.append(Job.of(f"fine-tune {name} seed {seed}", tune, "summary.json"))
     return train_jobs, converts, tunes
 
 
 def _done(job: Job, force: bool) -> bool:
+    """A finished run of the same command and the same resolved configuration. Records from before
+    the configuration was recorded (format 1: the command alone) are not reused: the same command
+    could then have meant other defaults."""
     record = job.output / JOB_JSON
     if force or not (job.output / job.result).is_file() or not record.is_file():
         return False
-    return json.loads(record.read_text()).get("argv") == list(job.argv)
+    done = json.loads(record.read_text())
+    return done.get("format") == JOB_FORMAT and done.get("argv") == list(job.argv) and done.get("config") == job.config
 
 
 def _run(job: Job, force: bool) -> dict:
@@ -108,7 +119,8 @@ def _run(job: Job, force: bool) -> dict:
     if rc != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise RuntimeError(f"{job.key} failed (exit {rc}); log {log}:\n{tail}")
-    atomic_write_json(job.output / JOB_JSON, {"argv": list(job.argv), "time_s": time.perf_counter() - t0})
+    record = {"format": JOB_FORMAT, "argv": list(job.argv), "config": job.config, "time_s": time.perf_counter() - t0}
+    atomic_write_json(job.output / JOB_JSON, record)
     result = json.loads((job.output / job.result).read_text())
     _say(f"{job.key}: done in {time.perf_counter() - t0:.0f} s")
     return result
