@@ -92,9 +92,10 @@ def _qk_from(attn: nn.Module, proj_out: Tensor, fused: bool) -> tuple[Tensor, Te
     return attn.q_norm(q), attn.k_norm(k)
 
 
-def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapture]:
+def capture_attention(model: nn.Module, batches: list[Tensor], qk_maps: bool = False) -> list[LayerCapture]:
     """Run `model` (eval, no grad) on each batch [B, 3, H, W]; return one LayerCapture per block
-    (per mixer for UniForm)."""
+    (per mixer for UniForm). qk_maps: also the softmax maps of layers that hold Q/K but compute no
+    map ("taylor"): what their Q/K would attend to (`convert` picks q/k rows by them)."""
     mixers = window_mixers(model)
     if mixers and not hasattr(model, "blocks"):
         return _capture_mixers(model, [m for _, m in mixers], batches)
@@ -127,7 +128,8 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
     try:
         for i, (blk, kind) in enumerate(zip(blocks, kinds)):
             attn = getattr(blk, "attn", None)
-            if get_kind(kind).computes_map and attn is not None and (hasattr(attn, "qkv") or hasattr(attn, "qk")):
+            has_qk = attn is not None and (hasattr(attn, "qkv") or hasattr(attn, "qk"))
+            if has_qk and (get_kind(kind).computes_map or qk_maps):
                 fused = hasattr(attn, "qkv")
                 proj = attn.qkv if fused else attn.qk
                 handles.append(proj.register_forward_hook(on_qk(i, attn, fused)))
@@ -145,7 +147,7 @@ def capture_attention(model: nn.Module, batches: list[Tensor]) -> list[LayerCapt
         layer_maps = torch.cat(m) if m else None
         if get_kind(kind).needs_map:
             layer_maps = last_map  # the layer applies the latest computed map
-        elif layer_maps is not None:
+        elif layer_maps is not None and get_kind(kind).computes_map:
             last_map = layer_maps
         captures.append(LayerCapture(kind, layer_maps, torch.cat(o) if o else None))
     return captures

@@ -113,3 +113,62 @@ def test_convert_cli_then_distillation_fine_tune(source_run, tmp_path, capsys):
     assert json.loads((tmp_path / "ft" / "model.json").read_text())["kwargs"]["attn_plan"][1] == "share"
     assert main(["convert", "--checkpoint", str(source_run), "--plan", "bogus", "--output", str(tmp_path / "x")]) == 2
     assert "is not one of mha, reuse" in capsys.readouterr().err
+
+
+MIXED = ["mha", "reuse", "taylor", "share"]
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    from attnreuse.train.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("mixed")
+    train(TrainConfig(model="vit_attnreuse_pico_patch4_32", output=str(out), model_kwargs={**PICO, "attn_plan": MIXED},
+                      epochs=2, warmup_epochs=1, batch_size=32, limit_train_batches=3, progress=False))
+    return out
+
+
+def test_convert_from_a_mixed_source(mixed_run, tmp_path):
+    """reuse (V only) -> share, its own qk dropped; taylor (Q/K/V) -> reuse; share (V only) -> skip;
+    layer 0's map is not taken from layer 1, which kept no Q/K."""
+    plan = ["mha", "share", "reuse", "skip"]
+    out = tmp_path / "conv"
+    report = convert(ConvertConfig(checkpoint=str(mixed_run), plan=json.dumps(plan), output=str(out), calib_batches=1,
+                                   batch_size=32, fit_steps=20))
+    src = ckpt_io.load_weights(mixed_run)
+    model, spec = ckpt_io.load_model_dir(out)
+    assert spec["kwargs"]["attn_plan"] == plan == report["plan"]
+    got = model.state_dict()
+    assert {"blocks.1.attn.qk.weight", "blocks.1.attn.qk.bias"} <= set(report["dropped"])
+    assert [i["map_from_layer"] for i in report["initialised"] if i["kind"] == "share group"] == [0]
+    torch.testing.assert_close(got["blocks.0.attn.qkv.weight"], src["blocks.0.attn.qkv.weight"])
+    (h,) = [i["maps_from_heads"] for i in report["initialised"] if i["kind"] == "reuse"][0]
+    torch.testing.assert_close(got["blocks.2.attn.qk.weight"][:16], src["blocks.2.attn.qkv.weight"][16 * h : 16 * h + 16])
+    torch.testing.assert_close(got["blocks.2.attn.v.weight"], src["blocks.2.attn.qkv.weight"][64:])
+    assert [i["layer"] for i in report["initialised"] if i["kind"] == "skip"] == [3]
+    assert "blocks.3.attn.v.weight" not in got and "blocks.3.phi.fc1.weight" in got
+    assert 0.0 <= report["converted_val_top1"] <= 100.0
+
+
+def test_a_layer_that_dropped_qk_cannot_become_one_that_needs_them(mixed_run, tmp_path, capsys):
+    plan = json.dumps(["mha", "reuse", "taylor", "mha"])
+    with pytest.raises(ValueError, match="layer 3 cannot become 'mha': its source kind 'share' keeps V only of the "
+                                         "attention weights, 'mha' needs Q, K and V"):
+        convert(ConvertConfig(checkpoint=str(mixed_run), plan=plan, output=str(tmp_path / "x")))
+    assert main(["convert", "--checkpoint", str(mixed_run), "--plan", json.dumps(["mha", "mha", "taylor", "share"]),
+                 "--output", str(tmp_path / "y")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[-1]] and "layer 1 cannot become 'mha': its source kind 'reuse' keeps V only" in err[-1]
+
+
+def test_check_sources_compares_what_kinds_keep_with_what_they_need():
+    from attnreuse.plan import LayerSpec as S
+    from attnreuse.train.convert import check_sources
+
+    check_sources([S("taylor"), S("taylor"), S("share")], [S("mha"), S("reuse", 2), S("skip")], num_heads=4)
+    check_sources([S("reuse", 4)], [S("reuse")], num_heads=4)  # reuse:H keeps a fused qkv
+    check_sources([S("reuse"), S("share")], [S("reuse"), S("share")], num_heads=4)  # layers kept as they are
+    with pytest.raises(ValueError, match="layer 0 cannot become 'reuse'.*'skip' keeps none of them"):
+        check_sources([S("skip")], [S("reuse")], num_heads=4)
+    with pytest.raises(ValueError, match="layer 0 cannot become 'share'.*'skip' keeps none"):
+        check_sources([S("skip")], [S("share")], num_heads=4)

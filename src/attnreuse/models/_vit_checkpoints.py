@@ -141,7 +141,9 @@ def convert_state_dict(
     """
     sd = _unwrap(state_dict)
     specs = parse_plan(attn_plan, _depth(sd), num_heads, owner="the checkpoint", name="attn_plan", depth_name="depth")
-    skip_layers = [i for i, s in enumerate(specs) if s.kind == "skip"]  # SkipAt's param_N: the N-th of them
+    # SkipAt's param_N is the Phi of its N-th skipped layer: here the N-th layer whose kind reads the
+    # previous layer's output in place of attention weights of its own
+    skip_layers = [i for i, s in enumerate(specs) if get_kind(s.kind).needs_previous]
     out: dict[str, Tensor] = {}
     renamed: list[tuple[str, str]] = []
     dropped: list[str] = []

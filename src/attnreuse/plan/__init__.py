@@ -7,17 +7,22 @@ file here plus its tests. The kinds shipped are the modules imported below; `kin
 the registered ones as a user writes them.
 """
 
-from attnreuse.plan.registry import Kind, LayerSpec, SourceAttention, VitBlockArgs, get_kind, kind_names, kinds_summary, register_kind
+from attnreuse.plan.registry import (
+    DENSE_WEIGHTS, Kind, LayerSpec, SourceAttention, VitBlockArgs, get_kind, keeps_enough, kind_names, kinds_summary,
+    register_kind,
+)
 from attnreuse.plan.grammar import format_plan, map_sources, parse_entry, parse_plan
 from attnreuse.plan import mha, reuse, share, skip, taylor, kvpool  # noqa: F401  (registers the kinds)
 
 __all__ = [
+    "DENSE_WEIGHTS",
     "Kind",
     "LayerSpec",
     "SourceAttention",
     "VitBlockArgs",
     "format_plan",
     "get_kind",
+    "keeps_enough",
     "kind_names",
     "kinds_summary",
     "map_sources",

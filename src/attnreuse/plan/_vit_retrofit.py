@@ -1,5 +1,6 @@
-"""Retrofitting a dense (all-"mha") attnreuse ViT to a plan: what `attnreuse convert` hands each
-kind (`Kind.vit_retrofit`, then `Kind.vit_fit`), and the surgery several kinds share.
+"""Retrofitting an attnreuse ViT to another plan: what `attnreuse convert` hands each kind
+(`Kind.vit_retrofit`, then `Kind.vit_fit`), and the surgery several kinds share. The source may
+follow any plan whose layers keep what the target's kinds need (`Kind.vit_source_needs`).
 
 Two phases per conversion: `vit_retrofit` edits the target state dict `sd` (already holding every
 weight the checkpoint rule carried over) before it is loaded, from the source weights and the
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnreuse.plan.registry import LayerSpec
+from attnreuse.plan.registry import LayerSpec, get_kind
 
 __all__ = ["VitRetrofit", "fold_qk", "qk_rows", "regress", "representative", "share_inputs"]
 
@@ -23,9 +24,9 @@ __all__ = ["VitRetrofit", "fold_qk", "qk_rows", "regress", "representative", "sh
 @dataclass
 class VitRetrofit:
     """One conversion. specs / sources: the target plan and each layer's map source; dim, num_heads:
-    the ViT's; source_sd: the dense source's state dict; sd: the target state dict being built
+    the ViT's; source_specs: the source's plan; source_sd: the source's state dict; sd: the target state dict being built
     (phase 1); target: the target model, loaded (phase 2); captures: per source layer, `.maps`
-    [S, H, N, N] and `.output` [S, N, C] on the calibration images `batches` [B, 3, H, W];
+    [S, H, N, N] (None where the source layer keeps no Q/K) and `.output` [S, N, C] on the calibration images `batches` [B, 3, H, W];
     grid: the patch grid; prefix: prefix (CLS) tokens; config: `seed`, `fit_steps`, `fit_lr`;
     state: scratch a kind keeps between layers (e.g. a chain of skipped layers)."""
 
@@ -33,6 +34,7 @@ class VitRetrofit:
     sources: tuple[int | None, ...]
     dim: int
     num_heads: int
+    source_specs: tuple[LayerSpec, ...]
     source_sd: dict[str, Tensor]
     sd: dict[str, Tensor]
     captures: list
@@ -50,6 +52,11 @@ class VitRetrofit:
     def members(self, layer: int) -> list[int]:
         """`layer` and the layers that apply its map."""
         return [layer] + [i for i, src in enumerate(self.sources) if src == layer]
+
+    def source_keeps(self, layer: int) -> str:
+        """What the source's `layer` keeps of a dense layer's weights (a `DENSE_WEIGHTS` level)."""
+        spec = self.source_specs[layer]
+        return get_kind(spec.kind).vit_dense_weights(spec, self.num_heads)
 
 
 def qk_rows(C: int, heads: list[int], d: int) -> tuple[Tensor, Tensor]:

@@ -34,11 +34,13 @@ class MultiHead(Kind):
 
     def vit_retrofit(self, r, layer):
         """A map later layers apply starts from the group member whose map is most representative
-        (highest mean cosine with the other members' maps): its q/k rows move here, LayerNorm folded."""
+        (highest mean cosine with the other members' maps): its q/k rows move here, LayerNorm folded.
+        Only members whose source layer kept its Q/K (not a "share" source) are compared and chosen."""
         members = r.members(layer)
         if len(members) == 1:
             return []
-        rep = members[representative([r.captures[m].maps.mean(1) for m in members])]
+        candidates = [m for m in members if r.source_keeps(m) == "all"]  # `layer` itself is one (it needs "all")
+        rep = candidates[representative([r.captures[m].maps.mean(1) for m in candidates])]
         if rep != layer:
             fold_qk(r.sd, r.source_sd, rep, layer, r.dim)
         return [{"layer": layer, "kind": "share group", "members": members, "map_from_layer": rep}]

@@ -9,8 +9,9 @@ cross-layer state and call `run`; they never test a kind's name.
 
 The attnreuse ViT (`attnreuse.models.vit`) is a second host with timm's parameter names: a kind
 builds the modules of its ViT block (`vit_modules`), runs them (`vit_attend`) and says which of a
-dense timm block's attention weights it keeps (`vit_dense_weights`); `attnreuse convert` asks it to
-initialise its new parts from the dense source (`vit_retrofit`, `vit_fit`: see `_vit_retrofit`).
+dense timm block's attention weights it keeps (`vit_dense_weights`); `attnreuse convert` asks it what
+it needs of the source layer (`vit_source_needs`) and to initialise its new parts from it
+(`vit_retrofit`, `vit_fit`: see `_vit_retrofit`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,22 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-__all__ = ["Kind", "LayerSpec", "SourceAttention", "VitBlockArgs", "get_kind", "kind_names", "kinds_summary", "register_kind"]
+__all__ = [
+    "DENSE_WEIGHTS", "Kind", "LayerSpec", "SourceAttention", "VitBlockArgs", "get_kind", "keeps_enough", "kind_names",
+    "kinds_summary", "register_kind",
+]  # fmt: skip
 
 _KINDS: dict[str, Kind] = {}
+
+# What a ViT layer holds of a dense layer's attention weights (`Kind.vit_dense_weights`), each
+# level holding the ones before it, with the words messages use for it.
+DENSE_WEIGHTS = {"none": "none of them", "values": "V only", "all": "Q, K and V"}
+
+
+def keeps_enough(kept: str, needed: str) -> bool:
+    """Whether a layer keeping `kept` (a DENSE_WEIGHTS level) holds what `needed` asks for."""
+    levels = list(DENSE_WEIGHTS)
+    return levels.index(kept) >= levels.index(needed)
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,13 @@ class Kind:
         `attn.qkv` become `attn.v`; q/k rows and q/k norms are dropped) or "none" (`norm1` and
         `attn` are dropped)."""
         return "all"
+
+    def vit_source_needs(self, spec: LayerSpec, num_heads: int) -> str:
+        """What `attnreuse convert` needs the source layer to keep (a DENSE_WEIGHTS level, compared
+        with the source kind's `vit_dense_weights`) to initialise a layer of this kind from it:
+        by default what the kind itself keeps. A layer needing "all" also gets the source
+        layer's per-head softmax maps on the calibration images (`VitRetrofit.captures`)."""
+        return self.vit_dense_weights(spec, num_heads)
 
     def vit_output_projection(self, block: nn.Module) -> nn.Linear:
         """The linear layer that writes the block's attention output (rescaled by `fix_init_weight`)."""

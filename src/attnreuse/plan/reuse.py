@@ -90,8 +90,8 @@ class Reuse(Kind):
         of num_heads / G value heads (highest mean cosine with the block's other heads' maps)."""
         spec, H = r.specs[layer], r.num_heads
         G = spec.arg or 1
-        if G == H:
-            return []  # a fused qkv, carried over as it is
+        if G == H or r.source_specs[layer] == spec:
+            return []  # a fused qkv, or the source's own maps: carried over as they are
         per, chosen = H // G, []
         for g in range(G):
             block = list(range(g * per, (g + 1) * per))
@@ -105,5 +105,8 @@ class Reuse(Kind):
 
     def vit_dense_weights(self, spec, num_heads):
         return "all" if (spec.arg or 1) == num_heads else "values"  # reuse:H is a fused qkv
+
+    def vit_source_needs(self, spec, num_heads):
+        return "all"  # the maps start from the source heads' q/k rows, chosen by their maps
 
 register_kind(Reuse())

@@ -1,6 +1,12 @@
 """`attnreuse convert`: retrofit a trained ViT to another attention plan, ready to fine-tune by
 distillation (`attnreuse train --init OUT --teacher SOURCE`).
 
+The source may follow any plan (a timm ViT counts as all "mha") whose layers keep what the target
+layers' kinds need: each kind says what it keeps of a dense layer's attention weights
+(`Kind.vit_dense_weights`: Q, K and V; V only; none) and what it needs of its source layer
+(`Kind.vit_source_needs`), so a "taylor" layer (which keeps its Q/K/V) can become "mha" or "reuse",
+and a "share" layer (V only) can become "share" or "skip" but not "mha" (`check_sources` says so).
+
 Every weight that still applies is carried over by the ViT's checkpoint mapping
 (`attnreuse.models.vit.convert_state_dict`); the new parts are initialised by each layer's kind
 (`Kind.vit_retrofit` / `vit_fit` in `attnreuse.plan`) from calibration images (the first batches of
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,11 +37,12 @@ from torch import nn
 
 from attnreuse import runs as ckpt_io
 from attnreuse._io import atomic_write_json
+from attnreuse.plan import DENSE_WEIGHTS, LayerSpec, get_kind, keeps_enough
 from attnreuse.train.config import ConvertConfig
 from attnreuse.plan._vit_retrofit import fold_qk as _fold_qk  # noqa: F401  (tests/train/test_convert.py reaches them here)
 from attnreuse.plan._vit_retrofit import regress as _regress  # noqa: F401
 
-__all__ = ["ConvertConfig", "convert", "parse_target_plan"]
+__all__ = ["ConvertConfig", "check_sources", "convert", "parse_target_plan"]
 
 
 # The old layout spellings read like plan entries with an argument ("share:2" beside "reuse:2",
@@ -85,6 +93,22 @@ def parse_target_plan(plan: str, depth: int) -> list[str]:
     )
 
 
+def check_sources(source: Sequence[LayerSpec], target: Sequence[LayerSpec], num_heads: int) -> None:
+    """Every target layer's kind needs what its source layer keeps of a dense layer's attention
+    weights (`Kind.vit_source_needs` against the source kind's `vit_dense_weights`), unless the layer
+    keeps its kind; the first layer that does not is a ValueError naming the layer and both kinds."""
+    for i, (src, tgt) in enumerate(zip(source, target)):
+        if src == tgt:
+            continue  # kept as it is: it holds its own weights
+        kept = get_kind(src.kind).vit_dense_weights(src, num_heads)
+        needed = get_kind(tgt.kind).vit_source_needs(tgt, num_heads)
+        if not keeps_enough(kept, needed):
+            raise ValueError(
+                f"layer {i} cannot become {str(tgt)!r}: its source kind {str(src)!r} keeps {DENSE_WEIGHTS[kept]} of the "
+                f"attention weights, {str(tgt)!r} needs {DENSE_WEIGHTS[needed]}"
+            )
+
+
 def _target_name(name: str) -> str:
     """The attnreuse ViT that takes `attn_plan` for a source model name (timm `vit_S_P` /
     `deit_S_P` -> `vit_attnreuse_S_P`; an attnreuse ViT or one of its old names -> itself)."""
@@ -125,23 +149,30 @@ def convert(config: ConvertConfig) -> dict:
     """Convert the checkpoint to the plan, initialise new parts, evaluate, save; returns the report."""
     from attnreuse.capture import capture_attention
     from attnreuse.models import create_model
-    from attnreuse.plan import get_kind, map_sources, parse_plan
+    from attnreuse.plan import map_sources, parse_plan
     from attnreuse.plan._vit_retrofit import VitRetrofit
     from attnreuse.models.vit import convert_state_dict
 
     torch.manual_seed(config.seed)
     source, spec = _load_source(config)
-    kinds = [getattr(b, "kind", "mha") for b in source.blocks]
-    if any(k != "mha" for k in kinds):
-        raise ValueError(f"the source must use multi-head attention in every layer to be converted, got plan {kinds}")
-    depth, heads, C = len(source.blocks), source.blocks[0].attn.num_heads, source.embed_dim
+    depth, heads, C = len(source.blocks), source.blocks[0].attn.num_heads, source.embed_dim  # layer 0 attends
+    source_specs = tuple(getattr(b, "spec", LayerSpec("mha")) for b in source.blocks)  # a timm ViT: mha
     plan = parse_target_plan(config.plan, depth)
     specs = parse_plan(plan, depth, heads)
+    check_sources(source_specs, specs, heads)
     name = _target_name(spec["name"])
     kwargs = {**spec["kwargs"], "attn_plan": plan}
     target = create_model(name, **kwargs)
     src_sd = {k: v.detach().clone() for k, v in source.state_dict().items()}
     converted, report = convert_state_dict(src_sd, plan, num_heads=heads, target=target.state_dict())
+    # A source layer of another kind may hold parts the target kind has no place for (a reuse:G
+    # layer's own `attn.qk` when it becomes "share"): they are dropped, as a dense layer's q/k rows are.
+    changed = {f"blocks.{i}." for i, (a, b) in enumerate(zip(source_specs, specs)) if a != b}
+    left = [k for k in report.unexpected if k.startswith(tuple(changed))]
+    for key in left:
+        del converted[key]
+    report = dataclasses.replace(report, dropped=report.dropped + tuple(left),
+                                 unexpected=tuple(k for k in report.unexpected if k not in left))
     if report.mismatched or report.unexpected:
         raise ValueError(f"the source checkpoint does not fit {name} with plan {plan}:\n{report}")
     sd = target.state_dict()
@@ -149,8 +180,8 @@ def convert(config: ConvertConfig) -> dict:
 
     batches, val = _calibration(source, config)
     r = VitRetrofit(
-        specs=specs, sources=map_sources(specs), dim=C, num_heads=heads, source_sd=src_sd, sd=sd,
-        captures=capture_attention(source, batches), batches=batches,
+        specs=specs, sources=map_sources(specs), dim=C, num_heads=heads, source_specs=source_specs, source_sd=src_sd,
+        sd=sd, captures=capture_attention(source, batches, qk_maps=True), batches=batches,
         grid=source.patch_embed.dynamic_feat_size(tuple(batches[0].shape[-2:])), prefix=source.num_prefix_tokens,
         config=config,
     )  # fmt: skip
