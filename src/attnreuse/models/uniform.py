@@ -37,10 +37,10 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from attnreuse.layers.conv import ConvBN, ConvFFN, NormLinear, PatchMerging, Residual
-from attnreuse.layers.reuse_mixer import ReuseAttention2d
+from attnreuse.models.uniform_mixers import get_mixer
 from attnreuse.ops.backend import symbolic_tracing
 
-__all__ = ["UNIFORM_CONFIGS", "UniForm", "checkpoint_filter_fn"]
+__all__ = ["UNIFORM_CONFIGS", "UniForm", "apply_mixer", "checkpoint_filter_fn"]
 
 PATCH_SIZE = 16
 
@@ -56,7 +56,8 @@ UNIFORM_CONFIGS: dict[str, dict] = {
 
 
 class UniFormBlock(nn.Module):
-    """Sandwich block: residual DW3x3, FFN, Reuse-Attention mixer, DW3x3, FFN. [B, C, H, W] -> same."""
+    """Sandwich block: residual DW3x3, FFN, token mixer (Reuse Attention; `mixer` names a registered
+    `uniform_mixers.UniFormMixer`), DW3x3, FFN. [B, C, H, W] -> same."""
 
     def __init__(
         self,
@@ -67,12 +68,14 @@ class UniFormBlock(nn.Module):
         window_size: int,
         kernels: Sequence[int],
         drop_path: float = 0.0,
+        mixer: str = "reuse",
     ):
         super().__init__()
         self.dw0 = Residual(ConvBN(dim, dim, 3, groups=dim, bn_weight_init=0.0), drop_path)
         self.ffn0 = Residual(ConvFFN(dim, 2 * dim), drop_path)
-        mixer = ReuseAttention2d(dim, num_heads, key_dim=key_dim, window_size=window_size, kernels=kernels)
-        self.mixer = Residual(mixer, drop_path)
+        self.mixer = get_mixer(mixer).build(
+            dim, num_heads, key_dim=key_dim, window_size=window_size, kernels=kernels, drop_path=drop_path
+        )
         self.dw1 = Residual(ConvBN(dim, dim, 3, groups=dim, bn_weight_init=0.0), drop_path)
         self.ffn1 = Residual(ConvFFN(dim, 2 * dim), drop_path)
 
@@ -106,13 +109,14 @@ class UniFormStage(nn.Module):
         kernels: Sequence[int],
         downsample: bool,
         drop_path: Sequence[float],
+        mixer: str = "reuse",
     ):
         super().__init__()
         self.downsample = _downsample(in_dim, out_dim) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
             UniFormBlock(
                 out_dim, num_heads, key_dim=key_dim, window_size=window_size, kernels=kernels,
-                drop_path=drop_path[i],
+                drop_path=drop_path[i], mixer=mixer,
             )
             for i in range(depth)
         ])
@@ -150,7 +154,8 @@ def _check_input(x: Tensor, in_chans: int) -> None:
 class UniForm(nn.Module):
     """UniForm classifier. x: [B, in_chans, H, W] (H, W multiples of 16) -> logits [B, num_classes].
 
-    Features: stage i has `embed_dim[i]` channels at stride 16 * 2 ** i.
+    Features: stage i has `embed_dim[i]` channels at stride 16 * 2 ** i. mixer: a registered
+    `uniform_mixers` name ("reuse", the paper's; "pointwise" / "none" are cost probes).
     """
 
     def __init__(
@@ -167,8 +172,10 @@ class UniForm(nn.Module):
         global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        mixer: str = "reuse",
     ):
         super().__init__()
+        get_mixer(mixer)  # an unknown name fails here, naming the known ones
         if not (len(embed_dim) == len(depth) == len(num_heads) >= 1):
             raise ValueError(
                 "embed_dim, depth and num_heads need one entry per stage, got "
@@ -194,7 +201,7 @@ class UniForm(nn.Module):
             stages.append(UniFormStage(
                 prev, dim, depth=d, num_heads=h, key_dim=key_dim,
                 window_size=min(window_size, resolution), kernels=kernels, downsample=i > 0,
-                drop_path=dpr[sum(depth[:i]):sum(depth[:i + 1])],
+                drop_path=dpr[sum(depth[:i]):sum(depth[:i + 1])], mixer=mixer,
             ))
             self.feature_info.append(dict(num_chs=dim, reduction=stride, module=f"stages.{i}"))
             prev = dim
@@ -309,6 +316,19 @@ class UniForm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def apply_mixer(model: nn.Module, name: str) -> nn.Module:
+    """Give every UniForm block of `model` the registered mixer `name` (`uniform_mixers`), in place,
+    reusing the modules it keeps (before `fuse()`: the pointwise mixer's convs fold like Reuse
+    Attention's). Returns `model`."""
+    mixer = get_mixer(name)
+    blocks = [m for m in model.modules() if isinstance(m, UniFormBlock)]
+    if not blocks:
+        raise ValueError(f"UniForm mixers apply to UniForm models, got a {type(model).__name__}")
+    for block in blocks:
+        block.mixer = mixer.replace(block.mixer)
+    return model
 
 
 # --- Loading the authors' mmpretrain checkpoints -------------------------------------------------
