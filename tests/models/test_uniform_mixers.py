@@ -76,7 +76,7 @@ def test_the_bench_probe_is_the_registered_mixer():
 
 
 def test_a_new_mixer_is_one_registration(monkeypatch):
-    monkeypatch.setattr(uniform_mixers, "_MIXERS", dict(uniform_mixers._MIXERS))
+    monkeypatch.setattr(uniform_mixers, "_MIXERS", copy.deepcopy(uniform_mixers._MIXERS))
 
     class DepthwiseMixer(UniFormMixer):
         name = "dw3"

@@ -42,13 +42,18 @@ def _rows(name: str) -> tuple[dict, ...]:
         return tuple(csv.DictReader(fh))
 
 
+def _row(name: str, column: str, value: str) -> dict:
+    """The row of data file `name` whose `column` is `value`; another value is a ValueError listing them."""
+    rows = {r[column]: r for r in _rows(name)}
+    if value not in rows:
+        raise ValueError(f"unknown published {column} {value!r}; choose one of: {', '.join(rows)}")
+    return rows[value]
+
+
 @functools.cache
 def platform(name: str) -> Hardware:
     """FuseMax's FLAT accelerator `name` ("edge" or "cloud") as a Hardware, cited from the data."""
-    rows = {r["platform"]: r for r in _rows("fusemax_platforms.csv")}
-    if name not in rows:
-        raise ValueError(f"unknown published platform {name!r}; choose one of: {', '.join(rows)}")
-    r = rows[name]
+    r = _row("fusemax_platforms.csv", "platform", name)
     pes = int(r["pe_dim"])
     return Hardware(
         name=f"fusemax-{name}",
@@ -71,10 +76,7 @@ def platform(name: str) -> Hardware:
 @functools.cache
 def workload(model: str, seq_len: int) -> Workload:
     """One attention layer (the attention core only) of FuseMax's `model` at `seq_len` tokens."""
-    rows = {r["model"]: r for r in _rows("fusemax_models.csv")}
-    if model not in rows:
-        raise ValueError(f"unknown published model {model!r}; choose one of: {', '.join(rows)}")
-    r = rows[model]
+    r = _row("fusemax_models.csv", "model", model)
     heads = int(r["heads"])
     return Workload(
         name=model, batch=int(r["batch"]), seq_len=seq_len, depth=1, v_heads=heads, q_heads=heads,

@@ -17,7 +17,7 @@ Why not a plan `Kind` (`attnreuse.plan`): a Kind is one attention layer of a tok
 softmax map or its output to later layers (`computes_map`, `needs_previous`) and has a cost in a
 dense layer's parts. UniForm's mixer works on maps [B, C, H, W] in windows, holds no dense layer's
 weights, passes nothing between blocks and has no retrofit: none of those hooks would apply, so the
-mixers have this registry of their own, in the same style.
+mixers have a registry of their own (the same `attnreuse.plan.registry.Registry`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from torch import Tensor, nn
 
 from attnreuse.layers.conv import ConvBN, Residual
 from attnreuse.layers.reuse_mixer import ReuseAttention2d
+from attnreuse.plan.registry import Registry
 
 __all__ = ["PointwiseMixer", "UniFormMixer", "get_mixer", "mixer_names", "register_mixer"]
-
-_MIXERS: dict[str, UniFormMixer] = {}
-
 
 class UniFormMixer:
     """Base class of a UniForm mixer. Subclasses set `name` and `help` and implement `build` and
@@ -56,21 +54,18 @@ class UniFormMixer:
 
 def register_mixer(mixer: UniFormMixer) -> UniFormMixer:
     """Add `mixer` under `mixer.name`; a second mixer of the same name is an error."""
-    if not mixer.name or mixer.name in _MIXERS:
-        raise ValueError(f"a mixer needs a new, non-empty name; got {mixer.name!r} (known: {mixer_names()})")
-    _MIXERS[mixer.name] = mixer
-    return mixer
+    return _MIXERS.register(mixer)
 
 
 def get_mixer(name: str) -> UniFormMixer:
-    try:
-        return _MIXERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown UniForm mixer {name!r}; known mixers: {', '.join(mixer_names())}") from None
+    return _MIXERS.get(name)
 
 
 def mixer_names() -> tuple[str, ...]:
-    return tuple(_MIXERS)
+    return _MIXERS.names()
+
+
+_MIXERS = Registry("mixer", "UniForm mixer")
 
 
 class _Reuse(UniFormMixer):

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 __all__ = [
-    "DENSE_WEIGHTS", "Kind", "LayerSpec", "SourceAttention", "VitBlockArgs", "get_kind", "keeps_enough", "kind_names",
-    "kinds_summary", "register_kind",
+    "DENSE_WEIGHTS", "Kind", "LayerSpec", "Registry", "SourceAttention", "VitBlockArgs", "get_kind", "keeps_enough",
+    "kind_names", "kinds_summary", "register_kind",
 ]  # fmt: skip
-
-_KINDS: dict[str, Kind] = {}
 
 # What a ViT layer holds of a dense layer's attention weights (`Kind.vit_dense_weights`), each
 # level holding the ones before it, with the words messages use for it.
@@ -176,25 +174,49 @@ class Kind:
         return {}
 
 
+class Registry(dict):
+    """Objects by their `name`, in registration order (a dict, name -> object); `noun` / `title` name
+    them in messages ("kind" / "attention kind"). The plan kinds live in one; so do UniForm's mixers
+    (`attnreuse.models.uniform_mixers`)."""
+
+    def __init__(self, noun: str, title: str) -> None:
+        super().__init__()
+        self.noun, self.title = noun, title
+
+    def register(self, obj):
+        """Add `obj` under `obj.name`; a second object of the same name is an error."""
+        if not obj.name or obj.name in self:
+            raise ValueError(f"a {self.noun} needs a new, non-empty name; got {obj.name!r} (known: {self.names()})")
+        self[obj.name] = obj
+        return obj
+
+    def get(self, name: str):
+        """The object registered as `name`; another name is a ValueError listing the known ones."""
+        try:
+            return self[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown {self.title} {name!r}; known {self.noun}s: {', '.join(self.names())}") from None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self)
+
+
 def register_kind(kind: Kind) -> Kind:
     """Add `kind` under `kind.name`; a second kind of the same name is an error."""
-    if not kind.name or kind.name in _KINDS:
-        raise ValueError(f"a kind needs a new, non-empty name; got {kind.name!r} (known: {kind_names()})")
-    _KINDS[kind.name] = kind
-    return kind
+    return _KINDS.register(kind)
 
 
 def get_kind(name: str) -> Kind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown attention kind {name!r}; known kinds: {', '.join(kind_names())}") from None
+    return _KINDS.get(name)
 
 
 def kind_names() -> tuple[str, ...]:
-    return tuple(_KINDS)
+    return _KINDS.names()
 
 
 def kinds_summary() -> str:
     """The registered kinds as a user writes them, for help texts: 'mha, reuse[:G], ..., kvpool[:R]'."""
     return ", ".join(f"{k.name}[:{k.arg_syntax.partition(':')[2]}]" if k.arg_syntax else k.name for k in _KINDS.values())
+
+
+_KINDS: Registry = Registry("kind", "attention kind")
