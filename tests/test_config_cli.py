@@ -8,6 +8,7 @@ import json
 import pytest
 
 from attnreuse._cli_args import config_from_args
+from attnreuse.analysis.config import AnalyzeConfig
 from attnreuse.cli import build_parser
 from attnreuse.deploy import DEFAULT_EXPORTER, export_onnx
 from attnreuse.export.pipeline import ExportConfig
@@ -20,6 +21,7 @@ REQUIRED = {
                     dict(checkpoint="c", plan="reuse", output="o")),
     ExportConfig: (["export", "m", "--output", "m.onnx"], dict(model="m", output="m.onnx")),
     StudyConfig: (["study"], {}),
+    AnalyzeConfig: (["analyze", "--output", "o", "--model", "m"], dict(model="m", output="o")),
 }
 
 
@@ -74,6 +76,7 @@ ROUND_TRIPS = [
     ConvertConfig(checkpoint="c", plan='["mha", "skip"]', output="o", fit_lr=0.01, fit_steps=3, seed=7),
     ExportConfig(model="m", output="m.onnx"),
     StudyConfig(rows=("vit-mha", "vit-skip"), seeds=(4, 2), quick=True, vit_img_size=32, lr=0.01),
+    AnalyzeConfig(output="o", checkpoint="run", model_kwargs={"depth": 2}, mac_budget=0.5, head_threshold=-0.25),
 ]
 
 
@@ -81,7 +84,7 @@ ROUND_TRIPS = [
 def test_a_config_written_as_flags_reads_back_the_same(config):
     from attnreuse._cli_args import config_argv
 
-    verb = {TrainConfig: "train", ConvertConfig: "convert", ExportConfig: "export", StudyConfig: "study"}[type(config)]
+    verb = REQUIRED[type(config)][0][0]
     argv = config_argv(config)
     assert _config(type(config), [verb, *argv]) == config
     # defaults are not restated; a default resolved from other fields (warm-up) is, as resolved

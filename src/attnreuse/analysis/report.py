@@ -10,50 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse.analysis.config import AnalyzeConfig
 from attnreuse.capture import capture_attention
 from attnreuse.analysis.similarity import head_cosine, layer_map_cosine, layer_output_cka
 from attnreuse.analysis.suggest import geometry_of, head_groups, suggest_plan
 
 __all__ = ["AnalyzeConfig", "analyze", "load_model", "sample_batches"]
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    """What to analyse and how much of it: `model` or a train/convert `checkpoint` directory."""
-
-    output: str
-    model: str | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    checkpoint: str | None = None
-    data: str = "digits"
-    batches: int = 2
-    batch_size: int = 32
-    mac_budget: float = 0.8
-    min_score: float = 0.5
-    head_threshold: float = 0.9
-
-    def __post_init__(self) -> None:
-        if self.model is None and self.checkpoint is None:
-            raise ValueError("give --model NAME or --checkpoint of a train/convert output directory")
-        if not isinstance(self.model_kwargs, dict):
-            raise TypeError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
-        for name in ("batches", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not 0.0 < self.mac_budget <= 1.0:
-            raise ValueError(f"mac_budget must be a fraction in (0, 1] of the all-mha MACs, got {self.mac_budget!r}")
-        for name in ("min_score", "head_threshold"):
-            v = getattr(self, name)
-            if not -1.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be a similarity in [-1, 1], got {v!r}")
 
 
 def load_model(model: str | None, model_kwargs: dict, checkpoint: str | None) -> tuple[nn.Module, str]:
