@@ -340,3 +340,14 @@ def test_bench_study_runs_kvpool_and_predicts_its_saving(tmp_path):
     assert pooled["plan_layers"] == ["kvpool:2", "kvpool:2"]
     assert pooled["ms_scores_softmax"] > 0 and pooled["ms_av"] > 0 and pooled["ms_qk_proj"] > 0
     assert pooled["predicted_speedup_vs_mha"] > 1.0
+
+
+def test_convert_plan_shorthand_fills_every_layer_with_kvpool():
+    """`attnreuse convert --plan kvpool:2` is a plan for every layer, as for any kind that reads no
+    earlier layer; share/skip alone stay layouts (mapshare:G / skipat)."""
+    from attnreuse.train.convert import parse_target_plan
+
+    assert parse_target_plan("kvpool:2", 3) == ["kvpool:2"] * 3
+    assert parse_target_plan("kvpool", 2) == ["kvpool", "kvpool"]
+    with pytest.raises(ValueError, match="neither a kind that can fill every layer"):
+        parse_target_plan("bogus", 3)

@@ -168,7 +168,8 @@ class ConvertConfig:
     plan: see `attnreuse.train.convert.parse_target_plan`."""
 
     checkpoint: str = arg(help="train output directory or .safetensors file")
-    plan: str = arg(help="target plan: mha, reuse, reuse:G (G maps), taylor (every layer); mapshare:G (groups of "
+    plan: str = arg(help="target plan: a kind for every layer (mha, reuse:G, taylor, kvpool:R, ...: any that reads "
+                    "no earlier layer); mapshare:G (groups of "
                     "G layers share a map), skipat (SkipAt's middle half), skipat:I,J,... (layer indices); "
                     "or a JSON list of per-layer entries")
     output: str = arg(help="run directory to write (like a train run's)")

@@ -51,7 +51,8 @@ _OLD_LAYOUTS = {"share": "mapshare", "skip": "skipat"}
 
 
 def parse_target_plan(plan: str, depth: int) -> list[str]:
-    """A plan for every layer: "mha" | "reuse" | "reuse:G" | "taylor" (every layer), a layout
+    """A plan for every layer: any registered kind that reads no earlier layer ("mha", "reuse:G",
+    "taylor", "kvpool:R", ...: every layer), a layout
     "mapshare:G" (groups of G consecutive layers sharing the first one's map), "skipat" (SkipAt's
     middle half skipped), "skipat:I,J,..." (those layers skipped), or a JSON list with one entry per
     layer. The old "share:G" / "skip" / "skip:I,J" still work, with a FutureWarning naming the new form."""
@@ -71,7 +72,11 @@ def parse_target_plan(plan: str, depth: int) -> list[str]:
         warnings.warn(f"plan {plan!r} is an old spelling (a layout of layers, not a kind's argument); write {new!r}",
                       FutureWarning, stacklevel=2)
         kind = _OLD_LAYOUTS[kind]
-    if kind in ("mha", "reuse", "taylor"):
+    try:
+        every = get_kind(kind)
+    except ValueError:
+        every = None
+    if every is not None and not (every.needs_map or every.needs_previous):  # a kind that can fill every layer
         return [text] * depth
     if kind == "mapshare":
         group = int(arg) if arg.isdigit() else 0
@@ -88,8 +93,11 @@ def parse_target_plan(plan: str, depth: int) -> list[str]:
         if not layers <= set(range(1, depth)):
             raise ValueError(f"plan {plan!r}: skipped layers must lie in 1..{depth - 1}, got {sorted(layers)}")
         return ["skip" if i in layers else "mha" for i in range(depth)]
+    from attnreuse.plan import kinds_summary
+
     raise ValueError(
-        f"plan {plan!r} is not one of mha, reuse, reuse:G, taylor, mapshare:G, skipat, skipat:I,J,... or a JSON list"
+        f"plan {plan!r} is neither a kind that can fill every layer ({kinds_summary()}; not share/skip, which read "
+        "an earlier layer), nor mapshare:G, skipat, skipat:I,J,... or a JSON list"
     )
 
 
