@@ -143,7 +143,10 @@ def test_cli_quick(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert PICO in printed and "median ms" in printed
     rec = json.loads(out.read_text())[0]
-    assert rec["command"].startswith(f"attnreuse bench models {PICO} --batch 1 --img-size 32 --threads 1")
+    # the settings away from the defaults (`_cli_args.config_argv`): --batch 1 is the default
+    assert rec["command"].startswith(f"attnreuse bench models {PICO} --img-size 32 --threads 1 --runtimes eager")
+    assert rec["config"] == json.loads(bm.config_path(out).read_text())
+    assert rec["config"]["repeats"] == bm.QUICK["repeats"] and rec["config"]["runtimes"] == ["eager"]
 
 
 def test_folded_model_exports_in_the_ort_runtime():

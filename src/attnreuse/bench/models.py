@@ -41,7 +41,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnreuse._cli_args import csv_list, int_list
+from attnreuse import _cli_args
+from attnreuse._cli_args import add_config_args, arg, config_argv
 
 __all__ = [
     "PEERS",
@@ -75,6 +76,8 @@ UNIFORM_BASELINES = {
 _VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(patch\d+_\d+)")
 
 
+# `--quick`: a smoke test (these override the flags)
+QUICK = {"warmup": 1, "repeats": 3, "min_time_s": 0.0, "rounds": 1}
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
 # dtype -> the runtimes that run it by default (float32 may also select "ort-fused")
 DTYPE_RUNTIMES = {
@@ -130,21 +133,30 @@ def default_models() -> list[str]:
 
 @dataclass(frozen=True)
 class ModelBenchConfig:
-    models: tuple[str, ...] = ()  # empty: `default_models()`
-    batch: int = 1
-    img_sizes: tuple[int, ...] = (224,)
-    threads: int = 2
-    runtimes: tuple[str, ...] = ("eager", "compile", "ort", "ort-int8")
-    dtype: str = "float32"  # one of DTYPE_RUNTIMES; every model and baseline in it
-    int8_mode: str = "static"  # "static" (calibrated on digits train images) or "dynamic"
-    warmup: int = 5
-    repeats: int = 20
-    min_time_s: float = 1.0  # keep timing each runtime until this much time has passed (all rounds)
-    rounds: int = 6  # interleaved timing rounds over all models and runtimes
-    baselines: bool = True  # also run each model's baseline when it is not listed
-    json: str | None = None
-    csv: str | None = None
-    command: str | None = None  # the command line that reproduces the run (recorded)
+    """One run; each field with a flag is also one of `attnreuse bench models`."""
+
+    models: tuple[str, ...] = arg((), "model names (none: every attnreuse model and the timm peers, "
+                                  "`default_models()`); MODEL:mixer=pointwise or :mixer=none for a mixer probe "
+                                  "(attnreuse.bench.probes)", positional=True, nargs="*", metavar="NAME")
+    batch: int = arg(1, "images per call")
+    img_sizes: tuple[int, ...] = arg((224,), "input resolutions, e.g. 224,384", flags=("--img-size",))
+    threads: int = arg(2, "intra-op threads (torch and ONNX Runtime)")
+    runtimes: tuple[str, ...] = arg((), "comma-separated subset of eager,compile,ort,ort-int8,ort-fused (none: the "
+                                    "dtype's: eager,compile,ort,ort-int8 for float32, eager,compile for bfloat16, "
+                                    "ort-int8 for int8)")
+    dtype: str = arg("float32", "float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
+                     "Every model and baseline runs in it; records say if this CPU emulates it",
+                     choices=tuple(sorted(DTYPE_RUNTIMES)))
+    int8_mode: str = arg("static", "ort-int8 quantisation: static (calibrated on digits train images) or dynamic",
+                         choices=("static", "dynamic"))
+    warmup: int = arg(5, "untimed calls per runtime before the first round")
+    repeats: int = arg(20, "timed calls per runtime at least (all rounds)")
+    min_time_s: float = arg(1.0, "seconds of timed calls per runtime (all rounds)", flags=("--min-time",))
+    rounds: int = arg(6, "interleaved timing rounds over all models and runtimes")
+    baselines: bool = arg(True, "also run each model's baseline when it is not listed")
+    json: str | None = arg(None, "write the records as JSON", metavar="FILE")
+    csv: str | None = arg(None, "write the records as CSV", metavar="FILE")
+    command: str | None = arg(None, "the command line that reproduces the run (recorded)", cli=False)
 
     def __post_init__(self) -> None:
         from attnreuse.bench.runtimes import RUNTIMES
@@ -153,6 +165,8 @@ class ModelBenchConfig:
         for name in ("models", "img_sizes", "runtimes"):
             if not isinstance(getattr(self, name), tuple):
                 raise TypeError(f"{name} must be a tuple, got {type(getattr(self, name)).__name__}")
+        if not self.runtimes and self.dtype in DTYPE_RUNTIMES:
+            object.__setattr__(self, "runtimes", DTYPE_RUNTIMES[self.dtype])
         for name in ("batch", "threads", "warmup", "repeats", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
@@ -393,7 +407,8 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     import torch
 
     set_threads(config.threads)
-    machine = machine_record(threads=config.threads, command=config.command, bench="models")
+    machine = machine_record(threads=config.threads, command=config.command, bench="models",
+                             config=dataclasses.asdict(config))
     records = []
     # Every compiled model stays alive until all rounds are timed: allow dynamo one cache entry
     # per model (models of one class share their forward's code object).
@@ -423,23 +438,10 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     return records
 
 
-def reproduce_command(config: ModelBenchConfig, *, quick: bool = False) -> str:
-    """The `attnreuse bench models ...` command line that repeats this configuration."""
-    argv = ["attnreuse", "bench", "models", *config.models, "--batch", str(config.batch),
-            "--img-size", ",".join(map(str, config.img_sizes)), "--threads", str(config.threads),
-            "--runtimes", ",".join(config.runtimes), "--dtype", config.dtype,
-            "--int8-mode", config.int8_mode]  # fmt: skip
-    if quick:
-        argv.append("--quick")
-    else:
-        argv += ["--warmup", str(config.warmup), "--repeats", str(config.repeats), "--min-time", f"{config.min_time_s:g}",
-                 "--rounds", str(config.rounds)]
-    if not config.baselines:
-        argv.append("--no-baselines")
-    for flag, value in (("--json", config.json), ("--csv", config.csv)):
-        if value is not None:
-            argv += [flag, value]
-    return shlex.join(argv)
+def reproduce_command(config: ModelBenchConfig) -> str:
+    """The `attnreuse bench models ...` command line that repeats this configuration (its settings
+    away from the defaults; the recorded `command` itself has no flag)."""
+    return shlex.join(["attnreuse", "bench", "models", *config_argv(dataclasses.replace(config, command=None))])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -450,52 +452,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in several runtimes, with each model's speed-up over its family baseline beside the ideal "
         "one from MAC counts.",
     )
-    p.add_argument("names", nargs="*", help="model names (default: attnreuse models + timm peers); "
-                   "uniform_*:mixer=pointwise or :mixer=none for a mixer probe (attnreuse.bench.probes)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--img-size", type=int_list, default=(224,), help="one or more, e.g. 224,384")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runtimes", type=csv_list, default=None,
-                   help="comma-separated subset of eager,compile,ort,ort-int8,ort-fused (default: eager,compile,ort,ort-int8 "
-                   "for float32, eager,compile for bfloat16, ort-int8 for int8)")
-    p.add_argument("--dtype", choices=sorted(DTYPE_RUNTIMES), default="float32",
-                   help="float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
-                   "Every model and baseline runs in it; records say if this CPU emulates it")
-    p.add_argument("--int8-mode", choices=("static", "dynamic"), default="static")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per runtime (all rounds)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds over all models (default 6)")
-    p.add_argument("--no-baselines", action="store_true", help="do not add missing family baselines")
-    p.add_argument("--quick", action="store_true", help="1 warm-up, 3 repeats, no minimum time (smoke test)")
-    p.add_argument("--json", help="write the records as JSON")
-    p.add_argument("--csv", help="write the records as CSV")
+    add_config_args(p, ModelBenchConfig)
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke test: {', '.join(f'{k}={v}' for k, v in QUICK.items())} (over any flags)")
     p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
+    """The run `args` describe: defaults < --config FILE < flags < --quick."""
+    return _cli_args.config_from_args(ModelBenchConfig, args, **(QUICK if args.quick else {}))
 
 
 def run(args: argparse.Namespace) -> int:
     from attnreuse.bench.probes import split_probe
     from attnreuse.models import check_model_name
 
-    for name in args.names:
+    config = config_from_args(args)
+    for name in config.models:
         check_model_name(split_probe(name)[0])
-    config = ModelBenchConfig(
-        models=tuple(args.names),
-        batch=args.batch,
-        img_sizes=tuple(args.img_size),
-        threads=args.threads,
-        runtimes=tuple(args.runtimes) if args.runtimes is not None else DTYPE_RUNTIMES[args.dtype],
-        dtype=args.dtype,
-        int8_mode=args.int8_mode,
-        warmup=1 if args.quick else args.warmup,
-        repeats=3 if args.quick else args.repeats,
-        min_time_s=0.0 if args.quick else args.min_time,
-        rounds=1 if args.quick else args.rounds,
-        baselines=not args.no_baselines,
-        json=args.json,
-        csv=args.csv,
-    )
-    config = dataclasses.replace(config, command=reproduce_command(config, quick=args.quick))
+    config = dataclasses.replace(config, command=reproduce_command(config))
     print(format_table([])[: format_table([]).index("\n")], flush=True)
     records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[2], flush=True))
     print()
