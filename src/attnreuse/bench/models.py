@@ -1,15 +1,15 @@
 """`attnreuse bench models`: whole-model latency, throughput, parameters, MACs and peak memory,
 in several runtimes side by side, with each model's speed-up over its family's baseline.
 
-Models run with random weights whose BatchNorms are randomised (`bench.weights`: a fresh UniForm
-or EfficientViT has near-zero logits, which would make the ONNX parity check vacuous). Records
-(one per model x resolution x runtime) carry the machine tags of `attnreuse.measure`, the settings,
-and either measurements or an `error` (a model that fails in one runtime does not stop
-the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
-attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
-Beside each measured speed-up is the ideal one, the ratio of MAC counts. A name
-`uniform_*:mixer=pointwise|none` runs a mixer probe (`bench.probes`) against the same baseline:
-the ceiling a faster token mixer could reach.
+Models run with random weights whose BatchNorms are randomised (`bench.weights`: a fresh model
+that zero-initialises its residual branches' gains has near-zero logits, which would make the ONNX
+parity check vacuous). Records (one per model x resolution x runtime) carry the machine tags of
+`attnreuse.measure`, the settings, and either measurements or an `error` (a model that fails in
+one runtime does not stop the run). Each model's baseline and family label come from the module
+that defines it (`attnreuse.models.peers`). Beside each measured speed-up is the ideal one, the
+ratio of MAC counts. A name `MODEL:mixer=pointwise|none` runs a mixer probe
+(`attnreuse.models.probes`) against the model's baseline: the ceiling a faster token mixer could
+reach.
 
 Timing: every (model, resolution, runtime) is prepared first, then timed in `rounds` interleaved
 rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time,
@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import shlex
 import sys
-
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,6 @@ from attnreuse import _cli_args
 from attnreuse._cli_args import add_config_args, arg, config_argv
 
 __all__ = [
-    "PEERS",
     "ModelBenchConfig",
     "add_relative_columns",
     "baseline_of",
@@ -57,24 +54,6 @@ __all__ = [
     "reproduce_command",
     "run_models",
 ]
-
-PEERS = (
-    "efficientvit_m0", "efficientvit_m1", "efficientvit_m2", "efficientvit_m3", "efficientvit_m4",
-    "efficientvit_m5", "deit_tiny_patch16_224", "deit_small_patch16_224", "vit_small_patch16_224",
-    "fastvit_t8", "mobilevit_xxs", "efficientvit_b0",
-)  # fmt: skip
-# UniForm sizes are EfficientViT-M widths (NOTES.md section 1): xs = m0, s = m1, m = m3, l = m5.
-UNIFORM_BASELINES = {
-    "uniform_xs": "efficientvit_m0",
-    "uniform_s": "efficientvit_m1",
-    "uniform_m2": "efficientvit_m2",
-    "uniform_m": "efficientvit_m3",
-    "uniform_m4": "efficientvit_m4",
-    "uniform_l": "efficientvit_m5",
-}
-# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `vit_attnreuse_*`.
-_VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(patch\d+_\d+)")
-
 
 # `--quick`: a smoke test (these override the flags)
 QUICK = {"warmup": 1, "repeats": 3, "min_time_s": 0.0, "rounds": 1}
@@ -97,38 +76,29 @@ def record_dtype(dtype: str, runtime: str) -> str:
 
 
 def baseline_of(name: str) -> str | None:
-    """The model `name` is compared with, or None (it is a baseline or a peer). A mixer probe
-    (`uniform_l:mixer=none`, `bench.probes`) is compared with its model's baseline."""
-    from attnreuse.bench.probes import split_probe
+    """The model `name` is compared with (`attnreuse.models.peers`), or None (it is a baseline or a
+    peer). A mixer probe (`MODEL:mixer=none`, `attnreuse.models.probes`) is compared with its
+    model's baseline."""
+    from attnreuse.models.peers import baseline_of as model_baseline
+    from attnreuse.models.probes import split_probe
 
-    name = split_probe(name)[0]
-    if name in UNIFORM_BASELINES:
-        return UNIFORM_BASELINES[name]
-    m = _VIT_PLAN.fullmatch(name)
-    if m:
-        return f"vit_attnreuse_{m.group(1)}_{m.group(2)}"
-    return None
+    return model_baseline(split_probe(name)[0])
 
 
 def family_of(name: str) -> str:
-    from attnreuse.bench.probes import split_probe
+    """The family label of `name` (`attnreuse.models.peers`); a mixer probe's is its model's + "_probe"."""
+    from attnreuse.models.peers import family_of as model_family
+    from attnreuse.models.probes import split_probe
 
-    if split_probe(name)[1] is not None:
-        return "uniform_probe"
-    if name.startswith("uniform_"):
-        return "uniform"
-    if name.startswith("efficientvit_m"):
-        return "efficientvit_m"
-    if baseline_of(name) or name.startswith("vit_attnreuse_"):
-        return "attnreuse_vit"
-    return "peer"
+    model, probe = split_probe(name)
+    return model_family(model) + ("_probe" if probe is not None else "")
 
 
 def default_models() -> list[str]:
-    """Every registered attnreuse model, then the timm peers."""
-    import attnreuse
+    """Every registered attnreuse model, then the timm peers (`attnreuse.models.peers`)."""
+    from attnreuse.models.peers import default_models as models
 
-    return [*attnreuse.models.list_models(), *PEERS]
+    return models()
 
 
 @dataclass(frozen=True)
@@ -137,7 +107,7 @@ class ModelBenchConfig:
 
     models: tuple[str, ...] = arg((), "model names (none: every attnreuse model and the timm peers, "
                                   "`default_models()`); MODEL:mixer=pointwise or :mixer=none for a mixer probe "
-                                  "(attnreuse.bench.probes)", positional=True, nargs="*", metavar="NAME")
+                                  "(attnreuse.models.probes)", positional=True, nargs="*", metavar="NAME")
     batch: int = arg(1, "images per call")
     img_sizes: tuple[int, ...] = arg((224,), "input resolutions, e.g. 224,384", flags=("--img-size",))
     threads: int = arg(2, "intra-op threads (torch and ONNX Runtime)")
@@ -190,7 +160,7 @@ class ModelBenchConfig:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
         if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
             raise ValueError(f"min_time_s must be a number >= 0, got {self.min_time_s!r}")
-        from attnreuse.bench.probes import split_probe
+        from attnreuse.models.probes import split_probe
 
         for name in self.models:
             split_probe(name)  # a malformed probe name fails here, before any model is built
@@ -220,7 +190,7 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     import torch
 
     from attnreuse.bench.flops import count_macs, count_params
-    from attnreuse.bench.probes import apply_mixer_probe, split_probe
+    from attnreuse.models.probes import apply_mixer_probe, split_probe
     from attnreuse.bench.runtimes import prepare_runtime
     from attnreuse.measure import measure_peak_bytes
     from attnreuse.bench.weights import randomize_batchnorms
@@ -464,7 +434,7 @@ def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnreuse.bench.probes import split_probe
+    from attnreuse.models.probes import split_probe
     from attnreuse.models import check_model_name
 
     config = config_from_args(args)

@@ -1,6 +1,6 @@
 """Mixer probes: how much of a UniForm model's speed-up over its baseline the token mixer can still move.
 
-A probe is a benchmarking-only variant of a `uniform_*` model, named `MODEL:mixer=PROBE`:
+A probe is a benchmarking-only variant of a UniForm model, named `MODEL:mixer=PROBE`:
 - `pointwise`: every Reuse Attention mixer keeps only its two 1x1 convs and the ReLU between
   them, `Y = proj(ReLU(cat([qk(x), x[:, C/2:]])))`: no windows, scores, softmax, value convs or
   A V product. It is the cheapest mixer that still has the projections every EfficientViT-style
@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attnreuse.models import uniform
+from attnreuse.models.uniform import UniFormBlock
+
 __all__ = ["MIXER_PROBES", "PointwiseMixer", "apply_mixer_probe", "split_probe"]
 
 MIXER_PROBES = ("pointwise", "none")
@@ -30,8 +33,8 @@ def split_probe(name: str) -> tuple[str, str | None]:
     base, probe = name.split(_SEP, 1)
     if probe not in MIXER_PROBES:
         raise ValueError(f"mixer probe in {name!r} must be one of {MIXER_PROBES}, got {probe!r}")
-    if not base.startswith("uniform_"):
-        raise ValueError(f"mixer probes apply to UniForm models (uniform_*), got {name!r}")
+    if base not in uniform.default_cfgs:
+        raise ValueError(f"mixer probes apply to UniForm models ({', '.join(uniform.default_cfgs)}), got {name!r}")
     return base, probe
 
 
@@ -51,8 +54,6 @@ class PointwiseMixer(nn.Module):
 def apply_mixer_probe(model: nn.Module, probe: str) -> nn.Module:
     """Turn every UniForm block's mixer of `model` into the probe, in place (before `fuse()`:
     the probe's convs fold like the mixer's). Returns `model`."""
-    from attnreuse.models.uniform import UniFormBlock
-
     if probe not in MIXER_PROBES:
         raise ValueError(f"probe must be one of {MIXER_PROBES}, got {probe!r}")
     blocks = [m for m in model.modules() if isinstance(m, UniFormBlock)]
