@@ -120,7 +120,8 @@ class ModelBenchConfig:
     int8_mode: str = arg("static", "ort-int8 quantisation: static (calibrated on digits train images) or dynamic",
                          choices=("static", "dynamic"))
     warmup: int = arg(5, "untimed calls per runtime before the first round")
-    repeats: int = arg(20, "timed calls per runtime at least (all rounds)")
+    repeats: int = arg(20, "timed samples per runtime at least, all rounds (`measure.measure_latency`: "
+                       "one call each for calls over ~10 ms)")
     min_time_s: float = arg(1.0, "seconds of timed calls per runtime (all rounds)", flags=("--min-time",))
     rounds: int = arg(6, "interleaved timing rounds over all models and runtimes")
     baselines: bool = arg(True, "also run each model's baseline when it is not listed")

@@ -64,7 +64,8 @@ class OpsBenchConfig:
     dtype: str = arg("float32", "dtype of every operator and of SDPA; records say whether this CPU runs it on "
                      "native units or emulates it", choices=tuple(sorted(DTYPES)))
     warmup: int = arg(1, "untimed calls per case", cli=False)
-    repeats: int = arg(5, "timed calls at least")
+    repeats: int = arg(5, "timed samples at least (`measure.measure_latency`: a sample of a fast op is a "
+                      "block of calls)")
     min_time_s: float = arg(0.5, "keep timing a case until this much time has passed", cli=False)
     max_batch_tokens: int = arg(32 * 1024, "skip cases with more batch x tokens", cli=False)
     max_dense_bytes: int = arg(4 << 30, "skip dense_mha cases whose maps need more bytes", cli=False)

@@ -294,6 +294,8 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
     call = _call(model, x, backend)
     depth = len(model.encoder.layers if w2v.handles(model) else model.layers)
     runs, instrumented, plain, spans = [], [], [], []
+    # Timed by hand, not with torch.utils.benchmark.Timer: each plain forward is paired with the
+    # instrumented one right after it, and Timer times one statement at a time.
     for _ in range(repeats):  # no warm-up call: the timing rounds ran this model at this shape
         _sync(device)
         t0 = time.perf_counter()
