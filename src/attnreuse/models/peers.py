@@ -2,9 +2,9 @@
 
 Each family module keeps a `BENCH` table beside its `default_cfgs`: its `family` label, the
 `baselines` each of its models is compared with, and the label of those baselines where they are
-another library's models (`baseline_family`). timm's `PretrainedCfg` is a closed dataclass (it takes no extra keys),
-so the tables sit beside the cfgs rather than in them. `attnreuse bench models` asks these
-functions; it knows no family by name.
+another library's models (`baseline_family`). timm's `PretrainedCfg` is a closed dataclass (it
+takes no extra keys), so the tables sit beside the cfgs rather than in them. `attnreuse bench
+models` asks these functions; it knows no family by name.
 """
 
 from __future__ import annotations
