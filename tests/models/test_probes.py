@@ -1,5 +1,6 @@
-"""Mixer probes (`attnreuse.models.probes`): names, what each probe keeps; their bench records are
-in tests/bench/test_models_bench.py."""
+"""Mixer probes (`attnreuse.models.probes`): names, and what each probe keeps of the model it is
+cut from (the mixers themselves: test_uniform_mixers.py); their bench records are in
+tests/bench/test_models_bench.py."""
 
 import pytest
 import timm
@@ -7,7 +8,8 @@ import torch
 
 import attnreuse  # noqa: F401 - registers the models
 from attnreuse.models.peers import PEERS
-from attnreuse.models.probes import PointwiseMixer, apply_mixer_probe, split_probe
+from attnreuse.models.probes import apply_mixer_probe, split_probe
+from attnreuse.models.uniform_mixers import PointwiseMixer
 from attnreuse.deploy import deploy_model
 from attnreuse.layers import ReuseAttention2d
 
