@@ -57,10 +57,14 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def arg(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, flags: tuple[str, ...] = (),
-        positional: bool = False, choices: tuple | None = None, cli: bool = True):
+        positional: bool = False, choices: tuple | None = None, cli: bool = True, nargs: str | None = None,
+        metavar: str | None = None):
     """A config dataclass field with its command line: `help`, the option strings (`flags`,
-    default --field-name), a positional argument, `choices`; `cli=False` keeps it off the command line."""
-    metadata = {"help": help, "flags": tuple(flags), "positional": positional, "choices": choices, "cli": cli}
+    default --field-name), a positional argument, `choices`; `cli=False` keeps it off the command line.
+    A tuple field takes comma-separated values, or with `nargs` ("+", "*") space-separated ones
+    (`choices` then apply to each); `metavar` names the value in the help."""
+    metadata = {"help": help, "flags": tuple(flags), "positional": positional, "choices": choices, "cli": cli,
+                "nargs": nargs, "metavar": metavar}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -68,6 +72,8 @@ def arg(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclas
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict,
           "tuple[str, ...]": csv_list, "tuple[int, ...]": int_list}  # fmt: skip
+# the type of one item of a tuple field that takes space-separated values (`arg(nargs=...)`)
+_ITEM_TYPES = {csv_list: str, int_list: int}
 
 
 def _field_type(f: dataclasses.Field):
@@ -86,7 +92,7 @@ def _shown(f: dataclasses.Field) -> str:
         return "required"
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     if isinstance(value, tuple):
-        return "default: " + (",".join(map(str, value)) or "none")
+        return "default: " + ((" " if f.metadata.get("nargs") else ",").join(map(str, value)) or "none")
     return f"default: {value}"
 
 
@@ -110,10 +116,14 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if kind is None:
             default = f.default
             kind = type(default) if default is not None and default is not dataclasses.MISSING else str
+        nargs = meta.get("nargs")
+        if nargs is not None:
+            kind = _ITEM_TYPES.get(kind, kind)
         help_text = f"{meta.get('help', '')} ({_shown(f)})".strip()
-        extra = {"choices": meta["choices"]} if meta.get("choices") else {}
+        extra = {key: meta[key] for key in ("choices", "nargs", "metavar") if meta.get(key)}
         if meta.get("positional"):
-            parser.add_argument(f.name, type=kind, nargs="?", default=argparse.SUPPRESS, help=help_text, **extra)
+            extra.setdefault("nargs", "?")
+            parser.add_argument(f.name, type=kind, default=argparse.SUPPRESS, help=help_text, **extra)
             continue
         flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
@@ -127,7 +137,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def config_from_args(cls: type, args: argparse.Namespace, **fixed):
     """The `cls` instance `add_config_args` describes: its defaults, then `--config FILE`, then
-    flags, then `fixed`. A required field given nowhere is a ValueError naming its flag."""
+    the flags on the command line, then `fixed`. A required field given nowhere is a ValueError naming its flag."""
     from pathlib import Path
 
     values: dict = {}
@@ -145,7 +155,9 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed):
             raise ValueError(f"--config {path}: unknown {cls.__name__} fields {unknown}")
         values.update(saved)
     for f in dataclasses.fields(cls):
-        if hasattr(args, f.name):
+        # a field off the command line is not read from `args`, whose names may mean something else
+        # (`args.command` is the tool's name)
+        if f.metadata.get("cli") is not False and hasattr(args, f.name):
             values[f.name] = getattr(args, f.name)
     values.update(fixed)
     for f in dataclasses.fields(cls):
@@ -185,8 +197,11 @@ def config_argv(config) -> list[str]:
         if value is None:
             raise ValueError(f"{type(config).__name__}.{f.name}=None cannot be written as {_flag(f)} "
                              f"(its default is {default!r})")
+        spread = isinstance(value, tuple) and f.metadata.get("nargs")  # space-separated values
         if f.metadata.get("positional"):
-            positional.append(str(value))
+            positional += list(map(str, value)) if spread else [str(value)]
+        elif spread:
+            flags += [_flag(f), *map(str, value)]
         elif isinstance(value, bool):
             flags.append(_flag(f) if value else "--no-" + _flag(f)[2:])
         elif isinstance(value, dict):

@@ -2,8 +2,10 @@
 MAC counts (PyTorch's FLOP counter) and representation similarity (linear CKA).
 
 Habits from timm's `benchmark.py` and nanoGPT's `bench.py`: pin the thread count, warm up, time
-with `time.perf_counter`, report the median and p90 (not the mean), and tag every record with the
-machine, library versions and settings so numbers from different runs can be compared.
+with `torch.utils.benchmark.Timer`, report the median and p90 (not the mean), and tag every record
+with the machine, library versions and settings so numbers from different runs can be compared.
+Timer has no interleaving: `measure_interleaved` (rounds over several calls, their medians paired
+round by round) is this module's own.
 """
 
 from __future__ import annotations
@@ -79,41 +81,57 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device("cpu") if device is None else torch.device(device)
 
 
+def _clock(device: torch.device) -> Callable[[], float]:
+    """The clock `torch.utils.benchmark.Timer` reads: `time.perf_counter`, after waiting for the
+    kernels queued on a CUDA `device`. (Timer's own default waits for any accelerator, also when
+    the timed code runs on the CPU.)"""
+    if device.type == "cuda":
+
+        def clock() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+
+        return clock
+    return time.perf_counter
+
+
 def measure_latency(
     fn: Callable[[], Any],
     *,
     warmup: int = 3,
     repeats: int = 10,
     min_time_s: float = 0.2,
-    max_repeats: int = 1000,
     device: str | torch.device | None = None,
     samples_ms: list[float] | None = None,
 ) -> LatencyStats:
-    """Time `fn()`: `warmup` untimed calls, then at least `repeats` timed calls, continuing until
-    `min_time_s` seconds of timed calls have passed (at most `max_repeats`).
+    """Time `fn()` with `torch.utils.benchmark.Timer` on the intra-op thread count in force:
+    `warmup` untimed calls, then Timer's `blocked_autorange` until `min_time_s` seconds of timed
+    calls have passed and at least `repeats` samples were taken.
 
-    On a CUDA `device` each call is bracketed by a synchronisation so the time covers the kernels.
-    `samples_ms`, when given, receives every timed call's milliseconds (to pool several rounds
-    with `latency_stats`).
+    A sample is one of Timer's blocks: calls timed back to back, as many as make the clock's own
+    cost negligible (one call per block for anything slower than ~10 ms; sizing the blocks runs a
+    few more untimed calls), divided by their number. On a CUDA `device` the clock waits for the
+    device's kernels. `samples_ms`, when given, receives every sample's milliseconds per call (to
+    pool several rounds with `latency_stats`).
     """
-    if warmup < 0 or repeats < 1 or max_repeats < repeats or min_time_s < 0:
+    from torch.utils.benchmark import Timer
+
+    if warmup < 0 or repeats < 1 or min_time_s < 0:
         raise ValueError(
-            "need warmup >= 0, 1 <= repeats <= max_repeats and min_time_s >= 0, got "
-            f"warmup={warmup}, repeats={repeats}, max_repeats={max_repeats}, min_time_s={min_time_s}"
+            f"need warmup >= 0, repeats >= 1 and min_time_s >= 0, got warmup={warmup}, repeats={repeats}, "
+            f"min_time_s={min_time_s}"
         )
     dev = _device(device)
     for _ in range(warmup):
         fn()
     _sync(dev)
-    times_s: list[float] = []
-    total_s = 0.0
-    while len(times_s) < repeats or (total_s < min_time_s and len(times_s) < max_repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(dev)
-        dt = time.perf_counter() - t0
-        times_s.append(dt)
-        total_s += dt
+    timer = Timer("fn()", globals={"fn": fn}, timer=_clock(dev), num_threads=torch.get_num_threads())
+    measured = timer.blocked_autorange(min_run_time=min_time_s)
+    times_s = list(measured.times)
+    while len(times_s) < repeats:  # min_time_s was too short for `repeats` samples: time the rest
+        block_s = measured.mean * measured.number_per_run
+        measured = timer.blocked_autorange(min_run_time=(repeats - len(times_s)) * block_s)
+        times_s += measured.times
     if samples_ms is not None:
         samples_ms.extend(t * 1e3 for t in times_s)
     return latency_stats([t * 1e3 for t in times_s])
@@ -402,19 +420,18 @@ def machine_record(**tags: Any) -> dict[str, Any]:
 def matmul_peak_gflops(
     threads: int, dtype: torch.dtype = torch.float32, *, size: int = 1536, repeats: int = 5
 ) -> float:
-    """This machine's matrix-multiply speed: best of `repeats` [size, size] @ [size, size] products
-    on `threads` threads, in GFLOP/s (2 size^3 flops each). The previous thread count is restored."""
+    """This machine's matrix-multiply speed: the best of `repeats` Timer samples (`measure_latency`)
+    of [size, size] @ [size, size] products on `threads` threads, in GFLOP/s (2 size^3 flops each). The previous thread count is restored."""
     previous = torch.get_num_threads()
     set_threads(threads)
     try:
         a = torch.randn(size, size, dtype=dtype)
         b = torch.randn(size, size, dtype=dtype)
         c = torch.empty(size, size, dtype=dtype)
-        torch.mm(a, b, out=c)
-        best_s = min(_time_once(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
+        best_ms = measure_latency(lambda: torch.mm(a, b, out=c), warmup=1, repeats=repeats, min_time_s=0.0).latency_ms_min
     finally:
         torch.set_num_threads(previous)
-    return 2.0 * size**3 / best_s / 1e9
+    return 2.0 * size**3 / (best_ms / 1e3) / 1e9
 
 
 def count_call_macs(fn: Callable[[], Any]) -> int:
@@ -443,12 +460,6 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     cross = (y.T @ x).norm() ** 2
     denom = (x.T @ x).norm() * (y.T @ y).norm()
     return float(cross / denom) if denom > 0 else float("nan")
-
-
-def _time_once(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _csv_value(value: Any) -> Any:

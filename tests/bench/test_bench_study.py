@@ -166,6 +166,8 @@ def test_tiny_study_records_parts_that_add_up_and_a_report(tiny_whisper, tmp_pat
     for name in ("records.json", "records.csv", "config.json", "report.md", "breakdown.png", "speedup.png"):
         assert (out / name).stat().st_size > 0, name
     assert len(json.loads((out / "records.json").read_text())) == 12
+    saved = json.loads((out / "config.json").read_text())
+    assert all(r["config"] == saved for r in json.loads((out / "records.json").read_text()))
     report = (out / "report.md").read_text()
     assert "| share3 |" in report and "Amdahl at 16 frames" in report and r["cpu"] in report
 

@@ -143,7 +143,10 @@ def test_cli_quick(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert PICO in printed and "median ms" in printed
     rec = json.loads(out.read_text())[0]
-    assert rec["command"].startswith(f"attnreuse bench models {PICO} --batch 1 --img-size 32 --threads 1")
+    # the settings away from the defaults (`_cli_args.config_argv`): --batch 1 is the default
+    assert rec["command"].startswith(f"attnreuse bench models {PICO} --img-size 32 --threads 1 --runtimes eager")
+    assert rec["config"] == json.loads(bm.config_path(out).read_text())
+    assert rec["config"]["repeats"] == bm.QUICK["repeats"] and rec["config"]["runtimes"] == ["eager"]
 
 
 def test_folded_model_exports_in_the_ort_runtime():
@@ -196,3 +199,31 @@ def test_ort_fused_runtime_times_the_fused_export(tmp_path, monkeypatch):
                                  calib_images=None)  # fmt: skip
     assert info["fused_attention"] == "mha" and info["fused_attention_nodes"] == 6 and info["onnx_max_abs_diff"] <= 1e-4
     assert call()[0].shape == (1, 10)
+
+
+def test_probe_names_compare_with_their_models_baseline():
+    assert bm.baseline_of("uniform_s:mixer=pointwise") == "efficientvit_m1"
+    assert bm.family_of("uniform_s:mixer=pointwise") == "uniform_probe" and bm.family_of("uniform_s") == "uniform"
+    cfg = bm.ModelBenchConfig(models=("uniform_s:mixer=none", "uniform_s"))
+    assert cfg.model_list() == ["uniform_s:mixer=none", "uniform_s", "efficientvit_m1"]
+    for name, message in (("uniform_l:mixer=fast", "must be one of"), ("efficientvit_m0:mixer=none", "apply to UniForm")):
+        with pytest.raises(ValueError, match=message):  # before any model is built
+            bm.ModelBenchConfig(models=(name,))
+
+
+def test_probe_records_beside_the_model_and_kept_out_of_the_targets(tmp_path):
+    from attnreuse.bench.report import build_report
+
+    cfg = bm.ModelBenchConfig(models=("uniform_xs", "uniform_xs:mixer=pointwise", "uniform_xs:mixer=none"),
+                              img_sizes=(64,), threads=1, runtimes=("eager",), warmup=0, repeats=2, min_time_s=0.0,
+                              json=str(tmp_path / "r.json"))  # fmt: skip
+    records = {r["model"]: r for r in bm.run_models(cfg)}
+    full, point, none = (records[n] for n in cfg.models)
+    assert all(r["error"] is None and r["speedup_vs_baseline"] > 0 for r in (full, point, none))
+    assert point["family"] == none["family"] == "uniform_probe" and point["baseline"] == "efficientvit_m0"
+    assert full["macs"] > point["macs"] > none["macs"] and full["params"] > point["params"] > none["params"]
+    md = build_report([tmp_path / "r.json"], tmp_path / "report").read_text()
+    assert "| uniform_xs:mixer=none | efficientvit_m0 | 64 | eager |" in md and "mixer probes" in md
+    assert "uniform_xs vs efficientvit_m0 @64 eager >= 1.25x" in md
+    assert "uniform_xs:mixer=none vs" not in md
+    assert f"- model weights: {bm.WEIGHTS}" in md

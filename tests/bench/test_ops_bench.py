@@ -39,6 +39,7 @@ def test_quick_sweep_writes_json_csv_plot_and_config(tmp_path, capsys):
     assert (tmp_path / "ops.png").read_bytes()[:4] == b"\x89PNG"
     config = json.loads((tmp_path / "ops.config.json").read_text())
     assert config["tokens"] == [32, 64] and config["threads"] == 1
+    assert all(r["config"] == config for r in records)  # each record says how it was measured
     table = capsys.readouterr().out
     assert "median_ms" in table and "reuse" in table and "matmul peak" in table
 

@@ -63,18 +63,6 @@ def test_a_probe_built_by_name_equals_the_probe_swapped_into_a_model(name):
     assert dropped and all(".mixer." in k for k in dropped)
 
 
-def test_the_bench_probe_is_the_registered_mixer():
-    from attnreuse.bench.probes import apply_mixer_probe
-
-    model = _model()
-    _randomise_bn(model)
-    x = torch.randn(2, 3, 32, 32)
-    for name in ("pointwise", "none"):
-        with torch.no_grad():
-            torch.testing.assert_close(apply_mixer(copy.deepcopy(model), name)(x),
-                                       apply_mixer_probe(copy.deepcopy(model), name)(x))
-
-
 def test_a_new_mixer_is_one_registration(monkeypatch):
     monkeypatch.setattr(uniform_mixers, "_MIXERS", copy.deepcopy(uniform_mixers._MIXERS))
 

@@ -1,15 +1,15 @@
 """`attnreuse bench models`: whole-model latency, throughput, parameters, MACs and peak memory,
 in several runtimes side by side, with each model's speed-up over its family's baseline.
 
-Models run with random weights whose BatchNorms are randomised (`bench.weights`: a fresh UniForm
-or EfficientViT has near-zero logits, which would make the ONNX parity check vacuous). Records
-(one per model x resolution x runtime) carry the machine tags of `attnreuse.measure`, the settings,
-and either measurements or an `error` (a model that fails in one runtime does not stop
-the run). Baselines: `uniform_*` against timm's `efficientvit_m*` of the same widths; every
-attnreuse ViT plan (SkipAt, Reuse, map sharing, Taylor) against the `mha` plan of the same model.
-Beside each measured speed-up is the ideal one, the ratio of MAC counts. A name
-`uniform_*:mixer=pointwise|none` runs a mixer probe (`bench.probes`) against the same baseline:
-the ceiling a faster token mixer could reach.
+Models run with random weights whose BatchNorms are randomised (`bench.weights`: a fresh model
+that zero-initialises its residual branches' gains has near-zero logits, which would make the ONNX
+parity check vacuous). Records (one per model x resolution x runtime) carry the machine tags of
+`attnreuse.measure`, the settings, and either measurements or an `error` (a model that fails in
+one runtime does not stop the run). Each model's baseline and family label come from the module
+that defines it (`attnreuse.models.peers`). Beside each measured speed-up is the ideal one, the
+ratio of MAC counts. A name `MODEL:mixer=pointwise|none` runs a mixer probe
+(`attnreuse.models.probes`) against the model's baseline: the ceiling a faster token mixer could
+reach.
 
 Timing: every (model, resolution, runtime) is prepared first, then timed in `rounds` interleaved
 rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time,
@@ -33,18 +33,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import shlex
 import sys
-
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnreuse._cli_args import csv_list, int_list
+from attnreuse import _cli_args
+from attnreuse._cli_args import add_config_args, arg, config_argv
 
 __all__ = [
-    "PEERS",
     "ModelBenchConfig",
     "add_relative_columns",
     "baseline_of",
@@ -57,24 +55,8 @@ __all__ = [
     "run_models",
 ]
 
-PEERS = (
-    "efficientvit_m0", "efficientvit_m1", "efficientvit_m2", "efficientvit_m3", "efficientvit_m4",
-    "efficientvit_m5", "deit_tiny_patch16_224", "deit_small_patch16_224", "vit_small_patch16_224",
-    "fastvit_t8", "mobilevit_xxs", "efficientvit_b0",
-)  # fmt: skip
-# UniForm sizes are EfficientViT-M widths (NOTES.md section 1): xs = m0, s = m1, m = m3, l = m5.
-UNIFORM_BASELINES = {
-    "uniform_xs": "efficientvit_m0",
-    "uniform_s": "efficientvit_m1",
-    "uniform_m2": "efficientvit_m2",
-    "uniform_m": "efficientvit_m3",
-    "uniform_m4": "efficientvit_m4",
-    "uniform_l": "efficientvit_m5",
-}
-# Plan variants of the attnreuse ViT: the same network with the "mha" plan is `vit_attnreuse_*`.
-_VIT_PLAN = re.compile(r"(?:vit_(?:skipat|reuse|mapshare)|deit_taylor)_(\w+?)_(patch\d+_\d+)")
-
-
+# `--quick`: a smoke test (these override the flags)
+QUICK = {"warmup": 1, "repeats": 3, "min_time_s": 0.0, "rounds": 1}
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
 # dtype -> the runtimes that run it by default (float32 may also select "ort-fused")
 DTYPE_RUNTIMES = {
@@ -94,57 +76,58 @@ def record_dtype(dtype: str, runtime: str) -> str:
 
 
 def baseline_of(name: str) -> str | None:
-    """The model `name` is compared with, or None (it is a baseline or a peer). A mixer probe
-    (`uniform_l:mixer=none`, `bench.probes`) is compared with its model's baseline."""
-    from attnreuse.bench.probes import split_probe
+    """The model `name` is compared with (`attnreuse.models.peers`), or None (it is a baseline or a
+    peer). A mixer probe (`MODEL:mixer=none`, `attnreuse.models.probes`) is compared with its
+    model's baseline."""
+    from attnreuse.models.peers import baseline_of as model_baseline
+    from attnreuse.models.probes import split_probe
 
-    name = split_probe(name)[0]
-    if name in UNIFORM_BASELINES:
-        return UNIFORM_BASELINES[name]
-    m = _VIT_PLAN.fullmatch(name)
-    if m:
-        return f"vit_attnreuse_{m.group(1)}_{m.group(2)}"
-    return None
+    return model_baseline(split_probe(name)[0])
 
 
 def family_of(name: str) -> str:
-    from attnreuse.bench.probes import split_probe
+    """The family label of `name` (`attnreuse.models.peers`); a mixer probe's is its model's + "_probe"."""
+    from attnreuse.models.peers import family_of as model_family
+    from attnreuse.models.probes import split_probe
 
-    if split_probe(name)[1] is not None:
-        return "uniform_probe"
-    if name.startswith("uniform_"):
-        return "uniform"
-    if name.startswith("efficientvit_m"):
-        return "efficientvit_m"
-    if baseline_of(name) or name.startswith("vit_attnreuse_"):
-        return "attnreuse_vit"
-    return "peer"
+    model, probe = split_probe(name)
+    return model_family(model) + ("_probe" if probe is not None else "")
 
 
 def default_models() -> list[str]:
-    """Every registered attnreuse model, then the timm peers."""
-    import attnreuse
+    """Every registered attnreuse model, then the timm peers (`attnreuse.models.peers`)."""
+    from attnreuse.models.peers import default_models as models
 
-    return [*attnreuse.models.list_models(), *PEERS]
+    return models()
 
 
 @dataclass(frozen=True)
 class ModelBenchConfig:
-    models: tuple[str, ...] = ()  # empty: `default_models()`
-    batch: int = 1
-    img_sizes: tuple[int, ...] = (224,)
-    threads: int = 2
-    runtimes: tuple[str, ...] = ("eager", "compile", "ort", "ort-int8")
-    dtype: str = "float32"  # one of DTYPE_RUNTIMES; every model and baseline in it
-    int8_mode: str = "static"  # "static" (calibrated on digits train images) or "dynamic"
-    warmup: int = 5
-    repeats: int = 20
-    min_time_s: float = 1.0  # keep timing each runtime until this much time has passed (all rounds)
-    rounds: int = 6  # interleaved timing rounds over all models and runtimes
-    baselines: bool = True  # also run each model's baseline when it is not listed
-    json: str | None = None
-    csv: str | None = None
-    command: str | None = None  # the command line that reproduces the run (recorded)
+    """One run; each field with a flag is also one of `attnreuse bench models`."""
+
+    models: tuple[str, ...] = arg((), "model names (none: every attnreuse model and the timm peers, "
+                                  "`default_models()`); MODEL:mixer=pointwise or :mixer=none for a mixer probe "
+                                  "(attnreuse.models.probes)", positional=True, nargs="*", metavar="NAME")
+    batch: int = arg(1, "images per call")
+    img_sizes: tuple[int, ...] = arg((224,), "input resolutions, e.g. 224,384", flags=("--img-size",))
+    threads: int = arg(2, "intra-op threads (torch and ONNX Runtime)")
+    runtimes: tuple[str, ...] = arg((), "comma-separated subset of eager,compile,ort,ort-int8,ort-fused (none: the "
+                                    "dtype's: eager,compile,ort,ort-int8 for float32, eager,compile for bfloat16, "
+                                    "ort-int8 for int8)")
+    dtype: str = arg("float32", "float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
+                     "Every model and baseline runs in it; records say if this CPU emulates it",
+                     choices=tuple(sorted(DTYPE_RUNTIMES)))
+    int8_mode: str = arg("static", "ort-int8 quantisation: static (calibrated on digits train images) or dynamic",
+                         choices=("static", "dynamic"))
+    warmup: int = arg(5, "untimed calls per runtime before the first round")
+    repeats: int = arg(20, "timed samples per runtime at least, all rounds (`measure.measure_latency`: "
+                       "one call each for calls over ~10 ms)")
+    min_time_s: float = arg(1.0, "seconds of timed calls per runtime (all rounds)", flags=("--min-time",))
+    rounds: int = arg(6, "interleaved timing rounds over all models and runtimes")
+    baselines: bool = arg(True, "also run each model's baseline when it is not listed")
+    json: str | None = arg(None, "write the records as JSON", metavar="FILE")
+    csv: str | None = arg(None, "write the records as CSV", metavar="FILE")
+    command: str | None = arg(None, "the command line that reproduces the run (recorded)", cli=False)
 
     def __post_init__(self) -> None:
         from attnreuse.bench.runtimes import RUNTIMES
@@ -153,6 +136,8 @@ class ModelBenchConfig:
         for name in ("models", "img_sizes", "runtimes"):
             if not isinstance(getattr(self, name), tuple):
                 raise TypeError(f"{name} must be a tuple, got {type(getattr(self, name)).__name__}")
+        if not self.runtimes and self.dtype in DTYPE_RUNTIMES:
+            object.__setattr__(self, "runtimes", DTYPE_RUNTIMES[self.dtype])
         for name in ("batch", "threads", "warmup", "repeats", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
@@ -176,7 +161,7 @@ class ModelBenchConfig:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
         if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
             raise ValueError(f"min_time_s must be a number >= 0, got {self.min_time_s!r}")
-        from attnreuse.bench.probes import split_probe
+        from attnreuse.models.probes import split_probe
 
         for name in self.models:
             split_probe(name)  # a malformed probe name fails here, before any model is built
@@ -206,7 +191,7 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     import torch
 
     from attnreuse.bench.flops import count_macs, count_params
-    from attnreuse.bench.probes import apply_mixer_probe, split_probe
+    from attnreuse.models.probes import apply_mixer_probe, split_probe
     from attnreuse.bench.runtimes import prepare_runtime
     from attnreuse.measure import measure_peak_bytes
     from attnreuse.bench.weights import randomize_batchnorms
@@ -393,7 +378,8 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     import torch
 
     set_threads(config.threads)
-    machine = machine_record(threads=config.threads, command=config.command, bench="models")
+    machine = machine_record(threads=config.threads, command=config.command, bench="models",
+                             config=dataclasses.asdict(config))
     records = []
     # Every compiled model stays alive until all rounds are timed: allow dynamo one cache entry
     # per model (models of one class share their forward's code object).
@@ -423,23 +409,10 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
     return records
 
 
-def reproduce_command(config: ModelBenchConfig, *, quick: bool = False) -> str:
-    """The `attnreuse bench models ...` command line that repeats this configuration."""
-    argv = ["attnreuse", "bench", "models", *config.models, "--batch", str(config.batch),
-            "--img-size", ",".join(map(str, config.img_sizes)), "--threads", str(config.threads),
-            "--runtimes", ",".join(config.runtimes), "--dtype", config.dtype,
-            "--int8-mode", config.int8_mode]  # fmt: skip
-    if quick:
-        argv.append("--quick")
-    else:
-        argv += ["--warmup", str(config.warmup), "--repeats", str(config.repeats), "--min-time", f"{config.min_time_s:g}",
-                 "--rounds", str(config.rounds)]
-    if not config.baselines:
-        argv.append("--no-baselines")
-    for flag, value in (("--json", config.json), ("--csv", config.csv)):
-        if value is not None:
-            argv += [flag, value]
-    return shlex.join(argv)
+def reproduce_command(config: ModelBenchConfig) -> str:
+    """The `attnreuse bench models ...` command line that repeats this configuration (its settings
+    away from the defaults; the recorded `command` itself has no flag)."""
+    return shlex.join(["attnreuse", "bench", "models", *config_argv(dataclasses.replace(config, command=None))])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -450,52 +423,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in several runtimes, with each model's speed-up over its family baseline beside the ideal "
         "one from MAC counts.",
     )
-    p.add_argument("names", nargs="*", help="model names (default: attnreuse models + timm peers); "
-                   "uniform_*:mixer=pointwise or :mixer=none for a mixer probe (attnreuse.bench.probes)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--img-size", type=int_list, default=(224,), help="one or more, e.g. 224,384")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runtimes", type=csv_list, default=None,
-                   help="comma-separated subset of eager,compile,ort,ort-int8,ort-fused (default: eager,compile,ort,ort-int8 "
-                   "for float32, eager,compile for bfloat16, ort-int8 for int8)")
-    p.add_argument("--dtype", choices=sorted(DTYPE_RUNTIMES), default="float32",
-                   help="float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
-                   "Every model and baseline runs in it; records say if this CPU emulates it")
-    p.add_argument("--int8-mode", choices=("static", "dynamic"), default="static")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per runtime (all rounds)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds over all models (default 6)")
-    p.add_argument("--no-baselines", action="store_true", help="do not add missing family baselines")
-    p.add_argument("--quick", action="store_true", help="1 warm-up, 3 repeats, no minimum time (smoke test)")
-    p.add_argument("--json", help="write the records as JSON")
-    p.add_argument("--csv", help="write the records as CSV")
+    add_config_args(p, ModelBenchConfig)
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke test: {', '.join(f'{k}={v}' for k, v in QUICK.items())} (over any flags)")
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
+    """The run `args` describe: defaults < --config FILE < flags < --quick."""
+    return _cli_args.config_from_args(ModelBenchConfig, args, **(QUICK if args.quick else {}))
+
+
 def run(args: argparse.Namespace) -> int:
-    from attnreuse.bench.probes import split_probe
+    from attnreuse.models.probes import split_probe
     from attnreuse.models import check_model_name
 
-    for name in args.names:
+    config = config_from_args(args)
+    for name in config.models:
         check_model_name(split_probe(name)[0])
-    config = ModelBenchConfig(
-        models=tuple(args.names),
-        batch=args.batch,
-        img_sizes=tuple(args.img_size),
-        threads=args.threads,
-        runtimes=tuple(args.runtimes) if args.runtimes is not None else DTYPE_RUNTIMES[args.dtype],
-        dtype=args.dtype,
-        int8_mode=args.int8_mode,
-        warmup=1 if args.quick else args.warmup,
-        repeats=3 if args.quick else args.repeats,
-        min_time_s=0.0 if args.quick else args.min_time,
-        rounds=1 if args.quick else args.rounds,
-        baselines=not args.no_baselines,
-        json=args.json,
-        csv=args.csv,
-    )
-    config = dataclasses.replace(config, command=reproduce_command(config, quick=args.quick))
+    config = dataclasses.replace(config, command=reproduce_command(config))
     print(format_table([])[: format_table([]).index("\n")], flush=True)
     records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[2], flush=True))
     print()

@@ -25,6 +25,9 @@ from typing import Any
 
 import torch
 
+from attnreuse import _cli_args
+from attnreuse._cli_args import add_config_args, arg
+
 __all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "dtype_label", "format_table", "plot", "register", "run_bench"]
 
 # op -> which widths of a shape it runs on ("mha": one map per head, "reuse": one shared map)
@@ -48,21 +51,28 @@ BASELINE = "sdpa_mha"
 
 @dataclass(frozen=True)
 class OpsBenchConfig:
-    """One sweep. Cases with batch * tokens > max_batch_tokens are skipped (their time would
-    dominate the run), and so are materialised maps larger than max_dense_bytes."""
+    """One sweep; each field with a flag is also one of `attnreuse bench ops`. Cases with batch *
+    tokens > max_batch_tokens are skipped (their time would dominate the run), and so are
+    materialised maps larger than max_dense_bytes."""
 
-    ops: tuple[str, ...] = ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "taylor", "linear_elu")
-    shapes: tuple[str, ...] = ("vit", "uniform")
-    tokens: tuple[int, ...] = (196, 1024, 4096, 16384)
-    batch: tuple[int, ...] = (1, 32)
-    threads: int = 2
-    dtype: str = "float32"
-    warmup: int = 1
-    repeats: int = 5
-    min_time_s: float = 0.5
-    max_batch_tokens: int = 32 * 1024
-    max_dense_bytes: int = 4 << 30
-    matmul_size: int = 2048
+    ops: tuple[str, ...] = arg(("sdpa_mha", "dense_mha", "flat_mha", "reuse", "taylor", "linear_elu"),
+                               "operators", nargs="+", choices=tuple(sorted(OPS)))
+    shapes: tuple[str, ...] = arg(("vit", "uniform"), "widths", nargs="+", choices=tuple(sorted(SHAPES)))
+    tokens: tuple[int, ...] = arg((196, 1024, 4096, 16384), "sequence lengths N", nargs="+")
+    batch: tuple[int, ...] = arg((1, 32), "batch sizes", nargs="+")
+    threads: int = arg(2, "intra-op threads")
+    dtype: str = arg("float32", "dtype of every operator and of SDPA; records say whether this CPU runs it on "
+                     "native units or emulates it", choices=tuple(sorted(DTYPES)))
+    warmup: int = arg(1, "untimed calls per case", cli=False)
+    repeats: int = arg(5, "timed samples at least (`measure.measure_latency`: a sample of a fast op is a "
+                      "block of calls)")
+    min_time_s: float = arg(0.5, "keep timing a case until this much time has passed", cli=False)
+    max_batch_tokens: int = arg(32 * 1024, "skip cases with more batch x tokens", cli=False)
+    max_dense_bytes: int = arg(4 << 30, "skip dense_mha cases whose maps need more bytes", cli=False)
+    matmul_size: int = arg(2048, "side of the square matmul that measures this machine's peak", cli=False)
+    json: str | None = arg(None, "write one record per case as JSON", metavar="FILE")
+    csv: str | None = arg(None, "write the records as CSV", metavar="FILE")
+    plot: str | None = arg(None, "plot latency and memory against N", metavar="FILE.png")
 
     def __post_init__(self) -> None:
         for name, allowed in (("ops", OPS), ("shapes", SHAPES)):
@@ -84,6 +94,9 @@ class OpsBenchConfig:
             raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
         if not 0 <= self.min_time_s < math.inf:
             raise ValueError(f"min_time_s must be a finite number >= 0, got {self.min_time_s!r}")
+        for name in ("json", "csv", "plot"):
+            if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
+                raise ValueError(f"--{name} must be a file path, got the directory {getattr(self, name)!r}")
 
 
 QUICK = {"tokens": (64, 196), "batch": (1, 4), "warmup": 1, "repeats": 2, "min_time_s": 0.0, "matmul_size": 256}
@@ -169,7 +182,8 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 
 def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure every case of `config` (inference, no autograd); one record per case, skipped
-    cases included with a `note`. Each record carries the `machine` it was measured on."""
+    cases included with a `note`. Each record carries the `machine` it was measured on and the
+    `config` of the sweep (`OpsBenchConfig` as a dict)."""
     from attnreuse.cpu_units import dtype_support
     from attnreuse.measure import machine_record, matmul_peak_gflops, measure_latency, measure_peak_bytes, set_threads
 
@@ -181,6 +195,7 @@ def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = N
         peak_gflops = matmul_peak_gflops(threads, dtype, size=config.matmul_size)
         machine = machine_record(threads=threads, dtype=config.dtype, dtype_execution=support["execution"],
                                  dtype_units=support["units"], matmul_peak_gflops=round(peak_gflops, 2))
+        settings = dataclasses.asdict(config)
         records = []
         baseline_ms: dict[tuple[int, int], float] = {}
         for case in _cases(config):
@@ -207,6 +222,7 @@ def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = N
                 record.update(latency_ms_median=None, latency_ms_p90=None, repeats=0, peak_bytes=None,
                               gflops_per_s=None, fraction_of_matmul_peak=None, note=reason)
             record["machine"] = machine
+            record["config"] = settings
             records.append(record)
             if progress is not None:
                 progress(_row(record))
@@ -316,29 +332,21 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ops", help="attention operators vs fused SDPA: latency, memory, GFLOP/s")
-    p.add_argument("--ops", nargs="+", choices=sorted(OPS), help="operators (default: all but linear_relu)")
-    p.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), help="widths (default: vit uniform)")
-    p.add_argument("--tokens", nargs="+", type=int, help="sequence lengths N (default: 196 1024 4096 16384)")
-    p.add_argument("--batch", nargs="+", type=int, help="batch sizes (default: 1 32)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default: 2)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="dtype of every operator and of SDPA (default: float32); records say whether "
-                   "this CPU runs it on native units or emulates it")
-    p.add_argument("--repeats", type=int, help="timed calls at least (default: 5)")
-    p.add_argument("--quick", action="store_true", help="a handful of small cases (tests, demo)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write one record per case as JSON")
-    p.add_argument("--csv", type=Path, metavar="FILE", help="write the records as CSV")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot latency and memory against N")
+    add_config_args(p, OpsBenchConfig)
+    p.add_argument("--quick", action="store_true",
+                   help=f"a handful of small cases (tests, demo): {_preset_text(QUICK)}; flags given override them")
     p.set_defaults(func=run)
 
 
+def _preset_text(values: dict[str, Any]) -> str:
+    """{"tokens": (64, 196), "repeats": 2} -> "tokens=64 196, repeats=2"."""
+    return ", ".join(f"{k}={' '.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items())
+
+
 def config_from_args(args: argparse.Namespace) -> OpsBenchConfig:
-    values: dict[str, Any] = dict(QUICK) if args.quick else {}
-    for name in ("ops", "shapes", "tokens", "batch", "repeats"):
-        value = getattr(args, name)
-        if value is not None:
-            values[name] = tuple(value) if isinstance(value, list) else value
-    return OpsBenchConfig(threads=args.threads, dtype=args.dtype, **values)
+    """The sweep `args` describe: defaults < --config FILE < --quick < flags."""
+    preset = {k: v for k, v in QUICK.items() if not hasattr(args, k)} if args.quick else {}  # a flag given wins
+    return _cli_args.config_from_args(OpsBenchConfig, args, **preset)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -348,14 +356,13 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     records = run_bench(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(records))
-    outputs = [p for p in (args.json, args.csv) if p is not None]
+    outputs = [Path(p) for p in (config.json, config.csv) if p is not None]
     for path in outputs:
         write_records(path, records)
-    if args.plot is not None:
-        plot(records, args.plot)
-        outputs.append(args.plot)
+    if config.plot is not None:
+        plot(records, config.plot)
+        outputs.append(Path(config.plot))
     if outputs:
         atomic_write_json(outputs[0].with_suffix(".config.json"), dataclasses.asdict(config))
         print("wrote " + ", ".join(str(p) for p in outputs + [outputs[0].with_suffix(".config.json")]))
     return 0
-

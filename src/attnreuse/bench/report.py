@@ -183,7 +183,7 @@ def _baseline_rows(models: list[dict]) -> list[dict]:
 
 
 def _baseline_section(rows: list[dict]) -> list[str]:
-    probes = any(r.get("family") == "uniform_probe" for r in rows)
+    probes = any(str(r.get("family")).endswith("_probe") for r in rows)
     table = [
         [r["model"], r["baseline"], str(r["img_size"]), r["runtime"], _f(r["params"] / 1e6), _f(r["macs"] / 1e9, ".3f"),
          _f(r["speedup_vs_baseline"]), _paired(r), _f(r["ideal_speedup_vs_baseline"]), _f(r["fraction_of_ideal"])]
@@ -192,7 +192,7 @@ def _baseline_section(rows: list[dict]) -> list[str]:
     return ["## Speed-up over each family's baseline", "",
             "`uniform_*` against timm's `efficientvit_m*` of the same widths; attnreuse ViT plans against the "
             "`mha` plan of the same model (`vit_attnreuse_*`). Ideal = baseline MACs / model MACs."
-            + (" `MODEL:mixer=pointwise` / `:mixer=none` are mixer probes (`attnreuse.bench.probes`), not models:"
+            + (" `MODEL:mixer=pointwise` / `:mixer=none` are mixer probes (`attnreuse.models.probes`), not models:"
                " every mixer cut to its two 1x1 convs / removed, the ceiling a faster token mixer could reach."
                if probes else ""), "",
             *_table(["model", "baseline", "img", "runtime", "params (M)", "GMACs", "measured", "paired over rounds", "ideal",
@@ -349,7 +349,7 @@ def build_report(paths: list[str | Path], output: str | Path, *, command: str | 
     lines += _duplicate_lines(models)
     lines += _target_lines(models, exports)
     if models:
-        real = [r for r in models if r.get("family") != "uniform_probe"]  # probes are not models to deploy
+        real = [r for r in models if not str(r.get("family")).endswith("_probe")]  # probes are not models to deploy
         _plot_latency(real, "params", "parameters", out / "latency_vs_params.png")
         _plot_latency(real, "macs", "MACs per image", out / "latency_vs_macs.png")
         lines += ["![latency vs params](latency_vs_params.png) ![latency vs MACs](latency_vs_macs.png)", ""]

@@ -59,7 +59,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attnreuse._cli_args import add_config_args, config_from_args, csv_list, int_list
+from attnreuse import _cli_args
+from attnreuse._cli_args import add_config_args, arg, config_argv
 from attnreuse.bench import study_wav2vec2 as w2v
 
 __all__ = ["BASELINE", "PARTS", "PRESETS", "StudyConfig", "plan_layers", "register", "run_study"]
@@ -80,6 +81,8 @@ ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_pro
 _PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
 _STEPS = ("scores_softmax", "av", "core")
 BACKENDS = ("dense", "auto", "tiled")
+# `--quick`: 1 round of 2 repeats, 1 breakdown forward (a smoke test; these override the flags)
+QUICK = {"rounds": 1, "repeats": 2, "warmup": 1, "breakdown_repeats": 1}
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,9 @@ class StudyConfig:
     """One study; each field is also a flag of `attnreuse bench study`."""
 
     model: str = field(default="whisper-base", metadata={"help": f"{', '.join([*PRESETS, *w2v.PRESETS])}, or a Whisper, wav2vec2 or HuBERT config.json (random weights)"})
-    lengths: tuple[int, ...] = field(default=(250, 500, 1000, 1500), metadata={"cli": False})
-    plans: tuple[str, ...] = field(default=("sdpa", "mha", "share2", "share3", "reuse", "taylor"), metadata={"cli": False})
+    lengths: tuple[int, ...] = arg((250, 500, 1000, 1500), "frames after the conv stem, comma-separated")
+    plans: tuple[str, ...] = arg(("sdpa", "mha", "share2", "share3", "reuse", "taylor"),
+                                 "sdpa, mha, shareG (groups of G), or one kind for every layer (reuse, reuse:2, taylor)")
     positions: int = field(default=0, metadata={"help": "position table size, 0: the model's own (Whisper: 1500); more extends Whisper's sinusoids"})
     batch: int = field(default=1, metadata={"help": "utterances per forward"})
     threads: int = field(default=2, metadata={"help": "intra-op threads"})
@@ -290,6 +294,8 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
     call = _call(model, x, backend)
     depth = len(model.encoder.layers if w2v.handles(model) else model.layers)
     runs, instrumented, plain, spans = [], [], [], []
+    # Timed by hand, not with torch.utils.benchmark.Timer: each plain forward is paired with the
+    # instrumented one right after it, and Timer times one statement at a time.
     for _ in range(repeats):  # no warm-up call: the timing rounds ran this model at this shape
         _sync(device)
         t0 = time.perf_counter()
@@ -429,7 +435,7 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
     torch.manual_seed(config.seed)
     full = w2v.build(wc) if w2v.handles(wc) else WhisperEncoder(wc).eval()
     machine = machine_record(threads=config.threads, command=config.command, bench="study",
-                             transformers=transformers.__version__)
+                             transformers=transformers.__version__, config=dataclasses.asdict(config))
     records = []
     for n in sorted(config.lengths):
         records += [{**r, **machine} for r in _length_records(n, full, plans, config, progress)]
@@ -443,12 +449,9 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
 
 
 def reproduce_command(config: StudyConfig) -> str:
-    argv = ["attnreuse", "bench", "study", "--model", config.model, "--lengths", ",".join(map(str, config.lengths)),
-            "--plans", ",".join(config.plans)]
-    for f in dataclasses.fields(config):
-        if f.metadata.get("cli") is not False and f.name != "model":
-            argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
-    return shlex.join(argv)
+    """The `attnreuse bench study ...` command line that repeats this configuration (its settings
+    away from the defaults; the recorded `command` itself has no flag)."""
+    return shlex.join(["attnreuse", "bench", "study", *config_argv(dataclasses.replace(config, command=None))])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -459,19 +462,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sequence lengths: end-to-end latency, its breakdown into Q/K projections, scores+softmax, A.V, "
         "V/output projections, FFN and the rest, peak memory, the Amdahl check; report.md with plots.",
     )
-    p.add_argument("--lengths", type=int_list, default=argparse.SUPPRESS,
-                   help="frames after the conv stem, comma-separated (default: 250,500,1000,1500)")
-    p.add_argument("--plans", type=csv_list, default=argparse.SUPPRESS,
-                   help="sdpa, mha, shareG (groups of G), or one kind for every layer (reuse, reuse:2, taylor); "
-                        "default: sdpa,mha,share2,share3,reuse,taylor")
     add_config_args(p, StudyConfig)
-    p.add_argument("--quick", action="store_true", help="1 round of 2 repeats, 1 breakdown forward (smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke test: {', '.join(f'{k}={v}' for k, v in QUICK.items())} (over any flags)")
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    """The run `args` describe: defaults < --config FILE < flags < --quick."""
+    return _cli_args.config_from_args(StudyConfig, args, **(QUICK if args.quick else {}))
+
+
 def run(args: argparse.Namespace) -> int:
-    quick = dict(rounds=1, repeats=2, warmup=1, breakdown_repeats=1) if args.quick else {}
-    config = config_from_args(StudyConfig, args, **quick)
+    config = config_from_args(args)
     config = dataclasses.replace(config, command=reproduce_command(config))
     from attnreuse.bench.study_report import format_table
 

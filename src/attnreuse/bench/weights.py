@@ -1,7 +1,8 @@
 """Random weights that exercise every branch, for benchmarking models nobody has trained.
 
-A freshly created UniForm or EfficientViT zero-initialises the BatchNorm gain that closes each
-residual branch, so its logits are ~1e-4 and an ONNX parity check against them proves nothing.
+A freshly created network that zero-initialises the BatchNorm gain closing each residual branch
+(as several of timm's and attnreuse's conv networks do) has logits of ~1e-4, and an ONNX parity
+check against them proves nothing.
 `randomize_batchnorms` gives every BatchNorm a gain in [0.5, 1.5), a small shift and random running
 statistics (eval mode folds these into the convs), so every branch reaches the logits. Latency is
 unchanged: the deployed kernels are dense.

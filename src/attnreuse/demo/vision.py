@@ -1,7 +1,7 @@
 """Stages 2 and 3: vision models timed by `attnreuse bench models` (random weights: latency only).
 
 2. UniForm against timm's EfficientViT-M of the same widths, with the pointwise mixer probe
-   (`bench.probes`: every mixer cut to its two 1x1 convs, the no-attention ceiling), in eager
+   (`models.probes`: every mixer cut to its two 1x1 convs, the no-attention ceiling), in eager
    PyTorch and ONNX Runtime. With T the latency of EfficientViT (e), UniForm (u) and the probe (p):
    speed-up s = T_e / T_u and ceiling c = T_e / T_p (each paired round by round); the share of the
    possible gain Reuse Attention takes is (T_e - T_u) / (T_e - T_p); the mixer-level speed-up is

@@ -444,6 +444,21 @@ default_cfgs = generate_default_cfgs({
     name: _cfg() for name in ("uniform_xs", "uniform_s", "uniform_m2", "uniform_m", "uniform_m4", "uniform_l")
 })
 
+# What `attnreuse bench models` compares each size with (read through `attnreuse.models.peers`):
+# timm's EfficientViT-M of the same widths (NOTES.md section 1: xs = m0, s = m1, m = m3, l = m5).
+BENCH = dict(
+    family="uniform",
+    baseline_family="efficientvit_m",
+    baselines={
+        "uniform_xs": "efficientvit_m0",
+        "uniform_s": "efficientvit_m1",
+        "uniform_m2": "efficientvit_m2",
+        "uniform_m": "efficientvit_m3",
+        "uniform_m4": "efficientvit_m4",
+        "uniform_l": "efficientvit_m5",
+    },
+)
+
 
 def _create_uniform(variant: str, code_key: str, pretrained: bool = False, **kwargs) -> UniForm:
     out_indices = kwargs.pop("out_indices", (0, 1, 2))

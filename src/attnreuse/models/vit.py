@@ -393,6 +393,22 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
+# What `attnreuse bench models` compares each plan variant with (read through
+# `attnreuse.models.peers`): the same network with the exact "mha" plan.
+BENCH = dict(
+    family="attnreuse_vit",
+    baselines={
+        "vit_skipat_tiny_patch16_224": "vit_attnreuse_tiny_patch16_224",
+        "vit_skipat_small_patch16_224": "vit_attnreuse_small_patch16_224",
+        "vit_skipat_base_patch16_224": "vit_attnreuse_base_patch16_224",
+        "deit_taylor_tiny_patch16_224": "vit_attnreuse_tiny_patch16_224",
+        "deit_taylor_small_patch16_224": "vit_attnreuse_small_patch16_224",
+        "vit_reuse_tiny_patch16_224": "vit_attnreuse_tiny_patch16_224",
+        "vit_reuse_small_patch16_224": "vit_attnreuse_small_patch16_224",
+        "vit_mapshare_small_patch16_224": "vit_attnreuse_small_patch16_224",
+    },
+)
+
 
 def _has_weights_source(variant: str, kwargs: dict) -> bool:
     cfg = resolve_pretrained_cfg(

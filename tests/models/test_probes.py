@@ -1,32 +1,31 @@
-"""Mixer probes (`attnreuse.bench.probes`): names, what each probe keeps, and their bench records."""
+"""Mixer probes (`attnreuse.models.probes`): names, and what each probe keeps of the model it is
+cut from (the mixers themselves: test_uniform_mixers.py); their bench records are in
+tests/bench/test_models_bench.py."""
 
 import pytest
 import timm
 import torch
 
 import attnreuse  # noqa: F401 - registers the models
-from attnreuse.bench import models as bm
-from attnreuse.bench.probes import PointwiseMixer, apply_mixer_probe, split_probe
+from attnreuse.models.peers import PEERS
+from attnreuse.models.probes import apply_mixer_probe, split_probe
+from attnreuse.models.uniform_mixers import PointwiseMixer
 from attnreuse.deploy import deploy_model
 from attnreuse.layers import ReuseAttention2d
 
 
-def test_names_split_and_compare_with_the_models_baseline():
+def test_names_split():
     assert split_probe("uniform_l") == ("uniform_l", None)
     assert split_probe("uniform_l:mixer=none") == ("uniform_l", "none")
-    assert bm.baseline_of("uniform_s:mixer=pointwise") == "efficientvit_m1"
-    assert bm.family_of("uniform_s:mixer=pointwise") == "uniform_probe" and bm.family_of("uniform_s") == "uniform"
-    cfg = bm.ModelBenchConfig(models=("uniform_s:mixer=none", "uniform_s"))
-    assert cfg.model_list() == ["uniform_s:mixer=none", "uniform_s", "efficientvit_m1"]
 
 
 @pytest.mark.parametrize(
     "name, message",
     [("uniform_l:mixer=fast", "must be one of"), ("efficientvit_m0:mixer=none", "apply to UniForm models")],
 )
-def test_bad_probe_names_fail_before_any_model_is_built(name, message):
+def test_bad_probe_names(name, message):
     with pytest.raises(ValueError, match=message):
-        bm.ModelBenchConfig(models=(name,))
+        split_probe(name)
 
 
 def _uniform():
@@ -62,24 +61,6 @@ def test_none_probe_removes_every_mixer_and_other_models_are_refused():
     assert not any(isinstance(m, (ReuseAttention2d, PointwiseMixer)) for m in model.modules())
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
     with pytest.raises(ValueError, match="apply to UniForm models"):
-        apply_mixer_probe(timm.create_model(bm.PEERS[0]), "none")
+        apply_mixer_probe(timm.create_model(PEERS[0]), "none")
     with pytest.raises(ValueError, match="probe must be one of"):
         apply_mixer_probe(_uniform(), "fast")
-
-
-def test_probe_records_beside_the_model_and_kept_out_of_the_targets(tmp_path):
-    from attnreuse.bench.report import build_report
-
-    cfg = bm.ModelBenchConfig(models=("uniform_xs", "uniform_xs:mixer=pointwise", "uniform_xs:mixer=none"),
-                              img_sizes=(64,), threads=1, runtimes=("eager",), warmup=0, repeats=2, min_time_s=0.0,
-                              json=str(tmp_path / "r.json"))  # fmt: skip
-    records = {r["model"]: r for r in bm.run_models(cfg)}
-    full, point, none = (records[n] for n in cfg.models)
-    assert all(r["error"] is None and r["speedup_vs_baseline"] > 0 for r in (full, point, none))
-    assert point["family"] == none["family"] == "uniform_probe" and point["baseline"] == "efficientvit_m0"
-    assert full["macs"] > point["macs"] > none["macs"] and full["params"] > point["params"] > none["params"]
-    md = build_report([tmp_path / "r.json"], tmp_path / "report").read_text()
-    assert "| uniform_xs:mixer=none | efficientvit_m0 | 64 | eager |" in md and "mixer probes" in md
-    assert "uniform_xs vs efficientvit_m0 @64 eager >= 1.25x" in md
-    assert "uniform_xs:mixer=none vs" not in md
-    assert f"- model weights: {bm.WEIGHTS}" in md
