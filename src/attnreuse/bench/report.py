@@ -182,25 +182,32 @@ def _baseline_rows(models: list[dict]) -> list[dict]:
     return [r for r in models if r.get("speedup_vs_baseline") is not None]
 
 
-def _baseline_section(rows: list[dict]) -> list[str]:
-    probes = any(str(r.get("family")).endswith("_probe") for r in rows)
+def baseline_table(rows: list[dict]) -> list[str]:
+    """Speed-up over each model's baseline (records of `bench models` with a baseline), as markdown lines."""
     table = [
         [r["model"], r["baseline"], str(r["img_size"]), r["runtime"], _f(r["params"] / 1e6), _f(r["macs"] / 1e9, ".3f"),
          _f(r["speedup_vs_baseline"]), _paired(r), _f(r["ideal_speedup_vs_baseline"]), _f(r["fraction_of_ideal"])]
         for r in rows
     ]  # fmt: skip
+    return _table(["model", "baseline", "img", "runtime", "params (M)", "GMACs", "measured", "paired over rounds", "ideal",
+                   "measured/ideal"], table)
+
+
+def _baseline_section(rows: list[dict]) -> list[str]:
+    probes = any(str(r.get("family")).endswith("_probe") for r in rows)
     return ["## Speed-up over each family's baseline", "",
-            "`uniform_*` against timm's `efficientvit_m*` of the same widths; attnreuse ViT plans against the "
-            "`mha` plan of the same model (`vit_attnreuse_*`). Ideal = baseline MACs / model MACs."
+            "Each model against the baseline its family names (`attnreuse.models.peers`): `uniform_*` against "
+            "timm's `efficientvit_m*` of the same widths; attnreuse ViT plans against the `mha` plan of the same "
+            "model (`vit_attnreuse_*`). Ideal = baseline MACs / model MACs."
             + (" `MODEL:mixer=pointwise` / `:mixer=none` are mixer probes (`attnreuse.models.probes`), not models:"
                " every mixer cut to its two 1x1 convs / removed, the ceiling a faster token mixer could reach."
                if probes else ""), "",
-            *_table(["model", "baseline", "img", "runtime", "params (M)", "GMACs", "measured", "paired over rounds", "ideal",
-                     "measured/ideal"], table),
+            *baseline_table(rows),
             "", "![speed-ups](speedup_vs_baseline.png)", ""]  # fmt: skip
 
 
-def _ops_section(ops: list[dict]) -> list[str]:
+def ops_table(ops: list[dict]) -> list[str]:
+    """`bench ops` records as a markdown table (one row per op, batch and N), as lines."""
     rows = [
         [r["op"], str(r["batch"]), str(r["tokens"]), f"{r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']}",
          _f(r.get("latency_ms_median"), ".3f"), _f(r.get("latency_ms_p90"), ".3f"),
@@ -208,12 +215,17 @@ def _ops_section(ops: list[dict]) -> list[str]:
          _f(r.get("fraction_of_matmul_peak"), ".3f"), r.get("note") or ""]
         for r in sorted(ops, key=lambda r: (r["op"], r["batch"], r["tokens"]))
     ]  # fmt: skip
+    return _table(["op", "batch", "N", "qk/v heads x dim", "median ms", "p90 ms", "peak MiB", "GFLOP/s",
+                   "of matmul peak", "note"], rows)
+
+
+def _ops_section(ops: list[dict]) -> list[str]:
     return ["## Operators", "", "![op latency](ops_latency_vs_tokens.png) ![op memory](ops_memory_vs_tokens.png)", "",
-            *_table(["op", "batch", "N", "qk/v heads x dim", "median ms", "p90 ms", "peak MiB", "GFLOP/s",
-                     "of matmul peak", "note"], rows), ""]  # fmt: skip
+            *ops_table(ops), ""]
 
 
-def _export_section(exports: list[dict]) -> list[str]:
+def export_table(exports: list[dict]) -> list[str]:
+    """`attnreuse export` records (fp32 and int8 ONNX) as a markdown table, as lines."""
     rows = []
     for e in exports:
         c, o, q = e["config"], e["onnx"], e.get("int8") or {}
@@ -225,10 +237,12 @@ def _export_section(exports: list[dict]) -> list[str]:
             _paired(q, "speedup_paired"),
             _f(q.get("top1_agreement") and 100 * q["top1_agreement"], ".1f"),
         ])  # fmt: skip
-    return ["## ONNX export and int8", "",
-            *_table(["model", "input", "exporter", "opset", "fp32 MiB", "max abs diff", "max abs logit", "int8", "int8 MiB",
-                     "size ratio", "fp32 ms", "int8 ms", "int8 speed-up", "paired over rounds", "top-1 agreement %"], rows),
-            ""]  # fmt: skip
+    return _table(["model", "input", "exporter", "opset", "fp32 MiB", "max abs diff", "max abs logit", "int8", "int8 MiB",
+                   "size ratio", "fp32 ms", "int8 ms", "int8 speed-up", "paired over rounds", "top-1 agreement %"], rows)  # fmt: skip
+
+
+def _export_section(exports: list[dict]) -> list[str]:
+    return ["## ONNX export and int8", "", *export_table(exports), ""]
 
 
 def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
