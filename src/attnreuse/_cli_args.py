@@ -211,3 +211,20 @@ def config_argv(config) -> list[str]:
         else:
             flags += [_flag(f), str(value)]
     return positional + flags
+
+
+def command_line(words: tuple[str, ...], config) -> str:
+    """The shell command `words + flags` that repeats `config` (a config dataclass instance): its
+    settings away from the defaults, as `config_argv` writes them; a `command` field (where a run
+    records its own command line) is left out."""
+    import shlex
+
+    if any(f.name == "command" for f in dataclasses.fields(config)):
+        config = dataclasses.replace(config, command=None)
+    return shlex.join([*words, *config_argv(config)])
+
+
+def add_quick_flag(parser: argparse.ArgumentParser, preset: dict, what: str) -> None:
+    """`--quick`: the preset `preset` (field -> value), described in the help after `what`."""
+    text = ", ".join(f"{k}={' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in preset.items())
+    parser.add_argument("--quick", action="store_true", help=f"{what}: {text}")

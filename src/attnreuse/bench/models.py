@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from attnreuse import _cli_args
-from attnreuse._cli_args import add_config_args, arg, config_argv
+from attnreuse._cli_args import add_config_args, arg
 
 __all__ = [
     "ModelBenchConfig",
@@ -412,7 +411,7 @@ def run_models(config: ModelBenchConfig, *, progress=None) -> list[dict]:
 def reproduce_command(config: ModelBenchConfig) -> str:
     """The `attnreuse bench models ...` command line that repeats this configuration (its settings
     away from the defaults; the recorded `command` itself has no flag)."""
-    return shlex.join(["attnreuse", "bench", "models", *config_argv(dataclasses.replace(config, command=None))])
+    return _cli_args.command_line(("attnreuse", "bench", "models"), config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -424,8 +423,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one from MAC counts.",
     )
     add_config_args(p, ModelBenchConfig)
-    p.add_argument("--quick", action="store_true",
-                   help=f"a smoke test: {', '.join(f'{k}={v}' for k, v in QUICK.items())} (over any flags)")
+    _cli_args.add_quick_flag(p, QUICK, "a smoke test (over any flags)")
     p.set_defaults(func=run)
 
 

@@ -53,14 +53,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import shlex
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnreuse import _cli_args
-from attnreuse._cli_args import add_config_args, arg, config_argv
+from attnreuse._cli_args import add_config_args, arg
 from attnreuse.bench import study_wav2vec2 as w2v
 
 __all__ = ["BASELINE", "PARTS", "PRESETS", "StudyConfig", "plan_layers", "register", "run_study"]
@@ -451,7 +450,7 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
 def reproduce_command(config: StudyConfig) -> str:
     """The `attnreuse bench study ...` command line that repeats this configuration (its settings
     away from the defaults; the recorded `command` itself has no flag)."""
-    return shlex.join(["attnreuse", "bench", "study", *config_argv(dataclasses.replace(config, command=None))])
+    return _cli_args.command_line(("attnreuse", "bench", "study"), config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -463,8 +462,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "V/output projections, FFN and the rest, peak memory, the Amdahl check; report.md with plots.",
     )
     add_config_args(p, StudyConfig)
-    p.add_argument("--quick", action="store_true",
-                   help=f"a smoke test: {', '.join(f'{k}={v}' for k, v in QUICK.items())} (over any flags)")
+    _cli_args.add_quick_flag(p, QUICK, "a smoke test (over any flags)")
     p.set_defaults(func=run)
 
 
