@@ -19,6 +19,13 @@ def copy_projection(dst: nn.Linear, src: SourceAttention, name: str) -> None:
             dst.bias.copy_(bias if bias is not None else torch.zeros_like(dst.bias))
 
 
+def copy_projections(core: nn.Module, src: SourceAttention, names: tuple[str, ...] = ("query", "key", "value")) -> nn.Module:
+    """core's `names` projections (its attributes of those names) <- src's; returns core."""
+    for name in names:
+        copy_projection(getattr(core, name), src, name)
+    return core
+
+
 def run_map_core(core: nn.Module, x, key_bias, emit_map: bool):
     """(output, map or None) of a `MapSelfAttention` core; the map is materialised only when a
     later layer applies it (`emit_map`)."""

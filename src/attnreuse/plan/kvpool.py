@@ -44,7 +44,7 @@ from attnreuse import ops
 from attnreuse.layers._checks import check_divides, check_positive_int, check_rate, check_tokens
 from attnreuse.layers._qkv import FusedQkvAttention
 from attnreuse.layers.parts import part
-from attnreuse.plan._copy import copy_projection
+from attnreuse.plan._copy import copy_projections
 from attnreuse.plan.registry import Kind, register_kind
 
 __all__ = ["DEFAULT_POOL", "KVPool", "KVPoolAttention", "KVPoolSelfAttention", "pool_keys_values"]
@@ -172,9 +172,7 @@ class KVPool(Kind):
     def retrofit(self, spec, src):
         core = KVPoolSelfAttention(src.dim, src.num_heads, spec.arg, bias=src.biases["query"] is not None,
                                    scale=src.scale)
-        for name in ("query", "key", "value"):
-            copy_projection(getattr(core, name), src, name)
-        return core
+        return copy_projections(core, src)
 
     def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
         return core(x, key_mask), None

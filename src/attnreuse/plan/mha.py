@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attnreuse.layers.token_attention import MapSelfAttention
-from attnreuse.plan._copy import copy_projection, run_map_core, vit_attention, vit_map_attend
+from attnreuse.plan._copy import copy_projections, run_map_core, vit_attention, vit_map_attend
 from attnreuse.plan._vit_retrofit import fold_qk, representative
 from attnreuse.plan.registry import Kind, register_kind
 
@@ -15,9 +15,7 @@ class MultiHead(Kind):
 
     def retrofit(self, spec, src):
         core = MapSelfAttention(src.dim, src.num_heads, scale=src.scale, bias=src.biases["query"] is not None)
-        for name in ("query", "key", "value"):
-            copy_projection(getattr(core, name), src, name)
-        return core
+        return copy_projections(core, src)
 
     def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
         return run_map_core(core, x, key_bias, emit_map)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from attnreuse.layers import TaylorAttention
 from attnreuse.layers.token_attention import TaylorSelfAttention
-from attnreuse.plan._copy import copy_projection
+from attnreuse.plan._copy import copy_projections
 from attnreuse.plan.registry import Kind, register_kind
 
 
@@ -16,9 +16,7 @@ class Taylor(Kind):
     def retrofit(self, spec, src):
         core = TaylorSelfAttention(src.dim, src.num_heads, bias=src.biases["query"] is not None)
         core.scale = src.scale
-        for name in ("query", "key", "value"):
-            copy_projection(getattr(core, name), src, name)
-        return core
+        return copy_projections(core, src)
 
     def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
         return core(x, key_mask), None
