@@ -61,13 +61,20 @@ def _pm(s: dict) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
+def _in_config_order(data: dict, what: str) -> list[str]:
+    """The keys of data[what] in the order the config lists them (a saved study.json has its keys sorted)."""
+    listed = [k for k in data.get("config", {}).get(what, []) if k in data[what]]
+    return listed + [k for k in data[what] if k not in listed]
+
+
 def rows_table(data: dict) -> list[str]:
     """The per-row table of `summarise`'s output (or a saved study.json), as markdown lines."""
     lines = [
         "| Row | Model | Input (px) | Per seed (%) | Mean ± std (%) | Gap to mha (points) | Within tolerance |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, r in data["rows"].items():
+    for key in _in_config_order(data, "rows"):
+        r = data["rows"][key]
         plan = r["model_kwargs"].get("attn_plan", "")
         lines.append(
             f"| {key} | {r['model']} {plan if plan else ''}".rstrip() + f" | {r['img_size'] or 'default'} | "
@@ -84,7 +91,8 @@ def retrofits_table(data: dict) -> list[str]:
         "Gap to source (points) | Steps (fine-tune / source) | Within tolerance |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, r in data["retrofits"].items():
+    for name in _in_config_order(data, "retrofits"):
+        r = data["retrofits"][name]
         lines.append(
             f"| {name} (`{r['plan']}`) | {_pm(r['source_test_top1'])} | {_pm(r['converted_val_top1'])} | "
             f"{_pm(r['finetuned_test_top1'])} | {_pm(r['gap_points'])} | {r['finetune_steps']} / "
