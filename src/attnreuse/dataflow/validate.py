@@ -16,7 +16,7 @@ from attnreuse.dataflow.cost import evaluate
 from attnreuse.dataflow.hardware import Hardware
 from attnreuse.dataflow.workload import attention_layer
 
-__all__ = ["ValidateConfig", "predicted_ratios", "validate"]
+__all__ = ["ValidateConfig", "predicted_ratios", "validate", "validation_table"]
 
 TOLERANCE = 0.25
 MODEL_DATAFLOW = {"dense": "baseline", "tiled": "flat"}
@@ -134,3 +134,12 @@ def validate(cfg: ValidateConfig, hw: Hardware | None = None) -> list[dict]:
     finally:
         torch.set_num_threads(previous)
     return records
+
+
+def validation_table(records: list[dict]) -> list[str]:
+    """`validate`'s records as markdown lines: case, N, measured and predicted ratios, their difference."""
+    lines = ["| case | N | measured | model | difference |", "|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['case']} | {r['seq_len']} | {r['measured_ratio']:.2f}x | {r['predicted_ratio']:.2f}x | "
+                     f"{100 * r['rel_diff']:+.0f}% |")
+    return lines
