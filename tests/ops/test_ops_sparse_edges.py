@@ -75,12 +75,16 @@ def test_taylor_residual_entry_at_the_threshold_is_kept():
     assert_close("residual", ref, out, 1e-12, 1e-12)
 
 
-def test_taylor_residual_vanishing_denominator_is_guarded_like_the_reference():
-    """Raw keys, Dk = 1, q = 1, scale 1: Taylor weights 1 + k_j = [1, -1] sum to exactly 0, so the
-    denominator is replaced by eps * M."""
-    q = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+@pytest.mark.parametrize("q0, denom", [(1.0, 2e-3), (1.0005, -2e-3)], ids=["zero", "small-negative"])
+def test_taylor_residual_vanishing_denominator_is_guarded_like_the_reference(q0, denom):
+    """Raw keys k = [0, -2], Dk = 1, scale 1, eps 1e-3: the Taylor weights [1, 1 - 2 q] sum to 0
+    (q = 1) or -1e-3, so the denominator becomes eps * M = 2e-3 or, sign kept, -2e-3."""
+    q = torch.full((1, 1, 1, 1), q0, dtype=torch.float64)
     k = torch.tensor([0.0, -2.0], dtype=torch.float64).view(1, 1, 2, 1)
     v = torch.tensor([1.0, 3.0], dtype=torch.float64).view(1, 1, 2, 1)
     kwargs = dict(threshold=0.0, bits=16, scale=1.0, center=None, eps=1e-3)
-    out = ops.taylor_residual_attention(q, k, v, **kwargs)
-    assert_close("residual", reference.taylor_residual_attention(q, k, v, **kwargs), out, 1e-10, 1e-10)
+    ref = reference.taylor_residual_attention(q, k, v, **kwargs)
+    attn = torch.softmax(q[0, 0, 0] * k[0, 0, :, 0], dim=0)
+    taylor = torch.tensor([1.0, 1 - 2 * q0], dtype=torch.float64) / denom
+    assert_close("reference", (attn - taylor) @ v[0, 0], ref[0, 0, 0], 1e-6, 0)  # the floor is rounded to float32
+    assert_close("residual", ref, ops.taylor_residual_attention(q, k, v, **kwargs), 1e-10, 1e-10)
