@@ -66,8 +66,9 @@ def test_long_rows_keep_softmax_statistics_in_float32(backend):
 
 @pytest.mark.parametrize(
     "fn, kwargs",
-    [("taylor", {"center": "tokens"}), ("taylor", {"center": None, "scale": 0.2}), ("linear", {"feature_map": "elu"})],
-    ids=["taylor-tokens", "taylor-raw", "linear-elu"],
+    [("taylor", {"center": "tokens"}), ("taylor", {"center": None, "scale": 0.2}), ("linear", {"feature_map": "elu"}),
+     ("linear", {"feature_map": "relu", "eps": 5.0})],  # the arguments survive the autocast re-entry
+    ids=["taylor-tokens", "taylor-raw", "linear-elu", "linear-relu-eps"],
 )
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
 def test_linear_family_under_autocast(fn, kwargs, grad):

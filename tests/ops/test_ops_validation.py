@@ -42,6 +42,7 @@ BAD_QKV = [
     ("empty-queries", lambda: _replace("q", lambda q: q[:, :, :0]), ValueError, r"q must not be empty, got shape \(2, 2, 0, 4\)"),
     ("empty-keys", lambda: (lambda q, k, v: (q, k[:, :, :0], v[:, :, :0]))(*_good()), ValueError, r"k must not be empty"),
     ("not-a-tensor", lambda: _replace("v", lambda v: v.tolist()), TypeError, r"v must be a torch.Tensor, got list"),
+    ("q-not-a-tensor", lambda: _replace("q", lambda q: q.tolist()), TypeError, r"q must be a torch.Tensor, got list"),
 ]
 
 
