@@ -8,6 +8,7 @@ from opscheck import BF16_RTOL, assert_close, grads, qkv
 
 import attnreuse.ops.linear as linear_mod
 from attnreuse import ops
+from attnreuse.measure import measure_peak_bytes
 from attnreuse.ops import reference
 
 OPS = {
@@ -42,3 +43,21 @@ def test_bfloat16_sums_over_many_chunks_stay_float32(monkeypatch, kind):
     k = k + 1  # feature sums that grow with the number of keys
     out = fast(q, k, v, **kwargs)
     assert_close("out", ref_fn(q.double(), k.double(), v.double(), **kwargs), out, BF16_RTOL, 1e-2)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4, 4096, 4096, 16, 16), (1, 64, 64, 64, 64, 16, 16)],
+                         ids=["long-rows", "many-heads"])
+@pytest.mark.parametrize("kind", list(OPS))
+def test_kernelised_temporaries_stay_within_a_few_chunks(monkeypatch, kind, shape):
+    """Besides the output and the per-head sums (G, k_sum and [scale G ; v_sum]: O(BH Dk Dv)), the
+    chunked inference path allocates a few CHUNK_BYTES: key chunks of CHUNK_BYTES, query blocks of
+    whole heads only while they fit."""
+    chunk = 64 << 10
+    monkeypatch.setattr(linear_mod, "CHUNK_BYTES", chunk)
+    fast, ref_fn, kwargs = OPS[kind]
+    q, k, v = qkv(*shape, torch.float32, requires_grad=False)
+    B, H, N, Dk = q.shape
+    out_bytes, sums_bytes = B * H * N * v.shape[3] * 4, B * H * (2 * Dk + 2) * v.shape[3] * 4
+    peak = measure_peak_bytes(lambda: fast(q, k, v, **kwargs))
+    assert peak < out_bytes + sums_bytes + 4 * chunk, (
+        f"peak {peak} bytes: output {out_bytes} and sums {sums_bytes} plus more than a few chunks")
