@@ -34,13 +34,14 @@ def test_gradient_reaches_the_one_input_that_needs_it(kind, which):
 
 @pytest.mark.parametrize("kind", list(OPS))
 def test_bfloat16_sums_over_many_chunks_stay_float32(monkeypatch, kind):
-    """A few keys per chunk, 4000 keys: G and k_sum gather about a thousand chunk sums each; added up
-    in bf16 (8 bits: step 16 at 4000) they would be off by tens of percent (seen: 0.72 against the
-    reference for the elu map), far beyond the output's own rounding."""
+    """A few keys per chunk, 4000 keys: the sums gather about a thousand chunk sums each; added up in
+    bf16 (8 bits: step 16 at 4000) they would be off by tens of percent (seen: 0.72 for the elu map,
+    0.5 for Taylor, against the reference), far beyond the output's own rounding. The elu features
+    of shifted keys make G and k_sum grow; Taylor centres the keys, so its growing sum is v_sum."""
     monkeypatch.setattr(linear_mod, "CHUNK_BYTES", 64)
     fast, ref_fn, kwargs = OPS[kind]
     q, k, v = qkv(1, 1, 2, 4, 4000, 8, 4, torch.bfloat16, requires_grad=False)
-    k = k + 1  # feature sums that grow with the number of keys
+    k, v = k + 1, v + (2 if kind == "taylor" else 0)
     out = fast(q, k, v, **kwargs)
     assert_close("out", ref_fn(q.double(), k.double(), v.double(), **kwargs), out, BF16_RTOL, 1e-2)
 
@@ -61,3 +62,17 @@ def test_kernelised_temporaries_stay_within_a_few_chunks(monkeypatch, kind, shap
     peak = measure_peak_bytes(lambda: fast(q, k, v, **kwargs))
     assert peak < out_bytes + sums_bytes + 4 * chunk, (
         f"peak {peak} bytes: output {out_bytes} and sums {sums_bytes} plus more than a few chunks")
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4, 4096, 64, 16, 16), (1, 64, 64, 64, 64, 16, 16)],
+                         ids=["long-rows", "many-heads"])
+def test_kernelised_visits_each_row_once(monkeypatch, shape):
+    """O(N) work: the feature map sees every query row and every key row exactly once, in blocks."""
+    monkeypatch.setattr(linear_mod, "CHUNK_BYTES", 64 << 10)
+    seen = []
+    elu1 = linear_mod._elu1
+    monkeypatch.setattr(linear_mod, "_elu1", lambda x, scratch: seen.append(x.shape[0] * x.shape[1]) or elu1(x, scratch))
+    q, k, v = qkv(*shape, torch.float32, requires_grad=False)
+    ops.linear_attention(q, k, v)
+    BH = q.shape[0] * q.shape[1]
+    assert sum(seen) == BH * (q.shape[2] + k.shape[2]), f"{sum(seen)} rows mapped, {BH} x (N + M) expected"
