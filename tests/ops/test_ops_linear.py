@@ -71,6 +71,27 @@ def test_taylor_vanishing_denominator_is_guarded_like_the_reference():
     assert_close("out", ref, out, 1e-9, 1e-9)
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
+def test_taylor_small_negative_denominator_keeps_its_sign(grad):
+    """Raw keys, eps 1e-3 (floor eps * M = 2e-3): row 0's weights 1 + q . k_j sum to -1e-3, so the
+    denominator becomes -2e-3, not +2e-3."""
+    k = torch.tensor([[[[1.0, 0.0], [3.0, 0.0]]]], dtype=torch.float64)
+    v = torch.tensor([[[[1.0], [2.0]]]], dtype=torch.float64)
+    q = torch.tensor([[[[-0.50025, 0.0], [1.0, 1.0]]]], dtype=torch.float64, requires_grad=grad)
+    kwargs = dict(scale=1.0, center=None, eps=1e-3)
+    ref = reference.taylor_attention(q.detach(), k, v, **kwargs)
+    weights = torch.tensor([1 - 0.50025, 1 - 3 * 0.50025], dtype=torch.float64)
+    assert_close("row 0", weights @ v[0, 0] / -2e-3, ref[0, 0, 0], 1e-6, 0)  # the floor is rounded to float32
+    assert_close("out", ref, ops.taylor_attention(q, k, v, **kwargs), 1e-9, 1e-9)
+
+
+@pytest.mark.parametrize("kind", ["taylor", "linear"])
+def test_defaults_match_the_reference(kind):
+    fast, ref_fn = _ops(kind)
+    q, k, v = qkv(1, 2, 4, 6, 7, 4, 3, requires_grad=False)
+    assert_close(kind, ref_fn(q, k + 1, v), fast(q, k + 1, v), 1e-10, 1e-12)
+
+
 def test_linear_relu_all_negative_is_finite():
     q, k, v = qkv(1, 1, 2, 4, 4, 3, 2, torch.float32, requires_grad=False)
     out = ops.linear_attention(-q.abs(), k, v, feature_map="relu")

@@ -66,8 +66,9 @@ def test_long_rows_keep_softmax_statistics_in_float32(backend):
 
 @pytest.mark.parametrize(
     "fn, kwargs",
-    [("taylor", {"center": "tokens"}), ("taylor", {"center": None, "scale": 0.2}), ("linear", {"feature_map": "elu"})],
-    ids=["taylor-tokens", "taylor-raw", "linear-elu"],
+    [("taylor", {"center": "tokens"}), ("taylor", {"center": None, "scale": 0.2}), ("linear", {"feature_map": "elu"}),
+     ("linear", {"feature_map": "relu", "eps": 5.0})],  # the arguments survive the autocast re-entry
+    ids=["taylor-tokens", "taylor-raw", "linear-elu", "linear-relu-eps"],
 )
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
 def test_linear_family_under_autocast(fn, kwargs, grad):
@@ -104,3 +105,16 @@ def test_float64_is_left_alone_by_autocast():
     assert out.dtype == torch.float64
     assert accumulation_dtype(torch.bfloat16) == torch.float32 == accumulation_dtype(torch.float32)
     assert autocast_inputs(torch.bfloat16, q, None) == (q, None)
+
+
+def test_taylor_denominator_floor_under_autocast_is_the_given_eps():
+    """Raw keys [1, 3] and q row 0 = -0.5 (exact in bf16): the weights 1 + q . k sum to exactly 0, so
+    the denominator becomes eps * M = 2e-3 with eps = 1e-3, inside autocast as outside."""
+    k = torch.tensor([[[[1.0, 0.0], [3.0, 0.0]]]])
+    v = torch.tensor([[[[1.0], [2.0]]]])
+    q = torch.tensor([[[[-0.5, 0.0], [1.0, 1.0]]]])
+    kwargs = dict(scale=1.0, center=None, eps=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ops.taylor_attention(q, k, v, **kwargs)
+    ref = reference.taylor_attention(q.double(), k.double(), v.double(), **kwargs)
+    assert_close("out", ref, out, BF16_RTOL, BF16_ATOL)

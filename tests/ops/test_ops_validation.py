@@ -34,9 +34,15 @@ BAD_QKV = [
     ("integer", lambda: _replace("q", lambda q: q.long()), TypeError, r"q must be a floating-point tensor, got dtype torch.int64"),
     ("mixed-dtypes", lambda: _replace("v", lambda v: v.double()), TypeError, r"q, k, v must share one dtype.*v=torch.float64"),
     ("rank", lambda: _replace("q", lambda q: q[0]), ValueError, r"q must have 4 dimensions, got shape \(2, 5, 4\)"),
+    ("k-rank", lambda: _replace("k", lambda k: k[0]), ValueError, r"k must have 4 dimensions, got shape \(2, 6, 4\)"),
+    ("v-rank", lambda: _replace("v", lambda v: v[0]), ValueError, r"v must have 4 dimensions, got shape \(4, 6, 3\)"),
+    # a second device without a GPU: "meta" tensors carry shapes and dtypes only
+    ("mixed-devices", lambda: _replace("k", lambda k: k.to("meta")), ValueError,
+     r"^q, k, v must be on one device, got q=cpu, k=meta, v=cpu$"),
     ("empty-queries", lambda: _replace("q", lambda q: q[:, :, :0]), ValueError, r"q must not be empty, got shape \(2, 2, 0, 4\)"),
     ("empty-keys", lambda: (lambda q, k, v: (q, k[:, :, :0], v[:, :, :0]))(*_good()), ValueError, r"k must not be empty"),
     ("not-a-tensor", lambda: _replace("v", lambda v: v.tolist()), TypeError, r"v must be a torch.Tensor, got list"),
+    ("q-not-a-tensor", lambda: _replace("q", lambda q: q.tolist()), TypeError, r"q must be a torch.Tensor, got list"),
 ]
 
 
