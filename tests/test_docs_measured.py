@@ -115,8 +115,33 @@ def _mutation_rerun():
     return mutation_rerun_table(json.loads((ROOT / "docs/measured/mutmut_2026-11-30_second.json").read_text()))
 
 
+def bench_records(name: str) -> list[dict]:
+    """A committed bench record file (docs/measured/bench_2026-11-30/NAME.json): the fields every
+    record shares are stored once under "shared"."""
+    data = json.loads((ROOT / f"docs/measured/bench_2026-11-30/{name}.json").read_text())
+    return [{**data["shared"], **r} for r in data["records"]]
+
+
+def _validation():
+    from attnreuse.dataflow.validate import validation_table
+
+    return "\n".join(validation_table(bench_records("validate")))
+
+
+def _bench_table(table: str, name: str):
+    def build():
+        from attnreuse.bench import report
+
+        return "\n".join(getattr(report, table)(bench_records(name)))
+
+    return build
+
+
 # (doc, header row) -> how the table is rebuilt
 REBUILT = {
+    ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim |"): _bench_table("ops_table", "ops"),
+    ("docs/benchmarks.md", "| model | input | exporter |"): _bench_table("export_table", "int8"),
+    ("docs/dataflow.md", "| case | N | measured |"): _validation,
     ("docs/benchmarks.md", "| Row | Model | Input (px) |"): _study("rows_table"),
     ("docs/benchmarks.md", "| Plan | Source test (%) |"): _study("retrofits_table"),
     ("docs/testing.md", "| file | mutants |"): _mutation_run,
@@ -132,14 +157,10 @@ NOT_REBUILT = {
        "test_readme_measured_section_is_generated_from_committed_records rebuilds it from docs/measured/demo_records.json"
        for h in ("| model | plan | MACs saved |", "| model | eager ms | vs efficientvit_m1 |", "| plan | px | GMACs |",
                  "| op | N | ms (p90) |", "| stage | status | seconds |")},
-    **{("docs/benchmarks.md", h): "historical (dated, with its command, in 'Measured on the reference machine'): "
-       "its JSON records were not kept; re-measure to commit them"
-       for h in ("| op | batch | N | ms (p90) |", "| model / peer | GMACs |", "| model / peer | peer eager ms |",
-                 "| fp32 ORT ms | int8 ORT ms |", "| plan | params | GMACs 224 / 384 |")},
+    ("docs/benchmarks.md", "| model | baseline | img |"): "two runs under one header (UniForm, ViT-S plans): "
+    "test_bench_baseline_tables_are_rebuilt rebuilds each from docs/measured/bench_2026-11-30/",
     ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "three runs under one header: "
     "test_whisper_study_tables_are_rebuilt rebuilds each from docs/measured/whisper_base_study_2026-11-30.json",
-    ("docs/dataflow.md", "| case | N | measured |"): "historical (one loaded-machine run of `dataflow --validate`, "
-    "dated in the text): its records were not kept; tests/dataflow/test_cli.py runs the command",
     ("docs/dataflow.md", "| N | BERT | TrXL | T5 | XLM |"): "analytic (`attnreuse dataflow --published`, ~20 s of "
     "searches): tests/dataflow/test_published.py::test_docs_tables_are_rebuilt_from_the_model rebuilds them",
     ("docs/dataflow.md", "| preset | BERT | TrXL | T5 | XLM |"): "analytic, rebuilt with the tables above it",
@@ -194,3 +215,15 @@ def test_whisper_study_tables_are_rebuilt():
     tables = [_whisper_study(run)() for run in ("cpu_dense", "cpu_auto", "gpu_dense")]
     at = [doc.find(t) for t in tables]
     assert all(i >= 0 for i in at) and at == sorted(at), "docs/map_sharing.md's study tables differ from their records"
+
+
+def test_bench_baseline_tables_are_rebuilt():
+    """docs/benchmarks.md's two `bench models` tables (UniForm with its probes, then the ViT-S plans)
+    are the report's baseline table of the committed records, in that order."""
+    from attnreuse.bench.report import baseline_table
+
+    doc = (ROOT / "docs/benchmarks.md").read_text()
+    tables = ["\n".join(baseline_table([r for r in bench_records(name) if r.get("speedup_vs_baseline") is not None]))
+              for name in ("uniform", "vit_plans")]
+    at = [doc.find(t) for t in tables]
+    assert all(i >= 0 for i in at) and at == sorted(at), "docs/benchmarks.md's bench models tables differ from their records"

@@ -212,11 +212,11 @@ def ops_table(ops: list[dict]) -> list[str]:
         [r["op"], str(r["batch"]), str(r["tokens"]), f"{r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']}",
          _f(r.get("latency_ms_median"), ".3f"), _f(r.get("latency_ms_p90"), ".3f"),
          _f(r.get("peak_bytes") and r["peak_bytes"] / 2**20, ".2f"), _f(r.get("gflops_per_s"), ".1f"),
-         _f(r.get("fraction_of_matmul_peak"), ".3f"), r.get("note") or ""]
+         _f(r.get("fraction_of_matmul_peak"), ".3f"), _f(r.get("speedup_vs_sdpa_mha")), r.get("note") or ""]
         for r in sorted(ops, key=lambda r: (r["op"], r["batch"], r["tokens"]))
     ]  # fmt: skip
     return _table(["op", "batch", "N", "qk/v heads x dim", "median ms", "p90 ms", "peak MiB", "GFLOP/s",
-                   "of matmul peak", "note"], rows)
+                   "of matmul peak", "vs sdpa_mha", "note"], rows)
 
 
 def _ops_section(ops: list[dict]) -> list[str]:
