@@ -1,5 +1,5 @@
 """Test-wide settings: one intra-op thread per test worker (the suite runs with `-n 2` on 2 cores),
-deterministic seeds."""
+deterministic seeds, and the slow tests first."""
 
 import pytest
 import torch
@@ -11,3 +11,10 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (minutes each: the README's and benchmarks.md's commands) run first, so
+    with `-n 2` they start on both workers at once beside the rest instead of queueing at the end."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    items[:] = slow + [item for item in items if not item.get_closest_marker("slow")]

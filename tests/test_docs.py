@@ -30,8 +30,12 @@ def _blocks(path: Path):
         yield m.group("lang"), m.group("body"), m.group("marker")
 
 
+SLOW_DOCS = ("README.md", "docs/benchmarks.md")  # minutes of commands each: run first (tests/conftest.py)
+
+
 def _doc_ids():
-    return [p.relative_to(ROOT).as_posix() for p in DOCS if p.exists()]
+    return [pytest.param(doc, marks=pytest.mark.slow) if doc in SLOW_DOCS else doc
+            for doc in (p.relative_to(ROOT).as_posix() for p in DOCS if p.exists())]
 
 
 def _commands(body: str, marker: str | None) -> list[str]:

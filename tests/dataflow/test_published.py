@@ -22,7 +22,7 @@ from attnreuse.dataflow.published import (
     points,
     workload,
 )
-from tests.dataflow.test_cost import UNIT
+from test_cost import UNIT  # tests/dataflow is on sys.path (pytest prepends a test file's directory)
 
 COMMIT = "f543beb9f53e"
 KEYS = {"preset", "model", "seq_len", "quantity", "assumptions", "predicted", "published", "source"}

@@ -14,11 +14,26 @@ from attnreuse.hf.source import minilm_path
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
+def quick_run(tmp_path_factory, worker_id):
+    """The README's main command, `attnreuse demo --quick` (README.md's doc test leaves it to this
+    fixture: it is the suite's longest command), and what it wrote. Under `-n 2` the first worker
+    to get here runs it into a directory of this session both workers see, and the other waits for
+    it and reads the same run (the tests only read it; test_rerun_... works on a copy)."""
+    from filelock import FileLock
+
+    from attnreuse.cli import main
+    from attnreuse.demo.run import RECORDS
+
+    if worker_id == "master":  # no xdist: this session's own directory
+        root = tmp_path_factory.mktemp("demo")
+        assert main(["demo", "--quick", "--no-progress", "--output", str(root)]) == 0
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "demo-quick"
+        with FileLock(str(root) + ".lock"):
+            if not (root / RECORDS).exists():
+                assert main(["demo", "--quick", "--no-progress", "--output", str(root)]) == 0
     cfg = DemoConfig.quick_config(output=str(root), progress=False)
-    report, records = run_demo(cfg)
-    return cfg, root, report, records
+    return cfg, root, root / "report.md", json.loads((root / RECORDS).read_text())
 
 
 def test_quick_demo_report_leads_with_the_pretrained_model(quick_run):
@@ -50,14 +65,18 @@ def test_quick_demo_report_leads_with_the_pretrained_model(quick_run):
     assert "### Time of each stage" in text
 
 
-def test_rerun_reuses_every_stage_and_reruns_one_alone(quick_run):
-    cfg, root, _, _ = quick_run
+def test_rerun_reuses_every_stage_and_reruns_one_alone(quick_run, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    cfg, shared, _, _ = quick_run
+    root = tmp_path / "demo"
+    shutil.copytree(shared, root)  # this test reruns stages: the shared run stays as the others read it
+    cfg = replace(cfg, output=str(root))
     stamps = {p: p.stat().st_mtime_ns for p in (root / "stages").glob("*.json")}
     _, records = run_demo(cfg)
     assert all(records["stages"][s]["cached"] for s in STAGES if records["stages"][s]["status"] == "done")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-
-    from dataclasses import replace
 
     _, records = run_demo(replace(cfg, stages=("ops",), force=True))
     changed = {p.stem for p, t in stamps.items() if p.stat().st_mtime_ns != t}
