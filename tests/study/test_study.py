@@ -84,8 +84,14 @@ def test_bad_configuration_is_named(kwargs, match):
 
 
 def test_quick_study_end_to_end_and_reuse(tmp_path):
+    """The README's `attnreuse study --quick ...` command as written there (README.md's doc test
+    leaves it to this test), then the same config again through the API: it reuses every run."""
+    from attnreuse.cli import main
+
+    assert main(["study", "--quick", "--rows", "vit-mha,vit-taylor", "--seeds", "0", "--retrofits", "share",
+                 "--output", str(tmp_path)]) == 0
     cfg = StudyConfig(output=str(tmp_path), rows=("vit-mha", "vit-taylor"), seeds=(0,), retrofits=("share",), quick=True)
-    report = run_study(cfg).read_text()
+    report = (tmp_path / "report.md").read_text()
     for needle in ("| vit-mha |", "| vit-taylor |", "share (`mapshare:2`)", "Reproduce:"):
         assert needle in report, needle
     data = json.loads((tmp_path / "study.json").read_text())
