@@ -24,7 +24,6 @@ class Taylor(Kind):
     def parameters_kept(self):
         return ("query", "key", "value")
 
-
     def removed_parts(self, spec, num_heads):
         return {"scores_softmax": 1.0, "av": 1.0}  # its O(N d^2) core takes their place
 
