@@ -25,6 +25,7 @@ from attnreuse.ops._checks import (
     ungroup_values,
 )
 from attnreuse.ops._precision import autocast_dtype, autocast_inputs
+from attnreuse.ops._workspace import map_buffer
 from attnreuse.ops.backend import get_backend, is_exporting, tracing
 
 __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
@@ -35,10 +36,12 @@ __all__ = ["apply_map", "attention_map", "auto_tile", "softmax_attention"]
 # 8 MiB stays within a server CPU's L3 and keeps the number of parallel regions per call small
 # (each costs a thread barrier); measured on 1 and 2 threads, 1-16 MiB tiles ran equally fast.
 TILE_BYTES = 8 << 20
-# With the map returned, each tile's scores live in the map's own block; only that block must stay
-# cached from the score matmul through the softmax to A.V, so it is sized for one core's L2 (1 MiB
-# per core on the AMD EPYC it was tuned on: at N = 1000-1500, 8 heads of 64, one thread, 1-2 MiB
-# tiles ran fastest, 128-256 KiB tiles paid per-tile overhead, 8 MiB ones spilled L2).
+# With the map returned, each tile's scores live in the map's own block; on one thread only that
+# block must stay cached from the score matmul through the softmax to A.V, so it is sized for one
+# core's L2 (1 MiB per core on the AMD EPYC it was tuned on: at N = 1000-1500, 8 heads of 64, 1-2
+# MiB tiles ran fastest, 128-256 KiB tiles paid per-tile overhead, 8 MiB ones spilled L2). On more
+# threads every op of a tile is split between them, and larger tiles pay fewer splits: on 2 threads
+# (same CPU, N = 1500 / 3000) 8 MiB tiles ran 1.25x / 1.5x faster than 1 MiB ones.
 MAP_TILE_BYTES = 1 << 20
 MIN_TILE_ROWS = 16
 
@@ -103,7 +106,7 @@ def _forward_tiles(
     straight into the output. Extra memory: one score tile plus the output. With the map, a
     full-precision tile's scores are computed, normalised and applied in the tile's own block of
     the map (it is still in cache for A.V), so the map costs one write and no scratch; tiles are
-    then sized for a core's L2 (MAP_TILE_BYTES), as only the block itself needs to stay cached.
+    then sized by `_map_tile_bytes`, and the map comes from `ops._workspace` (reused CPU memory).
     """
     B, Hq, N, Dk = q.shape
     M, Dvg = k.shape[2], vg.shape[-1]
@@ -111,8 +114,8 @@ def _forward_tiles(
     qs = (q * scale).reshape(BH, N, Dk)
     kt = k.reshape(BH, M, Dk).transpose(1, 2)
     vf = vg.reshape(BH, M, Dvg)
-    size, tiles = _tiles(BH, N, M, tile, MAP_TILE_BYTES if with_map else None)
-    attn = torch.empty(BH, N, M, dtype=q.dtype, device=q.device) if with_map else None
+    size, tiles = _tiles(BH, N, M, tile, _map_tile_bytes() if with_map else None)
+    attn = map_buffer((BH, N, M), q.dtype, q.device) if with_map else None
     in_map = with_map and q.dtype == _acc(q.dtype)
     buf = None if in_map else torch.empty(size * M, dtype=_acc(q.dtype), device=q.device)
     out = torch.empty(BH, N, Dvg, dtype=q.dtype, device=q.device)
@@ -123,6 +126,11 @@ def _forward_tiles(
             attn[b0:b1, r0:r1].copy_(p)
         torch.bmm(p.to(vf.dtype), vf[b0:b1], out=out[b0:b1, r0:r1])
     return out.view(B, Hq, N, Dvg), None if attn is None else attn.view(B, Hq, N, M)
+
+
+def _map_tile_bytes() -> int:
+    """Score bytes per tile when the map is written: one core's L2 on one thread, else TILE_BYTES."""
+    return MAP_TILE_BYTES if torch.get_num_threads() == 1 else TILE_BYTES
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -167,7 +175,7 @@ class _TiledAttention(torch.autograd.Function):
         dbias = torch.zeros(bias.shape, dtype=acc, device=q.device) if want_dbias else None
         bias_acc = bias.to(acc) if bias is not None else None
         kt = kf.transpose(1, 2)
-        size, tiles = _tiles(BH, N, M, ctx.tile, MAP_TILE_BYTES if attn is not None else None)
+        size, tiles = _tiles(BH, N, M, ctx.tile, _map_tile_bytes() if attn is not None else None)
         buf = None if saved is not None else torch.empty(size * M, dtype=acc, device=q.device)
         for t in tiles:
             b0, b1, r0, r1 = t
@@ -221,12 +229,33 @@ def attention_map(q: Tensor, k: Tensor, *, scale: float | None = None, bias: Ten
             f"k must be [B, H, M, Dk] = [{B}, {H}, M, {Dk}] to match q {tuple(q.shape)}, got {tuple(k.shape)}"
         )
     scale = check_scale(scale, Dk**-0.5)
+    if bias is not None:
+        bias = check_bias(bias, q, (B, H, N, k.shape[2]))
+    if _in_place(q, k, bias):
+        # Same kernels, written into one pooled buffer: no second [N, M] block, no page faults.
+        attn = torch.matmul(q * scale, k.transpose(-1, -2), out=map_buffer((B, H, N, k.shape[2]), q.dtype, q.device))
+        if bias is not None:
+            attn.add_(bias)
+        return torch.ops.aten._softmax.out(attn, -1, False, out=attn)
     scores = torch.matmul(q * scale, k.transpose(-1, -2))
     if bias is not None:
-        scores = scores + check_bias(bias, q, (B, H, N, k.shape[2]))
+        scores = scores + bias
     if scores.dtype in (torch.float16, torch.bfloat16):
         return torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return torch.softmax(scores, dim=-1)
+
+
+def _in_place(*tensors: Tensor | None) -> bool:
+    """True where the dense map may be computed in place in pooled memory: full precision on the
+    CPU, no gradient recorded, no graph being captured (export records the plain form)."""
+    q = tensors[0]
+    return (
+        q.device.type == "cpu"
+        and q.dtype in (torch.float32, torch.float64)
+        and not is_exporting()
+        and not tracing()
+        and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+    )
 
 
 def apply_map(attn: Tensor, v: Tensor) -> Tensor:
