@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from attnreuse._io import atomic_write_json, atomic_write_text
+from attnreuse.ops._workspace import release_map_workspace
 
 __all__ = [
     "LatencyStats",
@@ -325,7 +326,9 @@ def measure_peak_bytes(fn: Callable[[], Any], *, device: str | torch.device | No
     """Peak extra bytes torch allocates during one call of `fn()` (its result included).
 
     CPU: the profiler records every allocation and free of the CPU allocator (`profile_memory`);
-    replaying them in time order, the running sum's maximum is the peak. CUDA: the allocator's own
+    replaying them in time order, the running sum's maximum is the peak. The pooled map buffers
+    (`ops.release_map_workspace`) are released first, so the maps the call writes count in its
+    peak even where a warm call would reuse memory held from before. CUDA: the allocator's own
     peak counter, relative to what was allocated before the call.
     """
     dev = _device(device)
@@ -338,6 +341,7 @@ def measure_peak_bytes(fn: Callable[[], Any], *, device: str | torch.device | No
         return max(0, torch.cuda.max_memory_allocated(dev) - before)
     from torch.profiler import ProfilerActivity, profile
 
+    release_map_workspace()
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _native_stderr_silenced():  # the profiler's C++ start-up log lines, not fn's output
         prof.start()

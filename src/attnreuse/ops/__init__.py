@@ -8,6 +8,7 @@ real tensors; the operators branch on shapes and backends, which a Proxy cannot 
 import torch.fx
 
 from attnreuse.ops import reference
+from attnreuse.ops._workspace import release_map_workspace, workspace_bytes
 from attnreuse.ops.backend import BACKENDS, exporting, get_backend, is_exporting, set_backend, use_backend
 from attnreuse.ops.linear import linear_attention, taylor_attention
 from attnreuse.ops.softmax import apply_map, attention_map, auto_tile, softmax_attention
@@ -31,10 +32,12 @@ __all__ = [
     "is_exporting",
     "linear_attention",
     "reference",
+    "release_map_workspace",
     "set_backend",
     "softmax_attention",
     "sparse_attention",
     "taylor_attention",
     "taylor_residual_attention",
     "use_backend",
+    "workspace_bytes",
 ]
