@@ -14,6 +14,9 @@ ever overwritten. The pool holds as many buffers as maps were alive at once (two
 share groups follow each other), each as large as the largest map it served; a map that fits no
 idle buffer replaces the idle ones. `release_map_workspace()` frees them.
 GPU maps use the device's caching allocator and never come here.
+
+The one piece of module state in `ops` (whose operators are otherwise plain functions): it holds
+memory, not values, so no result depends on it, as with a BLAS library's workspace.
 """
 
 from __future__ import annotations
