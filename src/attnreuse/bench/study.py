@@ -295,7 +295,9 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
     runs, instrumented, plain, spans = [], [], [], []
     # Timed by hand, not with torch.utils.benchmark.Timer: each plain forward is paired with the
     # instrumented one right after it, and Timer times one statement at a time.
-    for _ in range(repeats):  # no warm-up call: the timing rounds ran this model at this shape
+    call()  # untimed: the previous plan's peak-memory measurement released the pooled maps (ops.release_map_workspace)
+    _sync(device)
+    for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
         call()
