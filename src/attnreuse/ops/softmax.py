@@ -232,28 +232,17 @@ def attention_map(q: Tensor, k: Tensor, *, scale: float | None = None, bias: Ten
     if bias is not None:
         bias = check_bias(bias, q, (B, H, N, k.shape[2]))
     if _in_place(q, k, bias):
-        return _map_in_place(q, k, scale, bias)
+        # Same kernels, written into one pooled buffer: no second [N, M] block, no page faults.
+        attn = torch.matmul(q * scale, k.transpose(-1, -2), out=map_buffer((B, H, N, k.shape[2]), q.dtype, q.device))
+        if bias is not None:
+            attn.add_(bias)
+        return torch.ops.aten._softmax.out(attn, -1, False, out=attn)
     scores = torch.matmul(q * scale, k.transpose(-1, -2))
     if bias is not None:
         scores = scores + bias
     if scores.dtype in (torch.float16, torch.bfloat16):
         return torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return torch.softmax(scores, dim=-1)
-
-
-def _map_in_place(q: Tensor, k: Tensor, scale: float, bias: Tensor | None) -> Tensor:
-    """The dense map [B, H, N, M] written into pooled memory (`ops._workspace`) block by block:
-    each block's scores are normalised while still cached (the same score product and softmax
-    kernels as the plain form), so there is no second [N, M] block and no page faults."""
-    B, H, N, Dk = q.shape
-    M = k.shape[2]
-    attn = map_buffer((B * H, N, M), q.dtype, q.device)
-    qs = (q * scale).reshape(B * H, N, Dk)
-    kt = k.reshape(B * H, M, Dk).transpose(1, 2)
-    for t in _tiles(B * H, N, M, None, _map_tile_bytes())[1]:
-        b0, b1, r0, r1 = t
-        _probs(qs, kt, bias, H, t, attn[b0:b1, r0:r1])
-    return attn.view(B, H, N, M)
 
 
 def _in_place(*tensors: Tensor | None) -> bool:
