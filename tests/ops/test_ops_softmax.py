@@ -140,7 +140,11 @@ def test_every_tile_layout(monkeypatch, tile_bytes, tile):
 
 def test_auto_tile():
     assert ops.auto_tile(10, 10, 1) == 10
-    assert ops.auto_tile(1 << 20, 1 << 16, 1) == softmax_mod.TILE_BYTES // (4 << 16)
+    assert ops.auto_tile(1 << 20, 1 << 12, 1) == softmax_mod.TILE_BYTES // (4 << 12)
+    assert ops.auto_tile(1 << 20, 1 << 16, 1) == softmax_mod.LONG_TILE_ROWS  # 8 MiB would be 32 rows
+    assert ops.auto_tile(100, 1 << 16, 1) == 100
+    assert softmax_mod._tiles(1, 1 << 14, 1 << 14, None)[0] == softmax_mod.LONG_TILE_ROWS
+    assert softmax_mod._tiles(1, 1 << 14, 1 << 14, None, 1 << 20)[0] == (1 << 20) // (4 << 14)  # a map's tiles
     assert ops.auto_tile(1 << 20, 1 << 30, 8) == softmax_mod.MIN_TILE_ROWS
 
 
@@ -228,6 +232,7 @@ def test_unknown_backend_is_rejected():
 def test_tiled_memory_grows_with_n_not_n_squared(monkeypatch):
     """FLAT: one score tile at a time, forward and backward; the dense map is 4 MiB here."""
     monkeypatch.setattr(softmax_mod, "TILE_BYTES", 256 << 10)
+    monkeypatch.setattr(softmax_mod, "LONG_TILE_ROWS", softmax_mod.MIN_TILE_ROWS)
     q, k, v = qkv(1, 1, 2, 1024, 1024, 8, 8, torch.float32)
     map_bytes = 1024 * 1024 * 4
     with torch.no_grad(), ops.use_backend("dense"):
