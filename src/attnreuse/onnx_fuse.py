@@ -15,9 +15,25 @@ for models whose attention this project does not own (timm's ViT exports, which 
 the same pattern); the decomposed graph stays the fallback, and the parity check of `export_onnx`
 judges the fused one against eager PyTorch like any other export.
 
+Also matched: k^T made in one Transpose(k, [0, 2, 3, 1]) from the head split k [B, M, H, Dk] (the
+TorchScript export of a `transformers` encoder), and a map whose Shape is read besides A.V (a
+traced Reuse Attention layer reshapes its value heads by it; `_map_shape_nodes` rebuilds that
+shape from q and k).
+
+Biases: an additive bias of rank 2 to 4 whose last dims are [N, M] or [1, M] and whose leading dims
+are 1 or [B, H] (dynamic dims compared by their inferred symbol). Both CPU kernels (ONNX Runtime
+1.32) refuse a bias with one row for all queries, which is what a key padding mask is ([B, 1, 1, M]
+or [B, H, 1, M], finfo.min at padded keys, as every `transformers` encoder with an attention_mask
+builds it), so such a bias passes through Expand to [B|1, H|1, N, M], N read from q's run-time shape,
+one Expand shared by every layer that reads the same mask. A bias broadcast over keys ([., N, 1])
+leaves the layer decomposed. Fully padded sequences (every key masked): the decomposed softmax
+spreads evenly over the keys (every score rounds to finfo.min) and MultiHeadAttention does the
+same, but ONNX `Attention` outputs 0 for a row of finfo.min, so for that op the bias is first
+raised to at least the next float up (`_bias_4d`); then both match the decomposed graph there too
+(tests/export/test_fused_key_mask.py). A map that another layer reuses (a `share` layer) has two
+users and stays decomposed.
+
 Fused operators (both have CPU kernels in ONNX Runtime 1.32, checked in tests/export):
-Both take a bias only as [N, M] in its last two dims (a bias broadcast over query rows or keys, e.g.
-a key padding mask [B, 1, 1, M], leaves that layer decomposed).
 - "mha": com.microsoft `MultiHeadAttention` (query/key/value [B, S, H * D], `attention_bias`
   [1|B, 1|H, N, M], `scale`; key/value head sizes may differ only in this 3-D form, so q, k and v
   pass through Transpose + Reshape, which ORT's transpose optimiser mostly cancels against the

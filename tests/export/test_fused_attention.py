@@ -94,10 +94,11 @@ def test_export_with_fused_attention_matches_eager(tmp_path, op, plan, fused_lay
     assert (got - want).abs().max().item() <= 1e-5
 
 
-def test_dynamic_batch_export_fuses(tmp_path):
-    """Heads and widths found through the dynamic batch's Shape -> Concat -> Reshape chains. (A
-    dynamic-batch reuse plan stays decomposed: its traced graph reads the map's Shape.)"""
-    model = create_export_model(PICO, num_classes=10)
+@pytest.mark.parametrize("plan", ["mha", "reuse"])
+def test_dynamic_batch_export_fuses(tmp_path, plan):
+    """Heads and widths found through the dynamic batch's Shape -> Concat -> Reshape chains; a
+    dynamic-batch reuse plan's traced graph also reads the map's Shape, rebuilt from q and k."""
+    model = create_export_model(PICO, num_classes=10, model_kwargs={"attn_plan": plan})
     x = digits_images("test", img_size=32, limit=3)[0]
     result = export_onnx(model, tmp_path / "dyn.onnx", x, exporter="torchscript", threads=1, dynamic_batch=True,
                          fused_attention="mha")  # checked at batch 1 and at batch 3
