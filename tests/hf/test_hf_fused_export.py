@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hfutil import sentences
 
 from attnreuse.cli import main
 from attnreuse.onnx_fuse import count_fused
-from hfutil import sentences
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
