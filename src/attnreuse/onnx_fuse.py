@@ -140,8 +140,8 @@ def _attr(node, name: str, default=None):
 
 def _bias_fits(bias: list | None, q: list, k: list) -> bool:
     """Whether a bias of shape `bias` can feed a fused kernel, for q [B, H, N, .] and k [B, H, M, .]:
-    rank at most 4, last dim M, second-last N or 1 (a key padding mask broadcast over query rows,
-    [B, 1, 1, M] or [B, H, 1, M], which `_row_broadcast` expands to N rows first) and leading dims 1
+    rank 2 to 4, last dim M, second-last N or 1 (a key padding mask broadcast over query rows,
+    [B, 1, 1, M] or [B, H, 1, M], which `_bias_4d` expands to N rows) and leading dims 1
     or [B, H]. Dims are compared as `_shapes` gives them, so a dynamic N or M matches by symbol."""
     if not bias or not 2 <= len(bias) <= 4 or not _same(bias[-1], k[2]) or not (bias[-2] == 1 or _same(bias[-2], q[2])):
         return False
