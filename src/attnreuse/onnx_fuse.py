@@ -15,9 +15,25 @@ for models whose attention this project does not own (timm's ViT exports, which 
 the same pattern); the decomposed graph stays the fallback, and the parity check of `export_onnx`
 judges the fused one against eager PyTorch like any other export.
 
+Also matched: k^T made in one Transpose(k, [0, 2, 3, 1]) from the head split k [B, M, H, Dk] (the
+TorchScript export of a `transformers` encoder), and a map whose Shape is read besides A.V (a
+traced Reuse Attention layer reshapes its value heads by it; `_map_shape_nodes` rebuilds that
+shape from q and k).
+
+Biases: an additive bias of rank 2 to 4 whose last dims are [N, M] or [1, M] and whose leading dims
+are 1 or [B, H] (dynamic dims compared by their inferred symbol). Both CPU kernels (ONNX Runtime
+1.32) refuse a bias with one row for all queries, which is what a key padding mask is ([B, 1, 1, M]
+or [B, H, 1, M], finfo.min at padded keys, as every `transformers` encoder with an attention_mask
+builds it), so such a bias passes through Expand to [B|1, H|1, N, M], N read from q's run-time shape,
+one Expand shared by every layer that reads the same mask. A bias broadcast over keys ([., N, 1])
+leaves the layer decomposed. Fully padded sequences (every key masked): the decomposed softmax
+spreads evenly over the keys (every score rounds to finfo.min) and MultiHeadAttention does the
+same, but ONNX `Attention` outputs 0 for a row of finfo.min, so for that op the bias is first
+raised to at least the next float up (`_bias_4d`); then both match the decomposed graph there too
+(tests/export/test_fused_key_mask.py). A map that another layer reuses (a `share` layer) has two
+users and stays decomposed.
+
 Fused operators (both have CPU kernels in ONNX Runtime 1.32, checked in tests/export):
-Both take a bias only as [N, M] in its last two dims (a bias broadcast over query rows or keys, e.g.
-a key padding mask [B, 1, 1, M], leaves that layer decomposed).
 - "mha": com.microsoft `MultiHeadAttention` (query/key/value [B, S, H * D], `attention_bias`
   [1|B, 1|H, N, M], `scale`; key/value head sizes may differ only in this 3-D form, so q, k and v
   pass through Transpose + Reshape, which ORT's transpose optimiser mostly cancels against the
@@ -29,7 +45,7 @@ a key padding mask [B, 1, 1, M], leaves that layer decomposed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["FUSED_OPS", "count_fused", "fuse_attention"]
 
@@ -50,6 +66,20 @@ class _Match:
     dv: int
     nodes: list  # the nodes the fused one replaces
     channel_major: bool = False  # UniForm's form: q [B, N, D] (already token-major), k [B, D, M], v [B, C, M] -> [B, C, N]
+    expand_rows: bool = False  # the bias has one row for all queries (a key padding mask): expand it to N rows
+    q_rows: int | str | None = None  # N as `_shapes` gives it (static, a symbol, or unknown)
+    k_bmhd: bool = False  # k is [B, M, H, Dk] (heads split, not yet moved before tokens), not [B, H, M, Dk]
+    shape_readers: list = field(default_factory=list)  # Shape nodes reading the map (`_map_shape_nodes` replaces them)
+
+    @property
+    def q_rows_axis(self) -> int:
+        """q's query axis: [B, H, N, Dk], or [B, N, D] in the channel-major form."""
+        return 1 if self.channel_major else 2
+
+    @property
+    def anchor(self):
+        """The last node replaced (the one producing `out`); the fused nodes go in its place."""
+        return self.nodes[2] if self.channel_major else self.nodes[1]
 
 
 def _scalar(name: str, consts: dict) -> float | None:
@@ -68,9 +98,11 @@ def _constants(graph) -> dict:
 
 
 def _shapes(model) -> dict[str, list]:
-    """Static dims of every tensor (None where unknown). ONNX Runtime's symbolic shape inference
-    follows Shape -> Concat -> Reshape chains (a dynamic-batch export computes its head reshapes
-    that way), which onnx's own inference leaves unknown; onnx's is the fallback."""
+    """Dims of every tensor: an int where static, the symbol (a str) where inference named a
+    dynamic dim, None where unknown. Two dims with the same symbol are equal at run time, which is
+    how a dynamic-length bias is matched to q's and k's lengths. ONNX Runtime's symbolic shape
+    inference follows Shape -> Concat -> Reshape chains (a dynamic-batch export computes its head
+    reshapes that way), which onnx's own inference leaves unknown; onnx's is the fallback."""
     import onnx
 
     try:
@@ -84,8 +116,17 @@ def _shapes(model) -> dict[str, list]:
     shapes = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
     return shapes
+
+
+def _static(*dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
+def _same(a, b) -> bool:
+    """Equal at run time: the same static size or the same inferred symbol."""
+    return a is not None and a == b
 
 
 def _attr(node, name: str, default=None):
@@ -98,12 +139,19 @@ def _attr(node, name: str, default=None):
 
 
 def _bias_fits(bias: list | None, q: list, k: list) -> bool:
-    """Both fused kernels take a bias whose last two dims are exactly [N, M] (no broadcast over
-    query rows or keys) and whose leading dims are 1 or [B, H]: [N, M], [1|H, N, M], [1|B, 1|H, N, M]."""
-    if not bias or None in bias[-2:] or bias[-2:] != [q[2], k[2]] or len(bias) > 4:
+    """Whether a bias of shape `bias` can feed a fused kernel, for q [B, H, N, .] and k [B, H, M, .]:
+    rank 2 to 4, last dim M, second-last N or 1 (a key padding mask broadcast over query rows,
+    [B, 1, 1, M] or [B, H, 1, M], which `_bias_4d` expands to N rows) and leading dims 1
+    or [B, H]. Dims are compared as `_shapes` gives them, so a dynamic N or M matches by symbol."""
+    if not bias or not 2 <= len(bias) <= 4 or not _same(bias[-1], k[2]) or not (bias[-2] == 1 or _same(bias[-2], q[2])):
         return False
     lead = ([1] * (4 - len(bias)) + bias)[:2]
-    return lead[0] in (1, q[0]) and lead[1] in (1, q[1])
+    return (lead[0] == 1 or _same(lead[0], q[0])) and (lead[1] == 1 or _same(lead[1], q[1]))
+
+
+def _row_broadcast(bias: list, q: list) -> bool:
+    """The bias has one row for all N query rows (and N is not known to be 1)."""
+    return bias[-2] == 1 and q[2] != 1
 
 
 def _index(graph):
@@ -125,13 +173,17 @@ def _index(graph):
 
 def _find(graph, shapes: dict) -> list[_Match]:
     producer, consumers, consts, only_use = _index(graph)
+    outputs = {o.name for o in graph.output}
 
     matches = []
     for sm in graph.node:
         if sm.op_type != "Softmax" or _attr(sm, "axis", -1) not in (-1, 3):
             continue
-        uses = consumers.get(sm.output[0], [])
-        if len(uses) != 1 or uses[0].op_type != "MatMul" or uses[0].input[0] != sm.output[0] or not only_use(sm.output[0]):
+        # besides A.V, the map may only be read for its shape (a Reuse Attention layer's traced graph
+        # reshapes its value heads to the map's [B, 1, N, .]); those reads are rebuilt from q and k
+        readers = [u for u in consumers.get(sm.output[0], []) if u.op_type == "Shape"]
+        uses = [u for u in consumers.get(sm.output[0], []) if u.op_type != "Shape"]
+        if len(uses) != 1 or uses[0].op_type != "MatMul" or uses[0].input[0] != sm.output[0] or sm.output[0] in outputs:
             continue
         mm2 = uses[0]
         nodes, bias = [sm, mm2], None
@@ -167,18 +219,25 @@ def _find(graph, shapes: dict) -> list[_Match]:
         for f in factors:
             scale *= f
         kt = producer.get(kt_name)
-        if kt is None or kt.op_type != "Transpose" or list(_attr(kt, "perm", [])) != [0, 1, 3, 2] or not only_use(kt.output[0]):
+        # k^T from k [B, H, M, Dk], or in one step from the head split [B, M, H, Dk] (the TorchScript
+        # exporter merges a Hugging Face encoder's two permutes of k into one)
+        perm = list(_attr(kt, "perm", [])) if kt is not None and kt.op_type == "Transpose" else None
+        if perm not in ([0, 1, 3, 2], [0, 2, 3, 1]) or not only_use(kt.output[0]):
             continue
         nodes.append(kt)
-        k, v = kt.input[0], mm2.input[1]
+        k, v, k_bmhd = kt.input[0], mm2.input[1], perm == [0, 2, 3, 1]
         qs, ks, vs = shapes.get(q), shapes.get(k), shapes.get(v)
         if not (qs and ks and vs and len(qs) == len(ks) == len(vs) == 4):
             continue
-        if None in (qs[1], qs[3], ks[1], ks[3], vs[1], vs[3]) or qs[1] != ks[1] or ks[1] != vs[1]:
+        if k_bmhd:
+            ks = [ks[0], ks[2], ks[1], ks[3]]
+        if not _static(qs[1], qs[3], ks[1], ks[3], vs[1], vs[3]) or qs[1] != ks[1] or ks[1] != vs[1]:
             continue  # heads and widths must be static (batch and tokens may be dynamic)
         if bias is not None and not _bias_fits(shapes.get(bias), qs, ks):
             continue
-        matches.append(_Match(q, k, v, bias, scale, mm2.output[0], qs[1], vs[3], nodes))
+        matches.append(_Match(q, k, v, bias, scale, mm2.output[0], qs[1], vs[3], nodes, q_rows=qs[2], k_bmhd=k_bmhd,
+                              shape_readers=readers,
+                              expand_rows=bias is not None and _row_broadcast(shapes[bias], qs)))
     return matches
 
 
@@ -221,29 +280,96 @@ def _find_channel_major(graph, shapes: dict) -> list[_Match]:
         nodes.append(src)
         q_tok, k, v = src.input[0], src.input[1], mm2.input[0]
         qs, ks, vs = shapes.get(q_tok), shapes.get(k), shapes.get(v)
-        if not (qs and ks and vs and len(qs) == len(ks) == len(vs) == 3) or None in (qs[2], ks[1], vs[1]):
+        if not (qs and ks and vs and len(qs) == len(ks) == len(vs) == 3) or not _static(qs[2], ks[1], vs[1]):
             continue
-        if bias is not None and not _bias_fits(shapes.get(bias), [qs[0], 1, qs[1]], [ks[0], 1, ks[2]]):
+        q4, k4 = [qs[0], 1, qs[1]], [ks[0], 1, ks[2]]
+        if bias is not None and not _bias_fits(shapes.get(bias), q4, k4):
             continue
-        matches.append(_Match(q_tok, k, v, bias, scale, mm2.output[0], 1, vs[1], nodes, channel_major=True))
+        matches.append(_Match(q_tok, k, v, bias, scale, mm2.output[0], 1, vs[1], nodes, channel_major=True, q_rows=qs[1],
+                              expand_rows=bias is not None and _row_broadcast(shapes[bias], q4)))
     return matches
 
 
-def _channel_major_nodes(m: _Match, i: int, op: str, shapes: dict) -> tuple[list, list]:
-    """One-head fused attention on token-major q and transposed k, v; the output back to [B, C, N]."""
+def _bias_4d(m: _Match, p: str, op: str, shapes: dict, made: dict) -> tuple[str | None, list, list]:
+    """The bias as the fused kernels take it, 4-D with N rows: (name, nodes, initializers).
+
+    Both CPU kernels refuse a bias with one row for all queries (ONNX Runtime 1.32: MultiHeadAttention
+    "attention_bias dimension 2 should be same as sequence_length", Attention "inconsistent
+    q_sequence_length"), so a row-broadcast bias goes through Expand(bias, [1, 1, N, 1]) with N read
+    from q's run-time shape (dynamic batch and length keep working).
+
+    ONNX `Attention` (CPU, 1.32) outputs zeros for a query row whose every bias entry is the lowest
+    float (a fully padded sequence under a `transformers` mask, finfo.min at padded keys), where the
+    decomposed graph's softmax spreads evenly over the keys (every score rounds to finfo.min), so
+    for that op the bias is first raised to at least the next float up, Max(bias, nextafter(min, 0)):
+    the same value in every row that keeps a key (exp of either underflows to 0) and the decomposed
+    graph's even spread in a fully padded one. MultiHeadAttention already spreads evenly.
+
+    Nodes made for one bias (the raise, and the expansion per query length) are kept in `made` and
+    shared by later matches: every layer of a padded text encoder reads the same mask."""
     import numpy as np
     from onnx import helper, numpy_helper
 
-    p = f"fused_attention_{i}"
+    if m.bias is None:
+        return None, [], []
+    shape, src, nodes, inits = shapes[m.bias], m.bias, [], []
+    if op == "attention":
+        if ("raised", m.bias) not in made:
+            floor = np.nextafter(np.finfo(np.float32).min, np.float32(0), dtype=np.float32)
+            inits.append(numpy_helper.from_array(np.array(floor, dtype=np.float32), f"{p}/floor_f32"))
+            nodes += [helper.make_node("CastLike", [f"{p}/floor_f32", m.bias], [f"{p}/floor"]),
+                      helper.make_node("Max", [m.bias, f"{p}/floor"], [f"{p}/bias_raised"])]
+            made["raised", m.bias] = f"{p}/bias_raised"
+        src = made["raised", m.bias]
+    if m.expand_rows:
+        key = ("rows", m.bias, m.q_rows) if m.q_rows is not None else None
+        if key in made:
+            return made[key], nodes, inits
+        inits += [numpy_helper.from_array(np.ones(2, dtype=np.int64), f"{p}/ones2"),
+                  numpy_helper.from_array(np.ones(1, dtype=np.int64), f"{p}/one"),
+                  numpy_helper.from_array(np.array([m.q_rows_axis], dtype=np.int64), f"{p}/n_from"),
+                  numpy_helper.from_array(np.array([m.q_rows_axis + 1], dtype=np.int64), f"{p}/n_to")]
+        nodes += [helper.make_node("Shape", [m.q], [f"{p}/q_shape"]),
+                  helper.make_node("Slice", [f"{p}/q_shape", f"{p}/n_from", f"{p}/n_to"], [f"{p}/n"]),
+                  helper.make_node("Concat", [f"{p}/ones2", f"{p}/n", f"{p}/one"], [f"{p}/rows"], axis=0),
+                  helper.make_node("Expand", [src, f"{p}/rows"], [f"{p}/bias_rows"])]
+        if key is not None:
+            made[key] = f"{p}/bias_rows"
+        return f"{p}/bias_rows", nodes, inits
+    if len(shape) == 4:
+        return src, nodes, inits
+    inits.append(numpy_helper.from_array(np.arange(4 - len(shape), dtype=np.int64), f"{p}/lead_axes"))
+    nodes.append(helper.make_node("Unsqueeze", [src, f"{p}/lead_axes"], [f"{p}/bias4d"]))
+    return f"{p}/bias4d", nodes, inits
+
+
+def _map_shape_nodes(m: _Match, p: str, reader) -> tuple[list, list]:
+    """A Shape node that read the map [B, H, N, M], rebuilt from q [B, H, N, Dk] and k's M (the map
+    is gone once fused); `reader`'s start and end attributes (opset 15+) become a Slice."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    r = f"{p}/{reader.output[0]}"
+    m_axis = 1 if m.k_bmhd else 2
+    start, end = _attr(reader, "start", 0), _attr(reader, "end", np.iinfo(np.int64).max)
+    consts = {"zero": 0, "three": 3, "m_from": m_axis, "m_to": m_axis + 1, "start": start, "end": end}
+    inits = [numpy_helper.from_array(np.array([v], dtype=np.int64), f"{r}/{k}") for k, v in consts.items()]
+    nodes = [helper.make_node("Shape", [m.q], [f"{r}/q_shape"]),
+             helper.make_node("Slice", [f"{r}/q_shape", f"{r}/zero", f"{r}/three"], [f"{r}/bhn"]),
+             helper.make_node("Shape", [m.k], [f"{r}/k_shape"]),
+             helper.make_node("Slice", [f"{r}/k_shape", f"{r}/m_from", f"{r}/m_to"], [f"{r}/m"]),
+             helper.make_node("Concat", [f"{r}/bhn", f"{r}/m"], [f"{r}/map_shape"], axis=0),
+             helper.make_node("Slice", [f"{r}/map_shape", f"{r}/start", f"{r}/end"], [reader.output[0]])]
+    return nodes, inits
+
+
+def _channel_major_nodes(m: _Match, p: str, op: str, bias: str | None) -> list:
+    """One-head fused attention on token-major q and transposed k, v; the output back to [B, C, N]."""
+    from onnx import helper
+
     nodes = [helper.make_node("Transpose", [m.k], [f"{p}/k_bsd"], perm=[0, 2, 1]),
              helper.make_node("Transpose", [m.v], [f"{p}/v_bsd"], perm=[0, 2, 1])]
-    inits, inputs = [], [m.q, f"{p}/k_bsd", f"{p}/v_bsd"]
-    bias = m.bias
-    if bias is not None and len(shapes[bias]) < 4:
-        rank = len(shapes[bias])
-        inits.append(numpy_helper.from_array(np.arange(4 - rank, dtype=np.int64), f"{p}/lead_axes"))
-        nodes.append(helper.make_node("Unsqueeze", [bias, f"{p}/lead_axes"], [f"{p}/bias4d"]))
-        bias = f"{p}/bias4d"
+    inputs = [m.q, f"{p}/k_bsd", f"{p}/v_bsd"]
     if op == "mha":
         inputs += ["", "", bias] if bias is not None else []
         nodes.append(helper.make_node("MultiHeadAttention", inputs, [f"{p}/out_bsd"], domain=MS_DOMAIN, name=p,
@@ -253,33 +379,28 @@ def _channel_major_nodes(m: _Match, i: int, op: str, shapes: dict) -> tuple[list
         nodes.append(helper.make_node("Attention", inputs, [f"{p}/out_bsd"], name=p, scale=m.scale,
                                       q_num_heads=1, kv_num_heads=1))
     nodes.append(helper.make_node("Transpose", [f"{p}/out_bsd"], [m.out], perm=[0, 2, 1]))
-    return nodes, inits
+    return nodes
 
 
-def _mha_nodes(m: _Match, i: int, shapes: dict) -> tuple[list, list]:
+def _mha_nodes(m: _Match, p: str, bias: str | None) -> tuple[list, list]:
     """com.microsoft MultiHeadAttention on 3-D q/k/v and a 4-D bias; back to [B, H, N, Dv]."""
     import numpy as np
     from onnx import helper, numpy_helper
 
-    p = f"fused_attention_{i}"
     nodes, inits = [], [
         numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), f"{p}/bsd"),
         numpy_helper.from_array(np.array([0, 0, m.heads, m.dv], dtype=np.int64), f"{p}/bshd"),
     ]
     flat = {}
     for role, name in (("q", m.q), ("k", m.k), ("v", m.v)):
-        nodes.append(helper.make_node("Transpose", [name], [f"{p}/{role}_bshd"], perm=[0, 2, 1, 3]))
-        nodes.append(helper.make_node("Reshape", [f"{p}/{role}_bshd", f"{p}/bsd"], [f"{p}/{role}_bsd"]))
+        if role == "k" and m.k_bmhd:
+            bshd = name  # already tokens before heads
+        else:
+            bshd = f"{p}/{role}_bshd"
+            nodes.append(helper.make_node("Transpose", [name], [bshd], perm=[0, 2, 1, 3]))
+        nodes.append(helper.make_node("Reshape", [bshd, f"{p}/bsd"], [f"{p}/{role}_bsd"]))
         flat[role] = f"{p}/{role}_bsd"
-    inputs = [flat["q"], flat["k"], flat["v"]]
-    if m.bias is not None:
-        rank = len(shapes[m.bias])
-        bias = m.bias
-        if rank < 4:
-            inits.append(numpy_helper.from_array(np.arange(4 - rank, dtype=np.int64), f"{p}/lead_axes"))
-            nodes.append(helper.make_node("Unsqueeze", [m.bias, f"{p}/lead_axes"], [f"{p}/bias4d"]))
-            bias = f"{p}/bias4d"
-        inputs += ["", "", bias]
+    inputs = [flat["q"], flat["k"], flat["v"]] + (["", "", bias] if bias is not None else [])
     nodes.append(helper.make_node("MultiHeadAttention", inputs, [f"{p}/out_bsd"], domain=MS_DOMAIN, name=p,
                                   num_heads=m.heads, scale=m.scale))
     nodes.append(helper.make_node("Reshape", [f"{p}/out_bsd", f"{p}/bshd"], [f"{p}/out_bshd"]))
@@ -287,12 +408,16 @@ def _mha_nodes(m: _Match, i: int, shapes: dict) -> tuple[list, list]:
     return nodes, inits
 
 
-def _attention_nodes(m: _Match, i: int) -> tuple[list, list]:
+def _attention_nodes(m: _Match, p: str, bias: str | None) -> list:
     """ONNX Attention (opset 23) on the 4-D tensors as they are."""
     from onnx import helper
 
-    inputs = [m.q, m.k, m.v] + ([m.bias] if m.bias is not None else [])
-    return [helper.make_node("Attention", inputs, [m.out], name=f"fused_attention_{i}", scale=m.scale)], []
+    nodes, k = [], m.k
+    if m.k_bmhd:
+        k = f"{p}/k_bhsd"
+        nodes.append(helper.make_node("Transpose", [m.k], [k], perm=[0, 2, 1, 3]))
+    inputs = [m.q, k, m.v] + ([bias] if bias is not None else [])
+    return [*nodes, helper.make_node("Attention", inputs, [m.out], name=p, scale=m.scale)]
 
 
 def fuse_attention(model, op: str = "mha"):
@@ -308,17 +433,27 @@ def fuse_attention(model, op: str = "mha"):
     matches = _find(graph, shapes) + _find_channel_major(graph, shapes)
     if not matches:
         return model, 0
+    # in graph order, so bias nodes shared with later matches (`_bias_4d`) come before their first use
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    matches.sort(key=lambda m: position[id(m.anchor)])
     gone = {id(n) for m in matches for n in m.nodes}
-    new_nodes = {}
+    new_nodes, made = {}, {}
     for i, m in enumerate(matches):
+        p = f"fused_attention_{i}"
+        bias, nodes, inits = _bias_4d(m, p, op, shapes, made)
         if m.channel_major:
-            nodes, inits = _channel_major_nodes(m, i, op, shapes)
-            last = m.nodes[2]
+            nodes += _channel_major_nodes(m, p, op, bias)
+        elif op == "mha":
+            more, more_inits = _mha_nodes(m, p, bias)
+            nodes, inits = nodes + more, inits + more_inits
         else:
-            nodes, inits = _mha_nodes(m, i, shapes) if op == "mha" else _attention_nodes(m, i)
-            last = m.nodes[1]
+            nodes += _attention_nodes(m, p, bias)
         graph.initializer.extend(inits)
-        new_nodes[id(last)] = nodes  # in place of the last node replaced: every input exists by then
+        new_nodes[id(m.anchor)] = nodes  # in place of the last node replaced: every input exists by then
+        for j, reader in enumerate(m.shape_readers):  # in place of each reader: its users may come before `anchor`
+            nodes, inits = _map_shape_nodes(m, f"{p}/shape_{j}", reader)
+            graph.initializer.extend(inits)
+            new_nodes[id(reader)] = nodes
     kept = []
     for n in graph.node:
         if id(n) in new_nodes:

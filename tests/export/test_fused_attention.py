@@ -44,11 +44,13 @@ def _unfused_graph(B, H, N, M, dk, dv, bias_shape, scale):
 @pytest.mark.parametrize("op", FUSED_OPS)
 @pytest.mark.parametrize(
     "B, H, N, M, dk, dv, bias_shape",
-    [(2, 3, 7, 7, 8, 8, None), (1, 1, 9, 9, 8, 32, (9, 9)), (2, 2, 5, 6, 4, 4, (2, 1, 5, 6)), (1, 2, 4, 4, 4, 4, (2, 4, 4))],
-    ids=["mha", "reuse-wide-v-2d-bias", "batch-bias", "head-bias-3d"],
+    [(2, 3, 7, 7, 8, 8, None), (1, 1, 9, 9, 8, 32, (9, 9)), (2, 2, 5, 6, 4, 4, (2, 1, 5, 6)), (1, 2, 4, 4, 4, 4, (2, 4, 4)),
+     (2, 2, 5, 6, 4, 4, (2, 1, 1, 6)), (2, 2, 5, 6, 4, 4, (2, 2, 1, 6)), (1, 2, 5, 6, 4, 4, (1, 6))],
+    ids=["mha", "reuse-wide-v-2d-bias", "batch-bias", "head-bias-3d", "key-mask", "key-mask-per-head", "key-row-2d"],
 )
 def test_ort_cpu_kernels_match_numpy(op, B, H, N, M, dk, dv, bias_shape):
-    """What ONNX Runtime's CPU provider supports: both fused ops, Dv != Dk, broadcast biases."""
+    """What ONNX Runtime's CPU provider supports: both fused ops, Dv != Dk, broadcast biases (one
+    row for all queries through the Expand the rewrite inserts)."""
     import onnxruntime as ort
 
     model, shapes = _unfused_graph(B, H, N, M, dk, dv, bias_shape, 0.3)
@@ -61,12 +63,12 @@ def test_ort_cpu_kernels_match_numpy(op, B, H, N, M, dk, dv, bias_shape):
     np.testing.assert_allclose(got, _softmax(scores) @ feed["v"], atol=1e-5, rtol=0)
 
 
-def test_a_map_used_elsewhere_or_a_row_broadcast_bias_stays_decomposed():
+def test_a_map_used_elsewhere_or_a_key_broadcast_bias_stays_decomposed():
     model, _ = _unfused_graph(1, 2, 4, 4, 4, 4, None, 0.5)
     model.graph.output.append(helper.make_tensor_value_info("p", TensorProto.FLOAT, None))
     assert fuse_attention(model, "mha")[1] == 0
-    # the fused kernels reject a bias not [N, M] in its last dims (e.g. a key mask [B, 1, 1, M])
-    model, _ = _unfused_graph(2, 2, 5, 6, 4, 4, (2, 1, 1, 6), 0.5)
+    # a bias with one column for all keys ([B, 1, N, 1]) is not rewritten (only rows are expanded)
+    model, _ = _unfused_graph(2, 2, 5, 6, 4, 4, (2, 1, 5, 1), 0.5)
     assert fuse_attention(model, "attention")[1] == 0
 
 
@@ -92,10 +94,11 @@ def test_export_with_fused_attention_matches_eager(tmp_path, op, plan, fused_lay
     assert (got - want).abs().max().item() <= 1e-5
 
 
-def test_dynamic_batch_export_fuses(tmp_path):
-    """Heads and widths found through the dynamic batch's Shape -> Concat -> Reshape chains. (A
-    dynamic-batch reuse plan stays decomposed: its traced graph reads the map's Shape.)"""
-    model = create_export_model(PICO, num_classes=10)
+@pytest.mark.parametrize("plan", ["mha", "reuse"])
+def test_dynamic_batch_export_fuses(tmp_path, plan):
+    """Heads and widths found through the dynamic batch's Shape -> Concat -> Reshape chains; a
+    dynamic-batch reuse plan's traced graph also reads the map's Shape, rebuilt from q and k."""
+    model = create_export_model(PICO, num_classes=10, model_kwargs={"attn_plan": plan})
     x = digits_images("test", img_size=32, limit=3)[0]
     result = export_onnx(model, tmp_path / "dyn.onnx", x, exporter="torchscript", threads=1, dynamic_batch=True,
                          fused_attention="mha")  # checked at batch 1 and at batch 3

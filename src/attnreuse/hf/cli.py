@@ -4,7 +4,7 @@
     attnreuse hf convert --model DIR --plan mha,mha,share,mha,share,mha --output runs/minilm-share
     attnreuse hf distill --teacher DIR --init runs/minilm-share --output runs/minilm-share-ft
     attnreuse hf eval --teacher DIR runs/minilm-share runs/minilm-share-ft --json eval.json
-    attnreuse hf export runs/minilm-share-ft --output minilm-share.onnx
+    attnreuse hf export runs/minilm-share-ft --output minilm-share.onnx --fused-attention mha
 
 DIR is a local `transformers` model directory (config.json, weights, tokenizer); nothing is downloaded.
 Speech encoders (wav2vec2, HuBERT) take raw waveforms: their data is seeded synthetic clips
@@ -80,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("model", help="a converted model directory or distill run")
     x.add_argument("--output", required=True, help="the .onnx file")
     x.add_argument("--force", action="store_true", help="replace an existing --output")
+    x.add_argument("--fused-attention", metavar="OP", help="rewrite each attention into one fused ONNX Runtime op: "
+                   "mha = com.microsoft MultiHeadAttention, attention = ONNX Attention (opset 23); "
+                   "checked against PyTorch like the plain export")
     x.set_defaults(func=_export)
 
 
@@ -139,7 +142,9 @@ def _eval(args) -> int:
 def _export(args) -> int:
     from attnreuse.hf.jobs import export_job
 
-    r = export_job(args.model, args.output, force=args.force)
+    r = export_job(args.model, args.output, force=args.force, fused_attention=args.fused_attention)
+    fused = (f", {r['fused_attention_nodes']} attention subgraph(s) fused into {r['fused_attention']}"
+             if r["fused_attention"] else "")
     print(f"{r['path']}: {r['size_bytes'] / 1e6:.1f} MB, ONNX Runtime vs PyTorch max |diff| {r['max_abs_diff']:.2e} "
-          f"({r['relative_diff']:.1e} of the output scale)")
+          f"({r['relative_diff']:.1e} of the output scale){fused}")
     return 0

@@ -6,6 +6,11 @@ Inputs `input_ids`, `attention_mask` [B, N] (int64) for text models, `input_valu
 attention backend (one matmul-softmax-matmul per map, no Python tile loop in the graph). The file is
 written atomically and only when ONNX Runtime agrees with PyTorch on padded text: the largest
 difference relative to the largest |output| (real positions) must be at most `rtol`.
+
+`fused_attention` ("mha" or "attention", `onnx_fuse.FUSED_OPS`): rewrite each attention subgraph
+(map, key padding mask and A.V) into that fused ONNX Runtime operator before the check, so the
+fused graph is the one checked and written; a layer applying another layer's map (`share`), and the
+layer whose map it applies, stay decomposed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class HFExportResult:
     size_bytes: int
     max_abs_diff: float
     max_abs_output: float
+    fused_attention: str | None = None  # the operator attention was rewritten into, if any
+    fused_attention_nodes: int = 0  # attention subgraphs rewritten into it
 
     @property
     def relative_diff(self) -> float:
@@ -68,10 +75,14 @@ def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
 
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
-                   rtol: float = 1e-4, threads: int = 2) -> HFExportResult:
+                   rtol: float = 1e-4, threads: int = 2, fused_attention: str | None = None) -> HFExportResult:
     """Export `model` to `path` and check it on `batch` (a tokenizer's or waveform batcher's output with padding)."""
     from attnreuse.hf.fidelity import real_positions
+    from attnreuse.onnx_fuse import FUSED_OPS
     from attnreuse.ops import exporting
+
+    if fused_attention is not None and fused_attention not in FUSED_OPS:
+        raise ValueError(f"--fused-attention must be one of {', '.join(FUSED_OPS)}, got {fused_attention!r}")
 
     model = model.eval()
     names = input_names(batch)
@@ -88,6 +99,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, args, str(tmp), input_names=list(names), output_names=[OUTPUT],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
+        fused = _fuse_file(tmp, fused_attention) if fused_attention is not None else 0
         session = ort_encoder_session(tmp, threads=threads)
         got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])
         real = real_positions(model, batch, expected.shape[1]).bool()
@@ -97,4 +109,16 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
             raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (output scale {scale:.3g}), above "
                              f"rtol {rtol:g}; nothing written to {path}")
         size = Path(tmp).stat().st_size
-    return HFExportResult(str(path), size, diff, scale)
+    return HFExportResult(str(path), size, diff, scale, fused_attention, fused)
+
+
+def _fuse_file(path: Path, op: str) -> int:
+    """Rewrite the attention subgraphs of the ONNX file at `path` into `op` nodes, in place; returns how many."""
+    import onnx
+
+    from attnreuse.onnx_fuse import fuse_attention
+
+    graph, count = fuse_attention(onnx.load(str(path)), op)
+    if count:
+        onnx.save(graph, str(path))
+    return count

@@ -187,10 +187,15 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     return record
 
 
-def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64) -> dict:
+def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64,
+               fused_attention: str | None = None) -> dict:
     from attnreuse.hf.export import export_encoder
     from attnreuse.hf.hosts import host_for
     from attnreuse.hf.text import stdlib_docstrings
+    from attnreuse.onnx_fuse import FUSED_OPS
+
+    if fused_attention is not None and fused_attention not in FUSED_OPS:
+        raise ValueError(f"--fused-attention must be one of {', '.join(FUSED_OPS)}, got {fused_attention!r}")
 
     target = Path(output)
     if target.exists() and not force:
@@ -205,6 +210,7 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
     else:
         texts = stdlib_docstrings(limit=8)  # real text of several lengths, so the check runs with padding
     batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    result = export_encoder(model, target, batch)
+    result = export_encoder(model, target, batch, fused_attention=fused_attention)
     return {"path": result.path, "size_bytes": result.size_bytes, "max_abs_diff": result.max_abs_diff,
-            "max_abs_output": result.max_abs_output, "relative_diff": result.relative_diff}
+            "max_abs_output": result.max_abs_output, "relative_diff": result.relative_diff,
+            "fused_attention": result.fused_attention, "fused_attention_nodes": result.fused_attention_nodes}

@@ -1,0 +1,63 @@
+"""`attnreuse hf export --fused-attention` on a tiny BERT: attention fused under the padding mask,
+checked against eager PyTorch and the decomposed export on padded text of another batch size and
+length, a fully padded sequence included; a bad op name is one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hfutil import sentences
+
+from attnreuse.cli import main
+from attnreuse.onnx_fuse import count_fused
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("op, name", [("mha", "MultiHeadAttention"), ("attention", "Attention")])
+def test_hf_export_fuses_attention_under_the_padding_mask(tmp_path, capsys, model_dir, op, name):
+    """mha and reuse layers fuse; the mha layer whose map the share layer applies keeps its map
+    (used twice), and the share layer has no softmax of its own: 2 fused, 1 Softmax left."""
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.export import ort_encoder_session
+    from attnreuse.hf.source import load_preprocessor
+
+    conv = tmp_path / "conv"
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "mha,reuse,mha,share",
+                        "--no-eval", "--output", str(conv))
+    assert code == 0, err
+    fused_path, plain_path = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    code, out, err = _run(capsys, "hf", "export", str(conv), "--output", str(fused_path), "--fused-attention", op)
+    assert code == 0, err
+    assert f"2 attention subgraph(s) fused into {op}" in out and len(out.strip().splitlines()) == 1
+    counts = count_fused(onnx.load(str(fused_path)))
+    assert counts[name] == 2 and counts["Softmax"] == 1
+    code, out, _ = _run(capsys, "hf", "export", str(conv), "--output", str(plain_path))
+    assert code == 0 and "fused" not in out
+
+    model = load(conv)
+    batch = load_preprocessor(conv, model.config)(sentences(5, seed=7), padding=True, return_tensors="pt")
+    batch["attention_mask"][-1] = 0  # a fully padded sequence
+    feed = {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
+    got = ort_encoder_session(fused_path, threads=1).run(None, feed)[0]
+    plain = ort_encoder_session(plain_path, threads=1).run(None, feed)[0]
+    assert got.shape[0] == 5 and got.shape[1] != 64
+    np.testing.assert_allclose(got, plain, atol=1e-5, rtol=0)  # every position, the fully padded sequence too
+    with torch.no_grad():
+        want = model(**batch).last_hidden_state.numpy()
+    real = batch["attention_mask"].bool().numpy()
+    np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=0)
+
+
+def test_hf_export_names_an_unknown_fused_op(tmp_path, capsys, model_dir):
+    out = tmp_path / "m.onnx"
+    code, _, err = _run(capsys, "hf", "export", str(model_dir), "--output", str(out), "--fused-attention", "flash")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--fused-attention must be one of mha, attention, got 'flash'" in err and not out.exists()
