@@ -54,11 +54,11 @@ def _taylor_seeds():
     return taylor_seed_table(json.loads((ROOT / "docs/measured/taylor_seeds_2026-11-30.json").read_text()))
 
 
-def _whisper_study(run: str):
+def _speech_study(run: str, name: str = "speech_study_2026-12-01.json"):
     def build():
         from attnreuse.bench.study_report import latency_table
 
-        records = json.loads((ROOT / "docs/measured/whisper_base_study_2026-11-30.json").read_text())
+        records = json.loads((ROOT / "docs/measured" / name).read_text())
         return "\n".join(latency_table(records["runs"][run]["records"]))
 
     return build
@@ -159,8 +159,9 @@ NOT_REBUILT = {
                  "| op | N | ms (p90) |", "| stage | status | seconds |")},
     ("docs/benchmarks.md", "| model | baseline | img |"): "two runs under one header (UniForm, ViT-S plans): "
     "test_bench_baseline_tables_are_rebuilt rebuilds each from docs/measured/bench_2026-11-30/",
-    ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "three runs under one header: "
-    "test_whisper_study_tables_are_rebuilt rebuilds each from docs/measured/whisper_base_study_2026-11-30.json",
+    ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "four runs under one header: "
+    "test_speech_study_tables_are_rebuilt rebuilds each from docs/measured/speech_study_2026-12-01.json "
+    "and whisper_base_study_2026-11-30.json",
     ("docs/dataflow.md", "| N | BERT | TrXL | T5 | XLM |"): "analytic (`attnreuse dataflow --published`, ~20 s of "
     "searches): tests/dataflow/test_published.py::test_docs_tables_are_rebuilt_from_the_model rebuilds them",
     ("docs/dataflow.md", "| preset | BERT | TrXL | T5 | XLM |"): "analytic, rebuilt with the tables above it",
@@ -208,11 +209,13 @@ def test_table_equals_its_rebuild(key):
     assert tables[0] == rebuilt, f"{doc}: the table under {header!r} differs from its rebuild:\n{rebuilt}"
 
 
-def test_whisper_study_tables_are_rebuilt():
-    """docs/map_sharing.md's three bench-study tables (CPU dense, CPU auto, GPU) are the study
-    report's own table of the committed records, in that order."""
+def test_speech_study_tables_are_rebuilt():
+    """docs/map_sharing.md's four bench-study tables (Whisper on the CPU, dense and auto, Whisper on
+    the GPU, wav2vec2 on the CPU) are the study report's own table of the committed records, in
+    that order."""
     doc = (ROOT / "docs/map_sharing.md").read_text()
-    tables = [_whisper_study(run)() for run in ("cpu_dense", "cpu_auto", "gpu_dense")]
+    tables = [_speech_study("cpu_dense")(), _speech_study("cpu_auto")(),
+              _speech_study("gpu_dense", "whisper_base_study_2026-11-30.json")(), _speech_study("wav2vec2_cpu_dense")()]
     at = [doc.find(t) for t in tables]
     assert all(i >= 0 for i in at) and at == sorted(at), "docs/map_sharing.md's study tables differ from their records"
 

@@ -61,3 +61,24 @@ def test_hf_export_names_an_unknown_fused_op(tmp_path, capsys, model_dir):
     code, _, err = _run(capsys, "hf", "export", str(model_dir), "--output", str(out), "--fused-attention", "flash")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--fused-attention must be one of mha, attention, got 'flash'" in err and not out.exists()
+
+
+def test_hf_eval_times_the_fused_export(tmp_path, capsys, model_dir, text_file):
+    """`hf eval --runtimes ort,ort-fused`: both exports timed side by side, the fused one's record
+    counting its fused subgraphs (every layer of the stock encoder and of the mha plan); an unknown
+    runtime is one line before any work."""
+    import json
+
+    conv = tmp_path / "conv"
+    assert _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "mha", "--no-eval", "--output", str(conv))[0] == 0
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(conv), "--text", str(text_file),
+                          "--tokens", "16", "--runtimes", "ort,ort-fused", "--rounds", "1", "--repeats", "2",
+                          "--threads", "1", "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    speed = json.loads((tmp_path / "e.json").read_text())["speed"]
+    assert {(s["model"], s["runtime"]) for s in speed} == {(m, r) for m in ("original (sdpa)", str(conv)) for r in ("ort", "ort-fused")}
+    layers = json.loads((conv / "config.json").read_text())["num_hidden_layers"]
+    assert {s["model"]: s["fused_attention_nodes"] for s in speed if s["runtime"] == "ort-fused"} == {"original (sdpa)": 0, str(conv): layers}
+    assert all("fused_attention_nodes" not in s for s in speed if s["runtime"] == "ort")
+    code, _, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(conv), "--runtimes", "ort,flash")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--runtimes must be" in err and "'ort,flash'" in err

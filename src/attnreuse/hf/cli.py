@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--teacher", required=True, help="the original transformers model directory")
     e.add_argument("--text", default="stdlib", help=TEXT_HELP)
     e.add_argument("--tokens", type=int, default=512, help="sequence length of the speed test")
-    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="eager and/or ort")
+    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention)")
     e.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     e.add_argument("--repeats", type=int, default=30, help="timed calls per model, over all rounds")
     e.add_argument("--threads", type=int, default=2)

@@ -166,10 +166,13 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
              speed: bool = True, json_path: str | None = None) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.source import data_name, load_data
-    from attnreuse.hf.speed import measure_speed
+    from attnreuse.hf.speed import RUNTIMES, measure_speed
 
     if not candidates:
         raise ValueError("give at least one converted model directory to evaluate")
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown or not runtimes:
+        raise ValueError(f"--runtimes must be a comma-separated list of {', '.join(RUNTIMES)}, got {','.join(runtimes)!r}")
     teacher, tok = _model_and_tokenizer(teacher_dir)
     models = {}
     for c in candidates:

@@ -4,7 +4,10 @@ Every model runs on the same input (batch x tokens, random token ids, no padding
 rounds (`attnreuse.measure.measure_interleaved`); each plan's speed-up is the median over rounds of
 baseline / plan, where both were timed next to each other. The MAC ideal of a plan is
 MACs(original) / MACs(plan), both counted by PyTorch's FLOP counter on that input; "of ideal" is
-speed-up / ideal. Runtimes: "eager" (PyTorch) and "ort" (ONNX Runtime, each model exported).
+speed-up / ideal. Runtimes: "eager" (PyTorch), "ort" (ONNX Runtime, each model exported) and
+"ort-fused" (the same export with every attention that can be rewritten into com.microsoft
+MultiHeadAttention, `attnreuse.onnx_fuse`; the record counts the fused subgraphs), the names
+`attnreuse bench models` gives them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["encoder_input", "measure_speed"]
+__all__ = ["RUNTIMES", "encoder_input", "measure_speed"]
+
+RUNTIMES = ("eager", "ort", "ort-fused")
+FUSED_OP = "mha"  # the operator "ort-fused" rewrites attention into (onnx_fuse.FUSED_OPS)
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
@@ -46,14 +52,15 @@ def _eager_call(model: nn.Module, inputs: dict):
     return call
 
 
-def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int):
+def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int, fused: str | None = None):
+    """(the call, fused attention subgraphs in its graph)."""
     from attnreuse.hf.export import export_encoder, input_names, ort_encoder_session
 
-    path = workdir / f"{name}.onnx"
-    export_encoder(model, path, inputs, threads=threads)
+    path = workdir / f"{name}.{fused or 'plain'}.onnx"
+    result = export_encoder(model, path, inputs, threads=threads, fused_attention=fused)
     session = ort_encoder_session(path, threads=threads)
     feeds = {k: inputs[k].numpy() for k in input_names(inputs)}
-    return lambda: session.run(None, feeds)
+    return (lambda: session.run(None, feeds)), result.fused_attention_nodes
 
 
 def _frozen_macs(model: nn.Module, inputs: dict, count_call_macs) -> int:
@@ -84,12 +91,16 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for runtime in runtimes:
+            fused = {}
             if runtime == "eager":
                 calls = {name: _eager_call(m, inputs) for name, m in models.items()}
-            elif runtime == "ort":
-                calls = {name: _ort_call(m, inputs, Path(tmp), name, threads) for name, m in models.items()}
+            elif runtime in ("ort", "ort-fused"):
+                op = FUSED_OP if runtime == "ort-fused" else None
+                made = {name: _ort_call(m, inputs, Path(tmp), name, threads, op) for name, m in models.items()}
+                calls = {name: call for name, (call, _) in made.items()}
+                fused = {name: n for name, (_, n) in made.items()} if op else {}
             else:
-                raise ValueError(f"runtime must be 'eager' or 'ort', got {runtime!r}")
+                raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
             medians: dict = {}
             stats = measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats, round_medians_ms=medians)
             for name, st in stats.items():
@@ -102,5 +113,6 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
                     latency_ms_median=st.latency_ms_median, latency_ms_p90=st.latency_ms_p90, macs=macs[name], speedup=speedup,
                     speedup_min=low, speedup_max=high, mac_ideal=ideal, of_ideal=speedup / ideal,
                     baseline=baseline, rounds=rounds,
+                    **({"fused_attention": FUSED_OP, "fused_attention_nodes": fused[name]} if fused else {}),
                 ))
     return records

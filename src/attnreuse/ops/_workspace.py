@@ -46,7 +46,7 @@ def map_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
     numel = 1
     for size in shape:
         numel *= size
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = numel * dtype.itemsize
     if device.type != "cpu" or nbytes < MIN_BYTES or _use_count is None:
         return torch.empty(shape, dtype=dtype, device=device)
     with _lock:
