@@ -237,7 +237,7 @@ def export_onnx(
     exceeds `atol`; then no file is written.
     """
     if fused_attention is not None:
-        from attnreuse.onnx_fuse import FUSED_OPS
+        from attnreuse.onnx_fuse import FUSED_OPS, fuse_file
 
         if fused_attention not in FUSED_OPS:
             raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {fused_attention!r}")
@@ -261,7 +261,7 @@ def export_onnx(
         if dynamic_batch and batch == 1:
             example = example.repeat(2, 1, 1, 1)  # torch.export specialises a batch of 1 to a constant
         _export_graph(deployed, example, tmp, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
-        fused = _fuse_file(tmp, fused_attention) if fused_attention is not None else 0
+        fused = fuse_file(tmp, fused_attention) if fused_attention is not None else 0
         session = ort_session(tmp, threads=threads)
         diffs = [(run_ort(session, images, batch=batch) - expected).abs().max().item()]
         if dynamic_batch:
@@ -276,15 +276,3 @@ def export_onnx(
     return ExportResult(path=str(path), size_bytes=size, max_abs_diff=max_diff, checked_images=n,
                         max_abs_output=expected.abs().max().item(), fused_attention=fused_attention,
                         fused_attention_nodes=fused)
-
-
-def _fuse_file(path: Path, op: str) -> int:
-    """Rewrite the attention subgraphs of the ONNX file at `path` into `op` nodes, in place."""
-    import onnx
-
-    from attnreuse.onnx_fuse import fuse_attention
-
-    model, count = fuse_attention(onnx.load(str(path)), op)
-    if count:
-        onnx.save(model, str(path))
-    return count

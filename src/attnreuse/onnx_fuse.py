@@ -47,9 +47,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["FUSED_OPS", "count_fused", "fuse_attention"]
+__all__ = ["FUSED_OPS", "RUNTIME_OP", "count_fused", "fuse_attention", "fuse_file"]
 
 FUSED_OPS = ("mha", "attention")
+# The operator the "ort-fused" runtimes (`attnreuse bench models`, `attnreuse hf eval`) rewrite into.
+RUNTIME_OP = "mha"
 MS_DOMAIN = "com.microsoft"
 _OP_NAME = {"mha": ("MultiHeadAttention", MS_DOMAIN), "attention": ("Attention", "")}
 
@@ -485,3 +487,14 @@ def count_fused(model) -> dict[str, int]:
         if n.op_type in counts:
             counts[n.op_type] += 1
     return counts
+
+
+def fuse_file(path, op: str) -> int:
+    """Rewrite the attention subgraphs of the ONNX file at `path` into `op` nodes, in place (the
+    file is rewritten only when something fused); returns how many."""
+    import onnx
+
+    model, count = fuse_attention(onnx.load(str(path)), op)
+    if count:
+        onnx.save(model, str(path))
+    return count

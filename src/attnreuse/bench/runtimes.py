@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnreuse.onnx_fuse import RUNTIME_OP
+
 __all__ = ["RUNTIMES", "prepare_runtime"]
 
 RUNTIMES = ("eager", "compile", "ort", "ort-int8", "ort-fused")
-FUSED_OP = "mha"  # the operator "ort-fused" rewrites attention into (onnx_fuse.FUSED_OPS)
 
 
 def _eager(model: nn.Module, x: Tensor) -> Callable[[], Any]:
@@ -67,12 +68,12 @@ def prepare_runtime(
 
     if runtime == "ort-fused":
         fused = work_dir / "model.fused.onnx"
-        result = export_onnx(model, fused, x, batch=len(x), threads=threads, fold=False, fused_attention=FUSED_OP)
+        result = export_onnx(model, fused, x, batch=len(x), threads=threads, fold=False, fused_attention=RUNTIME_OP)
         session = ort_session(fused, threads=threads)
         feed = {INPUT_NAME: x.numpy()}
         return (lambda: session.run(None, feed)), {
             "onnx_max_abs_diff": result.max_abs_diff, "onnx_max_abs_logit": result.max_abs_output,
-            "onnx_size_bytes": result.size_bytes, "fused_attention": FUSED_OP,
+            "onnx_size_bytes": result.size_bytes, "fused_attention": RUNTIME_OP,
             "fused_attention_nodes": result.fused_attention_nodes,
         }
     fp32 = work_dir / "model.onnx"

@@ -78,7 +78,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
                    rtol: float = 1e-4, threads: int = 2, fused_attention: str | None = None) -> HFExportResult:
     """Export `model` to `path` and check it on `batch` (a tokenizer's or waveform batcher's output with padding)."""
     from attnreuse.hf.fidelity import real_positions
-    from attnreuse.onnx_fuse import FUSED_OPS
+    from attnreuse.onnx_fuse import FUSED_OPS, fuse_file
     from attnreuse.ops import exporting
 
     if fused_attention is not None and fused_attention not in FUSED_OPS:
@@ -99,7 +99,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, args, str(tmp), input_names=list(names), output_names=[OUTPUT],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
-        fused = _fuse_file(tmp, fused_attention) if fused_attention is not None else 0
+        fused = fuse_file(tmp, fused_attention) if fused_attention is not None else 0
         session = ort_encoder_session(tmp, threads=threads)
         got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])
         real = real_positions(model, batch, expected.shape[1]).bool()
@@ -110,15 +110,3 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
                              f"rtol {rtol:g}; nothing written to {path}")
         size = Path(tmp).stat().st_size
     return HFExportResult(str(path), size, diff, scale, fused_attention, fused)
-
-
-def _fuse_file(path: Path, op: str) -> int:
-    """Rewrite the attention subgraphs of the ONNX file at `path` into `op` nodes, in place; returns how many."""
-    import onnx
-
-    from attnreuse.onnx_fuse import fuse_attention
-
-    graph, count = fuse_attention(onnx.load(str(path)), op)
-    if count:
-        onnx.save(graph, str(path))
-    return count

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attnreuse.onnx_fuse import RUNTIME_OP
+
 __all__ = ["RUNTIMES", "encoder_input", "measure_speed"]
 
 RUNTIMES = ("eager", "ort", "ort-fused")
-FUSED_OP = "mha"  # the operator "ort-fused" rewrites attention into (onnx_fuse.FUSED_OPS)
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
@@ -95,7 +96,7 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
             if runtime == "eager":
                 calls = {name: _eager_call(m, inputs) for name, m in models.items()}
             elif runtime in ("ort", "ort-fused"):
-                op = FUSED_OP if runtime == "ort-fused" else None
+                op = RUNTIME_OP if runtime == "ort-fused" else None
                 made = {name: _ort_call(m, inputs, Path(tmp), name, threads, op) for name, m in models.items()}
                 calls = {name: call for name, (call, _) in made.items()}
                 fused = {name: n for name, (_, n) in made.items()} if op else {}
@@ -113,6 +114,6 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
                     latency_ms_median=st.latency_ms_median, latency_ms_p90=st.latency_ms_p90, macs=macs[name], speedup=speedup,
                     speedup_min=low, speedup_max=high, mac_ideal=ideal, of_ideal=speedup / ideal,
                     baseline=baseline, rounds=rounds,
-                    **({"fused_attention": FUSED_OP, "fused_attention_nodes": fused[name]} if fused else {}),
+                    **({"fused_attention": RUNTIME_OP, "fused_attention_nodes": fused[name]} if fused else {}),
                 ))
     return records
