@@ -48,6 +48,8 @@ def test_a_live_map_or_any_view_of_it_is_never_handed_out():
 def test_small_maps_and_other_devices_are_plain_allocations():
     small = map_buffer((1, 8, 8), torch.float32, CPU)
     assert small.shape == (1, 8, 8)
+    elsewhere = map_buffer(BIG, torch.float32, torch.device("meta"))
+    assert elsewhere.is_meta and elsewhere.shape == BIG
     assert workspace_bytes() == 0
 
 

@@ -65,10 +65,15 @@ def auto_tile(n_rows: int, n_keys: int, batch_heads: int) -> int:
 
 def _tiles(BH: int, N: int, M: int, tile: int | None, tile_bytes: int | None = None) -> tuple[int, list[_Tile]]:
     """The tiles covering [BH, N] query rows, and the most batch-heads x rows any of them holds.
-    `tile_bytes` (default TILE_BYTES) sizes the float32 score block of a tile when `tile` is None."""
+    When `tile` is None, rows per tile are `auto_tile`'s, or sized so that a float32 score block
+    comes to `tile_bytes` when given (a returned map's tiles)."""
+    if tile is not None:
+        rows = min(N, tile)
+    elif tile_bytes is None:
+        rows = auto_tile(N, M, 1)
+    else:
+        rows = min(N, max(MIN_TILE_ROWS, tile_bytes // max(1, 4 * M)))
     budget = TILE_BYTES if tile_bytes is None else tile_bytes
-    floor = LONG_TILE_ROWS if tile_bytes is None else MIN_TILE_ROWS
-    rows = min(N, tile if tile is not None else max(floor, budget // max(1, 4 * M)))
     heads = 1 if rows < N else max(1, min(BH, budget // max(1, 4 * N * M)))
     tiles = [
         (b0, min(BH, b0 + heads), r0, min(N, r0 + rows))
