@@ -1,5 +1,6 @@
 """What several kinds share: copying a dense layer's projections into a core, running a map core,
-building and running the ViT's `attnreuse.layers.Attention`."""
+building and running the ViT's `attnreuse.layers.Attention`, and the hooks of a kind that keeps
+the dense Q/K/V (`KeepsQKV`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from attnreuse.layers import Attention
-from attnreuse.plan.registry import SourceAttention, VitBlockArgs
+from attnreuse.plan.registry import Kind, SourceAttention, VitBlockArgs
 
 
 def copy_projection(dst: nn.Linear, src: SourceAttention, name: str) -> None:
@@ -24,6 +25,17 @@ def copy_projections(core: nn.Module, src: SourceAttention, names: tuple[str, ..
     for name in names:
         copy_projection(getattr(core, name), src, name)
     return core
+
+
+class KeepsQKV(Kind):
+    """A kind whose core keeps the dense layer's query, key and value projections as they are
+    and reads padding as a key mask: `core(x, key_mask)`, no map in or out (taylor, kvpool)."""
+
+    def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
+        return core(x, key_mask), None
+
+    def parameters_kept(self):
+        return ("query", "key", "value")
 
 
 def run_map_core(core: nn.Module, x, key_bias, emit_map: bool):

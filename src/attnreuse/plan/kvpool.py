@@ -44,8 +44,8 @@ from attnreuse import ops
 from attnreuse.layers._checks import check_divides, check_positive_int, check_rate, check_tokens
 from attnreuse.layers._qkv import FusedQkvAttention
 from attnreuse.layers.parts import part
-from attnreuse.plan._copy import copy_projections
-from attnreuse.plan.registry import Kind, register_kind
+from attnreuse.plan._copy import KeepsQKV, copy_projections
+from attnreuse.plan.registry import register_kind
 
 __all__ = ["DEFAULT_POOL", "KVPool", "KVPoolAttention", "KVPoolSelfAttention", "pool_keys_values"]
 
@@ -157,7 +157,7 @@ class KVPoolAttention(FusedQkvAttention):
         return ops.softmax_attention(q, k, v, scale=self.scale, bias=bias)
 
 
-class KVPool(Kind):
+class KVPool(KeepsQKV):
     name = "kvpool"
     arg_syntax = "kvpool:R"
     help = "keys and values averaged over windows of R tokens (PVT's spatial reduction, parameter-free)"
@@ -173,12 +173,6 @@ class KVPool(Kind):
         core = KVPoolSelfAttention(src.dim, src.num_heads, spec.arg, bias=src.biases["query"] is not None,
                                    scale=src.scale)
         return copy_projections(core, src)
-
-    def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
-        return core(x, key_mask), None
-
-    def parameters_kept(self):
-        return ("query", "key", "value")
 
     def removed_parts(self, spec, num_heads):
         kept = 1.0 / spec.arg  # M = N / R keys (ceil, and the ViT's class token, aside)

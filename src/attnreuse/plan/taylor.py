@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from attnreuse.layers import TaylorAttention
 from attnreuse.layers.token_attention import TaylorSelfAttention
-from attnreuse.plan._copy import copy_projections
-from attnreuse.plan.registry import Kind, register_kind
+from attnreuse.plan._copy import KeepsQKV, copy_projections
+from attnreuse.plan.registry import register_kind
 
 
-class Taylor(Kind):
+class Taylor(KeepsQKV):
     name = "taylor"
     help = "ViTALiTy linear Taylor attention, O(N d^2)"
 
@@ -17,12 +17,6 @@ class Taylor(Kind):
         core = TaylorSelfAttention(src.dim, src.num_heads, bias=src.biases["query"] is not None)
         core.scale = src.scale
         return copy_projections(core, src)
-
-    def run(self, core, x, key_bias, key_mask, attn_map, previous, emit_map):
-        return core(x, key_mask), None
-
-    def parameters_kept(self):
-        return ("query", "key", "value")
 
     def removed_parts(self, spec, num_heads):
         return {"scores_softmax": 1.0, "av": 1.0}  # its O(N d^2) core takes their place
