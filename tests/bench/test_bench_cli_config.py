@@ -20,8 +20,8 @@ CONFIGS = {"ops": bench_ops.OpsBenchConfig, "models": bench_models.ModelBenchCon
 # The option strings each command had when its flags were written by hand, plus --config (a
 # saved config) and --baselines (the positive form of --no-baselines).
 FLAGS = {
-    "ops": {"--ops", "--shapes", "--tokens", "--batch", "--threads", "--dtype", "--repeats", "--quick", "--json",
-            "--csv", "--plot", "--config"},
+    "ops": {"--ops", "--shapes", "--tokens", "--batch", "--threads", "--dtype", "--repeats", "--rounds", "--quick",
+            "--json", "--csv", "--plot", "--config"},
     "models": {"--batch", "--img-size", "--threads", "--runtimes", "--dtype", "--int8-mode", "--warmup", "--repeats",
                "--min-time", "--rounds", "--no-baselines", "--baselines", "--quick", "--json", "--csv", "--config"},
     "study": {"--lengths", "--plans", "--config", "--model", "--positions", "--batch", "--threads", "--device",
@@ -31,7 +31,7 @@ FLAGS = {
 # A config away from the defaults in every field that has a flag.
 CHANGED = {
     "ops": dict(ops=("sdpa_mha", "reuse"), shapes=("vit",), tokens=(32, 64), batch=(2,), threads=1,
-                dtype="bfloat16", repeats=3, json="o.json", csv="o.csv", plot="o.png"),
+                dtype="bfloat16", repeats=3, rounds=2, json="o.json", csv="o.csv", plot="o.png"),
     "models": dict(models=("uniform_xs", "uniform_xs:mixer=none"), batch=2, img_sizes=(64, 96), threads=1,
                    runtimes=("eager",), dtype="bfloat16", int8_mode="dynamic", warmup=0, repeats=4,
                    min_time_s=0.25, rounds=2, baselines=False, json="m.json", csv="m.csv"),

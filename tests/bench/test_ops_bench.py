@@ -100,3 +100,47 @@ def test_bfloat16_sweep_times_sdpa_in_bf16_and_says_how_it_ran(monkeypatch):
     emulated = {**records[0]["machine"], "dtype_execution": "emulated", "dtype_units": []}
     native = {**records[0]["machine"], "dtype_execution": "native", "dtype_units": ["amx_bf16"]}
     assert "EMULATED" in bench_ops.dtype_label(emulated) and bench_ops.dtype_label(native) == "bfloat16 (native: amx_bf16)"
+
+
+def test_rounds_pair_each_ratio_with_blocks_timed_side_by_side(monkeypatch):
+    """With rounds, every op of one (batch, N) and the matmul peak are timed in turn: each record
+    holds one median per round, and its paired ratios are the median over rounds of per-round
+    ratios, computed from those medians (checked here against the records' own round medians)."""
+    import statistics
+
+    from attnreuse import measure
+
+    seen_rounds = []
+    real = measure.measure_interleaved
+
+    def spy(calls, **kw):
+        seen_rounds.append((len(calls), kw["rounds"]))
+        return real(calls, **kw)
+
+    monkeypatch.setattr(measure, "measure_interleaved", spy)
+    config = bench_ops.OpsBenchConfig(
+        ops=("sdpa_mha", "reuse", "dense_mha"), shapes=("vit",), tokens=(32, 48), batch=(1,), threads=1,
+        warmup=0, repeats=3, rounds=3, min_time_s=0.0, matmul_size=64,
+    )
+    records = bench_ops.run_bench(config)
+    assert seen_rounds == [(4, 3), (4, 3)]  # per N: three ops and the matmul, three rounds
+    for n in (32, 48):
+        group = {r["op"]: r for r in records if r["tokens"] == n}
+        base = group["sdpa_mha"]["latency_ms_round_medians"]
+        for op, r in group.items():
+            assert r["rounds"] == 3 and len(r["latency_ms_round_medians"]) == 3
+            ratios = [b / t for b, t in zip(base, r["latency_ms_round_medians"])]
+            assert r["speedup_vs_sdpa_mha_paired"] == pytest.approx(statistics.median(ratios), rel=2e-3)
+            low, high = r["speedup_vs_sdpa_mha_paired_range"]
+            assert low <= r["speedup_vs_sdpa_mha_paired"] <= high
+            assert 0 < r["fraction_of_matmul_peak_paired"]
+            lo, hi = r["fraction_of_matmul_peak_paired_range"]
+            assert lo <= r["fraction_of_matmul_peak_paired"] <= hi
+        assert group["sdpa_mha"]["speedup_vs_sdpa_mha_paired"] == 1.0
+    table = bench_ops.format_table(records)
+    assert "vs_sdpa_p" in table and "median over 3 interleaved round(s)" in table
+
+
+def test_rounds_must_be_positive():
+    with pytest.raises(ValueError, match="rounds must be a positive int, got 0"):
+        bench_ops.OpsBenchConfig(rounds=0)

@@ -132,3 +132,18 @@ def test_targets_not_met_are_reported_as_not_met(tmp_path):
         assert line in md, line
     targets = md.split("## Targets", 1)[1]
     assert "| met |" not in targets and targets.count("| NOT met |") == len(missed)
+
+
+def test_ops_table_shows_paired_columns_only_for_records_that_have_them():
+    from attnreuse.bench.report import ops_table
+
+    old = dict(op="reuse", batch=1, tokens=64, qk_heads=1, qk_dim=32, v_heads=8, v_dim=32, latency_ms_median=1.0,
+               latency_ms_p90=1.1, peak_bytes=2**20, gflops_per_s=10.0, fraction_of_matmul_peak=0.5,
+               speedup_vs_sdpa_mha=1.5, note="")
+    assert "paired" not in "\n".join(ops_table([old]))
+    new = {**old, "speedup_vs_sdpa_mha_paired": 1.6, "speedup_vs_sdpa_mha_paired_range": [1.4, 1.9],
+           "fraction_of_matmul_peak_paired": 0.55, "fraction_of_matmul_peak_paired_range": [0.5, 0.6]}
+    lines = ops_table([new, {**old, "tokens": 128}])
+    assert "vs sdpa_mha, paired over rounds" in lines[0]
+    assert "1.6 (1.4-1.9)" in lines[2] and "0.55 (0.5-0.6)" in lines[2]
+    assert lines[3].count("| - |") == 2  # the old record has no paired figures

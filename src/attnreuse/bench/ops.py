@@ -2,7 +2,11 @@
 
 A sweep over operators x sequence length N x batch x widths: warm-up, a fixed thread count, median
 and p90 latency, peak extra memory of one call, effective GFLOP/s and its fraction of this
-machine's measured matrix-multiply peak. Widths (C = 256 channels, 8 value heads of 32):
+machine's measured matrix-multiply peak. The operators of one (batch, N) are timed in `--rounds`
+interleaved rounds (`measure.measure_interleaved`) together with a square matrix multiply of
+`matmul_size`, so each speed-up over SDPA and each fraction of the matmul peak is also a ratio of
+blocks timed side by side, paired round by round (median and range over rounds): a slow spell of
+the machine moves both sides of such a ratio, not one cell of the table. Widths (C = 256 channels, 8 value heads of 32):
   vit      multi-head ops: 8 query/key heads of 32; Reuse Attention: 1 query/key head of 32
   uniform  Reuse Attention as UniForm: 1 query/key head of C/4 = 64, values all 256 channels
 The baseline is `torch.nn.functional.scaled_dot_product_attention` with a map per head, in the same
@@ -65,7 +69,9 @@ class OpsBenchConfig:
                      "native units or emulates it", choices=tuple(sorted(DTYPES)))
     warmup: int = arg(1, "untimed calls per case", cli=False)
     repeats: int = arg(5, "timed samples at least (`measure.measure_latency`: a sample of a fast op is a "
-                      "block of calls)")
+                      "block of calls), spread over the rounds")
+    rounds: int = arg(3, "interleaved rounds per (batch, N): the operators and the matmul peak timed in turn, "
+                      "ratios paired round by round")
     min_time_s: float = arg(0.5, "keep timing a case until this much time has passed", cli=False)
     max_batch_tokens: int = arg(32 * 1024, "skip cases with more batch x tokens", cli=False)
     max_dense_bytes: int = arg(4 << 30, "skip dense_mha cases whose maps need more bytes", cli=False)
@@ -86,7 +92,7 @@ class OpsBenchConfig:
                 raise ValueError(f"{name} must be a non-empty list of positive ints, got {list(values)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        for name in ("threads", "repeats", "max_batch_tokens", "max_dense_bytes", "matmul_size"):
+        for name in ("threads", "repeats", "rounds", "max_batch_tokens", "max_dense_bytes", "matmul_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -99,7 +105,8 @@ class OpsBenchConfig:
                 raise ValueError(f"--{name} must be a file path, got the directory {getattr(self, name)!r}")
 
 
-QUICK = {"tokens": (64, 196), "batch": (1, 4), "warmup": 1, "repeats": 2, "min_time_s": 0.0, "matmul_size": 256}
+QUICK = {"tokens": (64, 196), "batch": (1, 4), "warmup": 1, "repeats": 2, "rounds": 1, "min_time_s": 0.0,
+         "matmul_size": 256}
 
 
 @dataclass(frozen=True)
@@ -180,12 +187,80 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     }[case.op]
 
 
+def _groups(config: OpsBenchConfig) -> Iterator[list[_Case]]:
+    """The cases of `config` in sweep order, one list per (batch, tokens): the cases timed together."""
+    group: list[_Case] = []
+    for case in _cases(config):
+        if group and (group[0].batch, group[0].tokens) != (case.batch, case.tokens):
+            yield group
+            group = []
+        group.append(case)
+    if group:
+        yield group
+
+
+def _matmul_call(size: int, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    """[size, size] @ [size, size] into a preallocated output: the matmul peak timed in the rounds."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    c = torch.empty(size, size, dtype=dtype)
+    return lambda: torch.mm(a, b, out=c)
+
+
+_PEAK = "matmul peak"  # the key of the matmul in each group's interleaved calls
+
+
+def _time_group(cases: list[_Case], config: OpsBenchConfig, dtype: torch.dtype) -> dict[_Case, dict[str, Any]]:
+    """Time the runnable `cases` of one (batch, N) in interleaved rounds beside the matmul peak:
+    {case: timing fields of its record}. An operator that raises stops the sweep, as it would
+    outside the rounds."""
+    from attnreuse.measure import measure_interleaved, measure_peak_bytes, paired_ratio
+
+    calls: dict[Any, Callable[[], Any]] = {case: _callable(case, dtype) for case in cases}
+    calls[_PEAK] = _matmul_call(config.matmul_size, dtype)
+    medians: dict[Any, list[float]] = {}
+    with torch.inference_mode():
+        stats = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=config.repeats,
+                                    min_time_s=config.min_time_s, round_medians_ms=medians)
+    for result in stats.values():
+        if isinstance(result, Exception):
+            raise result
+    peak_flops = 2.0 * config.matmul_size**3
+    base = next((c for c in cases if c.op == BASELINE), None)
+    fields = {}
+    for case in cases:
+        ms = stats[case].latency_ms_median
+        gflops = _flops(case) / ms / 1e6
+        # per round: (this op's GFLOP/s) / (the matmul's GFLOP/s) = flops * t_matmul / (peak flops * t_op)
+        frac, frac_lo, frac_hi = paired_ratio([_flops(case) * t for t in medians[_PEAK]],
+                                              [peak_flops * t for t in medians[case]])
+        with torch.inference_mode():
+            peak_bytes = measure_peak_bytes(calls[case])
+        fields[case] = dict(
+            latency_ms_median=round(ms, 4), latency_ms_p90=round(stats[case].latency_ms_p90, 4),
+            repeats=stats[case].repeats, rounds=config.rounds,
+            latency_ms_round_medians=[round(t, 4) for t in medians[case]],
+            peak_bytes=peak_bytes, gflops_per_s=round(gflops, 3),
+            fraction_of_matmul_peak_paired=round(frac, 4),
+            fraction_of_matmul_peak_paired_range=[round(frac_lo, 4), round(frac_hi, 4)],
+        )  # fmt: skip
+        if base is not None:
+            speedup, low, high = paired_ratio(medians[base], medians[case])
+            fields[case].update(speedup_vs_sdpa_mha_paired=round(speedup, 3),
+                                speedup_vs_sdpa_mha_paired_range=[round(low, 3), round(high, 3)])
+    return fields
+
+
 def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure every case of `config` (inference, no autograd); one record per case, skipped
     cases included with a `note`. Each record carries the `machine` it was measured on and the
-    `config` of the sweep (`OpsBenchConfig` as a dict)."""
+    `config` of the sweep (`OpsBenchConfig` as a dict).
+
+    Two ratios per record: `speedup_vs_sdpa_mha` and `fraction_of_matmul_peak` compare pooled
+    medians (the peak: the best sample of a matmul timed once before the sweep), and their
+    `_paired` forms take the median over rounds of the ratio of blocks timed side by side (ranges
+    in `_paired_range`)."""
     from attnreuse.cpu_units import dtype_support
-    from attnreuse.measure import machine_record, matmul_peak_gflops, measure_latency, measure_peak_bytes, set_threads
+    from attnreuse.measure import machine_record, matmul_peak_gflops, set_threads
 
     dtype = DTYPES[config.dtype]
     support = dtype_support(config.dtype)
@@ -196,46 +271,38 @@ def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = N
         machine = machine_record(threads=threads, dtype=config.dtype, dtype_execution=support["execution"],
                                  dtype_units=support["units"], matmul_peak_gflops=round(peak_gflops, 2))
         settings = dataclasses.asdict(config)
+        itemsize = torch.finfo(dtype).bits // 8
         records = []
-        baseline_ms: dict[tuple[int, int], float] = {}
-        for case in _cases(config):
-            record = {**case.record(), "dtype": config.dtype, "dtype_execution": support["execution"], "threads": threads}
-            reason = _skip_reason(case, config, torch.finfo(dtype).bits // 8)
-            if reason is None:
-                fn = _callable(case, dtype)
-                with torch.inference_mode():
-                    stats = measure_latency(fn, warmup=config.warmup, repeats=config.repeats, min_time_s=config.min_time_s)
-                    peak_bytes = measure_peak_bytes(fn)
-                gflops = _flops(case) / stats.latency_ms_median / 1e6
-                record.update(
-                    latency_ms_median=round(stats.latency_ms_median, 4),
-                    latency_ms_p90=round(stats.latency_ms_p90, 4),
-                    repeats=stats.repeats,
-                    peak_bytes=peak_bytes,
-                    gflops_per_s=round(gflops, 3),
-                    fraction_of_matmul_peak=round(gflops / peak_gflops, 4),
-                    note="",
-                )
-                if case.op == BASELINE:
-                    baseline_ms[(case.batch, case.tokens)] = record["latency_ms_median"]
-            else:
-                record.update(latency_ms_median=None, latency_ms_p90=None, repeats=0, peak_bytes=None,
-                              gflops_per_s=None, fraction_of_matmul_peak=None, note=reason)
-            record["machine"] = machine
-            record["config"] = settings
-            records.append(record)
-            if progress is not None:
-                progress(_row(record))
-        for record in records:
-            base = baseline_ms.get((record["batch"], record["tokens"]))
-            ms = record["latency_ms_median"]
-            record["speedup_vs_sdpa_mha"] = round(base / ms, 3) if base and ms else None
+        for group in _groups(config):
+            runnable = [case for case in group if _skip_reason(case, config, itemsize) is None]
+            timed = _time_group(runnable, config, dtype) if runnable else {}
+            base_ms = next((timed[c]["latency_ms_median"] for c in runnable if c.op == BASELINE), None)
+            for case in group:
+                record = {**case.record(), "dtype": config.dtype, "dtype_execution": support["execution"],
+                          "threads": threads}
+                if case in timed:
+                    record.update(timed[case], note="")
+                    gflops = record["gflops_per_s"]
+                    record["fraction_of_matmul_peak"] = round(gflops / peak_gflops, 4)
+                    ms = record["latency_ms_median"]
+                    record["speedup_vs_sdpa_mha"] = round(base_ms / ms, 3) if base_ms else None
+                else:
+                    record.update(latency_ms_median=None, latency_ms_p90=None, repeats=0, peak_bytes=None,
+                                  gflops_per_s=None, fraction_of_matmul_peak=None, speedup_vs_sdpa_mha=None,
+                                  note=_skip_reason(case, config, itemsize))
+                record["machine"] = machine
+                record["config"] = settings
+                records.append(record)
+                if progress is not None:
+                    progress(_row(record))
         return records
     finally:
         torch.set_num_threads(previous)
 
 
-_COLUMNS = ("op", "widths", "batch", "tokens", "median_ms", "p90_ms", "peak_MiB", "GFLOP/s", "%peak", "vs_sdpa")
+_COLUMNS = ("op", "widths", "batch", "tokens", "median_ms", "p90_ms", "peak_MiB", "GFLOP/s", "%peak", "%peak_p",
+            "vs_sdpa", "vs_sdpa_p")
+_WIDTHS = (11, 12, 5, 6, 10, 10, 9, 8, 5, 7, 7, 9)
 
 
 def _row(record: dict[str, Any]) -> str:
@@ -244,20 +311,21 @@ def _row(record: dict[str, Any]) -> str:
 
     widths = f"{record['qk_heads']}x{record['qk_dim']}/{record['v_heads']}x{record['v_dim']}"
     peak = record["peak_bytes"]
-    frac = record["fraction_of_matmul_peak"]
+    frac, frac_p = record["fraction_of_matmul_peak"], record.get("fraction_of_matmul_peak_paired")
     cells = (
         record["op"], widths, str(record["batch"]), str(record["tokens"]),
         num(record["latency_ms_median"], ".3f"), num(record["latency_ms_p90"], ".3f"),
         num(None if peak is None else peak / 2**20, ".1f"), num(record["gflops_per_s"], ".1f"),
-        num(None if frac is None else 100 * frac, ".0f"), num(record.get("speedup_vs_sdpa_mha"), ".2f"),
+        num(None if frac is None else 100 * frac, ".0f"), num(None if frac_p is None else 100 * frac_p, ".0f"),
+        num(record.get("speedup_vs_sdpa_mha"), ".2f"), num(record.get("speedup_vs_sdpa_mha_paired"), ".2f"),
     )
-    line = "  ".join(f"{c:>{w}}" for c, w in zip(cells, (11, 12, 5, 6, 10, 10, 9, 8, 5, 7)))
+    line = "  ".join(f"{c:>{w}}" for c, w in zip(cells, _WIDTHS))
     return f"{line}  {record['note']}".rstrip()
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
     """A fixed-width table, one row per record (widths are qk_heads x qk_dim / v_heads x v_dim)."""
-    header = "  ".join(f"{c:>{w}}" for c, w in zip(_COLUMNS, (11, 12, 5, 6, 10, 10, 9, 8, 5, 7)))
+    header = "  ".join(f"{c:>{w}}" for c, w in zip(_COLUMNS, _WIDTHS))
     lines = [header, "-" * len(header)]
     budget_skips = set()
     for r in records:
@@ -267,6 +335,11 @@ def format_table(records: list[dict[str, Any]]) -> str:
             budget_skips.add((r["batch"], r["tokens"]))
             lines.append(f"{'(all ops)':>11}  {'':>12}  {r['batch']:>5}  {r['tokens']:>6}  {r['note']}")
     if records:
+        rounds = (records[0].get("config") or {}).get("rounds", 1)
+        lines.append(
+            f"%peak, vs_sdpa: pooled medians (peak: the best matmul sample before the sweep); %peak_p, vs_sdpa_p: "
+            f"median over {rounds} interleaved round(s) of ratios paired round by round"
+        )
         m = records[0]["machine"]
         lines.append(
             f"{m['cpu']}, {m['threads']} threads, {dtype_label(m)}, torch {m['torch']}, "

@@ -207,16 +207,22 @@ def _baseline_section(rows: list[dict]) -> list[str]:
 
 
 def ops_table(ops: list[dict]) -> list[str]:
-    """`bench ops` records as a markdown table (one row per op, batch and N), as lines."""
-    rows = [
-        [r["op"], str(r["batch"]), str(r["tokens"]), f"{r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']}",
-         _f(r.get("latency_ms_median"), ".3f"), _f(r.get("latency_ms_p90"), ".3f"),
-         _f(r.get("peak_bytes") and r["peak_bytes"] / 2**20, ".2f"), _f(r.get("gflops_per_s"), ".1f"),
-         _f(r.get("fraction_of_matmul_peak"), ".3f"), _f(r.get("speedup_vs_sdpa_mha")), r.get("note") or ""]
-        for r in sorted(ops, key=lambda r: (r["op"], r["batch"], r["tokens"]))
-    ]  # fmt: skip
-    return _table(["op", "batch", "N", "qk/v heads x dim", "median ms", "p90 ms", "peak MiB", "GFLOP/s",
-                   "of matmul peak", "vs sdpa_mha", "note"], rows)
+    """`bench ops` records as a markdown table (one row per op, batch and N), as lines. The paired
+    columns appear when some record has them (records from before `bench ops` timed in rounds do
+    not)."""
+    paired = any(r.get("speedup_vs_sdpa_mha_paired") is not None for r in ops)
+    rows = []
+    for r in sorted(ops, key=lambda r: (r["op"], r["batch"], r["tokens"])):
+        peak = [_f(r.get("fraction_of_matmul_peak"), ".3f")] + ([_paired(r, "fraction_of_matmul_peak_paired")] if paired else [])
+        vs = [_f(r.get("speedup_vs_sdpa_mha"))] + ([_paired(r, "speedup_vs_sdpa_mha_paired")] if paired else [])
+        rows.append([r["op"], str(r["batch"]), str(r["tokens"]), f"{r['qk_heads']}x{r['qk_dim']}/{r['v_heads']}x{r['v_dim']}",
+                     _f(r.get("latency_ms_median"), ".3f"), _f(r.get("latency_ms_p90"), ".3f"),
+                     _f(r.get("peak_bytes") and r["peak_bytes"] / 2**20, ".2f"), _f(r.get("gflops_per_s"), ".1f"),
+                     *peak, *vs, r.get("note") or ""])  # fmt: skip
+    header = ["op", "batch", "N", "qk/v heads x dim", "median ms", "p90 ms", "peak MiB", "GFLOP/s", "of matmul peak"]
+    header += ["of matmul peak, paired over rounds"] if paired else []
+    header += ["vs sdpa_mha"] + (["vs sdpa_mha, paired over rounds"] if paired else [])
+    return _table([*header, "note"], rows)
 
 
 def _ops_section(ops: list[dict]) -> list[str]:

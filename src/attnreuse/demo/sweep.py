@@ -15,7 +15,8 @@ from attnreuse.demo.config import DemoConfig
 __all__ = ["run_ops"]
 
 _KEEP = ("op", "tokens", "batch", "qk_heads", "v_heads", "qk_dim", "v_dim", "latency_ms_median", "latency_ms_p90",
-         "peak_bytes", "gflops_per_s", "fraction_of_matmul_peak", "speedup_vs_sdpa_mha", "note")
+         "peak_bytes", "gflops_per_s", "fraction_of_matmul_peak", "speedup_vs_sdpa_mha", "speedup_vs_sdpa_mha_paired",
+         "speedup_vs_sdpa_mha_paired_range", "note")
 
 
 def run_ops(cfg: DemoConfig, root: Path) -> dict:
