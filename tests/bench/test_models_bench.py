@@ -227,3 +227,18 @@ def test_probe_records_beside_the_model_and_kept_out_of_the_targets(tmp_path):
     assert "uniform_xs vs efficientvit_m0 @64 eager >= 1.25x" in md
     assert "uniform_xs:mixer=none vs" not in md
     assert f"- model weights: {bm.WEIGHTS}" in md
+    # the model's share of the no-attention ceiling: T_probe / T_model, the baseline cancelled
+    assert full["share_of_ceiling"] == pytest.approx(point["latency_ms_median"] / full["latency_ms_median"])
+    assert full["share_of_ceiling"] == pytest.approx(full["speedup_vs_baseline"] / point["speedup_vs_baseline"])
+    rounds = [p / f for p, f in zip(point["latency_ms_round_medians"], full["latency_ms_round_medians"])]
+    low, high = full["share_of_ceiling_paired_range"]
+    assert (low, high) == (min(rounds), max(rounds)) and low <= full["share_of_ceiling_paired"] <= high
+    assert "share_of_ceiling" not in point and "share_of_ceiling" not in none
+    assert "## Share of the no-attention ceiling" in md and "| uniform_xs | 64 | eager |" in md
+    assert "uniform_xs 64 eager: " in bm.format_table(list(records.values()))
+
+
+def test_the_ceiling_suffix_names_the_pointwise_probe():
+    from attnreuse.models.probes import split_probe
+
+    assert split_probe(f"uniform_xs{bm.CEILING_SUFFIX}") == ("uniform_xs", "pointwise")

@@ -9,7 +9,9 @@ one runtime does not stop the run). Each model's baseline and family label come 
 that defines it (`attnreuse.models.peers`). Beside each measured speed-up is the ideal one, the
 ratio of MAC counts. A name `MODEL:mixer=pointwise|none` runs a mixer probe
 (`attnreuse.models.probes`) against the model's baseline: the ceiling a faster token mixer could
-reach.
+reach. A model timed beside its `:mixer=pointwise` probe also gets its share of that no-attention
+ceiling, `share_of_ceiling` = T_probe / T_model (its speed-up over the baseline divided by the
+probe's: the baseline cancels), pooled and paired over rounds.
 
 Timing: every (model, resolution, runtime) is prepared first, then timed in `rounds` interleaved
 rounds (each round times every one of them once, for 1/rounds of the repeats and minimum time,
@@ -43,7 +45,9 @@ from attnreuse._cli_args import add_config_args, arg
 
 __all__ = [
     "ModelBenchConfig",
+    "CEILING_SUFFIX",
     "add_relative_columns",
+    "ceiling_lines",
     "baseline_of",
     "config_path",
     "default_models",
@@ -56,6 +60,8 @@ __all__ = [
 
 # `--quick`: a smoke test (these override the flags)
 QUICK = {"warmup": 1, "repeats": 3, "min_time_s": 0.0, "rounds": 1}
+# The probe whose speed-up is the no-attention ceiling (`attnreuse.models.probes`, "pointwise").
+CEILING_SUFFIX = ":mixer=pointwise"
 WEIGHTS = "random init, BatchNorm gains and statistics randomised (bench.weights)"
 # dtype -> the runtimes that run it by default (float32 may also select "ort-fused")
 DTYPE_RUNTIMES = {
@@ -319,7 +325,33 @@ def add_relative_columns(records: list[dict]) -> list[dict]:
             if rounds_b and rounds_r and len(rounds_b) == len(rounds_r):
                 ratio, low, high = paired_ratio(rounds_b, rounds_r)
                 r.update(speedup_vs_baseline_paired=ratio, speedup_vs_baseline_paired_range=[low, high])
+        probe = ok.get((f"{r['model']}{CEILING_SUFFIX}", r["img_size"], r["batch"], r["runtime"]))
+        if probe is not None:
+            # speed-up over the baseline / the probe's = T_probe / T_model: the baseline cancels
+            r["share_of_ceiling"] = probe["latency_ms_median"] / r["latency_ms_median"]
+            rounds_p, rounds_r = probe.get("latency_ms_round_medians"), r.get("latency_ms_round_medians")
+            if rounds_p and rounds_r and len(rounds_p) == len(rounds_r):
+                ratio, low, high = paired_ratio(rounds_p, rounds_r)
+                r.update(share_of_ceiling_paired=ratio, share_of_ceiling_paired_range=[low, high])
     return records
+
+
+def ceiling_lines(records: list[dict]) -> list[str]:
+    """One line per model timed beside its no-attention probe (`MODEL:mixer=pointwise`): its share
+    of the ceiling, pooled and paired over rounds (`add_relative_columns`)."""
+    lines = []
+    for r in records:
+        if r.get("share_of_ceiling") is None:
+            continue
+        paired = r.get("share_of_ceiling_paired")
+        pair = "" if paired is None else (
+            f", paired over rounds {paired:.2f} ({r['share_of_ceiling_paired_range'][0]:.2f}-"
+            f"{r['share_of_ceiling_paired_range'][1]:.2f})")
+        lines.append(f"{r['model']} {r['img_size']} {r['runtime']}: {r['share_of_ceiling']:.2f} of the no-attention "
+                     f"ceiling{pair}")
+    if lines:
+        lines.insert(0, f"share of the no-attention ceiling (T of MODEL{CEILING_SUFFIX} / T of MODEL, timed in the same rounds):")
+    return lines
 
 
 def _fmt(value, spec: str) -> str:
@@ -352,6 +384,7 @@ def format_table(records: list[dict]) -> str:
             f"{_fmt(r.get('latency_vs_eager'), '8.2f'):>8} {_fmt(r.get('speedup_vs_baseline'), '8.2f'):>8} "
             f"{_fmt(r.get('speedup_vs_baseline_paired'), '6.2f'):>6} {_fmt(r.get('ideal_speedup_vs_baseline'), '6.2f'):>6}"
         )
+    lines += ceiling_lines(records)
     emulated = sorted({r["dtype"] for r in records if r.get("dtype_execution") == "emulated"})
     if emulated:
         lines.append(f"EMUL: this CPU has no matrix units for {', '.join(emulated)}; those figures are emulation's, "

@@ -206,6 +206,26 @@ def _baseline_section(rows: list[dict]) -> list[str]:
             "", "![speed-ups](speedup_vs_baseline.png)", ""]  # fmt: skip
 
 
+def ceiling_table(rows: list[dict]) -> list[str]:
+    """Each model timed beside its no-attention probe (`share_of_ceiling`, `bench models`), as
+    markdown lines."""
+    table = [
+        [r["model"], str(r["img_size"]), r["runtime"], _f(r.get("speedup_vs_baseline_paired")),
+         _f(r["share_of_ceiling"]), _paired(r, "share_of_ceiling_paired")]
+        for r in rows
+    ]  # fmt: skip
+    return _table(["model", "img", "runtime", "speed-up over baseline, paired", "share of the ceiling",
+                   "share of the ceiling, paired over rounds"], table)
+
+
+def _ceiling_section(rows: list[dict]) -> list[str]:
+    return ["## Share of the no-attention ceiling", "",
+            "Each model timed beside its `MODEL:mixer=pointwise` probe (every mixer cut to its two 1x1 convs): "
+            "T_probe / T_model, which is the model's speed-up over its baseline divided by the probe's (the "
+            "baseline cancels). 1.0 would mean attention costs nothing beyond the projections.", "",
+            *ceiling_table(rows), ""]  # fmt: skip
+
+
 def ops_table(ops: list[dict]) -> list[str]:
     """`bench ops` records as a markdown table (one row per op, batch and N), as lines. The paired
     columns appear when some record has them (records from before `bench ops` timed in rounds do
@@ -378,6 +398,9 @@ def build_report(paths: list[str | Path], output: str | Path, *, command: str | 
         if speed:
             _plot_speedups(speed, out / "speedup_vs_baseline.png")
             lines += _baseline_section(speed)
+        ceiling = [r for r in models if r.get("share_of_ceiling") is not None]
+        if ceiling:
+            lines += _ceiling_section(ceiling)
     if ops:
         _plot_ops(ops, "latency_ms_median", "median latency (ms)", out / "ops_latency_vs_tokens.png")
         _plot_ops(ops, "peak_bytes", "peak extra memory (MiB)", out / "ops_memory_vs_tokens.png")
