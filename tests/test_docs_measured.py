@@ -115,10 +115,10 @@ def _mutation_rerun():
     return mutation_rerun_table(json.loads((ROOT / "docs/measured/mutmut_2026-11-30_second.json").read_text()))
 
 
-def bench_records(name: str) -> list[dict]:
-    """A committed bench record file (docs/measured/bench_2026-11-30/NAME.json): the fields every
+def bench_records(name: str, day: str = "2026-11-30") -> list[dict]:
+    """A committed bench record file (docs/measured/bench_DAY/NAME.json): the fields every
     record shares are stored once under "shared"."""
-    data = json.loads((ROOT / f"docs/measured/bench_2026-11-30/{name}.json").read_text())
+    data = json.loads((ROOT / f"docs/measured/bench_{day}/{name}.json").read_text())
     return [{**data["shared"], **r} for r in data["records"]]
 
 
@@ -128,18 +128,25 @@ def _validation():
     return "\n".join(validation_table(bench_records("validate")))
 
 
-def _bench_table(table: str, name: str):
+def _bench_table(table: str, name: str, day: str = "2026-11-30", keep: str | None = None):
+    """The report's `table` of a committed bench record file (only records with the field `keep`)."""
     def build():
         from attnreuse.bench import report
 
-        return "\n".join(getattr(report, table)(bench_records(name)))
+        records = [r for r in bench_records(name, day) if keep is None or r.get(keep) is not None]
+        return "\n".join(getattr(report, table)(records))
 
     return build
 
 
 # (doc, header row) -> how the table is rebuilt
 REBUILT = {
-    ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim |"): _bench_table("ops_table", "ops"),
+    ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim | median ms | p90 ms | peak MiB | GFLOP/s | "
+     "of matmul peak | vs sdpa_mha |"): _bench_table("ops_table", "ops"),
+    ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim | median ms | p90 ms | peak MiB | GFLOP/s | "
+     "of matmul peak | of matmul peak, paired over rounds |"): _bench_table("ops_table", "ops_paired", "2026-12-01"),
+    ("docs/benchmarks.md", "| model | img | runtime | speed-up over baseline, paired |"):
+        _bench_table("ceiling_table", "uniform_probes", "2026-12-01", keep="share_of_ceiling"),
     ("docs/benchmarks.md", "| model | input | exporter |"): _bench_table("export_table", "int8"),
     ("docs/dataflow.md", "| case | N | measured |"): _validation,
     ("docs/benchmarks.md", "| Row | Model | Input (px) |"): _study("rows_table"),
