@@ -114,9 +114,97 @@ def test_speech_bad_input_is_one_line(tmp_path, capsys, speech_dir, argv, messag
     assert not (tmp_path / "o").exists()
 
 
+@pytest.fixture
+def whisper_dir(tmp_path):
+    """A saved tiny WhisperModel (encoder and decoder, as released checkpoints are), no preprocessor config."""
+    import transformers
+
+    from hfutil import tiny_config
+
+    torch.manual_seed(0)
+    directory = tmp_path / "tiny-whisper"
+    transformers.WhisperModel(tiny_config("whisper")).eval().save_pretrained(directory)
+    return directory
+
+
+def test_every_job_runs_on_a_whisper_encoder(tmp_path, capsys, whisper_dir):
+    """Whisper's encoder reads log-mel frames padded to its one length (2 x max_source_positions = 24
+    here): every job runs on the synthetic clips, pooling over each clip's real frames."""
+    an = tmp_path / "an"
+    code, out, err = _run(capsys, "hf", "analyze", "--model", str(whisper_dir), "--texts", "12", "--budget", "0.8",
+                          "--min-score", "0", "--output", str(an))
+    assert code == 0 and "suggested plan" in out, err
+    record = json.loads((an / "analysis.json").read_text())
+    assert record["text"] == "synthetic" and len(record["redundancy"]["head_to_mean"]) == 4
+    assert record["suggestion"]["tokens"] == 12  # the encoder's one length, not the text default of 512
+    conv = tmp_path / "conv"
+    code, out, err = _run(capsys, "hf", "convert", "--model", str(whisper_dir), "--plan", "mha,share,reuse,share",
+                          "--fit-steps", "2", "--output", str(conv))
+    assert code == 0 and "zero-shot cosine" in out, err
+    assert json.loads((conv / "config.json").read_text())["architectures"] == ["WhisperEncoder"]
+    assert (conv / "preprocessor_config.json").is_file()
+    run = tmp_path / "run"
+    code, out, err = _run(capsys, "hf", "distill", "--teacher", str(whisper_dir), "--init", str(conv), "--output",
+                          str(run), "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["fidelity"]["cosine"] > 0.5
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(whisper_dir), str(run), "--rounds", "1", "--repeats",
+                          "2", "--threads", "1", "--runtimes", "eager,ort", "--json", str(tmp_path / "e.json"))
+    assert code == 0 and "of ideal" in out, err
+    speed = json.loads((tmp_path / "e.json").read_text())["speed"]
+    assert {s["tokens"] for s in speed} == {12} and {s["runtime"] for s in speed} == {"eager", "ort"}
+    code, _, err = _run(capsys, "hf", "eval", "--teacher", str(whisper_dir), str(run), "--tokens", "16")
+    assert code == 2 and "max_source_positions = 12" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "w.onnx"))
+    assert code == 0, err
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "w.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_features"]  # Whisper's encoder reads no mask
+    dims = [d.dim_value or d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 8, 24]  # batch dynamic; mel bins and Whisper's fixed length are not
+
+
+def test_mel_batches_pad_to_the_encoder_length_and_mask_real_frames(whisper_dir):
+    """Each clip becomes 2P mel frames; encoder frame i is real when mel frame 2i is, and the
+    real frames the mask keeps are the ones `frames()` counts."""
+    from attnreuse.hf.audio import MelBatcher, frame_mask, synthetic_clips
+    from attnreuse.hf.source import load_preprocessor, load_source
+
+    model, config = load_source(whisper_dir)
+    assert type(model).__name__ == "WhisperEncoder"
+    batcher = load_preprocessor(whisper_dir, config)
+    assert isinstance(batcher, MelBatcher)
+    clips = synthetic_clips(config, 4, min_frames=3, max_frames=30)
+    batch = batcher(clips)
+    assert batch["input_features"].shape == (4, 8, 24) and batch["attention_mask"].shape == (4, 24)
+    mask = frame_mask(model, batch["attention_mask"], 12)
+    assert mask.sum(-1).tolist() == batcher.frames(clips)
+    short = batcher(clips, truncation=True, max_length=2)
+    assert frame_mask(model, short["attention_mask"], 12).sum(-1).tolist() == [2, 2, 2, 2]
+
+
+def test_a_checkpoint_without_the_encoder_weights_is_refused(tmp_path, capsys):
+    """A directory whose weights lack the encoder's would load as random weights: one line instead."""
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    from hfutil import tiny_config
+
+    directory = tmp_path / "w"
+    transformers.WhisperModel(tiny_config("whisper")).save_pretrained(directory)
+    state = load_file(str(directory / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.startswith("encoder.layers.0.")}, str(directory / "model.safetensors"),
+              metadata={"format": "pt"})
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(directory), "--plan", "mha", "--output", str(tmp_path / "o"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "lack" in err and "encoder.layers.0." in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_jobs_name_what_they_cannot_batch(tmp_path, capsys):
-    """A Whisper encoder converts in Python, but the jobs batch only text and waveforms: one line says so."""
-    tiny_model("whisper").save_pretrained(tmp_path / "w")
-    code, _, err = _run(capsys, "hf", "convert", "--model", str(tmp_path / "w"), "--plan", "mha", "--output",
+    """A ViT converts in Python, but the jobs batch only text and speech: one line says so."""
+    tiny_model("vit").save_pretrained(tmp_path / "v")
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(tmp_path / "v"), "--plan", "mha", "--output",
                         str(tmp_path / "o"))
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "input_features" in err, err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pixel_values" in err, err
+    assert not (tmp_path / "o").exists()

@@ -7,8 +7,9 @@
     attnreuse hf export runs/minilm-share-ft --output minilm-share.onnx --fused-attention mha
 
 DIR is a local `transformers` model directory (config.json, weights, tokenizer); nothing is downloaded.
-Speech encoders (wav2vec2, HuBERT) take raw waveforms: their data is seeded synthetic clips
-(`attnreuse.hf.audio`), and `--tokens` / `--max-length` count encoder frames.
+Speech encoders (wav2vec2, HuBERT: raw waveforms; Whisper's encoder: log-mel frames, padded to its
+one input length) read seeded synthetic clips (`attnreuse.hf.audio`), and `--tokens` /
+`--max-length` count encoder frames.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--model", required=True, help="the original transformers model directory")
     a.add_argument("--text", default="stdlib", help=TEXT_HELP)
     a.add_argument("--texts", type=int, default=64, help="held-out texts to measure on")
-    a.add_argument("--tokens", type=int, default=512, help="sequence length the MAC budget is costed at")
+    a.add_argument("--tokens", type=int, default=None,
+                   help="sequence length the MAC budget is costed at (default 512; Whisper: its max_source_positions)")
     a.add_argument("--budget", type=float, default=0.67, help="attention MACs of the plan as a fraction of all-mha")
     a.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
     a.add_argument("--output", required=True, help="directory for analysis.json and the heatmaps")
@@ -67,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("candidates", nargs="+", help="converted model directories or distill runs")
     e.add_argument("--teacher", required=True, help="the original transformers model directory")
     e.add_argument("--text", default="stdlib", help=TEXT_HELP)
-    e.add_argument("--tokens", type=int, default=512, help="sequence length of the speed test")
+    e.add_argument("--tokens", type=int, default=None,
+                   help="sequence length of the speed test (default 512; Whisper: its max_source_positions, the one it takes)")
     e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention)")
     e.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     e.add_argument("--repeats", type=int, default=30, help="timed calls per model, over all rounds")

@@ -23,7 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from attnreuse.hf import interface
-from attnreuse.hf.hosts import host_for
+from attnreuse.hf.hosts import host_for, modeling_class
 from attnreuse.hf.modules import PlanAttention, PlanState
 from attnreuse.plan import get_kind, map_sources, parse_plan
 
@@ -103,18 +103,6 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, over
     return target
 
 
-def _modeling_class(model_type: str, name: str):
-    """A class transformers does not export at top level (WhisperEncoder), from its model's module."""
-    import importlib
-
-    try:
-        package = model_type.replace("-", "_")
-        module = importlib.import_module(f"transformers.models.{package}.modeling_{package}")
-    except ImportError:
-        return None
-    return getattr(module, name, None)
-
-
 def load(directory: str | os.PathLike) -> nn.Module:
     """A converted model saved by `save` (or a plain `transformers` directory, converted to nothing)."""
     import transformers
@@ -130,7 +118,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
     interface.register()
     config._attn_implementation = "sdpa"
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
-    cls = getattr(transformers, arch, None) or _modeling_class(config.model_type, arch) or transformers.AutoModel
+    cls = modeling_class(config.model_type, arch) or transformers.AutoModel
     delattr(config, PLAN_KEY)
     base = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
     model = convert(base, plan, inplace=True)

@@ -1,8 +1,10 @@
 """A converted (or original) `transformers` encoder to ONNX, checked in ONNX Runtime.
 
 Inputs `input_ids`, `attention_mask` [B, N] (int64) for text models, `input_values` (float32),
-`attention_mask` [B, L] (int64, sample mask) for speech models; batch and length dynamic; output
-`last_hidden_state` [B, N, C] (N frames for speech). Exported with the TorchScript-based exporter on the "dense"
+`attention_mask` [B, L] (int64, sample mask) for wav2vec2-style speech models, `input_features`
+[B, mel bins, 2P] (float32) alone for Whisper (its encoder reads no mask); batch dynamic, and the length too except for Whisper (its
+encoder takes exactly 2 x max_source_positions mel frames); output `last_hidden_state` [B, N, C]
+(N frames for speech). Exported with the TorchScript-based exporter on the "dense"
 attention backend (one matmul-softmax-matmul per map, no Python tile loop in the graph). The file is
 written atomically and only when ONNX Runtime agrees with PyTorch on padded text: the largest
 difference relative to the largest |output| (real positions) must be at most `rtol`.
@@ -32,9 +34,22 @@ __all__ = ["HFExportResult", "export_encoder", "input_names", "ort_encoder_sessi
 OUTPUT = "last_hidden_state"
 
 
-def input_names(batch: dict) -> tuple[str, str]:
-    """The graph's inputs for `batch`: (input_ids or input_values, attention_mask)."""
-    return ("input_values" if "input_values" in batch else "input_ids", "attention_mask")
+_FIRST = ("input_values", "input_features", "input_ids")
+
+
+def input_names(batch: dict) -> tuple[str, ...]:
+    """The graph's inputs for `batch`: input_ids or input_values, then attention_mask; Whisper's
+    input_features alone (its encoder does not read a mask, so the exported graph has none)."""
+    first = next(k for k in _FIRST if k in batch)
+    return (first,) if first == "input_features" else (first, "attention_mask")
+
+
+def _dynamic_axes(names: tuple[str, ...]) -> dict:
+    """Batch dynamic everywhere; length too, but for Whisper's fixed mel input (and its output)."""
+    if names[0] == "input_features":
+        return {name: {0: "batch"} for name in (*names, OUTPUT)}
+    length = "samples" if names[0] == "input_values" else "tokens"
+    return {**{name: {0: "batch", 1: length} for name in names}, OUTPUT: {0: "batch", 1: "tokens"}}
 
 
 @dataclass(frozen=True)
@@ -52,15 +67,17 @@ class HFExportResult:
 
 
 class _Encoder(nn.Module):
-    """(input_ids or input_values, attention_mask) -> last_hidden_state: the graph's signature, without dict outputs."""
+    """(input_ids / input_values / input_features, attention_mask) -> last_hidden_state: the graph's
+    signature, without dict outputs."""
 
     def __init__(self, model: nn.Module, first: str = "input_ids") -> None:
         super().__init__()
         self.model = model
         self.first = first
 
-    def forward(self, inputs, attention_mask):
-        return self.model(**{self.first: inputs}, attention_mask=attention_mask).last_hidden_state
+    def forward(self, inputs, attention_mask=None):
+        mask = {} if attention_mask is None else {"attention_mask": attention_mask}
+        return self.model(**{self.first: inputs}, **mask).last_hidden_state
 
 
 def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
@@ -92,8 +109,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
     args = tuple(batch[k] for k in names)
     with torch.no_grad():
         expected = wrapper(*args)
-    axes = {name: {0: "batch", 1: "samples" if name != OUTPUT and names[0] == "input_values" else "tokens"}
-            for name in (*names, OUTPUT)}
+    axes = _dynamic_axes(names)
     with atomic_path(path) as tmp:
         with torch.no_grad(), exporting(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

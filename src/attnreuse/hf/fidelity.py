@@ -24,8 +24,9 @@ def batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
 
 def real_positions(model: nn.Module, batch: dict, length: int) -> Tensor:
     """[B, length]: 1 where the hidden states of `batch` are real: the tokenizer's mask for text;
-    for waveforms, the frames the model's conv feature encoder makes of each clip's real samples."""
-    if "input_values" in batch:
+    for waveforms, the frames the model's conv feature encoder makes of each clip's real samples
+    (Whisper: of its real mel frames, `attnreuse.hf.audio.frame_mask`)."""
+    if "input_values" in batch or "input_features" in batch:
         from attnreuse.hf.audio import frame_mask
 
         return frame_mask(model, batch["attention_mask"], length)

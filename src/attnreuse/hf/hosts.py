@@ -29,8 +29,9 @@ class Host:
     # `WhisperAttention` modules (self and cross) that the plans do not apply to.
     model_class: str | None = None
     model_hint: str = ""
-    # The model's main input: "input_ids" (text, tokenizer), "input_values" (raw waveform), or
-    # another the hf jobs do not batch ("pixel_values", "input_features"; convert those in Python).
+    # The model's main input: "input_ids" (text, tokenizer), "input_values" (raw waveform),
+    # "input_features" (log-mel frames of a waveform, Whisper), or one the hf jobs do not batch
+    # ("pixel_values"; convert those in Python).
     inputs: str = "input_ids"
 
     def check_model(self, model: nn.Module) -> None:
@@ -80,6 +81,25 @@ HOSTS = (
          inputs="input_values"),
 )
 SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
+SPEECH_INPUTS = ("input_values", "input_features")  # the hosts whose data is waveforms (`attnreuse.hf.audio`)
+
+
+def modeling_class(model_type: str, name: str):
+    """A model class by name, also one transformers does not export at top level (WhisperEncoder,
+    from its model's module); None when neither has it."""
+    import importlib
+
+    import transformers
+
+    found = getattr(transformers, name, None)
+    if found is not None:
+        return found
+    try:
+        package = model_type.replace("-", "_")
+        module = importlib.import_module(f"transformers.models.{package}.modeling_{package}")
+    except ImportError:
+        return None
+    return getattr(module, name, None)
 
 
 def host_for(config) -> Host:

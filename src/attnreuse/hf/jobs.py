@@ -69,11 +69,12 @@ def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: 
     plt.close(fig)
 
 
-def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int = 64, tokens: int = 512,
+def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int = 64, tokens: int | None = None,
                 budget: float = 0.67, min_score: float = 0.5, force: bool = False) -> dict:
     from attnreuse.hf.analyze import capture, suggest
     from attnreuse.hf.hosts import host_for
     from attnreuse.hf.source import data_name, load_data
+    from attnreuse.hf.speed import default_tokens
 
     if texts < 2:
         raise ValueError(f"--texts must be at least 2, got {texts}")
@@ -85,7 +86,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         red = capture(model, tok, held[:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
-        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
+        plan = suggest(red, src, tokens=default_tokens(model.config, tokens), budget=budget, min_score=min_score)
         record = {"model": str(model_dir), "text": data_name(model.config, text), "redundancy": red.to_json(), "suggestion": plan}
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
@@ -161,12 +162,12 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     return summary
 
 
-def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", tokens: int = 512,
+def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", tokens: int | None = None,
              runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
              speed: bool = True, json_path: str | None = None) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.source import data_name, load_data
-    from attnreuse.hf.speed import RUNTIMES, measure_speed
+    from attnreuse.hf.speed import RUNTIMES, default_tokens, measure_speed
 
     if not candidates:
         raise ValueError("give at least one converted model directory to evaluate")
@@ -183,7 +184,8 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     speed_records = []
     if speed:
         speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
-                                      tokens=tokens, runtimes=runtimes, rounds=rounds, repeats=repeats, threads=threads)
+                                      tokens=default_tokens(teacher.config, tokens), runtimes=runtimes, rounds=rounds,
+                                      repeats=repeats, threads=threads)
     record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if json_path:
         atomic_write_json(json_path, record)
@@ -193,7 +195,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
 def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64,
                fused_attention: str | None = None) -> dict:
     from attnreuse.hf.export import export_encoder
-    from attnreuse.hf.hosts import host_for
+    from attnreuse.hf.hosts import SPEECH_INPUTS, host_for
     from attnreuse.hf.text import stdlib_docstrings
     from attnreuse.onnx_fuse import FUSED_OPS
 
@@ -206,7 +208,7 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
     if target.suffix != ".onnx":
         raise ValueError(f"--output must name a .onnx file, got {target}")
     model, tok = _converted(model_dir)
-    if host_for(model.config).inputs == "input_values":
+    if host_for(model.config).inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import synthetic_clips
 
         texts = synthetic_clips(model.config, 8, seed=1)  # clips of several lengths: the check runs with padding

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from attnreuse.hf.hosts import host_for
+from attnreuse.hf.hosts import SPEECH_INPUTS, host_for, modeling_class
 
 __all__ = ["data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
@@ -27,16 +27,34 @@ def load_config(directory: str | os.PathLike):
 def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdpa"):
     """(model, config) from a local directory; the model in eval mode, float32.
 
-    A supported encoder architecture (`attnreuse.hf.hosts.SUPPORTED`) is required.
+    A supported encoder architecture (`attnreuse.hf.hosts.SUPPORTED`) is required. Where the host
+    converts one class of an encoder-decoder family (Whisper: `WhisperEncoder`), that class: the
+    directory's own when it was saved as one, else the encoder of the model it holds (a
+    WhisperModel or WhisperForConditionalGeneration checkpoint), with every encoder weight loaded.
     """
     from transformers import AutoModel
 
     config = load_config(directory)
-    host_for(config)
+    host = host_for(config)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = AutoModel
+    if host.model_class is not None and arch == host.model_class:
+        cls = modeling_class(config.model_type, arch) or AutoModel
     try:
-        model = AutoModel.from_pretrained(directory, local_files_only=True, attn_implementation=attn_implementation)
+        model, info = cls.from_pretrained(directory, local_files_only=True, attn_implementation=attn_implementation,
+                                          output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{directory}: cannot load its weights: {str(err).splitlines()[0]}") from None
+    if host.model_class is not None and type(model).__name__ != host.model_class:
+        if not callable(getattr(model, "get_encoder", None)):
+            raise ValueError(f"{directory}: a {type(model).__name__} has no {host.model_class} to convert")
+        missing = [k for k in info["missing_keys"] if k.startswith("encoder.")]
+        model = model.get_encoder()
+    else:
+        missing = list(info["missing_keys"]) if host.model_class is not None else []
+    if missing:
+        raise ValueError(f"{directory}: its weights lack {len(missing)} of the {host.model_class}'s tensors "
+                         f"(e.g. {missing[0]}); give a checkpoint that holds the encoder")
     return model.eval(), config
 
 
@@ -55,17 +73,17 @@ def load_preprocessor(directory: str | os.PathLike, config):
     host = host_for(config)
     if host.inputs == "input_ids":
         return load_tokenizer(directory)
-    if host.inputs == "input_values":
+    if host.inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import load_batcher
 
         return load_batcher(directory, config)
-    raise ValueError(f"{config.model_type} models take {host.inputs}; the hf jobs run text (input_ids) and waveform "
-                     "(input_values) models: convert this one in Python (attnreuse.hf.convert)")
+    raise ValueError(f"{config.model_type} models take {host.inputs}; the hf jobs run text (input_ids) and speech "
+                     "(input_values, input_features) models: convert this one in Python (attnreuse.hf.convert)")
 
 
 def data_name(config, text: str) -> str:
     """What `load_data(config, text)` reads, as the job records name it."""
-    if host_for(config).inputs == "input_values":
+    if host_for(config).inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import BUILTIN
 
         return BUILTIN
@@ -75,7 +93,7 @@ def data_name(config, text: str) -> str:
 def load_data(config, text: str) -> tuple[list, list]:
     """(train, held-out) data for the model of `config`: texts (`--text`: 'stdlib' or a file) for
     text models; the built-in synthetic clips for speech models (`--text` left at its default)."""
-    if host_for(config).inputs == "input_values":
+    if host_for(config).inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import BUILTIN, split_clips, synthetic_clips
 
         if text not in (BUILTIN, "stdlib"):

@@ -20,16 +20,26 @@ from torch import nn
 
 from attnreuse.onnx_fuse import RUNTIME_OP
 
-__all__ = ["RUNTIMES", "encoder_input", "measure_speed"]
+__all__ = ["RUNTIMES", "default_tokens", "encoder_input", "measure_speed"]
 
 RUNTIMES = ("eager", "ort", "ort-fused")
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     """input_ids (random ids above the special tokens) and an all-ones attention_mask, [batch, tokens];
-    for speech models a random waveform of the samples that make `tokens` frames, [batch, samples]."""
+    for speech models a random waveform of the samples that make `tokens` frames, [batch, samples];
+    for Whisper random log-mel features [batch, num_mel_bins, 2 * tokens], where tokens must be
+    the encoder's max_source_positions (its one input length)."""
     from attnreuse.hf.hosts import host_for
 
+    if host_for(config).inputs == "input_features":
+        if tokens != config.max_source_positions:
+            raise ValueError(f"--tokens {tokens}: a Whisper encoder takes exactly max_source_positions = "
+                             f"{config.max_source_positions} frames (leave --tokens out, or give that)")
+        g = torch.Generator().manual_seed(seed)
+        mel = 2 * tokens
+        return {"input_features": torch.randn(batch, config.num_mel_bins, mel, generator=g),
+                "attention_mask": torch.ones(batch, mel, dtype=torch.long)}
     if host_for(config).inputs == "input_values":
         from attnreuse.hf.audio import samples_for_frames
 
@@ -43,6 +53,16 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(min(1000, config.vocab_size // 2), config.vocab_size, (batch, tokens), generator=g)
     return {"input_ids": ids, "attention_mask": torch.ones(batch, tokens, dtype=torch.long)}
+
+
+def default_tokens(config, tokens: int | None, default: int = 512) -> int:
+    """The sequence length a job costs or times at: `tokens` when given, else `default`, or the
+    one length a Whisper encoder takes (max_source_positions)."""
+    if tokens is not None:
+        return tokens
+    from attnreuse.hf.hosts import host_for
+
+    return config.max_source_positions if host_for(config).inputs == "input_features" else default
 
 
 def _eager_call(model: nn.Module, inputs: dict):
