@@ -208,3 +208,26 @@ def test_jobs_name_what_they_cannot_batch(tmp_path, capsys):
                         str(tmp_path / "o"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "pixel_values" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_analysis_batches_shrink_to_the_map_budget_without_changing_the_result(whisper_dir, monkeypatch):
+    """A Whisper encoder's maps are N = max_source_positions square for every clip: capture takes
+    fewer clips a batch where their maps would pass the budget, and the redundancy it measures is
+    the same."""
+    from attnreuse.hf import analyze
+    from attnreuse.hf.audio import synthetic_clips
+    from attnreuse.hf.source import load_preprocessor, load_source
+
+    model, config = load_source(whisper_dir)
+    batcher = load_preprocessor(whisper_dir, config)
+    clips = synthetic_clips(config, 5, min_frames=4, max_frames=12)
+    whole = analyze.capture(model, batcher, clips)
+    calls = []
+    model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["input_features"].shape[0]),
+                                    with_kwargs=True)
+    per_clip = 3 * 4 * 4 * 12 * 12 * 4  # layers x heads x N^2 floats, three times over
+    monkeypatch.setattr(analyze, "MAP_BUDGET_BYTES", 2 * per_clip)
+    pairs = analyze.capture(model, batcher, clips)
+    assert calls == [2, 2, 1]
+    for a, b in ((whole.head_to_mean, pairs.head_to_mean), (whole.layer_map_cosine, pairs.layer_map_cosine)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -22,7 +22,21 @@ from attnreuse.hf.fidelity import batches, real_positions
 from attnreuse.hf.hosts import host_for
 from attnreuse.plan import LayerSpec, SourceAttention, get_kind, map_sources, parse_plan
 
-__all__ = ["Redundancy", "capture", "layer_macs", "suggest"]
+__all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "layer_macs", "suggest"]
+
+# Bytes of maps one batch may hold: every layer's [B, H, N, N] maps, their masked copies and the
+# cosines' temporaries (about three times the maps). Text batches stay far below it; a Whisper
+# encoder's 1500 frames do not (one whisper-base clip: 6 x 8 x 1500^2 floats, 0.4 GB of maps).
+MAP_BUDGET_BYTES = 2 << 30
+
+
+def _batch_size(model: nn.Module, batch_size: int, max_length: int) -> int:
+    """At most `batch_size` items, fewer where their maps would pass MAP_BUDGET_BYTES (the longest
+    sequence: `max_length`, or a Whisper encoder's fixed max_source_positions)."""
+    config = model.config
+    n = config.max_source_positions if host_for(config).inputs == "input_features" else max_length
+    per_item = 3 * config.num_hidden_layers * config.num_attention_heads * n * n * 4
+    return max(1, min(batch_size, MAP_BUDGET_BYTES // per_item))
 
 
 @dataclass
@@ -57,7 +71,7 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
     head_sum, layer_sum, count = torch.zeros(L, H, dtype=torch.float64), torch.zeros(L, L, dtype=torch.float64), 0
     flat_out: list[list[Tensor]] = [[] for _ in modules]
     try:
-        for batch in batches(tokenizer, texts, batch_size, max_length):
+        for batch in batches(tokenizer, texts, _batch_size(model, batch_size, max_length), max_length):
             out = model(**batch, output_attentions=True)
             m = real_positions(model, batch, out.attentions[0].shape[-1]).to(torch.float32)
             pair = (m[:, :, None] * m[:, None, :])[:, None]  # [B, 1, N, N]
