@@ -235,6 +235,7 @@ def test_probe_records_beside_the_model_and_kept_out_of_the_targets(tmp_path):
     assert (low, high) == (min(rounds), max(rounds)) and low <= full["share_of_ceiling_paired"] <= high
     assert "share_of_ceiling" not in point and "share_of_ceiling" not in none
     assert "## Share of the no-attention ceiling" in md and "| uniform_xs | 64 | eager |" in md
+    assert "| uniform_xs @64 eager share of the no-attention ceiling >= 0.9 |" in md
     assert "uniform_xs 64 eager: " in bm.format_table(list(records.values()))
 
 

@@ -26,6 +26,7 @@ TARGETS = {
     "int8_agreement_min": 0.99,
     "onnx_max_abs_diff": 1e-4,
     "fraction_of_ideal_min": 0.9,  # ViT plans: measured / ideal speed-up over the mha plan
+    "ceiling_share_min": 0.9,  # uniform_*: T of MODEL:mixer=pointwise / T of MODEL (the no-attention ceiling)
 }
 _MACHINE_KEYS = ("cpu", "logical_cores", "platform", "python", "torch", "onnxruntime")
 
@@ -294,6 +295,10 @@ def _target_lines(models: list[dict], exports: list[dict]) -> list[str]:
         if r["family"] == "uniform" and rt in ("eager", "ort") and r.get("speedup_vs_baseline") is not None:
             check(f"{name} vs {r['baseline']} @{img} {rt} >= {t['uniform_vs_efficientvit_min']}x",
                   r["speedup_vs_baseline"], r["speedup_vs_baseline"] >= t["uniform_vs_efficientvit_min"], _paired(r))  # fmt: skip
+        if r["family"] == "uniform" and rt in ("eager", "ort") and r.get("share_of_ceiling") is not None:
+            check(f"{name} @{img} {rt} share of the no-attention ceiling >= {t['ceiling_share_min']}",
+                  r["share_of_ceiling"], r["share_of_ceiling"] >= t["ceiling_share_min"],
+                  _paired(r, "share_of_ceiling_paired"))  # fmt: skip
         if r["family"] == "attnreuse_vit" and rt in ("eager", "ort") and r.get("fraction_of_ideal") is not None:
             check(f"{name} @{img} {rt} measured/ideal >= {t['fraction_of_ideal_min']}", r["fraction_of_ideal"],
                   r["fraction_of_ideal"] >= t["fraction_of_ideal_min"], _paired(r, per=r["ideal_speedup_vs_baseline"]))  # fmt: skip
