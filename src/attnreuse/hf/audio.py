@@ -82,7 +82,29 @@ def frame_mask(model, sample_mask: Tensor, frames: int) -> Tensor:
     return (torch.arange(frames, device=sample_mask.device)[None] < lengths[:, None]).to(sample_mask.dtype)
 
 
-class WaveformBatcher:
+class _ClipBatcher:
+    """What both batchers share: `config` (the model's) and `extractor` (a `transformers` feature
+    extractor); subclasses batch clips in `__call__` with a tokenizer's signature."""
+
+    config: object
+    extractor: object
+
+    def _arrays(self, clips, truncation: bool, max_length: int | None) -> list:
+        """The clips as float32 arrays, each cut to the samples of `max_length` frames when truncating."""
+        limit = samples_for_frames(self.config, max_length) if truncation and max_length else None
+        return [torch.as_tensor(c, dtype=torch.float32)[:limit].numpy() for c in clips]
+
+    def frames(self, clips, max_length: int | None = None) -> list[int]:
+        """Encoder frames per clip (at most `max_length` when given: the clip is truncated to it)."""
+        frames = [frames_for_samples(self.config, len(c)) for c in clips]
+        return [min(f, max_length) for f in frames] if max_length else frames
+
+    def save_pretrained(self, directory) -> None:
+        """Writes the feature extractor's preprocessor_config.json (what `transformers` loads back)."""
+        self.extractor.save_pretrained(directory)
+
+
+class WaveformBatcher(_ClipBatcher):
     """1-D float waveforms -> {"input_values": [B, L], "attention_mask": [B, L]} for a model of `config`."""
 
     def __init__(self, config, extractor=None) -> None:
@@ -92,23 +114,13 @@ class WaveformBatcher:
         self.extractor = extractor or Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, return_attention_mask=True)
 
     def __call__(self, clips, padding=True, truncation=False, max_length: int | None = None, return_tensors="pt") -> dict:
-        limit = samples_for_frames(self.config, max_length) if truncation and max_length else None
-        arrays = [torch.as_tensor(c, dtype=torch.float32)[:limit].numpy() for c in clips]
+        arrays = self._arrays(clips, truncation, max_length)
         out = self.extractor(arrays, sampling_rate=self.extractor.sampling_rate, padding=True, return_tensors="pt",
                              return_attention_mask=True)
         return {"input_values": out["input_values"], "attention_mask": out["attention_mask"].long()}
 
-    def frames(self, clips, max_length: int | None = None) -> list[int]:
-        """Frames per clip (at most `max_length` when given: the clip is truncated to it)."""
-        frames = [frames_for_samples(self.config, len(c)) for c in clips]
-        return [min(f, max_length) for f in frames] if max_length else frames
 
-    def save_pretrained(self, directory) -> None:
-        """Writes the feature extractor's preprocessor_config.json (what `transformers` loads back)."""
-        self.extractor.save_pretrained(directory)
-
-
-class MelBatcher:
+class MelBatcher(_ClipBatcher):
     """1-D float waveforms -> {"input_features": [B, num_mel_bins, 2 * P], "attention_mask": [B, 2 * P]}
     (a mel-frame mask) for a Whisper encoder of `config`, P = max_source_positions: every clip
     padded to the encoder's one input length."""
@@ -124,21 +136,11 @@ class MelBatcher:
                              f"{self.extractor.hop_length} samples; the model takes {config.num_mel_bins} every {MEL_HOP}")
 
     def __call__(self, clips, padding=True, truncation=False, max_length: int | None = None, return_tensors="pt") -> dict:
-        limit = samples_for_frames(self.config, max_length) if truncation and max_length else None
-        arrays = [torch.as_tensor(c, dtype=torch.float32)[:limit].numpy() for c in clips]
+        arrays = self._arrays(clips, truncation, max_length)
         out = self.extractor(arrays, sampling_rate=SAMPLE_RATE, padding="max_length", truncation=True,
                              max_length=mel_frames(self.config) * MEL_HOP, return_attention_mask=True,
                              return_tensors="pt")
         return {"input_features": out["input_features"], "attention_mask": out["attention_mask"].long()}
-
-    def frames(self, clips, max_length: int | None = None) -> list[int]:
-        """Encoder frames per clip (at most `max_length` when given: the clip is truncated to it)."""
-        frames = [frames_for_samples(self.config, len(c)) for c in clips]
-        return [min(f, max_length) for f in frames] if max_length else frames
-
-    def save_pretrained(self, directory) -> None:
-        """Writes the feature extractor's preprocessor_config.json (what `transformers` loads back)."""
-        self.extractor.save_pretrained(directory)
 
 
 def load_batcher(directory, config) -> WaveformBatcher | MelBatcher:
