@@ -36,6 +36,7 @@ __all__ = [
     "PartTimer",
     "latency_stats",
     "machine_record",
+    "matmul_call",
     "matmul_peak_gflops",
     "measure_interleaved",
     "measure_latency",
@@ -421,6 +422,14 @@ def machine_record(**tags: Any) -> dict[str, Any]:
     return record
 
 
+def matmul_call(size: int, dtype: torch.dtype = torch.float32) -> Callable[[], Any]:
+    """A no-argument call of [size, size] @ [size, size] into a preallocated output (2 size^3
+    flops): what `matmul_peak_gflops` times, and what `bench ops` times beside its operators."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    c = torch.empty(size, size, dtype=dtype)
+    return lambda: torch.mm(a, b, out=c)
+
+
 def matmul_peak_gflops(
     threads: int, dtype: torch.dtype = torch.float32, *, size: int = 1536, repeats: int = 5
 ) -> float:
@@ -429,10 +438,7 @@ def matmul_peak_gflops(
     previous = torch.get_num_threads()
     set_threads(threads)
     try:
-        a = torch.randn(size, size, dtype=dtype)
-        b = torch.randn(size, size, dtype=dtype)
-        c = torch.empty(size, size, dtype=dtype)
-        best_ms = measure_latency(lambda: torch.mm(a, b, out=c), warmup=1, repeats=repeats, min_time_s=0.0).latency_ms_min
+        best_ms = measure_latency(matmul_call(size, dtype), warmup=1, repeats=repeats, min_time_s=0.0).latency_ms_min
     finally:
         torch.set_num_threads(previous)
     return 2.0 * size**3 / (best_ms / 1e3) / 1e9

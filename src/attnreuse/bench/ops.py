@@ -199,13 +199,6 @@ def _groups(config: OpsBenchConfig) -> Iterator[list[_Case]]:
         yield group
 
 
-def _matmul_call(size: int, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
-    """[size, size] @ [size, size] into a preallocated output: the matmul peak timed in the rounds."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    c = torch.empty(size, size, dtype=dtype)
-    return lambda: torch.mm(a, b, out=c)
-
-
 _PEAK = "matmul peak"  # the key of the matmul in each group's interleaved calls
 
 
@@ -213,10 +206,10 @@ def _time_group(cases: list[_Case], config: OpsBenchConfig, dtype: torch.dtype) 
     """Time the runnable `cases` of one (batch, N) in interleaved rounds beside the matmul peak:
     {case: timing fields of its record}. An operator that raises stops the sweep, as it would
     outside the rounds."""
-    from attnreuse.measure import measure_interleaved, measure_peak_bytes, paired_ratio
+    from attnreuse.measure import matmul_call, measure_interleaved, measure_peak_bytes, paired_ratio
 
     calls: dict[Any, Callable[[], Any]] = {case: _callable(case, dtype) for case in cases}
-    calls[_PEAK] = _matmul_call(config.matmul_size, dtype)
+    calls[_PEAK] = matmul_call(config.matmul_size, dtype)
     medians: dict[Any, list[float]] = {}
     with torch.inference_mode():
         stats = measure_interleaved(calls, rounds=config.rounds, warmup=config.warmup, repeats=config.repeats,
@@ -228,10 +221,10 @@ def _time_group(cases: list[_Case], config: OpsBenchConfig, dtype: torch.dtype) 
     base = next((c for c in cases if c.op == BASELINE), None)
     fields = {}
     for case in cases:
-        ms = stats[case].latency_ms_median
-        gflops = _flops(case) / ms / 1e6
+        ms, flops = stats[case].latency_ms_median, _flops(case)
+        gflops = flops / ms / 1e6
         # per round: (this op's GFLOP/s) / (the matmul's GFLOP/s) = flops * t_matmul / (peak flops * t_op)
-        frac, frac_lo, frac_hi = paired_ratio([_flops(case) * t for t in medians[_PEAK]],
+        frac, frac_lo, frac_hi = paired_ratio([flops * t for t in medians[_PEAK]],
                                               [peak_flops * t for t in medians[case]])
         with torch.inference_mode():
             peak_bytes = measure_peak_bytes(calls[case])
@@ -274,7 +267,8 @@ def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = N
         itemsize = torch.finfo(dtype).bits // 8
         records = []
         for group in _groups(config):
-            runnable = [case for case in group if _skip_reason(case, config, itemsize) is None]
+            skipped = {case: reason for case in group if (reason := _skip_reason(case, config, itemsize)) is not None}
+            runnable = [case for case in group if case not in skipped]
             timed = _time_group(runnable, config, dtype) if runnable else {}
             base_ms = next((timed[c]["latency_ms_median"] for c in runnable if c.op == BASELINE), None)
             for case in group:
@@ -289,7 +283,7 @@ def run_bench(config: OpsBenchConfig, progress: Callable[[str], None] | None = N
                 else:
                     record.update(latency_ms_median=None, latency_ms_p90=None, repeats=0, peak_bytes=None,
                                   gflops_per_s=None, fraction_of_matmul_peak=None, speedup_vs_sdpa_mha=None,
-                                  note=_skip_reason(case, config, itemsize))
+                                  note=skipped[case])
                 record["machine"] = machine
                 record["config"] = settings
                 records.append(record)
