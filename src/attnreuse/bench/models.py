@@ -302,9 +302,8 @@ def add_relative_columns(records: list[dict]) -> list[dict]:
     and against the baseline in the same runtime `speedup_vs_baseline` (baseline latency / this),
     `ideal_speedup_vs_baseline` (baseline MACs / these MACs) and `fraction_of_ideal`; with
     per-round medians on both sides, `speedup_vs_baseline_paired` (the median over rounds of the
-    ratio of the two blocks timed side by side in that round) and its [min, max] over rounds."""
-    from attnreuse.measure import paired_ratio
-
+    ratio of the two blocks timed side by side in that round) and its [min, max] over rounds; and
+    beside a `:mixer=pointwise` probe, `share_of_ceiling` (T_probe / T_model) and its paired form."""
     ok = {
         (r["model"], r["img_size"], r["batch"], r["runtime"]): r
         for r in records
@@ -321,19 +320,23 @@ def add_relative_columns(records: list[dict]) -> list[dict]:
             r["speedup_vs_baseline"] = base["latency_ms_median"] / r["latency_ms_median"]
             r["ideal_speedup_vs_baseline"] = base["macs"] / r["macs"]
             r["fraction_of_ideal"] = r["speedup_vs_baseline"] / r["ideal_speedup_vs_baseline"]
-            rounds_b, rounds_r = base.get("latency_ms_round_medians"), r.get("latency_ms_round_medians")
-            if rounds_b and rounds_r and len(rounds_b) == len(rounds_r):
-                ratio, low, high = paired_ratio(rounds_b, rounds_r)
-                r.update(speedup_vs_baseline_paired=ratio, speedup_vs_baseline_paired_range=[low, high])
+            _add_paired(r, "speedup_vs_baseline_paired", base)
         probe = ok.get((f"{r['model']}{CEILING_SUFFIX}", r["img_size"], r["batch"], r["runtime"]))
         if probe is not None:
             # speed-up over the baseline / the probe's = T_probe / T_model: the baseline cancels
             r["share_of_ceiling"] = probe["latency_ms_median"] / r["latency_ms_median"]
-            rounds_p, rounds_r = probe.get("latency_ms_round_medians"), r.get("latency_ms_round_medians")
-            if rounds_p and rounds_r and len(rounds_p) == len(rounds_r):
-                ratio, low, high = paired_ratio(rounds_p, rounds_r)
-                r.update(share_of_ceiling_paired=ratio, share_of_ceiling_paired_range=[low, high])
+            _add_paired(r, "share_of_ceiling_paired", probe)
     return records
+
+
+def _add_paired(r: dict, key: str, other: dict) -> None:
+    """r[key] (and key_range): T_other / T_r paired round by round, where both have per-round medians."""
+    from attnreuse.measure import paired_ratio
+
+    rounds_o, rounds_r = other.get("latency_ms_round_medians"), r.get("latency_ms_round_medians")
+    if rounds_o and rounds_r and len(rounds_o) == len(rounds_r):
+        ratio, low, high = paired_ratio(rounds_o, rounds_r)
+        r.update({key: ratio, f"{key}_range": [low, high]})
 
 
 def ceiling_lines(records: list[dict]) -> list[str]:
