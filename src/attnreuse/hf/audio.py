@@ -27,8 +27,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["BUILTIN", "SAMPLE_RATE", "MelBatcher", "WaveformBatcher", "frame_mask", "frames_for_samples",
-           "load_batcher", "samples_for_frames", "split_clips", "synthetic_clips"]
+__all__ = ["BUILTIN", "SAMPLE_RATE", "MelBatcher", "WaveformBatcher", "fixed_frames", "frame_mask", "frames_for_samples",
+           "load_batcher", "mel_frames", "samples_for_frames", "split_clips", "synthetic_clips"]
 
 SAMPLE_RATE = 16_000
 BUILTIN = "synthetic"
@@ -45,6 +45,12 @@ def _is_mel(config) -> bool:
 def mel_frames(config) -> int:
     """The mel frames a Whisper encoder of `config` takes, exactly: 2 x max_source_positions."""
     return MEL_PER_FRAME * config.max_source_positions
+
+
+def fixed_frames(config) -> int | None:
+    """The one sequence length an encoder of `config` takes (Whisper: max_source_positions
+    frames), or None when it takes any (text, raw waveforms)."""
+    return config.max_source_positions if _is_mel(config) else None
 
 
 def samples_for_frames(config, frames: int) -> int:

@@ -30,14 +30,16 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     for speech models a random waveform of the samples that make `tokens` frames, [batch, samples];
     for Whisper random log-mel features [batch, num_mel_bins, 2 * tokens], where tokens must be
     the encoder's max_source_positions (its one input length)."""
+    from attnreuse.hf.audio import fixed_frames, mel_frames
     from attnreuse.hf.hosts import host_for
 
-    if host_for(config).inputs == "input_features":
-        if tokens != config.max_source_positions:
+    fixed = fixed_frames(config)
+    if fixed is not None:
+        if tokens != fixed:
             raise ValueError(f"--tokens {tokens}: a Whisper encoder takes exactly max_source_positions = "
-                             f"{config.max_source_positions} frames (leave --tokens out, or give that)")
+                             f"{fixed} frames (leave --tokens out, or give that)")
         g = torch.Generator().manual_seed(seed)
-        mel = 2 * tokens
+        mel = mel_frames(config)
         return {"input_features": torch.randn(batch, config.num_mel_bins, mel, generator=g),
                 "attention_mask": torch.ones(batch, mel, dtype=torch.long)}
     if host_for(config).inputs == "input_values":
@@ -60,9 +62,10 @@ def default_tokens(config, tokens: int | None, default: int = 512) -> int:
     one length a Whisper encoder takes (max_source_positions)."""
     if tokens is not None:
         return tokens
-    from attnreuse.hf.hosts import host_for
+    from attnreuse.hf.audio import fixed_frames
 
-    return config.max_source_positions if host_for(config).inputs == "input_features" else default
+    fixed = fixed_frames(config)
+    return default if fixed is None else fixed
 
 
 def _eager_call(model: nn.Module, inputs: dict):
