@@ -231,7 +231,7 @@ def _time_group(cases: list[_Case], config: OpsBenchConfig, dtype: torch.dtype) 
         fields[case] = dict(
             latency_ms_median=round(ms, 4), latency_ms_p90=round(stats[case].latency_ms_p90, 4),
             repeats=stats[case].repeats, rounds=config.rounds,
-            latency_ms_round_medians=[round(t, 4) for t in medians[case]],
+            latency_ms_round_medians=[round(t, 6) for t in medians[case]],  # to the ns: a fast op's rounds are us
             peak_bytes=peak_bytes, gflops_per_s=round(gflops, 3),
             fraction_of_matmul_peak_paired=round(frac, 4),
             fraction_of_matmul_peak_paired_range=[round(frac_lo, 4), round(frac_hi, 4)],
