@@ -33,6 +33,13 @@ raised to at least the next float up (`_bias_4d`); then both match the decompose
 (tests/export/test_fused_key_mask.py). A map that another layer reuses (a `share` layer) has two
 users and stays decomposed.
 
+A stock `transformers` encoder on SDPA under a boolean mask exports (TorchScript exporter) as
+Add(scores, Where(mask, 0, -inf)) -> Softmax -> Where(IsNaN(map), 0, map) -> MatMul: a row with
+every key masked is NaN after the softmax, and the guard makes it 0, as PyTorch's SDPA does. That
+guard is matched too; after the fused node the same rows are zeroed by selection, read from the
+bias (`_guard_nodes`), so stock and converted encoders fuse alike and `ort-fused` compares fused
+graphs on both sides.
+
 Fused operators (both have CPU kernels in ONNX Runtime 1.32, checked in tests/export):
 - "mha": com.microsoft `MultiHeadAttention` (query/key/value [B, S, H * D], `attention_bias`
   [1|B, 1|H, N, M], `scale`; key/value head sizes may differ only in this 3-D form, so q, k and v
@@ -45,7 +52,7 @@ Fused operators (both have CPU kernels in ONNX Runtime 1.32, checked in tests/ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = ["FUSED_OPS", "RUNTIME_OP", "count_fused", "fuse_attention", "fuse_file"]
 
@@ -72,6 +79,7 @@ class _Match:
     q_rows: int | str | None = None  # N as `_shapes` gives it (static, a symbol, or unknown)
     k_bmhd: bool = False  # k is [B, M, H, Dk] (heads split, not yet moved before tokens), not [B, H, M, Dk]
     shape_readers: list = field(default_factory=list)  # Shape nodes reading the map (`_map_shape_nodes` replaces them)
+    nan_guard: bool = False  # the map passed Where(IsNaN(map), 0, map): rows whose every key is masked output 0
 
     @property
     def q_rows_axis(self) -> int:
@@ -173,6 +181,22 @@ def _index(graph):
     return producer, consumers, _constants(graph), only_use
 
 
+def _nan_guard(sm, uses: list, consumers: dict, consts: dict, only_use) -> tuple | None:
+    """(IsNaN, Where) when the map's uses are exactly Where(IsNaN(map), 0, map), the guard PyTorch's
+    TorchScript exporter writes after an SDPA under a boolean mask (-inf at masked keys, so a row with
+    every key masked is NaN, which the guard makes 0); else None."""
+    if len(uses) != 2:
+        return None
+    isnan = next((u for u in uses if u.op_type == "IsNaN"), None)
+    where = next((u for u in uses if u.op_type == "Where"), None)
+    if isnan is None or where is None or not only_use(isnan.output[0]):
+        return None
+    cond, zero, kept = where.input
+    if cond != isnan.output[0] or kept != sm.output[0] or _scalar(zero, consts) != 0.0:
+        return None
+    return isnan, where
+
+
 def _find(graph, shapes: dict) -> list[_Match]:
     producer, consumers, consts, only_use = _index(graph)
     outputs = {o.name for o in graph.output}
@@ -185,10 +209,15 @@ def _find(graph, shapes: dict) -> list[_Match]:
         # reshapes its value heads to the map's [B, 1, N, .]); those reads are rebuilt from q and k
         readers = [u for u in consumers.get(sm.output[0], []) if u.op_type == "Shape"]
         uses = [u for u in consumers.get(sm.output[0], []) if u.op_type != "Shape"]
-        if len(uses) != 1 or uses[0].op_type != "MatMul" or uses[0].input[0] != sm.output[0] or sm.output[0] in outputs:
+        guard = _nan_guard(sm, uses, consumers, consts, only_use)
+        if sm.output[0] in outputs or (guard is None and len(uses) != 1):
             continue
-        mm2 = uses[0]
-        nodes, bias = [sm, mm2], None
+        mapped = guard[1].output[0] if guard else sm.output[0]  # the map A.V reads
+        av = consumers.get(mapped, []) if guard else uses
+        if (guard and not only_use(mapped)) or len(av) != 1 or av[0].op_type != "MatMul" or av[0].input[0] != mapped:
+            continue
+        mm2 = av[0]
+        nodes, bias = [sm, mm2, *(guard or ())], None
         src = producer.get(sm.input[0])
         if src is not None and src.op_type == "Add" and only_use(src.output[0]):
             for a, b in (src.input, src.input[::-1]):
@@ -237,8 +266,10 @@ def _find(graph, shapes: dict) -> list[_Match]:
             continue  # heads and widths must be static (batch and tokens may be dynamic)
         if bias is not None and not _bias_fits(shapes.get(bias), qs, ks):
             continue
+        if guard is not None and bias is None:
+            continue  # a guard without a mask is not what the exporter writes: left decomposed
         matches.append(_Match(q, k, v, bias, scale, mm2.output[0], qs[1], vs[3], nodes, q_rows=qs[2], k_bmhd=k_bmhd,
-                              shape_readers=readers,
+                              shape_readers=readers, nan_guard=guard is not None,
                               expand_rows=bias is not None and _row_broadcast(shapes[bias], qs)))
     return matches
 
@@ -365,6 +396,34 @@ def _map_shape_nodes(m: _Match, p: str, reader) -> tuple[list, list]:
     return nodes, inits
 
 
+def _guard_nodes(m: _Match, p: str, unguarded: str, made: dict, axes_as_input: bool) -> tuple[list, list]:
+    """The NaN guard after a fused layer: Where(every key of the row masked, 0, out) -> m.out.
+
+    The decomposed graph's guard zeroes the rows whose softmax is NaN, i.e. whose bias is -inf at
+    every key; the fused kernels give NaN there (MultiHeadAttention) or, with the raised bias of
+    `_bias_4d`, the mean of v (Attention). Which rows those are is read from the bias itself,
+    ReduceMax over keys == -inf, once per bias (every layer of an encoder reads the same mask), and
+    the output rows are selected, not multiplied (0 * NaN is NaN). `axes_as_input`: ReduceMax takes
+    its axes as an input from opset 18 on, as an attribute before."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
+    key = ("masked_rows", m.bias)
+    if key not in made:
+        if axes_as_input:
+            inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{p}/key_axis"))
+            reduce = helper.make_node("ReduceMax", [m.bias, f"{p}/key_axis"], [f"{p}/row_max"], keepdims=1)
+        else:
+            reduce = helper.make_node("ReduceMax", [m.bias], [f"{p}/row_max"], axes=[-1], keepdims=1)
+        nodes += [reduce, helper.make_node("IsInf", [f"{p}/row_max"], [f"{p}/masked_rows"], detect_positive=0)]
+        made[key] = f"{p}/masked_rows"
+    inits.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), f"{p}/zero_f32"))
+    nodes += [helper.make_node("CastLike", [f"{p}/zero_f32", unguarded], [f"{p}/zero"]),
+              helper.make_node("Where", [made[key], f"{p}/zero", unguarded], [m.out])]
+    return nodes, inits
+
+
 def _channel_major_nodes(m: _Match, p: str, op: str, bias: str | None) -> list:
     """One-head fused attention on token-major q and transposed k, v; the output back to [B, C, N]."""
     from onnx import helper
@@ -440,8 +499,12 @@ def fuse_attention(model, op: str = "mha"):
     matches.sort(key=lambda m: position[id(m.anchor)])
     gone = {id(n) for m in matches for n in m.nodes}
     new_nodes, made = {}, {}
+    opset = 23 if op == "attention" else next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     for i, m in enumerate(matches):
         p = f"fused_attention_{i}"
+        guarded = m
+        if m.nan_guard:  # the fused node writes an unguarded output, `_guard_nodes` the one the graph reads
+            m = replace(m, out=f"{p}/unguarded")
         bias, nodes, inits = _bias_4d(m, p, op, shapes, made)
         if m.channel_major:
             nodes += _channel_major_nodes(m, p, op, bias)
@@ -450,6 +513,9 @@ def fuse_attention(model, op: str = "mha"):
             nodes, inits = nodes + more, inits + more_inits
         else:
             nodes += _attention_nodes(m, p, bias)
+        if m.nan_guard:
+            more, more_inits = _guard_nodes(guarded, p, m.out, made, axes_as_input=opset >= 18)
+            nodes, inits = nodes + more, inits + more_inits
         graph.initializer.extend(inits)
         new_nodes[id(m.anchor)] = nodes  # in place of the last node replaced: every input exists by then
         for j, reader in enumerate(m.shape_readers):  # in place of each reader: its users may come before `anchor`
