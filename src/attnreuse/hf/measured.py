@@ -1,10 +1,12 @@
-"""The two measured tables of docs/hf.md ('Measured: all-MiniLM-L6-v2'), rendered from the committed
-records (docs/measured/hf_minilm.json: the `hf convert`/`hf distill` summaries under "fidelity", the
-`hf eval --json` records under "speed"). A docs test checks the page's tables equal these."""
+"""The measured tables of docs/hf.md, rendered from the committed records: 'Measured:
+all-MiniLM-L6-v2' from docs/measured/hf_minilm.json (the `hf convert`/`hf distill` summaries under
+"fidelity", the `hf eval --json` records under "speed"), and the fused-export comparison from an
+`hf eval --runtimes ort,ort-fused --json` file (`fused_table`). A docs test checks the page's tables
+equal these."""
 
 from __future__ import annotations
 
-__all__ = ["fidelity_table", "plan_label", "speed_table"]
+__all__ = ["fidelity_table", "fused_table", "plan_label", "speed_table"]
 
 # Softmax maps one layer of a plan computes, per kind (the others apply an earlier one, or none).
 _MAPS_PER_LAYER = {"mha": "heads", "reuse": 1}
@@ -62,4 +64,20 @@ def speed_table(records: dict) -> str:
         of_ideal = "-" if model == eager["baseline"] else f"{eager['of_ideal']:.0%}"
         lines.append(f"| {label} | {eager['latency_ms_median']:.1f} | {_speedup(eager)} | {eager['mac_ideal']:.2f}x | "
                      f"{of_ideal} | {ort['latency_ms_median']:.1f} | {_speedup(ort)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def fused_table(records: dict) -> str:
+    """Each model's ONNX Runtime latency, decomposed (`ort`) and fused (`ort-fused`), each speed-up
+    against the original's export in the same runtime, and the fused graph's attention subgraphs
+    (records: `hf eval --runtimes ort,ort-fused --json`; rows labelled by the candidate's plan)."""
+    plans = {model: c["plan"] for model, c in records["candidates"].items()}
+    by = {(r["model"], r["runtime"]): r for r in records["speed"]}
+    lines = ["| model | ORT ms | vs the original's export | ORT fused ms | attention subgraphs fused | "
+             "vs the original's fused export |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for model in dict.fromkeys(r["model"] for r in records["speed"]):
+        plain, fused = by[(model, "ort")], by[(model, "ort-fused")]
+        label = model if model == plain["baseline"] else plan_label(plans[model])
+        lines.append(f"| {label} | {plain['latency_ms_median']:.1f} | {_speedup(plain)} | "
+                     f"{fused['latency_ms_median']:.1f} | {fused['fused_attention_nodes']} | {_speedup(fused)} |")  # fmt: skip
     return "\n".join(lines)
