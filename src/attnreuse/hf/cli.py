@@ -77,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--no-speed", dest="speed", action="store_false", help="fidelity only")
     e.add_argument("--json", dest="json_path", help="write the records here")
+    e.add_argument("--force", action="store_true", help="replace an existing --json file")
     e.set_defaults(func=_eval)
 
     x = jobs.add_parser("export", help="a converted model to ONNX, checked in ONNX Runtime")
@@ -131,7 +132,7 @@ def _eval(args) -> int:
 
     r = eval_job(args.teacher, args.candidates, text=args.text, tokens=args.tokens, runtimes=args.runtimes,
                  rounds=args.rounds, repeats=args.repeats, threads=args.threads, speed=args.speed,
-                 json_path=args.json_path)
+                 json_path=args.json_path, force=args.force)
     for name, row in r["candidates"].items():
         print(f"{name}: plan {','.join(row['plan'])}: {_fid(row['fidelity'])}")
     if r["speed"]:

@@ -164,13 +164,19 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
 
 def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", tokens: int | None = None,
              runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
-             speed: bool = True, json_path: str | None = None) -> dict:
+             speed: bool = True, json_path: str | None = None, force: bool = False) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.source import data_name, load_data
     from attnreuse.hf.speed import RUNTIMES, default_tokens, measure_speed
 
     if not candidates:
         raise ValueError("give at least one converted model directory to evaluate")
+    if json_path is not None:  # checked before minutes of work, and an earlier record is not lost
+        target = Path(json_path)
+        if target.is_dir():
+            raise IsADirectoryError(f"--json {target} is a directory; give the path of a .json file")
+        if target.exists() and not force:
+            raise FileExistsError(f"--json {target} exists; pass --force to replace it")
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or not runtimes:
         raise ValueError(f"--runtimes must be a comma-separated list of {', '.join(RUNTIMES)}, got {','.join(runtimes)!r}")

@@ -1,0 +1,37 @@
+"""User mistakes in the `attnreuse hf` jobs end in one line on stderr naming the argument, exit 2,
+and nothing written or replaced (found by trying the jobs as a new user would)."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnreuse.cli import main
+
+
+def _fails(capsys, *argv, needles=()):
+    capsys.readouterr()
+    code = main(["hf", *map(str, argv)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert str(needle) in err, err
+    return err
+
+
+@pytest.fixture
+def converted(tmp_path, model_dir):
+    out = tmp_path / "conv"
+    assert main(["hf", "convert", "--model", str(model_dir), "--plan", "mha,share,mha,share", "--no-eval", "--output", str(out)]) == 0
+    return out
+
+
+def test_eval_json_is_not_overwritten_without_force(tmp_path, capsys, model_dir, text_file, converted):
+    record = tmp_path / "earlier.json"
+    record.write_text("keep")
+    argv = ["eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--json", record]
+    _fails(capsys, *argv, needles=(f"--json {record} exists; pass --force",))
+    assert record.read_text() == "keep"
+    _fails(capsys, *argv[:-1], tmp_path, needles=(f"--json {tmp_path} is a directory",))
+    assert main(["hf", *map(str, argv), "--force"]) == 0
+    assert '"candidates"' in record.read_text()
