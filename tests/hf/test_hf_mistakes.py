@@ -35,3 +35,15 @@ def test_eval_json_is_not_overwritten_without_force(tmp_path, capsys, model_dir,
     _fails(capsys, *argv[:-1], tmp_path, needles=(f"--json {tmp_path} is a directory",))
     assert main(["hf", *map(str, argv), "--force"]) == 0
     assert '"candidates"' in record.read_text()
+
+
+@pytest.mark.parametrize("job", ["analyze", "convert", "distill", "eval"])
+def test_a_converted_model_is_not_taken_for_the_original(tmp_path, capsys, model_dir, text_file, converted, job):
+    """transformers loads a converted directory as the plain model, the weights its plan dropped at random."""
+    out = tmp_path / "out"
+    argv = {"analyze": ["analyze", "--model", converted, "--output", out],
+            "convert": ["convert", "--model", converted, "--plan", "mha", "--output", out],
+            "distill": ["distill", "--teacher", converted, "--init", converted, "--steps", "1", "--no-progress", "--output", out],
+            "eval": ["eval", "--teacher", converted, converted, "--no-speed"]}[job]
+    _fails(capsys, *argv, "--text", text_file, needles=(f"{converted} is a converted model (plan mha,share,mha,share)", str(model_dir)))
+    assert not out.exists()

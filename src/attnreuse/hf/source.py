@@ -35,6 +35,11 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
     from transformers import AutoModel
 
     config = load_config(directory)
+    plan = getattr(config, "attnreuse_plan", None)  # attnreuse.hf.convert.PLAN_KEY (convert imports this module)
+    if plan is not None:
+        # transformers would load it as a plain model, its dropped query/key weights filled at random
+        raise ValueError(f"{directory} is a converted model (plan {','.join(plan)}); give the original transformers "
+                         f"directory{' ' + config.attnreuse_source if getattr(config, 'attnreuse_source', None) else ''}")
     host = host_for(config)
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = AutoModel
