@@ -47,3 +47,13 @@ def test_a_converted_model_is_not_taken_for_the_original(tmp_path, capsys, model
             "eval": ["eval", "--teacher", converted, converted, "--no-speed"]}[job]
     _fails(capsys, *argv, "--text", text_file, needles=(f"{converted} is a converted model (plan mha,share,mha,share)", str(model_dir)))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weights_are_named(tmp_path, capsys, model_dir, damage):
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500] if damage == "truncated" else b"not a safetensors file")
+    out = tmp_path / "out"
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--output", out,
+           needles=(f"{model_dir}: its weights are not a readable safetensors file",))
+    assert not out.exists()

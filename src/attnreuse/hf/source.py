@@ -32,6 +32,7 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
     directory's own when it was saved as one, else the encoder of the model it holds (a
     WhisperModel or WhisperForConditionalGeneration checkpoint), with every encoder weight loaded.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModel
 
     config = load_config(directory)
@@ -50,6 +51,8 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
                                           output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{directory}: cannot load its weights: {str(err).splitlines()[0]}") from None
+    except SafetensorError as err:  # a truncated or damaged file: safetensors' own error type
+        raise ValueError(f"{directory}: its weights are not a readable safetensors file ({err})") from None
     if host.model_class is not None and type(model).__name__ != host.model_class:
         if not callable(getattr(model, "get_encoder", None)):
             raise ValueError(f"{directory}: a {type(model).__name__} has no {host.model_class} to convert")
