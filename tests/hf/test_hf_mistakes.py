@@ -57,3 +57,23 @@ def test_damaged_weights_are_named(tmp_path, capsys, model_dir, damage):
     _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--output", out,
            needles=(f"{model_dir}: its weights are not a readable safetensors file",))
     assert not out.exists()
+
+
+def test_weights_missing_from_a_checkpoint_are_refused_not_made_up(tmp_path, capsys, model_dir):
+    """transformers fills a tensor the checkpoint lacks with random values; the jobs name it instead,
+    except the pooler, which the jobs do not read (a masked-LM checkpoint has none)."""
+    from safetensors.torch import load_file, save_file
+
+    from hfutil import tiny_config, tiny_tokenizer
+
+    weights = model_dir / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if ".layer.1." not in k}, str(weights), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--output", out,
+           needles=(f"{model_dir}: its weights lack 16 of the BertModel's tensors (e.g. encoder.layer.1.",))
+    assert not out.exists()
+    mlm = tmp_path / "mlm"
+    __import__("transformers").BertForMaskedLM(tiny_config("bert")).save_pretrained(mlm)
+    tiny_tokenizer(tmp_path).save_pretrained(mlm)
+    assert main(["hf", "convert", "--model", str(mlm), "--plan", "mha", "--no-eval", "--output", str(out)]) == 0

@@ -10,6 +10,13 @@ from attnreuse.hf.hosts import SPEECH_INPUTS, host_for, modeling_class
 __all__ = ["data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
 
+# Tensors a checkpoint may lack without changing what the jobs read (last_hidden_state): BERT's
+# pooler (absent from checkpoints saved from a masked-LM model), wav2vec2 / HuBERT's mask embedding
+# (SpecAugment in training). Any other missing tensor would be filled with random values.
+_UNUSED_PREFIXES = ("pooler.",)
+_UNUSED_SUFFIXES = ("masked_spec_embed",)
+
+
 def load_config(directory: str | os.PathLike):
     from transformers import AutoConfig
 
@@ -27,8 +34,9 @@ def load_config(directory: str | os.PathLike):
 def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdpa"):
     """(model, config) from a local directory; the model in eval mode, float32.
 
-    A supported encoder architecture (`attnreuse.hf.hosts.SUPPORTED`) is required. Where the host
-    converts one class of an encoder-decoder family (Whisper: `WhisperEncoder`), that class: the
+    A supported encoder architecture (`attnreuse.hf.hosts.SUPPORTED`) is required, and weights for
+    every tensor the encoder's outputs depend on (transformers would fill a missing one at random).
+    Where the host converts one class of an encoder-decoder family (Whisper: `WhisperEncoder`), that class: the
     directory's own when it was saved as one, else the encoder of the model it holds (a
     WhisperModel or WhisperForConditionalGeneration checkpoint), with every encoder weight loaded.
     """
@@ -59,9 +67,9 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
         missing = [k for k in info["missing_keys"] if k.startswith("encoder.")]
         model = model.get_encoder()
     else:
-        missing = list(info["missing_keys"]) if host.model_class is not None else []
+        missing = [k for k in info["missing_keys"] if not k.startswith(_UNUSED_PREFIXES) and not k.endswith(_UNUSED_SUFFIXES)]
     if missing:
-        raise ValueError(f"{directory}: its weights lack {len(missing)} of the {host.model_class}'s tensors "
+        raise ValueError(f"{directory}: its weights lack {len(missing)} of the {type(model).__name__}'s tensors "
                          f"(e.g. {missing[0]}); give a checkpoint that holds the encoder")
     return model.eval(), config
 
