@@ -77,3 +77,50 @@ def test_weights_missing_from_a_checkpoint_are_refused_not_made_up(tmp_path, cap
     __import__("transformers").BertForMaskedLM(tiny_config("bert")).save_pretrained(mlm)
     tiny_tokenizer(tmp_path).save_pretrained(mlm)
     assert main(["hf", "convert", "--model", str(mlm), "--plan", "mha", "--no-eval", "--output", str(out)]) == 0
+
+
+@pytest.fixture
+def whisper_dir(tmp_path):
+    import torch
+    import transformers
+
+    from hfutil import tiny_config
+
+    torch.manual_seed(0)
+    directory = tmp_path / "tiny-whisper"
+    transformers.WhisperModel(tiny_config("whisper")).eval().save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("model, tokens, message", [
+    ("bert", "0", "--tokens must be a positive int, got 0"),
+    ("bert", "-5", "--tokens must be a positive int, got -5"),
+    ("bert", "65", "--tokens 65 exceeds the 64 positions the bert model takes"),
+    ("whisper", "5", "--tokens 5: a Whisper encoder takes exactly max_source_positions = 12"),
+])  # fmt: skip
+@pytest.mark.parametrize("job", ["analyze", "eval"])
+def test_tokens_a_model_cannot_take_are_refused(tmp_path, capsys, model_dir, whisper_dir, text_file, converted, job,
+                                                model, tokens, message):
+    """analyze costed its plan at any --tokens (0 divided by zero; Whisper's one length was not
+    enforced), eval crashed in the model on 0 or fewer."""
+    teacher = model_dir if model == "bert" else whisper_dir
+    out = tmp_path / "out"
+    text = ["--text", text_file] if model == "bert" else []
+    if job == "analyze":
+        argv = ["analyze", "--model", teacher, "--tokens", tokens, *text, "--output", out]
+    else:
+        argv = ["eval", "--teacher", teacher, converted, "--tokens", tokens, *text, "--rounds", "1", "--repeats", "1"]
+    _fails(capsys, *argv, needles=(message,))
+    assert not out.exists()
+
+
+def test_roberta_positions_start_after_the_padding_index():
+    from attnreuse.hf.speed import check_tokens
+
+    from hfutil import tiny_config
+
+    config = tiny_config("roberta")  # 70 position embeddings, pad_token_id 1: 68 tokens
+    check_tokens(config, 68)
+    with pytest.raises(ValueError, match="--tokens 69 exceeds the 68 positions"):
+        check_tokens(config, 69)
+

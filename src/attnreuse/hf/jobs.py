@@ -82,11 +82,12 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
+        tokens = default_tokens(model.config, tokens)  # checked before the capture
         _, held = load_data(model.config, text)
         red = capture(model, tok, held[:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
-        plan = suggest(red, src, tokens=default_tokens(model.config, tokens), budget=budget, min_score=min_score)
+        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
         record = {"model": str(model_dir), "text": data_name(model.config, text), "redundancy": red.to_json(), "suggestion": plan}
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
@@ -181,6 +182,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     if unknown or not runtimes:
         raise ValueError(f"--runtimes must be a comma-separated list of {', '.join(RUNTIMES)}, got {','.join(runtimes)!r}")
     teacher, tok = _model_and_tokenizer(teacher_dir)
+    tokens = default_tokens(teacher.config, tokens) if speed else tokens  # checked before the fidelity pass
     models = {}
     for c in candidates:
         models[str(c)], _ = _converted(c)
@@ -190,7 +192,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     speed_records = []
     if speed:
         speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
-                                      tokens=default_tokens(teacher.config, tokens), runtimes=runtimes, rounds=rounds,
+                                      tokens=tokens, runtimes=runtimes, rounds=rounds,
                                       repeats=repeats, threads=threads)
     record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if json_path:
