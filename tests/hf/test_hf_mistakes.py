@@ -124,3 +124,38 @@ def test_roberta_positions_start_after_the_padding_index():
     with pytest.raises(ValueError, match="--tokens 69 exceeds the 68 positions"):
         check_tokens(config, 69)
 
+
+def _texts(path, count: int, held: bool | None):
+    """`count` distinct lines, all held out (crc32 % 10 == 0), none, or the first ones found (None)."""
+    import zlib
+
+    lines, i = [], 0
+    while len(lines) < count:
+        line = f"text number {i} about files and paths"
+        if held is None or (zlib.crc32(line.encode()) % 10 == 0) == held:
+            lines.append(line)
+        i += 1
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("job, lines, held, message", [
+    ("convert", 30, None, "texts are held out (crc32(text) % 10 == 0) and the fidelity needs 11"),
+    ("fit", 3, True, "0 of its 3 texts are left for training and --fit-steps needs 1"),
+    ("analyze", 5, False, "0 of its 5 texts are held out (crc32(text) % 10 == 0) and the analysis needs 2"),
+    ("distill", 30, None, "texts are held out (crc32(text) % 10 == 0) and the fidelity needs 11"),
+    ("distill", 12, True, "0 of its 12 texts are left for training and distillation needs 1"),
+    ("eval", 30, None, "texts are held out (crc32(text) % 10 == 0) and the fidelity needs 11"),
+])  # fmt: skip
+def test_too_few_texts_name_the_file(tmp_path, capsys, model_dir, converted, job, lines, held, message):
+    """A short --text file ended in an IndexError traceback, a message naming no argument, or (distill)
+    a run directory holding config.json that the next try had to --force away."""
+    texts = _texts(tmp_path / "few.txt", lines, held)
+    out = tmp_path / "out"
+    argv = {"convert": ["convert", "--model", model_dir, "--plan", "mha", "--output", out],
+            "fit": ["convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--fit-steps", "1", "--output", out],
+            "analyze": ["analyze", "--model", model_dir, "--output", out],
+            "distill": ["distill", "--teacher", model_dir, "--init", converted, "--steps", "1", "--no-progress", "--output", out],
+            "eval": ["eval", "--teacher", model_dir, converted, "--no-speed"]}[job]
+    _fails(capsys, *argv, "--text", texts, needles=(f"--text {texts}: ", message, "give a file with more lines"))
+    assert not out.exists()

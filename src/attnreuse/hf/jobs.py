@@ -49,6 +49,19 @@ def _converted(directory: str):
     return model, load_preprocessor(path, model.config)
 
 
+# Fidelity's top-10 overlap ranks each held-out text's 10 nearest others: it needs 11 texts.
+FIDELITY_TEXTS = 11
+
+
+def _enough(data: tuple[list, list], text: str, need: int, held_out: bool, what: str) -> None:
+    """Raise ValueError naming --text unless `data` (train, held-out) has `need` held-out (or training) items."""
+    have = len(data[1] if held_out else data[0])
+    if have < need:
+        part = "are held out (crc32(text) % 10 == 0)" if held_out else "are left for training"
+        raise ValueError(f"--text {text}: {have} of its {len(data[0]) + len(data[1])} texts {part} and {what} needs "
+                         f"{need}; give a file with more lines")
+
+
 def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
     import matplotlib
 
@@ -83,8 +96,9 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
         tokens = default_tokens(model.config, tokens)  # checked before the capture
-        _, held = load_data(model.config, text)
-        red = capture(model, tok, held[:texts])
+        data = load_data(model.config, text)
+        _enough(data, text, 2, True, "the analysis")
+        red = capture(model, tok, data[1][:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
         plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
@@ -112,6 +126,10 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
     model, tok = _model_and_tokenizer(model_dir)
     train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
+    if evaluate:
+        _enough((train, held), text, FIDELITY_TEXTS, True, "the fidelity")
+    if fit_steps:
+        _enough((train, held), text, 1, False, "--fit-steps")
     converted = convert(model, plan)
     record = {"source": str(model_dir), "plan": plan_of(converted), "fit_steps": fit_steps}
     reference = embed(model, tok, held) if evaluate else None
@@ -149,10 +167,13 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         teacher, tok = _model_and_tokenizer(teacher_dir)
         student, _ = _converted(init_dir)
         train, held = load_data(teacher.config, text)
+        _enough((train, held), text, FIDELITY_TEXTS, True, "the fidelity")
+        _enough((train, held), text, 1, False, "distillation")
+        before = fidelity(student, teacher, tok, held) if not resume else None
+        # written once the inputs have been read and checked: a run that fails before is no run to --force away
         atomic_write_json(out / "config.json", asdict(cfg))
         atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
                                                   "text": data_name(teacher.config, text)})
-        before = fidelity(student, teacher, tok, held) if not resume else None
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
         after = fidelity(student, teacher, tok, held)
@@ -186,7 +207,9 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     models = {}
     for c in candidates:
         models[str(c)], _ = _converted(c)
-    _, held = load_data(teacher.config, text)
+    data = load_data(teacher.config, text)
+    _enough(data, text, FIDELITY_TEXTS, True, "the fidelity")
+    held = data[1]
     reference = embed(teacher, tok, held)
     rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
     speed_records = []
