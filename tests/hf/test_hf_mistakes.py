@@ -159,3 +159,38 @@ def test_too_few_texts_name_the_file(tmp_path, capsys, model_dir, converted, job
             "eval": ["eval", "--teacher", model_dir, converted, "--no-speed"]}[job]
     _fails(capsys, *argv, "--text", texts, needles=(f"--text {texts}: ", message, "give a file with more lines"))
     assert not out.exists()
+
+
+@pytest.fixture
+def wav2vec2_converted(tmp_path):
+    from hfutil import tiny_model
+
+    tiny_model("wav2vec2").save_pretrained(tmp_path / "w2v")
+    out = tmp_path / "w2v-conv"
+    assert main(["hf", "convert", "--model", str(tmp_path / "w2v"), "--plan", "mha", "--no-eval", "--output", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("student, message", [
+    ("wav2vec2", "its model_type is 'wav2vec2', the teacher's 'bert'"),
+    ("wide", "its hidden_size is 48, the teacher's 32"),
+])  # fmt: skip
+@pytest.mark.parametrize("job", ["distill", "eval"])
+def test_a_student_of_another_model_is_refused(tmp_path, capsys, model_dir, text_file, wav2vec2_converted, job,
+                                               student, message):
+    """A wav2vec2 student of a BERT teacher failed in the model's forward, a wider BERT in a
+    size-mismatch traceback (distill leaving config.json behind)."""
+    from hfutil import tiny_model, tiny_tokenizer
+
+    if student == "wide":
+        tiny_model("bert", hidden_size=48).save_pretrained(tmp_path / "wide")
+        tiny_tokenizer(tmp_path).save_pretrained(tmp_path / "wide")
+        assert main(["hf", "convert", "--model", str(tmp_path / "wide"), "--plan", "mha", "--no-eval", "--output",
+                     str(tmp_path / "wide-conv")]) == 0
+    init = wav2vec2_converted if student == "wav2vec2" else tmp_path / "wide-conv"
+    out = tmp_path / "out"
+    argv = (["distill", "--teacher", model_dir, "--init", init, "--steps", "1", "--no-progress", "--output", out]
+            if job == "distill" else ["eval", "--teacher", model_dir, init, "--no-speed"])
+    flag = "--init" if job == "distill" else "candidate"
+    _fails(capsys, *argv, "--text", text_file, needles=(f"{flag} {init} does not fit the teacher: ", message))
+    assert not out.exists()

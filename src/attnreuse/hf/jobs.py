@@ -62,6 +62,16 @@ def _enough(data: tuple[list, list], text: str, need: int, held_out: bool, what:
                          f"{need}; give a file with more lines")
 
 
+def _check_student(teacher, student, directory: str, flag: str) -> None:
+    """Raise ValueError naming `flag` unless `student` (a converted model) has the teacher's family,
+    width, depth and vocabulary: the jobs feed both the teacher's batches and compare their states."""
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
+        mine, theirs = getattr(student.config, key, None), getattr(teacher.config, key, None)
+        if mine != theirs:
+            raise ValueError(f"{flag} {directory} does not fit the teacher: its {key} is {mine!r}, the teacher's "
+                             f"{theirs!r}; give a model converted from the teacher")
+
+
 def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
     import matplotlib
 
@@ -166,6 +176,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
                 raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
         teacher, tok = _model_and_tokenizer(teacher_dir)
         student, _ = _converted(init_dir)
+        _check_student(teacher, student, init_dir, "--init")
         train, held = load_data(teacher.config, text)
         _enough((train, held), text, FIDELITY_TEXTS, True, "the fidelity")
         _enough((train, held), text, 1, False, "distillation")
@@ -207,6 +218,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     models = {}
     for c in candidates:
         models[str(c)], _ = _converted(c)
+        _check_student(teacher, models[str(c)], c, "candidate")
     data = load_data(teacher.config, text)
     _enough(data, text, FIDELITY_TEXTS, True, "the fidelity")
     held = data[1]
