@@ -194,3 +194,17 @@ def test_a_student_of_another_model_is_refused(tmp_path, capsys, model_dir, text
     flag = "--init" if job == "distill" else "candidate"
     _fails(capsys, *argv, "--text", text_file, needles=(f"{flag} {init} does not fit the teacher: ", message))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runtimes", "eager,eager"], "--runtimes names eager more than once, got 'eager,eager'"),
+    (["--repeats", "0"], "--repeats must be a positive int, got 0"),
+    (["--rounds", "-1"], "--rounds must be a positive int, got -1"),
+    (["{conv}/."], "candidate {conv}/. is given twice"),
+])  # fmt: skip
+def test_eval_settings_that_would_time_nothing_useful(tmp_path, capsys, model_dir, text_file, converted, extra, message):
+    """A repeated runtime timed every model twice into duplicate rows, --repeats 0 timed one call a
+    round as if asked to, and a candidate named twice became one row: each is refused before any work."""
+    extra = [e.format(conv=converted) for e in extra]
+    _fails(capsys, "eval", "--teacher", model_dir, converted, *extra, "--text", text_file, "--tokens", "8",
+           needles=(message.format(conv=converted),))

@@ -213,6 +213,15 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or not runtimes:
         raise ValueError(f"--runtimes must be a comma-separated list of {', '.join(RUNTIMES)}, got {','.join(runtimes)!r}")
+    repeated = sorted({r for r in runtimes if runtimes.count(r) > 1})
+    if repeated:
+        raise ValueError(f"--runtimes names {', '.join(repeated)} more than once, got {','.join(runtimes)!r}")
+    twice = [c for i, c in enumerate(candidates) if Path(c).resolve() in {Path(d).resolve() for d in candidates[:i]}]
+    if twice:
+        raise ValueError(f"candidate {twice[0]} is given twice; name each model once")
+    for flag, value in (("--rounds", rounds), ("--repeats", repeats), ("--threads", threads)):
+        if speed and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{flag} must be a positive int, got {value!r}")
     teacher, tok = _model_and_tokenizer(teacher_dir)
     tokens = default_tokens(teacher.config, tokens) if speed else tokens  # checked before the fidelity pass
     models = {}
