@@ -208,3 +208,23 @@ def test_eval_settings_that_would_time_nothing_useful(tmp_path, capsys, model_di
     extra = [e.format(conv=converted) for e in extra]
     _fails(capsys, "eval", "--teacher", model_dir, converted, *extra, "--text", text_file, "--tokens", "8",
            needles=(message.format(conv=converted),))
+
+
+def test_texts_longer_than_the_model_takes_are_cut_to_its_positions(tmp_path, capsys, model_dir, converted):
+    """The tiny BERT takes 64 tokens: texts of 100+ words ended in a size-mismatch traceback in
+    convert's fidelity, analyze's capture, --fit-steps and distill (its default --max-length 128,
+    or any above 64), and eval's default --tokens 512 was refused as if the user had given it."""
+    import json
+
+    texts = tmp_path / "long.txt"
+    texts.write_text("\n".join(f"text {i} " + "file path " * 60 for i in range(120)) + "\n")
+    common = ["--text", str(texts)]
+    assert main(["hf", "convert", "--model", str(model_dir), "--plan", "mha,reuse,share,reuse", "--fit-steps", "1",
+                 *common, "--output", str(tmp_path / "c")]) == 0
+    assert main(["hf", "analyze", "--model", str(model_dir), "--texts", "4", *common, "--output", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "analysis.json").read_text())["suggestion"]["tokens"] == 64
+    assert main(["hf", "distill", "--teacher", str(model_dir), "--init", str(converted), "--steps", "1", "--batch-size", "4",
+                 "--no-progress", *common, "--output", str(tmp_path / "d")]) == 0
+    assert main(["hf", "eval", "--teacher", str(model_dir), str(converted), "--rounds", "1", "--repeats", "1", *common,
+                 "--json", str(tmp_path / "e.json")]) == 0
+    assert {s["tokens"] for s in json.loads((tmp_path / "e.json").read_text())["speed"]} == {64}

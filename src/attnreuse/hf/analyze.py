@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnreuse.hf.fidelity import batches, real_positions
-from attnreuse.hf.hosts import host_for
+from attnreuse.hf.hosts import host_for, length_limit
 from attnreuse.plan import LayerSpec, SourceAttention, get_kind, map_sources, parse_plan
 
 __all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "layer_macs", "suggest"]
@@ -64,6 +64,7 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
     from attnreuse.measure import linear_cka
 
     host = host_for(model.config)
+    max_length = length_limit(model.config, max_length)
     previous = model.config._attn_implementation
     model.config._attn_implementation = "eager"  # the only implementation that returns the maps
     modules = [m for _, _, m in host.attention_modules(model)]

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--text", default="stdlib", help=TEXT_HELP)
     a.add_argument("--texts", type=int, default=64, help="held-out texts to measure on")
     a.add_argument("--tokens", type=int, default=None,
-                   help="sequence length the MAC budget is costed at (default 512; Whisper: its max_source_positions)")
+                   help="sequence length the MAC budget is costed at (default 512, or a text model's positions if fewer; "
+                   "Whisper: its max_source_positions)")
     a.add_argument("--budget", type=float, default=0.67, help="attention MACs of the plan as a fraction of all-mha")
     a.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
     a.add_argument("--output", required=True, help="directory for analysis.json and the heatmaps")
@@ -70,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--teacher", required=True, help="the original transformers model directory")
     e.add_argument("--text", default="stdlib", help=TEXT_HELP)
     e.add_argument("--tokens", type=int, default=None,
-                   help="sequence length of the speed test (default 512; Whisper: its max_source_positions, the one it takes)")
+                   help="sequence length of the speed test (default 512, or a text model's positions if fewer; "
+                   "Whisper: its max_source_positions, the one it takes)")
     e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention)")
     e.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     e.add_argument("--repeats", type=int, default=30, help="timed calls per model, over all rounds")

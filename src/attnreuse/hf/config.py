@@ -17,7 +17,7 @@ class DistillConfig:
     batch_size: int = field(default=32, metadata={"help": "texts per step (global under torchrun)"})
     lr: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
     warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps, then cosine decay"})
-    max_length: int = field(default=128, metadata={"help": "tokens per text (longer texts are truncated)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per text (longer texts are truncated; at most the model's positions)"})
     hidden_weight: float = field(default=1.0, metadata={"help": "weight of the per-layer hidden-state MSE"})
     embedding_weight: float = field(default=10.0, metadata={"help": "weight of 1 - cosine of pooled embeddings"})
     relation_weight: float = field(default=0.0, metadata={"help": "weight of the MSE between the batch's pooled-embedding cosine matrices (neighbour structure)"})

@@ -29,6 +29,7 @@ from torch import nn
 from attnreuse._io import atomic_path, atomic_write_json
 from attnreuse.hf.config import DistillConfig
 from attnreuse.hf.fidelity import mean_pool, real_positions
+from attnreuse.hf.hosts import length_limit
 
 __all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "run_distillation"]
 
@@ -138,7 +139,8 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         student.freeze_feature_encoder()
     else:
         student.get_input_embeddings().requires_grad_(False)
-    buckets = length_buckets(texts, tokenizer, cfg.batch_size, cfg.max_length)
+    max_length = length_limit(teacher.config, cfg.max_length)  # --max-length, at most the model's positions
+    buckets = length_buckets(texts, tokenizer, cfg.batch_size, max_length)
     model = student
     if world > 1:
         model = nn.parallel.DistributedDataParallel(student)
@@ -158,7 +160,7 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         chunk = batch_texts(buckets, cfg, step)
         share = len(chunk) // world
         batch = tokenizer(chunk[rank * share : (rank + 1) * share], padding=True, truncation=True,
-                          max_length=cfg.max_length, return_tensors="pt")
+                          max_length=max_length, return_tensors="pt")
         with torch.no_grad():
             t_out = teacher(**batch, output_hidden_states=True)
         s_out = model(**batch, output_hidden_states=True)

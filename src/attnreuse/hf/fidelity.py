@@ -45,6 +45,9 @@ def embed(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32
 
     Texts are batched in order of length (so a batch pads to nearly its own length) and the
     results put back in the given order."""
+    from attnreuse.hf.hosts import length_limit
+
+    max_length = length_limit(model.config, max_length)  # a text longer than the model's positions is cut there
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     pooled, logits = [], []
     for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnreuse.hf.fidelity import real_positions
-from attnreuse.hf.hosts import host_for
+from attnreuse.hf.hosts import host_for, length_limit
 from attnreuse.hf.modules import PlanAttention
 
 __all__ = ["fit_layers"]
@@ -29,6 +29,7 @@ def fit_layers(converted: nn.Module, original: nn.Module, tokenizer, texts: list
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {steps!r}")
+    max_length = length_limit(original.config, max_length)
     plan_layers = [m for m in converted.modules() if isinstance(m, PlanAttention)]
     originals = [m for _, _, m in host_for(original.config).attention_modules(original)]
     trainable = [p for m in plan_layers if m.kind.name != "mha" for p in m.core.parameters()]

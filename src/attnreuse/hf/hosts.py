@@ -14,7 +14,7 @@ from torch import nn
 
 from attnreuse.plan import SourceAttention
 
-__all__ = ["HOSTS", "SUPPORTED", "Host", "host_for"]
+__all__ = ["HOSTS", "SUPPORTED", "Host", "host_for", "length_limit", "max_tokens"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,28 @@ def modeling_class(model_type: str, name: str):
     except ImportError:
         return None
     return getattr(module, name, None)
+
+
+# Text models whose position ids start after the padding index (RoBERTa's embeddings): they take
+# max_position_embeddings - pad_token_id - 1 tokens.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def max_tokens(config) -> int | None:
+    """The longest sequence a text model of `config` takes (its position embeddings); None for the
+    others (speech models take any number of frames, or Whisper's one)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None or host_for(config).inputs != "input_ids":
+        return None
+    if config.model_type in _OFFSET_POSITIONS:
+        positions -= (config.pad_token_id or 0) + 1
+    return positions
+
+
+def length_limit(config, max_length: int) -> int:
+    """`max_length` (the tokens a job truncates its texts to), at most what a model of `config` takes."""
+    limit = max_tokens(config)
+    return max_length if limit is None else min(max_length, limit)
 
 
 def host_for(config) -> Host:

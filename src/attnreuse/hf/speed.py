@@ -20,7 +20,7 @@ from torch import nn
 
 from attnreuse.onnx_fuse import RUNTIME_OP
 
-__all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "max_tokens", "measure_speed"]
+__all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "measure_speed"]
 
 RUNTIMES = ("eager", "ort", "ort-fused")
 
@@ -52,26 +52,11 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones(batch, tokens, dtype=torch.long)}
 
 
-# Text models whose position ids start after the padding index (RoBERTa's embeddings): they take
-# max_position_embeddings - pad_token_id - 1 tokens.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
-
-
-def max_tokens(config) -> int | None:
-    """The longest sequence a text model of `config` takes (its position embeddings), or None."""
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:
-        return None
-    if config.model_type in _OFFSET_POSITIONS:
-        positions -= (config.pad_token_id or 0) + 1
-    return positions
-
-
 def check_tokens(config, tokens: int) -> None:
     """Raise ValueError naming --tokens unless a model of `config` takes `tokens` frames or tokens:
     a positive int, at most a text model's positions, exactly a Whisper encoder's max_source_positions."""
     from attnreuse.hf.audio import fixed_frames
-    from attnreuse.hf.hosts import host_for
+    from attnreuse.hf.hosts import max_tokens
 
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"--tokens must be a positive int, got {tokens!r}")
@@ -79,21 +64,23 @@ def check_tokens(config, tokens: int) -> None:
     if fixed is not None and tokens != fixed:
         raise ValueError(f"--tokens {tokens}: a Whisper encoder takes exactly max_source_positions = "
                          f"{fixed} frames (leave --tokens out, or give that)")
-    limit = max_tokens(config) if host_for(config).inputs == "input_ids" else None
+    limit = max_tokens(config)
     if limit is not None and tokens > limit:
         raise ValueError(f"--tokens {tokens} exceeds the {limit} positions the {config.model_type} model takes")
 
 
 def default_tokens(config, tokens: int | None, default: int = 512) -> int:
     """The sequence length a job costs or times at: `tokens` when given (checked: `check_tokens`),
-    else `default`, or the one length a Whisper encoder takes (max_source_positions)."""
+    else `default` (at most a text model's positions), or the one length a Whisper encoder takes
+    (max_source_positions)."""
     if tokens is not None:
         check_tokens(config, tokens)
         return tokens
     from attnreuse.hf.audio import fixed_frames
+    from attnreuse.hf.hosts import length_limit
 
     fixed = fixed_frames(config)
-    return default if fixed is None else fixed
+    return length_limit(config, default) if fixed is None else fixed
 
 
 def _eager_call(model: nn.Module, inputs: dict):
