@@ -228,3 +228,19 @@ def test_texts_longer_than_the_model_takes_are_cut_to_its_positions(tmp_path, ca
     assert main(["hf", "eval", "--teacher", str(model_dir), str(converted), "--rounds", "1", "--repeats", "1", *common,
                  "--json", str(tmp_path / "e.json")]) == 0
     assert {s["tokens"] for s in json.loads((tmp_path / "e.json").read_text())["speed"]} == {64}
+
+
+@pytest.mark.parametrize("job", ["analyze", "convert", "distill-teacher", "distill-init"])
+def test_output_that_is_an_input_is_refused_even_with_force(tmp_path, capsys, model_dir, text_file, converted, job):
+    """--force on an input directory deleted its config.json (analyze, distill) or replaced the
+    original model with the converted one (convert)."""
+    argv, target, flag = {
+        "analyze": (["analyze", "--model", model_dir], model_dir, "--model"),
+        "convert": (["convert", "--model", model_dir, "--plan", "mha"], model_dir, "--model"),
+        "distill-teacher": (["distill", "--teacher", model_dir, "--init", converted, "--steps", "1"], model_dir, "--teacher"),
+        "distill-init": (["distill", "--teacher", model_dir, "--init", converted, "--steps", "1"], converted, "--init"),
+    }[job]
+    before = sorted(p.name for p in target.iterdir())
+    _fails(capsys, *argv, "--text", text_file, "--output", target, "--force",
+           needles=(f"--output {target} is the {flag} directory the job reads",))
+    assert sorted(p.name for p in target.iterdir()) == before

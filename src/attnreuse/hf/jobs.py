@@ -62,6 +62,14 @@ def _enough(data: tuple[list, list], text: str, need: int, held_out: bool, what:
                          f"{need}; give a file with more lines")
 
 
+def _not_an_input(output: str, *inputs: tuple[str, str]) -> None:
+    """Raise ValueError unless --output is a directory other than every (flag, directory) the job
+    reads: --force would otherwise delete the input's config.json (or replace the whole model)."""
+    for flag, directory in inputs:
+        if Path(output).resolve() == Path(directory).resolve():
+            raise ValueError(f"--output {output} is the {flag} directory the job reads; write to another directory")
+
+
 def _check_student(teacher, student, directory: str, flag: str) -> None:
     """Raise ValueError naming `flag` unless `student` (a converted model) has the teacher's family,
     width, depth and vocabulary: the jobs feed both the teacher's batches and compare their states."""
@@ -103,6 +111,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         raise ValueError(f"--texts must be at least 2, got {texts}")
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
+    _not_an_input(output, ("--model", model_dir))
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
         tokens = default_tokens(model.config, tokens)  # checked before the capture
@@ -128,6 +137,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
     from attnreuse.hf.source import load_data
 
     target = Path(output)
+    _not_an_input(output, ("--model", model_dir))
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"--output {target} is an existing file; give a directory path")
     if target.exists() and not force:
@@ -167,6 +177,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
+    _not_an_input(output, ("--teacher", teacher_dir), ("--init", init_dir))
     with claim_output(output, force=force, resume=resume) as out:
         if resume:
             saved = out / "config.json"
