@@ -244,3 +244,12 @@ def test_output_that_is_an_input_is_refused_even_with_force(tmp_path, capsys, mo
     _fails(capsys, *argv, "--text", text_file, "--output", target, "--force",
            needles=(f"--output {target} is the {flag} directory the job reads",))
     assert sorted(p.name for p in target.iterdir()) == before
+
+
+@pytest.mark.parametrize("score", ["nan", "1.5"])
+def test_analyze_min_score_no_similarity_reaches_is_refused(tmp_path, capsys, model_dir, text_file, score):
+    """A --min-score no score can reach suggested the all-mha plan as if nothing were redundant."""
+    out = tmp_path / "out"
+    _fails(capsys, "analyze", "--model", model_dir, "--text", text_file, "--min-score", score, "--output", out,
+           needles=("--min-score must be a number <= 1", f"got {float(score)}"))
+    assert not out.exists()

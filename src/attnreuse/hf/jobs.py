@@ -111,6 +111,8 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         raise ValueError(f"--texts must be at least 2, got {texts}")
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
+    if not min_score <= 1:  # nan too: no score compares >= nan, so every layer stayed mha
+        raise ValueError(f"--min-score must be a number <= 1 (the scores are map cosines and CKA, at most 1), got {min_score}")
     _not_an_input(output, ("--model", model_dir))
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
