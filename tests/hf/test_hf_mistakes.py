@@ -253,3 +253,9 @@ def test_analyze_min_score_no_similarity_reaches_is_refused(tmp_path, capsys, mo
     _fails(capsys, "analyze", "--model", model_dir, "--text", text_file, "--min-score", score, "--output", out,
            needles=("--min-score must be a number <= 1", f"got {float(score)}"))
     assert not out.exists()
+
+
+def test_a_file_given_as_the_model_directory_is_named_a_file(tmp_path, capsys, model_dir):
+    """It was reported as a directory that does not exist."""
+    _fails(capsys, "convert", "--model", model_dir / "config.json", "--plan", "mha", "--output", tmp_path / "out",
+           needles=(f"model directory {model_dir / 'config.json'} is a file; give the directory that holds its config.json",))

@@ -21,6 +21,8 @@ def load_config(directory: str | os.PathLike):
     from transformers import AutoConfig
 
     path = Path(directory)
+    if path.is_file():
+        raise NotADirectoryError(f"model directory {path} is a file; give the directory that holds its config.json")
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist (give a local transformers directory)")
     if not (path / "config.json").is_file():
