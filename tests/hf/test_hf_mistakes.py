@@ -259,3 +259,12 @@ def test_a_file_given_as_the_model_directory_is_named_a_file(tmp_path, capsys, m
     """It was reported as a directory that does not exist."""
     _fails(capsys, "convert", "--model", model_dir / "config.json", "--plan", "mha", "--output", tmp_path / "out",
            needles=(f"model directory {model_dir / 'config.json'} is a file; give the directory that holds its config.json",))
+
+
+def test_export_to_a_directory_is_refused_before_exporting(tmp_path, capsys, converted):
+    """With --force it exported, checked, then failed renaming onto the directory, naming a temporary file."""
+    target = tmp_path / "model.onnx"
+    target.mkdir()
+    _fails(capsys, "export", converted, "--output", target, "--force",
+           needles=(f"--output {target} is a directory; give the path of a .onnx file",))
+    assert list(target.iterdir()) == [] and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

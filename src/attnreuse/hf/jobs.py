@@ -268,6 +268,8 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
         raise ValueError(f"--fused-attention must be one of {', '.join(FUSED_OPS)}, got {fused_attention!r}")
 
     target = Path(output)
+    if target.is_dir():  # --force cannot replace a directory with a file: say so before the export
+        raise IsADirectoryError(f"--output {target} is a directory; give the path of a .onnx file")
     if target.exists() and not force:
         raise FileExistsError(f"--output {target} exists; pass --force to replace it")
     if target.suffix != ".onnx":
