@@ -268,3 +268,14 @@ def test_export_to_a_directory_is_refused_before_exporting(tmp_path, capsys, con
     _fails(capsys, "export", converted, "--output", target, "--force",
            needles=(f"--output {target} is a directory; give the path of a .onnx file",))
     assert list(target.iterdir()) == [] and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_text_model_without_its_tokenizer_is_refused(tmp_path, capsys, model_dir, text_file):
+    """transformers builds a tokenizer with an empty vocabulary from config.json alone: every word
+    became [UNK], and the jobs measured and distilled on that without a word."""
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (model_dir / name).unlink()
+    out = tmp_path / "out"
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--text", text_file, "--output", out,
+           needles=(f"{model_dir} holds no tokenizer (none of tokenizer.json, vocab.txt", "tokenizer.save_pretrained"))
+    assert not out.exists()

@@ -76,9 +76,17 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
     return model.eval(), config
 
 
+# The files a text family's tokenizer is read from (fast tokenizer, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+
+
 def load_tokenizer(directory: str | os.PathLike):
     from transformers import AutoTokenizer
 
+    if not any((Path(directory) / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would build one from the config with an empty vocabulary: every word [UNK]
+        raise ValueError(f"{directory} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                         "save the model's tokenizer beside it (tokenizer.save_pretrained)")
     try:
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as err:
