@@ -279,3 +279,20 @@ def test_a_text_model_without_its_tokenizer_is_refused(tmp_path, capsys, model_d
     _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--text", text_file, "--output", out,
            needles=(f"{model_dir} holds no tokenizer (none of tokenizer.json, vocab.txt", "tokenizer.save_pretrained"))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("job", ["eval", "export", "distill"])
+def test_an_unfinished_distill_run_is_named_as_one(tmp_path, capsys, model_dir, text_file, converted, job):
+    """An interrupted run (checkpoints, no model/) was read as a model directory whose config.json
+    transformers could not read ('Should have a `model_type` key')."""
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(["hf", "distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file),
+                 "--steps", "1", "--no-progress", "--output", str(run)]) == 0
+    shutil.rmtree(run / "model")
+    (run / "summary.json").unlink()
+    argv = {"eval": ["eval", "--teacher", model_dir, run, "--text", text_file, "--no-speed"],
+            "export": ["export", run, "--output", tmp_path / "m.onnx"],
+            "distill": ["distill", "--teacher", model_dir, "--init", run, "--text", text_file, "--output", tmp_path / "o"]}[job]
+    _fails(capsys, *argv, needles=(f"{run} is a distillation run that has not finished", f"--resume --output {run}"))

@@ -45,6 +45,9 @@ def _converted(directory: str):
     path = Path(directory)
     if (path / "summary.json").is_file() and (path / "model").is_dir():
         path = path / "model"
+    elif (path / "job.json").is_file() and not (path / "model").is_dir():  # its config.json is the DistillConfig
+        raise ValueError(f"{directory} is a distillation run that has not finished (no model/ yet); "
+                         f"finish it with `attnreuse hf distill ... --resume --output {directory}`")
     model = load(path)
     return model, load_preprocessor(path, model.config)
 
