@@ -296,3 +296,9 @@ def test_an_unfinished_distill_run_is_named_as_one(tmp_path, capsys, model_dir, 
             "export": ["export", run, "--output", tmp_path / "m.onnx"],
             "distill": ["distill", "--teacher", model_dir, "--init", run, "--text", text_file, "--output", tmp_path / "o"]}[job]
     _fails(capsys, *argv, needles=(f"{run} is a distillation run that has not finished", f"--resume --output {run}"))
+
+
+def test_a_text_directory_is_named_a_directory(tmp_path, capsys, model_dir):
+    """It was reported as 'no such file'."""
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--text", tmp_path, "--output", tmp_path / "out",
+           needles=(f"--text {tmp_path} is a directory; give a UTF-8 file",))

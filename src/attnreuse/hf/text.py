@@ -55,6 +55,8 @@ def load_texts(source: str = BUILTIN) -> list[str]:
     if source == BUILTIN:
         return stdlib_docstrings()
     path = Path(source)
+    if path.is_dir():
+        raise IsADirectoryError(f"--text {source} is a directory; give a UTF-8 file with one text per line, or 'stdlib'")
     if not path.is_file():
         raise FileNotFoundError(f"--text {source}: no such file (give a UTF-8 file with one text per line, or 'stdlib')")
     try:
