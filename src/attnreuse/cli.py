@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-            FloatingPointError) as err:
+            PermissionError, FloatingPointError) as err:
         # User errors get one clear line, not a stack trace.
         print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
         return 2

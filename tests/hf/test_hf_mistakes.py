@@ -302,3 +302,33 @@ def test_a_text_directory_is_named_a_directory(tmp_path, capsys, model_dir):
     """It was reported as 'no such file'."""
     _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--text", tmp_path, "--output", tmp_path / "out",
            needles=(f"--text {tmp_path} is a directory; give a UTF-8 file",))
+
+
+@pytest.mark.parametrize("job", ["export", "eval"])
+def test_an_unwritable_destination_is_refused_before_the_work(tmp_path, capsys, monkeypatch, model_dir, text_file,
+                                                              converted, job):
+    """A destination in a directory the user cannot write ended, after the export or the whole
+    evaluation, in a PermissionError traceback. (os.access is patched: the tests may run as root.)"""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(locked) else real(p, mode, **kw))
+    target = locked / "new" / ("m.onnx" if job == "export" else "e.json")
+    flag = "--output" if job == "export" else "--json"
+    argv = (["export", converted, "--output", target] if job == "export"
+            else ["eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--json", target])
+    _fails(capsys, *argv, needles=(f"{flag} {target}: cannot create it, {locked} is not a writable directory",))
+    assert list(locked.iterdir()) == []
+
+
+def test_a_permission_error_is_one_line(capsys, monkeypatch):
+    """Wherever it comes from (an output directory, a file the user cannot read): one line, exit 2."""
+    from attnreuse.hf import jobs
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/root/model")
+
+    monkeypatch.setattr(jobs, "export_job", denied)
+    _fails(capsys, "export", "x", "--output", "y.onnx", needles=("Permission denied: '/root/model'",))

@@ -9,6 +9,7 @@ config.json, checkpoints/, metrics.jsonl, summary.json and model/ (the distilled
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def _enough(data: tuple[list, list], text: str, need: int, held_out: bool, what:
         part = "are held out (crc32(text) % 10 == 0)" if held_out else "are left for training"
         raise ValueError(f"--text {text}: {have} of its {len(data[0]) + len(data[1])} texts {part} and {what} needs "
                          f"{need}; give a file with more lines")
+
+
+def _writable(flag: str, target: Path) -> None:
+    """Raise PermissionError naming `flag` unless the file `target` can be created: its nearest
+    existing parent directory is writable (checked before the work, not when the result is written)."""
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
 
 
 def _not_an_input(output: str, *inputs: tuple[str, str]) -> None:
@@ -226,6 +237,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
             raise IsADirectoryError(f"--json {target} is a directory; give the path of a .json file")
         if target.exists() and not force:
             raise FileExistsError(f"--json {target} exists; pass --force to replace it")
+        _writable("--json", target)
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or not runtimes:
         raise ValueError(f"--runtimes must be a comma-separated list of {', '.join(RUNTIMES)}, got {','.join(runtimes)!r}")
@@ -277,6 +289,7 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
         raise FileExistsError(f"--output {target} exists; pass --force to replace it")
     if target.suffix != ".onnx":
         raise ValueError(f"--output must name a .onnx file, got {target}")
+    _writable("--output", target)
     model, tok = _converted(model_dir)
     if host_for(model.config).inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import synthetic_clips
