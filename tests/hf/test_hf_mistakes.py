@@ -304,21 +304,22 @@ def test_a_text_directory_is_named_a_directory(tmp_path, capsys, model_dir):
            needles=(f"--text {tmp_path} is a directory; give a UTF-8 file",))
 
 
-@pytest.mark.parametrize("job", ["export", "eval"])
+@pytest.mark.parametrize("job", ["export", "eval", "convert"])
 def test_an_unwritable_destination_is_refused_before_the_work(tmp_path, capsys, monkeypatch, model_dir, text_file,
                                                               converted, job):
-    """A destination in a directory the user cannot write ended, after the export or the whole
-    evaluation, in a PermissionError traceback. (os.access is patched: the tests may run as root.)"""
+    """A destination in a directory the user cannot write ended, after the export, the whole
+    evaluation or convert's fidelity pass, in a PermissionError traceback. (os.access is patched: the tests may run as root.)"""
     import os
 
     locked = tmp_path / "locked"
     locked.mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(locked) else real(p, mode, **kw))
-    target = locked / "new" / ("m.onnx" if job == "export" else "e.json")
-    flag = "--output" if job == "export" else "--json"
-    argv = (["export", converted, "--output", target] if job == "export"
-            else ["eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--json", target])
+    target = locked / "new" / {"export": "m.onnx", "eval": "e.json", "convert": "conv"}[job]
+    flag = "--json" if job == "eval" else "--output"
+    argv = {"export": ["export", converted, "--output", target],
+            "eval": ["eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--json", target],
+            "convert": ["convert", "--model", model_dir, "--plan", "mha", "--text", text_file, "--output", target]}[job]
     _fails(capsys, *argv, needles=(f"{flag} {target}: cannot create it, {locked} is not a writable directory",))
     assert list(locked.iterdir()) == []
 

@@ -160,6 +160,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
         raise FileExistsError(f"--output {target} exists; pass --force to replace it")
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
+    _writable("--output", target)
     model, tok = _model_and_tokenizer(model_dir)
     train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
     if evaluate:
