@@ -141,10 +141,10 @@ def _texts(path, count: int, held: bool | None):
 
 @pytest.mark.parametrize("job, lines, held, message", [
     ("convert", 30, None, "texts are held out (crc32(text) % 10 == 0) and the fidelity needs 11"),
-    ("fit", 3, True, "0 of its 3 texts are left for training and --fit-steps needs 1"),
-    ("analyze", 5, False, "0 of its 5 texts are held out (crc32(text) % 10 == 0) and the analysis needs 2"),
+    ("fit", 3, True, "0 of the 3 texts are left for training and --fit-steps needs 1"),
+    ("analyze", 5, False, "0 of the 5 texts are held out (crc32(text) % 10 == 0) and the analysis needs 2"),
     ("distill", 30, None, "texts are held out (crc32(text) % 10 == 0) and the fidelity needs 11"),
-    ("distill", 12, True, "0 of its 12 texts are left for training and distillation needs 1"),
+    ("distill", 12, True, "0 of the 12 texts are left for training and --batch-size 32 needs 32"),
     ("eval", 30, None, "texts are held out (crc32(text) % 10 == 0) and the fidelity needs 11"),
 ])  # fmt: skip
 def test_too_few_texts_name_the_file(tmp_path, capsys, model_dir, converted, job, lines, held, message):
@@ -333,3 +333,21 @@ def test_a_permission_error_is_one_line(capsys, monkeypatch):
 
     monkeypatch.setattr(jobs, "export_job", denied)
     _fails(capsys, "export", "x", "--output", "y.onnx", needles=("Permission denied: '/root/model'",))
+
+
+def test_a_batch_larger_than_the_training_texts_is_refused(tmp_path, capsys, model_dir, text_file, converted):
+    """It trained every step on all of them, a smaller batch than asked for, recorded as the one asked for."""
+    out = tmp_path / "out"
+    _fails(capsys, "distill", "--teacher", model_dir, "--init", converted, "--text", text_file, "--batch-size", "500",
+           "--steps", "1", "--no-progress", "--output", out,
+           needles=("texts are left for training and --batch-size 500 needs 500", "or a smaller --batch-size"))
+    assert not out.exists()
+
+
+def test_a_speech_batch_larger_than_the_clips_names_the_clips(tmp_path, capsys, wav2vec2_converted):
+    """Speech models read the built-in clips, which --text does not name."""
+    out = tmp_path / "out"
+    _fails(capsys, "distill", "--teacher", tmp_path / "w2v", "--init", wav2vec2_converted, "--batch-size", "1000",
+           "--steps", "1", "--no-progress", "--output", out,
+           needles=("the built-in synthetic clips: 288 of the 320 clips are left for training and --batch-size 1000 needs 1000",))
+    assert not out.exists()

@@ -57,13 +57,19 @@ def _converted(directory: str):
 FIDELITY_TEXTS = 11
 
 
-def _enough(data: tuple[list, list], text: str, need: int, held_out: bool, what: str) -> None:
-    """Raise ValueError naming --text unless `data` (train, held-out) has `need` held-out (or training) items."""
+def _enough(config, data: tuple[list, list], text: str, need: int, held_out: bool, what: str, instead: str = "") -> None:
+    """Raise ValueError naming --text (a speech model's clips) unless `data` (train, held-out) has
+    `need` held-out (or training) items."""
+    from attnreuse.hf.source import data_name
+
     have = len(data[1] if held_out else data[0])
     if have < need:
-        part = "are held out (crc32(text) % 10 == 0)" if held_out else "are left for training"
-        raise ValueError(f"--text {text}: {have} of its {len(data[0]) + len(data[1])} texts {part} and {what} needs "
-                         f"{need}; give a file with more lines")
+        name = data_name(config, text)
+        source, items = (f"--text {text}", "texts") if name == text else (f"the built-in {name} clips", "clips")
+        rule = "(crc32(text) % 10 == 0)" if name == text else "(every tenth)"
+        part = f"are held out {rule}" if held_out else "are left for training"
+        raise ValueError(f"{source}: {have} of the {len(data[0]) + len(data[1])} {items} {part} and {what} needs "
+                         f"{need}; give {'a file with more lines' if name == text else 'less'}{instead}")
 
 
 def _writable(flag: str, target: Path) -> None:
@@ -132,7 +138,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         model, tok = _model_and_tokenizer(model_dir)
         tokens = default_tokens(model.config, tokens)  # checked before the capture
         data = load_data(model.config, text)
-        _enough(data, text, 2, True, "the analysis")
+        _enough(model.config, data, text, 2, True, "the analysis")
         red = capture(model, tok, data[1][:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
@@ -164,9 +170,9 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
     model, tok = _model_and_tokenizer(model_dir)
     train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
     if evaluate:
-        _enough((train, held), text, FIDELITY_TEXTS, True, "the fidelity")
+        _enough(model.config, (train, held), text, FIDELITY_TEXTS, True, "the fidelity")
     if fit_steps:
-        _enough((train, held), text, 1, False, "--fit-steps")
+        _enough(model.config, (train, held), text, 1, False, "--fit-steps")
     converted = convert(model, plan)
     record = {"source": str(model_dir), "plan": plan_of(converted), "fit_steps": fit_steps}
     reference = embed(model, tok, held) if evaluate else None
@@ -206,8 +212,10 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         student, _ = _converted(init_dir)
         _check_student(teacher, student, init_dir, "--init")
         train, held = load_data(teacher.config, text)
-        _enough((train, held), text, FIDELITY_TEXTS, True, "the fidelity")
-        _enough((train, held), text, 1, False, "distillation")
+        _enough(teacher.config, (train, held), text, FIDELITY_TEXTS, True, "the fidelity")
+        # a batch larger than the training texts would silently be all of them, every step
+        _enough(teacher.config, (train, held), text, cfg.batch_size, False, f"--batch-size {cfg.batch_size}",
+                " or a smaller --batch-size")
         before = fidelity(student, teacher, tok, held) if not resume else None
         # written once the inputs have been read and checked: a run that fails before is no run to --force away
         atomic_write_json(out / "config.json", asdict(cfg))
@@ -258,7 +266,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
         models[str(c)], _ = _converted(c)
         _check_student(teacher, models[str(c)], c, "candidate")
     data = load_data(teacher.config, text)
-    _enough(data, text, FIDELITY_TEXTS, True, "the fidelity")
+    _enough(teacher.config, data, text, FIDELITY_TEXTS, True, "the fidelity")
     held = data[1]
     reference = embed(teacher, tok, held)
     rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
