@@ -351,3 +351,24 @@ def test_a_speech_batch_larger_than_the_clips_names_the_clips(tmp_path, capsys, 
            "--steps", "1", "--no-progress", "--output", out,
            needles=("the built-in synthetic clips: 288 of the 320 clips are left for training and --batch-size 1000 needs 1000",))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("change", ["teacher", "text"])
+def test_resume_with_another_teacher_or_text_is_refused(tmp_path, capsys, model_dir, text_file, converted, change):
+    """--resume promises the uninterrupted run's batches; with another --text it trained on other
+    data, with another --teacher towards another model, and said nothing."""
+    import shutil
+
+    run = tmp_path / "run"
+    argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
+            "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
+    assert main(["hf", *argv]) == 0
+    other = tmp_path / ("other-teacher" if change == "teacher" else "other.txt")
+    shutil.copytree(model_dir, other) if change == "teacher" else shutil.copy(text_file, other)
+    flag = f"--{change}"
+    argv[argv.index(flag) + 1] = str(other)
+    before = (run / "summary.json").read_text()
+    _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} was distilled with {flag} ", f"not {other.resolve()}"))
+    assert (run / "summary.json").read_text() == before
+    argv[argv.index(flag) + 1] = str(model_dir if change == "teacher" else text_file)
+    assert main(["hf", *argv, "--resume"]) == 0  # the same inputs resume

@@ -201,6 +201,9 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
     _not_an_input(output, ("--teacher", teacher_dir), ("--init", init_dir))
+    # the run's teacher and data as paths that do not depend on the working directory (--resume compares them)
+    inputs = {"teacher_path": str(Path(teacher_dir).resolve()),
+              "text_path": str(Path(text).resolve()) if Path(text).is_file() else text}
     with claim_output(output, force=force, resume=resume) as out:
         if resume:
             saved = out / "config.json"
@@ -208,6 +211,11 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
                 raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
             if json.loads(saved.read_text()) != asdict(cfg):
                 raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
+            recorded = json.loads((out / "job.json").read_text()) if (out / "job.json").is_file() else {}
+            for key, flag in (("teacher_path", "--teacher"), ("text_path", "--text")):
+                if key in recorded and recorded[key] != inputs[key]:  # another teacher or data: no exact continuation
+                    raise ValueError(f"--resume: {out} was distilled with {flag} {recorded[key]}, not {inputs[key]}; "
+                                     f"resume with the same {flag}")
         teacher, tok = _model_and_tokenizer(teacher_dir)
         student, _ = _converted(init_dir)
         _check_student(teacher, student, init_dir, "--init")
@@ -220,7 +228,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         # written once the inputs have been read and checked: a run that fails before is no run to --force away
         atomic_write_json(out / "config.json", asdict(cfg))
         atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
-                                                  "text": data_name(teacher.config, text)})
+                                                  "text": data_name(teacher.config, text), **inputs})
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
         after = fidelity(student, teacher, tok, held)
