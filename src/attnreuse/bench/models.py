@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -164,8 +165,9 @@ class ModelBenchConfig:
             )
         if self.int8_mode not in QUANT_MODES:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
-        if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
-            raise ValueError(f"min_time_s must be a number >= 0, got {self.min_time_s!r}")
+        # not `< 0` alone: NaN passes it and Timer's blocked_autorange then never stops (inf neither)
+        if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or not 0 <= self.min_time_s < math.inf:
+            raise ValueError(f"--min-time must be a finite number of seconds >= 0, got {self.min_time_s!r}")
         from attnreuse.models.probes import split_probe
 
         for name in self.models:

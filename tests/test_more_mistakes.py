@@ -1,0 +1,35 @@
+"""More user mistakes (the sweep after tests/test_failures.py): each ends in one line naming the
+argument, exit 2 and nothing written, instead of a hang, a traceback, a silent fresh start or a
+flag that is silently ignored."""
+
+import pytest
+
+from attnreuse import cli
+
+PICO = "vit_attnreuse_pico_patch4_32"
+
+
+def _fails(capsys, argv, *needles, rc=2):
+    assert cli.main(argv) == rc
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_bench_models_min_time_must_be_finite(capsys, tmp_path, value):
+    # NaN passed `min_time_s < 0` and Timer.blocked_autorange(min_run_time=nan) never returned
+    out = tmp_path / "m.json"
+    _fails(capsys, ["bench", "models", PICO, "--img-size", "32", "--runtimes", "eager", "--min-time", value,
+                    "--json", str(out)], "--min-time must be a finite number", value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_measure_latency_refuses_a_min_time_it_could_never_reach(value):
+    from attnreuse.measure import measure_latency
+
+    with pytest.raises(ValueError, match="finite min_time_s"):
+        measure_latency(lambda: None, warmup=0, repeats=1, min_time_s=value)
