@@ -33,3 +33,11 @@ def test_measure_latency_refuses_a_min_time_it_could_never_reach(value):
 
     with pytest.raises(ValueError, match="finite min_time_s"):
         measure_latency(lambda: None, warmup=0, repeats=1, min_time_s=value)
+
+
+def test_train_resume_of_a_run_that_does_not_exist_is_refused(capsys, tmp_path):
+    # a mistyped --output with --resume trained a new model from scratch and said nothing
+    out = tmp_path / "no_such_run"
+    _fails(capsys, ["train", "--model", PICO, "--epochs", "1", "--resume", "--output", str(out)],
+           f"--resume: output {out} holds no run to continue", "drop --resume")
+    assert not out.exists()
