@@ -41,3 +41,17 @@ def test_train_resume_of_a_run_that_does_not_exist_is_refused(capsys, tmp_path):
     _fails(capsys, ["train", "--model", PICO, "--epochs", "1", "--resume", "--output", str(out)],
            f"--resume: output {out} holds no run to continue", "drop --resume")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, dropped", [
+    (["--paper", "--hw", "flat-cloud"], "--hw"),
+    (["--paper", "--seq", "512", "--plot", "{tmp}/p.png"], "--plot"),
+    (["--paper", "--model", "t5", "--scope", "attention"], "--model, --scope"),
+    (["--validate", "--batch", "4", "--buffer-kib", "64"], "--batch, --buffer-kib"),
+    (["--validate", "--assume", "fusemax"], "--assume"),
+])
+def test_dataflow_modes_refuse_flags_they_would_ignore(capsys, tmp_path, argv, dropped):
+    # `--paper --hw flat-cloud` printed both platforms anyway and `--paper --plot` drew nothing, exit 0
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    _fails(capsys, ["dataflow", *argv, "--json", str(tmp_path / "d.json")], f"{argv[0]} ", f"drop {dropped}")
+    assert list(tmp_path.iterdir()) == []
