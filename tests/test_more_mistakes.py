@@ -55,3 +55,10 @@ def test_dataflow_modes_refuse_flags_they_would_ignore(capsys, tmp_path, argv, d
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     _fails(capsys, ["dataflow", *argv, "--json", str(tmp_path / "d.json")], f"{argv[0]} ", f"drop {dropped}")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_dataflow_output_that_is_a_directory_is_named(capsys, tmp_path, flag):
+    # --json DIR failed after the sweep with "[Errno 21] Is a directory: '/tmp/.DIR.xxxx.tmp' -> 'DIR'"
+    _fails(capsys, ["dataflow", "--seq", "512", flag, str(tmp_path)], f"{flag} {tmp_path} is a directory")
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 from dataclasses import dataclass
 
@@ -232,6 +233,9 @@ def _run_published(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None and os.path.isdir(path):  # found before the sweep, not as the temp file's rename
+            raise ValueError(f"{flag} {path} is a directory; give a file name")
     if args.published:
         return _run_published(args)
     if args.paper:
