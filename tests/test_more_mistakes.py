@@ -62,3 +62,17 @@ def test_dataflow_output_that_is_a_directory_is_named(capsys, tmp_path, flag):
     # --json DIR failed after the sweep with "[Errno 21] Is a directory: '/tmp/.DIR.xxxx.tmp' -> 'DIR'"
     _fails(capsys, ["dataflow", "--seq", "512", flag, str(tmp_path)], f"{flag} {tmp_path} is a directory")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_study_keeps_an_earlier_study_unless_forced(capsys, monkeypatch, tmp_path):
+    # a second `bench study --output DIR` replaced the first one's records, plots and report.md
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "records.json").write_text("[]")
+    ran = []
+    monkeypatch.setattr("attnreuse.bench.study.run_study", lambda config, progress=None: ran.append(config))
+    argv = ["bench", "study", "--model", "whisper-tiny", "--lengths", "16", "--quick", "--output", str(out)]
+    _fails(capsys, argv, f"--output {out} already holds a run", "--force")
+    assert ran == [] and (out / "records.json").read_text() == "[]"
+    assert cli.main([*argv, "--force"]) == 0 and len(ran) == 1
