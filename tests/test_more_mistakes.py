@@ -76,3 +76,12 @@ def test_bench_study_keeps_an_earlier_study_unless_forced(capsys, monkeypatch, t
     _fails(capsys, argv, f"--output {out} already holds a run", "--force")
     assert ran == [] and (out / "records.json").read_text() == "[]"
     assert cli.main([*argv, "--force"]) == 0 and len(ran) == 1
+
+
+def test_bench_ops_plot_format_is_checked_before_the_sweep(capsys, monkeypatch, tmp_path):
+    # `--plot ops.txt` failed in savefig after the whole sweep, with --json already written
+    monkeypatch.setattr("attnreuse.bench.ops.run_bench", lambda *a, **k: pytest.fail("the sweep ran"))
+    json_out = tmp_path / "ops.json"
+    _fails(capsys, ["bench", "ops", "--quick", "--json", str(json_out), "--plot", str(tmp_path / "ops.txt")],
+           f"--plot {tmp_path / 'ops.txt'}: matplotlib cannot write .txt files", ".png")
+    assert list(tmp_path.iterdir()) == []

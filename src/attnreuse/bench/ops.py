@@ -103,6 +103,15 @@ class OpsBenchConfig:
         for name in ("json", "csv", "plot"):
             if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
                 raise ValueError(f"--{name} must be a file path, got the directory {getattr(self, name)!r}")
+        if self.plot is not None:
+            # checked here, not by savefig after the whole sweep (by then --json/--csv were written)
+            from matplotlib.backend_bases import FigureCanvasBase
+
+            kind = Path(self.plot).suffix.lstrip(".").lower() or "png"
+            formats = FigureCanvasBase.get_supported_filetypes()
+            if kind not in formats:
+                raise ValueError(f"--plot {self.plot}: matplotlib cannot write .{kind} files; "
+                                 f"end the name in one of {', '.join('.' + f for f in sorted(formats))}")
 
 
 QUICK = {"tokens": (64, 196), "batch": (1, 4), "warmup": 1, "repeats": 2, "rounds": 1, "min_time_s": 0.0,
