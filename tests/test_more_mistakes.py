@@ -85,3 +85,35 @@ def test_bench_ops_plot_format_is_checked_before_the_sweep(capsys, monkeypatch, 
     _fails(capsys, ["bench", "ops", "--quick", "--json", str(json_out), "--plot", str(tmp_path / "ops.txt")],
            f"--plot {tmp_path / 'ops.txt'}: matplotlib cannot write .txt files", ".png")
     assert list(tmp_path.iterdir()) == []
+
+
+def _model_record(**changes):
+    """A `bench models` record as the first versions wrote it: no rounds, paired ratios or dtype."""
+    rec = dict(model=PICO, runtime="eager", img_size=32, batch=1, family="attnreuse_vit", baseline=None, error=None,
+               latency_ms_median=1.5, latency_ms_p90=1.7, params=1_200_000, macs=84_000_000)
+    rec.update(changes)
+    return {k: v for k, v in rec.items() if v is not ...}
+
+
+def test_bench_report_names_what_a_record_lacks(capsys, tmp_path):
+    # a record missing a field the report reads raised a bare KeyError traceback
+    import json
+
+    src = tmp_path / "models.json"
+    src.write_text(json.dumps([_model_record(), _model_record(runtime="ort", macs=...)]))
+    out = tmp_path / "report"
+    _fails(capsys, ["bench", "report", str(src), "--output", str(out)],
+           str(src), "record 1 looks like a bench models record but lacks macs")
+    assert not out.exists()
+    src.write_text(json.dumps([{"op": "reuse", "tokens": 64, "batch": 1, "qk_heads": 1, "v_heads": 8, "qk_dim": 32,
+                                "v_dim": 32, "note": "", "speedup_vs_sdpa_mha_paired": 1.1}]))
+    _fails(capsys, ["bench", "report", str(src), "--output", str(out)], "lacks speedup_vs_sdpa_mha_paired_range")
+
+
+def test_bench_report_reads_records_from_before_rounds(capsys, tmp_path):
+    import json
+
+    src = tmp_path / "old.json"
+    src.write_text(json.dumps([_model_record(), _model_record(error="RuntimeError: boom", latency_ms_median=...)]))
+    assert cli.main(["bench", "report", str(src), "--output", str(tmp_path / "r")]) == 0
+    assert "boom" in (tmp_path / "r" / "report.md").read_text()
