@@ -117,3 +117,11 @@ def test_bench_report_reads_records_from_before_rounds(capsys, tmp_path):
     src.write_text(json.dumps([_model_record(), _model_record(error="RuntimeError: boom", latency_ms_median=...)]))
     assert cli.main(["bench", "report", str(src), "--output", str(tmp_path / "r")]) == 0
     assert "boom" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_bench_models_runs_a_repeated_runtime_or_size_once():
+    # `--runtimes eager,eager` timed the model twice and wrote two records for one (model, size, runtime)
+    from attnreuse.bench.models import ModelBenchConfig
+
+    config = ModelBenchConfig(models=(PICO,), img_sizes=(32, 64, 32), runtimes=("eager", "ort", "eager"))
+    assert config.img_sizes == (32, 64) and config.runtimes == ("eager", "ort")

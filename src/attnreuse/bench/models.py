@@ -144,6 +144,8 @@ class ModelBenchConfig:
                 raise TypeError(f"{name} must be a tuple, got {type(getattr(self, name)).__name__}")
         if not self.runtimes and self.dtype in DTYPE_RUNTIMES:
             object.__setattr__(self, "runtimes", DTYPE_RUNTIMES[self.dtype])
+        for name in ("img_sizes", "runtimes"):  # a repeat would be prepared and timed twice, as two records
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         for name in ("batch", "threads", "warmup", "repeats", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
