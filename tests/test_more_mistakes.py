@@ -125,3 +125,10 @@ def test_bench_models_runs_a_repeated_runtime_or_size_once():
 
     config = ModelBenchConfig(models=(PICO,), img_sizes=(32, 64, 32), runtimes=("eager", "ort", "eager"))
     assert config.img_sizes == (32, 64) and config.runtimes == ("eager", "ort")
+
+
+def test_bench_study_times_a_repeated_length_once():
+    # `--lengths 16,16` timed every plan twice at 16 frames: duplicate rows in each table of report.md
+    from attnreuse.bench.study import StudyConfig
+
+    assert StudyConfig(model="whisper-tiny", lengths=(32, 16, 32)).lengths == (32, 16)

@@ -112,6 +112,8 @@ class StudyConfig:
                 raise ValueError(f"--{name} must be a non-empty comma-separated list, got {getattr(self, name)!r}")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.lengths):
             raise ValueError(f"--lengths must be positive ints (frames after the conv stem), got {self.lengths!r}")
+        # a length given twice would be timed twice, as duplicate rows of every table
+        object.__setattr__(self, "lengths", tuple(dict.fromkeys(self.lengths)))
         for name in ("batch", "threads", "rounds", "repeats", "breakdown_repeats", "check_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
