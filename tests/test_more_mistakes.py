@@ -132,3 +132,15 @@ def test_bench_study_times_a_repeated_length_once():
     from attnreuse.bench.study import StudyConfig
 
     assert StudyConfig(model="whisper-tiny", lengths=(32, 16, 32)).lengths == (32, 16)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["bench", "ops", "--quick", "--json", "{tmp}/r.csv", "--csv", "{tmp}/r.csv"], "--json and --csv both name"),
+    (["bench", "ops", "--quick", "--json", "{tmp}/r.png", "--plot", "{tmp}/./r.png"], "--json and --plot both name"),
+    (["bench", "models", PICO, "--img-size", "32", "--json", "{tmp}/r.json", "--csv", "{tmp}/r.json"],
+     "--json and --csv both name"),
+])
+def test_bench_outputs_must_be_different_files(capsys, tmp_path, argv, needle):
+    # the output written last silently replaced the other (CSV text in the file asked for as --json)
+    _fails(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], needle)
+    assert list(tmp_path.iterdir()) == []
