@@ -144,3 +144,30 @@ def test_bench_outputs_must_be_different_files(capsys, tmp_path, argv, needle):
     # the output written last silently replaced the other (CSV text in the file asked for as --json)
     _fails(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], needle)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def pico_run(tmp_path):
+    """A train-style run directory of a 1-layer pico ViT (model.json + model.safetensors)."""
+    import json
+
+    from attnreuse.models import create_model
+    from attnreuse.runs import save_model_weights
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "model.json").write_text(json.dumps({"name": PICO, "kwargs": {"depth": 1}}))
+    save_model_weights(d / "model.safetensors", create_model(PICO, depth=1).state_dict())
+    return d
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--model", "uniform_xs"], "--model uniform_xs differs from the model of the checkpoint run"),
+    (["--model-kwargs", "depth=4"], "drop --model-kwargs"),
+])
+def test_convert_refuses_a_model_the_run_directory_overrides(capsys, tmp_path, pico_run, extra, needle):
+    # `convert --checkpoint RUN --model uniform_xs` converted the run's pico ViT and exited 0
+    out = tmp_path / "out"
+    err = _fails(capsys, ["convert", "--checkpoint", str(pico_run), "--plan", "reuse", *extra, "--output", str(out)],
+                 needle)
+    assert str(pico_run) in err and not out.exists()
