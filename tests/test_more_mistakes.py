@@ -171,3 +171,19 @@ def test_convert_refuses_a_model_the_run_directory_overrides(capsys, tmp_path, p
     err = _fails(capsys, ["convert", "--checkpoint", str(pico_run), "--plan", "reuse", *extra, "--output", str(out)],
                  needle)
     assert str(pico_run) in err and not out.exists()
+
+
+def test_export_keeps_an_existing_onnx_unless_forced(capsys, monkeypatch, tmp_path):
+    # a second `export --output m.onnx` silently replaced the first model, its int8 copy and its record
+    out = tmp_path / "m.onnx"
+    out.write_text("keep")
+    (tmp_path / "m.export.json").write_text("{}")
+
+    def reached(config):
+        raise ValueError("export ran")
+
+    monkeypatch.setattr("attnreuse.export.pipeline.run_export", reached)
+    argv = ["export", PICO, "--output", str(out), "--int8"]
+    _fails(capsys, argv, f"--output {out}: {out}, {tmp_path / 'm.export.json'} already exist", "--force")
+    assert out.read_text() == "keep"
+    _fails(capsys, [*argv, "--force"], "export ran")
