@@ -89,8 +89,8 @@ def test_bench_ops_plot_format_is_checked_before_the_sweep(capsys, monkeypatch, 
 
 def _model_record(**changes):
     """A `bench models` record as the first versions wrote it: no rounds, paired ratios or dtype."""
-    rec = dict(model=PICO, runtime="eager", img_size=32, batch=1, family="attnreuse_vit", baseline=None, error=None,
-               latency_ms_median=1.5, latency_ms_p90=1.7, params=1_200_000, macs=84_000_000)
+    rec = {"model": PICO, "runtime": "eager", "img_size": 32, "batch": 1, "family": "attnreuse_vit", "baseline": None,
+           "error": None, "latency_ms_median": 1.5, "latency_ms_p90": 1.7, "params": 1_200_000, "macs": 84_000_000}
     rec.update(changes)
     return {k: v for k, v in rec.items() if v is not ...}
 

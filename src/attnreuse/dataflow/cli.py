@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from attnreuse.dataflow.assumptions import SETTINGS, default_for
