@@ -15,6 +15,7 @@ import csv
 import datetime
 import io
 import json
+import math
 import os
 import platform
 import statistics
@@ -118,9 +119,9 @@ def measure_latency(
     """
     from torch.utils.benchmark import Timer
 
-    if warmup < 0 or repeats < 1 or min_time_s < 0:
+    if warmup < 0 or repeats < 1 or not 0 <= min_time_s < math.inf:  # NaN or inf: blocked_autorange never stops
         raise ValueError(
-            f"need warmup >= 0, repeats >= 1 and min_time_s >= 0, got warmup={warmup}, repeats={repeats}, "
+            f"need warmup >= 0, repeats >= 1 and a finite min_time_s >= 0, got warmup={warmup}, repeats={repeats}, "
             f"min_time_s={min_time_s}"
         )
     dev = _device(device)

@@ -18,7 +18,8 @@ from attnreuse.cli import build_parser
 MODULES = {"ops": bench_ops, "models": bench_models, "study": bench_study}
 CONFIGS = {"ops": bench_ops.OpsBenchConfig, "models": bench_models.ModelBenchConfig, "study": bench_study.StudyConfig}
 # The option strings each command had when its flags were written by hand, plus --config (a
-# saved config) and --baselines (the positive form of --no-baselines).
+# saved config), --baselines (the positive form of --no-baselines) and bench study's --force (how to
+# treat an existing --output, not a setting of the study).
 FLAGS = {
     "ops": {"--ops", "--shapes", "--tokens", "--batch", "--threads", "--dtype", "--repeats", "--rounds", "--quick",
             "--json", "--csv", "--plot", "--config"},
@@ -26,7 +27,7 @@ FLAGS = {
                "--min-time", "--rounds", "--no-baselines", "--baselines", "--quick", "--json", "--csv", "--config"},
     "study": {"--lengths", "--plans", "--config", "--model", "--positions", "--batch", "--threads", "--device",
               "--backend", "--rounds", "--repeats", "--warmup", "--breakdown-repeats", "--check-length", "--seed",
-              "--output", "--quick"},
+              "--output", "--quick", "--force"},
 }  # fmt: skip
 # A config away from the defaults in every field that has a flag.
 CHANGED = {

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ class ModelBenchConfig:
                 raise TypeError(f"{name} must be a tuple, got {type(getattr(self, name)).__name__}")
         if not self.runtimes and self.dtype in DTYPE_RUNTIMES:
             object.__setattr__(self, "runtimes", DTYPE_RUNTIMES[self.dtype])
+        for name in ("img_sizes", "runtimes"):  # a repeat would be prepared and timed twice, as two records
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         for name in ("batch", "threads", "warmup", "repeats", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1):
@@ -164,8 +167,9 @@ class ModelBenchConfig:
             )
         if self.int8_mode not in QUANT_MODES:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
-        if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or self.min_time_s < 0:
-            raise ValueError(f"min_time_s must be a number >= 0, got {self.min_time_s!r}")
+        # not `< 0` alone: NaN passes it and Timer's blocked_autorange then never stops (inf neither)
+        if isinstance(self.min_time_s, bool) or not isinstance(self.min_time_s, (int, float)) or not 0 <= self.min_time_s < math.inf:
+            raise ValueError(f"--min-time must be a finite number of seconds >= 0, got {self.min_time_s!r}")
         from attnreuse.models.probes import split_probe
 
         for name in self.models:
@@ -173,6 +177,8 @@ class ModelBenchConfig:
         for name in ("json", "csv"):
             if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
                 raise ValueError(f"{name} must be a file path, got the directory {getattr(self, name)!r}")
+        if self.json is not None and self.csv is not None and Path(self.json).resolve() == Path(self.csv).resolve():
+            raise ValueError(f"--json and --csv both name {self.json}; give each output its own file")
 
     def model_list(self) -> list[str]:
         """The models to run, in order, each baseline added after the last model that needs it."""

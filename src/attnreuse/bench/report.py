@@ -41,6 +41,36 @@ def _kind(rec: dict) -> str | None:
     return None
 
 
+# What the report reads of each kind of record: (from every record, from every record measured without
+# an error, from every one with a speed-up over its baseline); "a.b" is b inside a's dict. A paired ratio
+# (`*_paired`) needs its `*_paired_range`. Fields added later (rounds, paired ratios, share_of_ceiling,
+# dtype) are read where present, so older records load.
+_NEEDS = {
+    "models": (("model", "runtime", "img_size", "batch", "family"),
+               ("latency_ms_median", "latency_ms_p90", "params", "macs"),
+               ("baseline", "ideal_speedup_vs_baseline", "fraction_of_ideal")),
+    "ops": (("op", "batch", "tokens", "qk_heads", "v_heads", "qk_dim", "v_dim"), (), ()),
+    "export": (("config.model", "onnx.size_bytes", "onnx.max_abs_diff"), (), ()),
+}  # fmt: skip
+
+
+def _missing(rec: dict, kind: str) -> list[str]:
+    """The fields of `_NEEDS[kind]` that `rec` lacks."""
+    always, measured, speedup = _NEEDS[kind]
+    wanted = list(always)
+    if kind == "models" and rec.get("error") is None:
+        wanted += measured
+        if rec.get("speedup_vs_baseline") is not None:
+            wanted += speedup
+    wanted += [f"{key}_range" for key, value in rec.items() if key.endswith("_paired") and value is not None]
+
+    def has(field: str) -> bool:
+        outer, _, inner = field.partition(".")
+        return outer in rec and (not inner or (isinstance(rec[outer], dict) and inner in rec[outer]))
+
+    return [field for field in wanted if not has(field)]
+
+
 def _json_files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(path.rglob("*.json"))
@@ -68,9 +98,15 @@ def load_records(paths: list[str | Path]) -> dict[str, list[dict]]:
                     f"{str(path)!r} holds no bench models/bench ops/export records "
                     "(a JSON list of records, or one export record)"
                 )
-            for row, kind in zip(rows, kinds):
-                if kind is not None:
-                    out[kind].append({**row, "_source": str(path)})
+            for i, (row, kind) in enumerate(zip(rows, kinds)):
+                if kind is None:
+                    continue
+                missing = _missing(row, kind)
+                if missing:
+                    label = "an export" if kind == "export" else f"a bench {kind}"
+                    raise ValueError(f"{str(path)!r}: record {i} looks like {label} record but lacks "
+                                     f"{', '.join(missing)}, which the report needs")
+                out[kind].append({**row, "_source": str(path)})
     if not any(out.values()):
         raise ValueError(f"no bench models/bench ops/export records found in {[str(p) for p in paths]}")
     return out

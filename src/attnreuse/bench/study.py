@@ -112,6 +112,8 @@ class StudyConfig:
                 raise ValueError(f"--{name} must be a non-empty comma-separated list, got {getattr(self, name)!r}")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.lengths):
             raise ValueError(f"--lengths must be positive ints (frames after the conv stem), got {self.lengths!r}")
+        # a length given twice would be timed twice, as duplicate rows of every table
+        object.__setattr__(self, "lengths", tuple(dict.fromkeys(self.lengths)))
         for name in ("batch", "threads", "rounds", "repeats", "breakdown_repeats", "check_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -465,6 +467,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p, StudyConfig)
     _cli_args.add_quick_flag(p, QUICK, "a smoke test (over any flags)")
+    p.add_argument("--force", action="store_true", help="replace a study already in --output")
     p.set_defaults(func=run)
 
 
@@ -474,11 +477,15 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnreuse._rundir import claim_output
+
     config = config_from_args(args)
     config = dataclasses.replace(config, command=reproduce_command(config))
     from attnreuse.bench.study_report import format_table
 
-    print(format_table([]), flush=True)
-    run_study(config, progress=lambda r: print(format_table([r], header=False), flush=True))
+    # a study already in --output (its config.json) is kept unless --force; one writer at a time
+    with claim_output(config.output, force=args.force):
+        print(format_table([]), flush=True)
+        run_study(config, progress=lambda r: print(format_table([r], header=False), flush=True))
     print(f"\nwrote {config.output}/report.md, records.json, records.csv, breakdown.png, speedup.png")
     return 0

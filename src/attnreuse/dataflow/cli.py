@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from attnreuse.dataflow.assumptions import SETTINGS, default_for
@@ -138,10 +139,25 @@ def _setting_name(a) -> str:
     return next(name for name, setting in SETTINGS.items() if setting == a)
 
 
+# Flags that choose a configuration of the model sweep; --paper and --validate read a few of them,
+# --published none (each published figure runs its own configuration).
+_CONFIG_FLAGS = ("hw", "model", "seq", "batch", "scope", "buffer_kib", "plot", "assume")
+
+
+def _refuse_unused(args: argparse.Namespace, mode: str, used: tuple[str, ...], why: str) -> None:
+    """A ValueError naming the configuration flags given that `mode` does not read (a flag it would
+    silently ignore), or nothing."""
+    given = [f"--{f.replace('_', '-')}" for f in _CONFIG_FLAGS if f not in used and getattr(args, f) is not None]
+    if given:
+        raise ValueError(f"{mode} {why}; drop {', '.join(given)}")
+
+
 def _run_paper(args: argparse.Namespace) -> int:
     from attnreuse._io import atomic_write_json
     from attnreuse.dataflow.report import PAPER_SEQ_LENS, paper_comparison, scarce_buffer_comparison
 
+    _refuse_unused(args, "--paper", ("seq", "batch", "assume"),
+                   "runs FLAT's four models on flat-edge and flat-cloud and reads only --seq, --batch and --assume")
     seq_lens = args.seq or PAPER_SEQ_LENS
     batch = DataflowConfig.batch if args.batch is None else args.batch
     assume = args.assume or DataflowConfig.assume
@@ -170,6 +186,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     from attnreuse._io import atomic_write_json
     from attnreuse.dataflow.validate import ValidateConfig, validate
 
+    _refuse_unused(args, "--validate", ("seq",), "measures its own cases on this CPU and reads only --seq")
     cfg = ValidateConfig(seq_lens=args.seq) if args.seq else ValidateConfig()
     records = validate(cfg)
     print(records[0]["hardware"]["sources"][0])
@@ -184,10 +201,6 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that choose a configuration: --published runs each published figure's own configuration.
-_CONFIG_FLAGS = ("hw", "model", "seq", "batch", "scope", "buffer_kib", "plot", "assume")
-
-
 def _fmt(x: float | None) -> str:
     return "never" if x is None else f"{x:.4g}"
 
@@ -200,9 +213,7 @@ def _run_published(args: argparse.Namespace) -> int:
     from attnreuse._io import atomic_write_json
     from attnreuse.dataflow.published import TOLERANCE, compare_published
 
-    given = [f"--{f.replace('_', '-')}" for f in _CONFIG_FLAGS if getattr(args, f) is not None]
-    if given:
-        raise ValueError(f"--published runs each published figure's own configuration; drop {', '.join(given)}")
+    _refuse_unused(args, "--published", (), "runs each published figure's own configuration")
     records = compare_published()
     print(f"predicted vs published (ok: within {TOLERANCE:.0%} under the matching setting; N 0: over all lengths)")
     print(f"{'preset':6s} {'model':5s} {'N':>8s} {'quantity':21s} {'setting':10s} {'predicted':>10s} "
@@ -222,6 +233,9 @@ def _run_published(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None and os.path.isdir(path):  # found before the sweep, not as the temp file's rename
+            raise ValueError(f"{flag} {path} is a directory; give a file name")
     if args.published:
         return _run_published(args)
     if args.paper:

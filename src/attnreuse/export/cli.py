@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from attnreuse._cli_args import add_config_args, config_from_args
 from attnreuse.export.pipeline import ExportConfig
@@ -17,13 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes FILE.onnx, FILE.int8.onnx (--int8) and FILE.export.json.",
     )
     add_config_args(p, ExportConfig)
+    p.add_argument("--force", action="store_true", help="replace FILE.onnx (and its .int8.onnx, .export.json) if they exist")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnreuse.export.pipeline import record_path, run_export
+    from attnreuse.export.pipeline import int8_path, record_path, run_export
 
     config = config_from_args(ExportConfig, args)
+    written = [config.output, record_path(config.output)] + ([int8_path(config.output)] if config.int8 else [])
+    existing = [str(p) for p in written if os.path.isfile(p)]
+    if existing and not args.force:
+        raise FileExistsError(f"--output {config.output}: {', '.join(existing)} already exist(s); "
+                              "pass --force to replace them or choose another name")
     rec = run_export(config)
     onnx = rec["onnx"]
     print(

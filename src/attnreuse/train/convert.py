@@ -133,7 +133,15 @@ def _target_name(name: str) -> str:
 
 def _load_source(config: ConvertConfig) -> tuple[nn.Module, dict]:
     path = Path(config.checkpoint)
-    if ckpt_io.read_model_spec(path) is not None:
+    spec = ckpt_io.read_model_spec(path)
+    if spec is not None:
+        # the run's model.json names the model; a --model / --model-kwargs beside it would be ignored
+        if config.model is not None and config.model != spec["name"]:
+            raise ValueError(f"--model {config.model} differs from the model of the checkpoint run {path} "
+                             f"({spec['name']}, its model.json); drop --model or give that run")
+        if config.model_kwargs:
+            raise ValueError(f"--model-kwargs apply to a .safetensors --checkpoint; the run {path} reads its own from "
+                             "model.json: drop --model-kwargs")
         return ckpt_io.load_model_dir(path)
     if config.model is None:
         raise ValueError(f"checkpoint {path} is not a train output directory: give --model (and --model-kwargs)")

@@ -234,6 +234,11 @@ def _prepare_output(config: TrainConfig, out: Path) -> Path | None:
             raise ValueError(f"output {out} already holds a run (checkpoint {latest}); pass --resume or a new --output")
         return None
     if latest is None:
+        if not (out / "config.json").is_file():
+            # nothing was ever started here (a mistyped --output, most likely): starting from scratch
+            # would look like a resumed run; a run killed before its first checkpoint has config.json
+            raise ValueError(f"--resume: output {out} holds no run to continue (no config.json or checkpoint); "
+                             "check --output, or drop --resume to start a new run")
         return None
     saved = TrainConfig.load(out / "config.json")
     diff = config.resume_mismatch(saved)
