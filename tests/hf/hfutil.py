@@ -66,7 +66,9 @@ def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
 def tiny_tokenizer(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return transformers.BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    # transformers 5 reads the word list from `vocab` (a path); `vocab_file` alone is ignored and leaves a
+    # 5-token vocabulary in which every word is [UNK]
+    return transformers.BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:

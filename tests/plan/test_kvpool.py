@@ -311,7 +311,7 @@ def test_hf_cli_converts_and_rejects_a_bad_pool(tmp_path, capsys):
     _tiny_bert().save_pretrained(directory)
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(35))]) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(directory)
+    transformers.BertTokenizerFast(vocab=str(vocab)).save_pretrained(directory)
     argv = ["hf", "convert", "--model", str(directory), "--no-eval", "--output"]
     assert main([*argv, str(tmp_path / "out"), "--plan", "kvpool:2"]) == 0
     assert "plan kvpool:2,kvpool:2,kvpool:2,kvpool:2" in capsys.readouterr().out
