@@ -16,7 +16,8 @@ class DistillConfig:
     steps: int = field(default=800, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "texts per step (global under torchrun)"})
     lr: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
-    warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps, then cosine decay"})
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "linear warm-up steps, then cosine decay; below --steps (None: a tenth of --steps, at most 50)"})
     max_length: int = field(default=128, metadata={"help": "tokens per text (longer texts are truncated; at most the model's positions)"})
     hidden_weight: float = field(default=1.0, metadata={"help": "weight of the per-layer hidden-state MSE"})
     embedding_weight: float = field(default=10.0, metadata={"help": "weight of 1 - cosine of pooled embeddings"})
@@ -24,13 +25,21 @@ class DistillConfig:
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
     seed: int = field(default=0, metadata={"help": "seed of the batch order"})
 
+    @property
+    def warmup(self) -> int:
+        """The warm-up steps the schedule uses: --warmup-steps, or a tenth of --steps, at most 50."""
+        return min(50, self.steps // 10) if self.warmup_steps is None else self.warmup_steps
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_length", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"--warmup-steps must be an int >= 0, got {self.warmup_steps!r}")
+        if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int)
+                                              or not 0 <= self.warmup_steps < self.steps):
+            # a warm-up as long as the run never reaches the peak rate and never decays
+            raise ValueError(f"--warmup-steps must be an int from 0 to --steps - 1 = {self.steps - 1}, "
+                             f"got {self.warmup_steps!r}")
         for name in ("lr", "hidden_weight", "embedding_weight", "relation_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):

@@ -76,9 +76,10 @@ def distill_loss(student_out, teacher_out, mask: torch.Tensor, cfg: DistillConfi
 
 
 def _lr_at(cfg: DistillConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    warmup = cfg.warmup
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
