@@ -1,7 +1,8 @@
 """Fused attention under a key padding mask (`onnx_fuse`): a bias with one row for all queries,
 [B, 1, 1, M] with finfo.min at padded keys as `transformers` encoders build it, is expanded to N
 rows for the fused kernels; the fused graph must match the decomposed one in ONNX Runtime on padded
-inputs, fully padded sequences included, at any batch size and length."""
+inputs, fully padded sequences included, at any batch size and length; and the NaN guard of a
+boolean mask (PyTorch's SDPA export) kept after the fused node, at opsets 17 and 18."""
 
 import numpy as np
 import onnxruntime as ort
@@ -95,3 +96,49 @@ def test_onnx_attention_kernel_zeroes_a_row_of_lowest_floats():
     bias[:] = np.nextafter(LOWEST, np.float32(0))
     out = _session(model).run(None, {"q": q, "k": k, "v": v, "b": bias})[0]
     np.testing.assert_allclose(out, np.broadcast_to(v.mean(2, keepdims=True), out.shape), atol=1e-6)
+
+
+def _guarded(opset: int):
+    """One attention under a boolean key mask as PyTorch's TorchScript exporter writes SDPA with one:
+    Add(scores, Where(mask, 0, -inf)) -> Softmax -> Where(IsNaN(map), 0, map) -> MatMul(., v)."""
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("q", f, ["b", H, "n", D]),
+              helper.make_tensor_value_info("k", f, ["b", H, "n", D]),
+              helper.make_tensor_value_info("v", f, ["b", H, "n", D]),
+              helper.make_tensor_value_info("keep", TensorProto.BOOL, ["b", 1, "n", "n"])]
+    const = {name: helper.make_tensor(name + "v", f, [], [value]) for name, value in
+             (("zero", 0.0), ("ninf", -np.inf), ("nan_zero", 0.0), ("c", 0.5))}
+    nodes = [helper.make_node("Constant", [], [name], value=t) for name, t in const.items()]
+    nodes += [helper.make_node("Mul", ["q", "c"], ["qs"]),
+              helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["qs", "kt"], ["s"]),
+              helper.make_node("Where", ["keep", "zero", "ninf"], ["bias"]),
+              helper.make_node("Add", ["s", "bias"], ["sb"]),
+              helper.make_node("Softmax", ["sb"], ["p"], axis=-1),
+              helper.make_node("IsNaN", ["p"], ["p_nan"]),
+              helper.make_node("Where", ["p_nan", "nan_zero", "p"], ["p_safe"]),
+              helper.make_node("MatMul", ["p_safe", "v"], ["out"])]
+    graph = helper.make_graph(nodes, "guarded", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("op", FUSED_OPS)
+@pytest.mark.parametrize("opset", [17, 18])  # ReduceMax's axes: an attribute before 18, an input from 18
+def test_nan_guard_fuses_and_zeroes_rows_with_every_key_masked(op, opset):
+    fused, count = fuse_attention(_guarded(opset), op)
+    assert count == 1 and count_fused(fused)["Softmax"] == 0
+    assert not any(n.op_type == "IsNaN" for n in fused.graph.node)
+    rng = np.random.default_rng(opset)
+    batch, n = 3, 6
+    q, k, v = (rng.standard_normal((batch, H, n, D)).astype(np.float32) for _ in range(3))
+    keep = rng.random((batch, 1, n, n)) < 0.6
+    keep[0, 0, 2] = False  # one query row with every key masked
+    keep[-1] = False  # a sequence with every row masked
+    keep[1] = True  # and one with none
+    feed = {"q": q, "k": k, "v": v, "keep": keep}
+    want = _session(_guarded(opset)).run(None, feed)[0]
+    got = _session(fused).run(None, feed)[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got[0, :, 2], 0)
+    np.testing.assert_array_equal(got[-1], 0)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
