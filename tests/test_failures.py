@@ -8,6 +8,7 @@ import stat
 
 import pytest
 import torch
+from cliutil import fails as _fails
 
 from attnreuse import cli
 from attnreuse._io import new_file_mode
@@ -16,15 +17,6 @@ from attnreuse.models import create_model
 from attnreuse.runs import save_model_weights
 
 PICO = "vit_attnreuse_pico_patch4_32"
-
-
-def _fails(capsys, argv, *needles, rc=2):
-    assert cli.main(argv) == rc
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture

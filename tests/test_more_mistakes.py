@@ -3,19 +3,11 @@ argument, exit 2 and nothing written, instead of a hang, a traceback, a silent f
 flag that is silently ignored."""
 
 import pytest
+from cliutil import fails as _fails
 
 from attnreuse import cli
 
 PICO = "vit_attnreuse_pico_patch4_32"
-
-
-def _fails(capsys, argv, *needles, rc=2):
-    assert cli.main(argv) == rc
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
