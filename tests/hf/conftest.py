@@ -1,10 +1,10 @@
-"""Fixtures of the hf tests: a saved tiny BERT directory and a text file."""
+"""Fixtures of the hf tests: a saved tiny BERT directory, a saved tiny WhisperModel directory and a text file."""
 
 from __future__ import annotations
 
 import pytest
 
-from hfutil import sentences, tiny_model, tiny_tokenizer
+from hfutil import sentences, tiny_config, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture
@@ -21,3 +21,15 @@ def text_file(tmp_path):
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(sentences(160)) + "\n")
     return path
+
+
+@pytest.fixture
+def whisper_dir(tmp_path):
+    """A saved tiny WhisperModel (encoder and decoder, as released checkpoints are), no preprocessor config."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    directory = tmp_path / "tiny-whisper"
+    transformers.WhisperModel(tiny_config("whisper")).eval().save_pretrained(directory)
+    return directory

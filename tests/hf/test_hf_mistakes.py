@@ -79,18 +79,6 @@ def test_weights_missing_from_a_checkpoint_are_refused_not_made_up(tmp_path, cap
     assert main(["hf", "convert", "--model", str(mlm), "--plan", "mha", "--no-eval", "--output", str(out)]) == 0
 
 
-@pytest.fixture
-def whisper_dir(tmp_path):
-    import torch
-    import transformers
-
-    from hfutil import tiny_config
-
-    torch.manual_seed(0)
-    directory = tmp_path / "tiny-whisper"
-    transformers.WhisperModel(tiny_config("whisper")).eval().save_pretrained(directory)
-    return directory
-
 
 @pytest.mark.parametrize("model, tokens, message", [
     ("bert", "0", "--tokens must be a positive int, got 0"),

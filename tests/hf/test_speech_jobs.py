@@ -114,18 +114,6 @@ def test_speech_bad_input_is_one_line(tmp_path, capsys, speech_dir, argv, messag
     assert not (tmp_path / "o").exists()
 
 
-@pytest.fixture
-def whisper_dir(tmp_path):
-    """A saved tiny WhisperModel (encoder and decoder, as released checkpoints are), no preprocessor config."""
-    import transformers
-
-    from hfutil import tiny_config
-
-    torch.manual_seed(0)
-    directory = tmp_path / "tiny-whisper"
-    transformers.WhisperModel(tiny_config("whisper")).eval().save_pretrained(directory)
-    return directory
-
 
 def test_every_job_runs_on_a_whisper_encoder(tmp_path, capsys, whisper_dir):
     """Whisper's encoder reads log-mel frames padded to its one length (2 x max_source_positions = 24
