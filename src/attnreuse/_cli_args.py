@@ -224,6 +224,22 @@ def command_line(words: tuple[str, ...], config) -> str:
     return shlex.join([*words, *config_argv(config)])
 
 
+def distinct_outputs(config, names: tuple[str, ...]) -> None:
+    """A ValueError when two of the output fields `names` of `config` (flags --NAME) name one file:
+    the one written last would silently replace the other."""
+    from pathlib import Path
+
+    seen: dict[Path, str] = {}
+    for name in names:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        path = Path(value).resolve()
+        if path in seen:
+            raise ValueError(f"--{seen[path]} and --{name} both name {value}; give each output its own file")
+        seen[path] = name
+
+
 def add_quick_flag(parser: argparse.ArgumentParser, preset: dict, what: str) -> None:
     """`--quick`: the preset `preset` (field -> value), described in the help after `what`."""
     text = ", ".join(f"{k}={' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in preset.items())

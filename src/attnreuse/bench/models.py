@@ -177,8 +177,7 @@ class ModelBenchConfig:
         for name in ("json", "csv"):
             if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
                 raise ValueError(f"{name} must be a file path, got the directory {getattr(self, name)!r}")
-        if self.json is not None and self.csv is not None and Path(self.json).resolve() == Path(self.csv).resolve():
-            raise ValueError(f"--json and --csv both name {self.json}; give each output its own file")
+        _cli_args.distinct_outputs(self, ("json", "csv"))
 
     def model_list(self) -> list[str]:
         """The models to run, in order, each baseline added after the last model that needs it."""

@@ -103,7 +103,7 @@ class OpsBenchConfig:
         for name in ("json", "csv", "plot"):
             if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
                 raise ValueError(f"--{name} must be a file path, got the directory {getattr(self, name)!r}")
-        _distinct_outputs(self, ("json", "csv", "plot"))
+        _cli_args.distinct_outputs(self, ("json", "csv", "plot"))
         if self.plot is not None:
             # checked here, not by savefig after the whole sweep (by then --json/--csv were written)
             from matplotlib.backend_bases import FigureCanvasBase
@@ -113,20 +113,6 @@ class OpsBenchConfig:
             if kind not in formats:
                 raise ValueError(f"--plot {self.plot}: matplotlib cannot write .{kind} files; "
                                  f"end the name in one of {', '.join('.' + f for f in sorted(formats))}")
-
-
-def _distinct_outputs(config: Any, names: tuple[str, ...]) -> None:
-    """A ValueError when two of the output flags `names` of `config` name one file (the one written
-    last would silently replace the other)."""
-    seen: dict[Path, str] = {}
-    for name in names:
-        value = getattr(config, name)
-        if value is None:
-            continue
-        path = Path(value).resolve()
-        if path in seen:
-            raise ValueError(f"--{seen[path]} and --{name} both name {value}; give each output its own file")
-        seen[path] = name
 
 
 QUICK = {"tokens": (64, 196), "batch": (1, 4), "warmup": 1, "repeats": 2, "rounds": 1, "min_time_s": 0.0,
