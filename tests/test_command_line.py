@@ -20,11 +20,25 @@ def test_every_tool_and_bench_command_registers():
     assert len(bench) == len(bench_cli._COMMANDS) and len(commands) >= len(cli._TOOLS)
 
 
-def test_no_command_is_a_usage_error(capsys):
+def test_no_command_lists_the_commands_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: attnreuse") and "hf" in err and "bench" in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["frob"], "attnreuse: error: argument COMMAND: invalid choice: 'frob'"),
+    (["bench", "ops", "--ops", "nope"], "attnreuse bench ops: error: argument --ops: invalid choice: 'nope'"),
+    (["bench", "models", "--rounds", "x"], "attnreuse bench models: error: argument --rounds: invalid int value: 'x'"),
+    (["hf", "eval"], "attnreuse hf eval: error: the following arguments are required"),
+])  # fmt: skip
+def test_argparse_errors_are_one_line_naming_the_command(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([])
-    assert exit_info.value.code == 2
-    assert "usage: attnreuse" in capsys.readouterr().err
+        cli.main(argv)
+    err = capsys.readouterr().err
+    prog = needle.split(": error")[0]
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith(needle) and err.endswith(f"(see `{prog} --help`)\n"), err
 
 
 def test_console_script_help():
@@ -38,4 +52,4 @@ def test_console_script_help():
 def test_user_error_is_one_line_exit_2(capsys):
     assert cli.main(["bench", "ops", "--quick", "--tokens", "-5"]) == 2
     err = capsys.readouterr().err
-    assert err == "attnreuse bench: error: tokens must be a non-empty list of positive ints, got [-5]\n"
+    assert err == "attnreuse bench ops: error: tokens must be a non-empty list of positive ints, got [-5]\n"

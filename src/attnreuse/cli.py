@@ -28,37 +28,60 @@ _EXTRAS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, like every other user error: `PROG: error:
+    MESSAGE (see `PROG --help`)` on stderr, exit 2. Sub-command parsers are of this class too
+    (argparse makes them with the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every parser's namespace its full command (`attnreuse bench ops`) as `prog`, for the
+    error line of `main`; a nested sub-command's default replaces its parent's."""
+    parser.set_defaults(prog=parser.prog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _name_commands(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attnreuse",
         description="Vision transformers that reuse attention: benchmark, train, export, analyse.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _TOOLS:
         importlib.import_module(name).register(sub)
+    _name_commands(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `attnreuse`: the commands, not one error line
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError, FloatingPointError) as err:
         # User errors get one clear line, not a stack trace.
-        print(f"attnreuse {args.command}: error: {err}", file=sys.stderr)
+        print(f"{args.prog}: error: {err}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:
         extra = _EXTRAS.get((err.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"attnreuse {args.command}: error: this needs {err.name}, which is in the [{extra}] extra: "
+        print(f"{args.prog}: error: this needs {err.name}, which is in the [{extra}] extra: "
               f"pip install 'attnreuse[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # Results are written atomically, so what is on disk is the last complete checkpoint/file.
-        print(f"attnreuse {args.command}: interrupted; files already written are complete "
+        print(f"{args.prog}: interrupted; files already written are complete "
               "(a run directory keeps its last checkpoint: `--resume` continues it)", file=sys.stderr)
         return 130
 

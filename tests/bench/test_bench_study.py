@@ -62,14 +62,16 @@ def test_config_rejects_bad_values(kwargs, match):
     (["--lengths", "64,x"], None),
 ])  # fmt: skip
 def test_bad_input_is_one_line_and_non_zero(argv, match, tmp_path, capsys):
-    if match is None:  # argparse's own error for a malformed list
+    if match is None:  # argparse's own error for a malformed list: one line too
         with pytest.raises(SystemExit) as exc:
             main(["bench", "study", *argv, "--output", str(tmp_path / "o")])
-        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and err.startswith("attnreuse bench study: error: argument --lengths")
+        assert len(err.splitlines()) == 1 and err.endswith("(see `attnreuse bench study --help`)")
         return
     assert main(["bench", "study", *argv, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("attnreuse bench: error:")
+    assert len(err.splitlines()) == 1 and err.startswith("attnreuse bench study: error:")
     assert __import__("re").search(match, err), err
     assert not (tmp_path / "o").exists()  # validated before anything ran
 

@@ -65,7 +65,7 @@ def tiny_hubert(tmp_path):
 def test_bad_speech_input_is_one_line_and_non_zero(argv, match, tmp_path, capsys):
     assert main(["bench", "study", *argv, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("attnreuse bench: error:")
+    assert len(err.splitlines()) == 1 and err.startswith("attnreuse bench study: error:")
     assert __import__("re").search(match, err), err
     assert not (tmp_path / "o").exists()
 
