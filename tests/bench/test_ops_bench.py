@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from attnreuse.bench import ops as bench_ops
 from attnreuse.cli import main
@@ -145,3 +146,20 @@ def test_rounds_pair_each_ratio_with_blocks_timed_side_by_side(monkeypatch):
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match="rounds must be a positive int, got 0"):
         bench_ops.OpsBenchConfig(rounds=0)
+
+
+@pytest.mark.parametrize("shape", ["vit", "uniform"])
+def test_every_softmax_op_computes_the_same_attention(shape):
+    """What is timed is attention: each exact op's callable gives the float64 reference's output
+    on its case's inputs (SDPA fed Reuse Attention's shapes included: one wide value head)."""
+    from attnreuse.ops import reference
+
+    for op in ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "sdpa_reuse"):
+        case = bench_ops._Case(op, 2, 40, bench_ops.SHAPES[shape][bench_ops.OPS[op]])
+        hq, hv, dk, dv = case.widths
+        gen = torch.Generator().manual_seed(0)  # the inputs `_callable` draws
+        q, k, v = (torch.randn(2, h, 40, d, generator=gen) for h, d in ((hq, dk), (hq, dk), (hv, dv)))
+        out = bench_ops._callable(case, torch.float32)()
+        want = reference.softmax_attention(q.double(), k.double(), v.double())
+        assert out.shape == (2, hv, 40, dv)
+        torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=1e-5, msg=op)

@@ -40,6 +40,7 @@ OPS = {
     "dense_mha": "mha",  # the whole [B, H, N, N] map materialised (the unfused baseline)
     "flat_mha": "mha",  # attnreuse's FLAT row-tiled kernel with a map per head
     "reuse": "reuse",  # Reuse Attention: one map for all value heads, FLAT tiles
+    "sdpa_reuse": "reuse",  # Reuse Attention through PyTorch's fused kernel: the value heads as one wide head
     "taylor": "mha",  # ViTALiTy linear Taylor attention
     "linear_elu": "mha",  # Katharopoulos et al. elu + 1 linear attention
     "linear_relu": "mha",  # EfficientViT ReLU linear attention
@@ -186,8 +187,17 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 
         return call
 
+    def sdpa_reuse() -> torch.Tensor:
+        # [B, hv, N, dv] -> [B, hq, N, (hv // hq) * dv]: the value heads sharing a map side by side,
+        # one wide head for SDPA (Dv != Dk), and its output back to [B, hv, N, dv]
+        r = hv // hq
+        vg = v.reshape(B, hq, r, N, dv).transpose(2, 3).reshape(B, hq, N, r * dv)
+        out = F.scaled_dot_product_attention(q, k, vg)
+        return out.reshape(B, hq, N, r, dv).transpose(2, 3).reshape(B, hv, N, dv)
+
     return {
         "sdpa_mha": lambda: F.scaled_dot_product_attention(q, k, v),
+        "sdpa_reuse": sdpa_reuse,
         "dense_mha": with_backend("dense"),
         "flat_mha": with_backend("tiled"),
         "reuse": with_backend("auto"),
