@@ -241,6 +241,15 @@ def distinct_outputs(config, names: tuple[str, ...]) -> None:
 
 
 def add_quick_flag(parser: argparse.ArgumentParser, preset: dict, what: str) -> None:
-    """`--quick`: the preset `preset` (field -> value), described in the help after `what`."""
+    """`--quick`: the preset `preset` (field -> value), described in the help after `what`; the
+    flags given with it override it (`quick_preset`)."""
     text = ", ".join(f"{k}={' '.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in preset.items())
-    parser.add_argument("--quick", action="store_true", help=f"{what}: {text}")
+    parser.add_argument("--quick", action="store_true", help=f"{what}: {text}; flags given override them")
+
+
+def quick_preset(args: argparse.Namespace, preset: dict) -> dict:
+    """The fields of `preset` that `--quick` sets in `args`' run: none without --quick, and never
+    one whose flag was given (a flag the user typed is not silently dropped)."""
+    if not getattr(args, "quick", False):
+        return {}
+    return {k: v for k, v in preset.items() if not hasattr(args, k)}

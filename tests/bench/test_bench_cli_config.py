@@ -103,13 +103,15 @@ def test_runtimes_default_to_the_dtypes():
         assert _parse("models", ["--dtype", dtype]).runtimes == runtimes == bench_models.ModelBenchConfig(dtype=dtype).runtimes
 
 
-def test_quick_presets():
-    # bench ops: --quick is a preset under the flags given with it
+def test_quick_presets_yield_to_the_flags_given():
+    # --quick is a preset under the flags given with it, in every bench command
     quick = _parse("ops", ["--quick", "--tokens", "32"])
     assert quick.tokens == (32,) and quick.batch == bench_ops.QUICK["batch"] and quick.repeats == bench_ops.QUICK["repeats"]
-    # bench models and bench study: --quick wins over timing flags (a smoke test stays one)
-    assert _parse("models", ["--quick", "--repeats", "50"]).repeats == bench_models.QUICK["repeats"]
-    assert _parse("study", ["--quick", "--rounds", "5"]).rounds == bench_study.QUICK["rounds"]
+    models = _parse("models", ["--quick", "--repeats", "50"])
+    assert models.repeats == 50 and models.rounds == bench_models.QUICK["rounds"]
+    study = _parse("study", ["--quick", "--rounds", "5"])
+    assert study.rounds == 5 and study.repeats == bench_study.QUICK["repeats"]
+    assert _parse("models", ["--repeats", "50"]).rounds != bench_models.QUICK["rounds"]  # no --quick, no preset
 
 
 def test_a_directory_is_not_an_output_file(tmp_path, capsys):

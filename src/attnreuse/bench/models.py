@@ -59,7 +59,7 @@ __all__ = [
     "run_models",
 ]
 
-# `--quick`: a smoke test (these override the flags)
+# `--quick`: a smoke test (flags given override these)
 QUICK = {"warmup": 1, "repeats": 3, "min_time_s": 0.0, "rounds": 1}
 # The probe whose speed-up is the no-attention ceiling (`attnreuse.models.probes`, "pointwise").
 CEILING_SUFFIX = ":mixer=pointwise"
@@ -464,13 +464,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one from MAC counts.",
     )
     add_config_args(p, ModelBenchConfig)
-    _cli_args.add_quick_flag(p, QUICK, "a smoke test (over any flags)")
+    _cli_args.add_quick_flag(p, QUICK, "a smoke test")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
-    """The run `args` describe: defaults < --config FILE < flags < --quick."""
-    return _cli_args.config_from_args(ModelBenchConfig, args, **(QUICK if args.quick else {}))
+    """The run `args` describe: defaults < --config FILE < --quick < flags."""
+    return _cli_args.config_from_args(ModelBenchConfig, args, **_cli_args.quick_preset(args, QUICK))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -420,20 +420,13 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ops", help="attention operators vs fused SDPA: latency, memory, GFLOP/s")
     add_config_args(p, OpsBenchConfig)
-    p.add_argument("--quick", action="store_true",
-                   help=f"a handful of small cases (tests, demo): {_preset_text(QUICK)}; flags given override them")
+    _cli_args.add_quick_flag(p, QUICK, "a handful of small cases (tests, demo)")
     p.set_defaults(func=run)
-
-
-def _preset_text(values: dict[str, Any]) -> str:
-    """{"tokens": (64, 196), "repeats": 2} -> "tokens=64 196, repeats=2"."""
-    return ", ".join(f"{k}={' '.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in values.items())
 
 
 def config_from_args(args: argparse.Namespace) -> OpsBenchConfig:
     """The sweep `args` describe: defaults < --config FILE < --quick < flags."""
-    preset = {k: v for k, v in QUICK.items() if not hasattr(args, k)} if args.quick else {}  # a flag given wins
-    return _cli_args.config_from_args(OpsBenchConfig, args, **preset)
+    return _cli_args.config_from_args(OpsBenchConfig, args, **_cli_args.quick_preset(args, QUICK))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -80,7 +80,7 @@ ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_pro
 _PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
 _STEPS = ("scores_softmax", "av", "core")
 BACKENDS = ("dense", "auto", "tiled")
-# `--quick`: 1 round of 2 repeats, 1 breakdown forward (a smoke test; these override the flags)
+# `--quick`: 1 round of 2 repeats, 1 breakdown forward (a smoke test; flags given override these)
 QUICK = {"rounds": 1, "repeats": 2, "warmup": 1, "breakdown_repeats": 1}
 
 
@@ -466,14 +466,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "V/output projections, FFN and the rest, peak memory, the Amdahl check; report.md with plots.",
     )
     add_config_args(p, StudyConfig)
-    _cli_args.add_quick_flag(p, QUICK, "a smoke test (over any flags)")
+    _cli_args.add_quick_flag(p, QUICK, "a smoke test")
     p.add_argument("--force", action="store_true", help="replace a study already in --output")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
-    """The run `args` describe: defaults < --config FILE < flags < --quick."""
-    return _cli_args.config_from_args(StudyConfig, args, **(QUICK if args.quick else {}))
+    """The run `args` describe: defaults < --config FILE < --quick < flags."""
+    return _cli_args.config_from_args(StudyConfig, args, **_cli_args.quick_preset(args, QUICK))
 
 
 def run(args: argparse.Namespace) -> int:
