@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tokens", type=int, default=None,
                    help="sequence length of the speed test (default 512, or a text model's positions if fewer; "
                    "Whisper: its max_source_positions, the one it takes)")
-    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention)")
+    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention), "
+                   "ort-int8 (the dynamic int8 export of `hf export --int8`)")
     e.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     e.add_argument("--repeats", type=int, default=30, help="timed calls per model, over all rounds")
     e.add_argument("--threads", type=int, default=2)
@@ -89,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--fused-attention", metavar="OP", help="rewrite each attention into one fused ONNX Runtime op: "
                    "mha = com.microsoft MultiHeadAttention, attention = ONNX Attention (opset 23); "
                    "checked against PyTorch like the plain export")
+    x.add_argument("--int8", action="store_true", help="write ONNX Runtime's dynamic int8 form (int8 weights, one "
+                   "scale per output channel), checked by pooled-output cosine to PyTorch's float32 model")
+    x.add_argument("--min-cosine", type=float, default=0.98, help="with --int8: the lowest pooled-output cosine "
+                   "accepted on any check sequence, else nothing is written (default 0.98)")
     x.set_defaults(func=_export)
 
 
@@ -137,20 +142,33 @@ def _eval(args) -> int:
                  json_path=args.json_path, force=args.force)
     for name, row in r["candidates"].items():
         print(f"{name}: plan {','.join(row['plan'])}: {_fid(row['fidelity'])}")
+    for name, f in r.get("int8_fidelity", {}).items():
+        print(f"{name}, dynamic int8 in ONNX Runtime: {_fid(f)}")
     if r["speed"]:
-        print(f"| model | runtime | ms (median) | speed-up vs sdpa [range] | MAC ideal | of ideal |  ({r['speed'][0]['tokens']} tokens, batch 1)")
+        int8 = any("speedup_vs_baseline_fp32" in s for s in r["speed"])
+        extra = " vs the original's float32 ORT export |" if int8 else ""
+        print(f"| model | runtime | ms (median) | speed-up vs sdpa [range] | MAC ideal | of ideal |{extra}  "
+              f"({r['speed'][0]['tokens']} tokens, batch 1; speed-ups paired within each runtime)")
         for s in r["speed"]:
+            fp32 = (f" {s['speedup_vs_baseline_fp32']:.2f}x [{s['speedup_vs_baseline_fp32_min']:.2f}-"
+                    f"{s['speedup_vs_baseline_fp32_max']:.2f}] |" if "speedup_vs_baseline_fp32" in s else " - |") if int8 else ""
             print(f"| {s['model']} | {s['runtime']} | {s['latency_ms_median']:.2f} | {s['speedup']:.2f}x "
-                  f"[{s['speedup_min']:.2f}-{s['speedup_max']:.2f}] | {s['mac_ideal']:.2f}x | {100 * s['of_ideal']:.0f}% |")
+                  f"[{s['speedup_min']:.2f}-{s['speedup_max']:.2f}] | {s['mac_ideal']:.2f}x | {100 * s['of_ideal']:.0f}% |{fp32}")
     return 0
 
 
 def _export(args) -> int:
     from attnreuse.hf.jobs import export_job
 
-    r = export_job(args.model, args.output, force=args.force, fused_attention=args.fused_attention)
+    r = export_job(args.model, args.output, force=args.force, fused_attention=args.fused_attention,
+                   int8=args.int8, min_cosine=args.min_cosine)
     fused = (f", {r['fused_attention_nodes']} attention subgraph(s) fused into {r['fused_attention']}"
              if r["fused_attention"] else "")
-    print(f"{r['path']}: {r['size_bytes'] / 1e6:.1f} MB, ONNX Runtime vs PyTorch max |diff| {r['max_abs_diff']:.2e} "
-          f"({r['relative_diff']:.1e} of the output scale){fused}")
+    if r["int8"]:
+        print(f"{r['path']}: {r['size_bytes'] / 1e6:.1f} MB, dynamic int8; pooled-output cosine to PyTorch >= "
+              f"{r['int8_min_cosine']:.4f} on every check sequence (the float32 graph before it: max |diff| "
+              f"{r['relative_diff']:.1e} of the output scale){fused}")
+    else:
+        print(f"{r['path']}: {r['size_bytes'] / 1e6:.1f} MB, ONNX Runtime vs PyTorch max |diff| {r['max_abs_diff']:.2e} "
+              f"({r['relative_diff']:.1e} of the output scale){fused}")
     return 0

@@ -13,6 +13,12 @@ difference relative to the largest |output| (real positions) must be at most `rt
 (map, key padding mask and A.V) into that fused ONNX Runtime operator before the check, so the
 fused graph is the one checked and written; a layer applying another layer's map (`share`), and the
 layer whose map it applies, stay decomposed.
+
+`int8`: after that check, quantise the graph with ONNX Runtime's dynamic int8 (weights int8 with
+one scale per output channel, activations quantised at run time; `attnreuse.quantize`) and write
+it instead, only if every sequence's mean-pooled output (real positions) keeps a cosine of at least
+`min_cosine` to PyTorch's float32 one: int8 cannot meet `rtol`, and pooled embeddings are what a
+text encoder's users compare.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from torch import nn
 
 from attnreuse._io import atomic_path
 
-__all__ = ["HFExportResult", "export_encoder", "input_names", "ort_encoder_session"]
+__all__ = ["HFExportResult", "OrtEncoder", "export_encoder", "input_names", "int8_fidelity", "ort_encoder_session",
+           "pooled_cosine"]
 
 OUTPUT = "last_hidden_state"
 
@@ -60,6 +67,8 @@ class HFExportResult:
     max_abs_output: float
     fused_attention: str | None = None  # the operator attention was rewritten into, if any
     fused_attention_nodes: int = 0  # attention subgraphs rewritten into it
+    int8: bool = False  # dynamic int8 (then max_abs_diff compares the float32 graph; int8_min_cosine the int8 one)
+    int8_min_cosine: float | None = None  # the lowest pooled-output cosine to PyTorch over the check batch
 
     @property
     def relative_diff(self) -> float:
@@ -91,8 +100,49 @@ def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+class OrtEncoder:
+    """An exported text encoder's ONNX Runtime session, called like its `transformers` model where
+    `attnreuse.hf.fidelity.embed` calls one: `enc(**batch)` -> `.last_hidden_state` [B, N, C]."""
+
+    def __init__(self, path: str | os.PathLike, config, *, threads: int = 2) -> None:
+        self.session = ort_encoder_session(path, threads=threads)
+        self.config = config
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, output_hidden_states: bool = False, **batch):
+        from types import SimpleNamespace
+
+        out = self.session.run(None, {k: batch[k].numpy() for k in self.names})[0]
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(out), hidden_states=None, logits=None)
+
+
+def int8_fidelity(model: nn.Module, reference: tuple, tokenizer, texts: list[str], workdir: str | os.PathLike,
+                  *, threads: int = 2) -> dict:
+    """`attnreuse.hf.fidelity.fidelity` of `model`'s dynamic int8 export (text encoders) against
+    `reference` (the original's `embed` of `texts`): what deploying the int8 graph keeps."""
+    from attnreuse.hf.fidelity import batches, fidelity
+
+    if getattr(model, "main_input_name", None) != "input_ids":
+        raise ValueError(f"int8 fidelity reads text; {type(model).__name__} takes {model.main_input_name}")
+    path = Path(workdir) / "int8_fidelity.onnx"
+    check = next(batches(tokenizer, texts[:8], 8, 64))  # several lengths: the export's own check runs with padding
+    export_encoder(model, path, check, threads=threads, int8=True, min_cosine=-1.0)
+    try:
+        return fidelity(OrtEncoder(path, model.config, threads=threads), reference, tokenizer, texts)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def pooled_cosine(got: torch.Tensor, expected: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """[B] cosine between the mean over real positions of `got` and of `expected` ([B, N, C]; real: [B, N] bool)."""
+    w = real.unsqueeze(-1).to(expected.dtype)
+    pool = lambda h: (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # noqa: E731
+    return torch.cosine_similarity(pool(got.to(expected.dtype)), pool(expected), dim=-1)
+
+
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
-                   rtol: float = 1e-4, threads: int = 2, fused_attention: str | None = None) -> HFExportResult:
+                   rtol: float = 1e-4, threads: int = 2, fused_attention: str | None = None,
+                   int8: bool = False, min_cosine: float = 0.98) -> HFExportResult:
     """Export `model` to `path` and check it on `batch` (a tokenizer's or waveform batcher's output with padding)."""
     from attnreuse.hf.fidelity import real_positions
     from attnreuse.onnx_fuse import FUSED_OPS, fuse_file
@@ -100,6 +150,8 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
 
     if fused_attention is not None and fused_attention not in FUSED_OPS:
         raise ValueError(f"--fused-attention must be one of {', '.join(FUSED_OPS)}, got {fused_attention!r}")
+    if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)) or not -1.0 <= min_cosine <= 1.0:
+        raise ValueError(f"--min-cosine must be a number in [-1, 1], got {min_cosine!r}")
 
     model = model.eval()
     names = input_names(batch)
@@ -124,5 +176,26 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
         if not diff <= rtol * scale:
             raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (output scale {scale:.3g}), above "
                              f"rtol {rtol:g}; nothing written to {path}")
+        worst = _quantize_checked(tmp, batch, names, expected, real, threads, min_cosine, path) if int8 else None
         size = Path(tmp).stat().st_size
-    return HFExportResult(str(path), size, diff, scale, fused_attention, fused)
+    return HFExportResult(str(path), size, diff, scale, fused_attention, fused, int8, worst)
+
+
+def _quantize_checked(tmp: Path, batch: dict, names, expected, real, threads: int, min_cosine: float,
+                      path) -> float:
+    """Replace the checked float32 graph at `tmp` with its dynamic int8 form when every sequence's
+    pooled output keeps a cosine >= min_cosine to PyTorch's; returns the lowest cosine."""
+    from attnreuse.quantize import quantize_onnx
+
+    q = Path(tmp).with_name(Path(tmp).name + ".int8.onnx")
+    try:
+        quantize_onnx(tmp, q, mode="dynamic", per_channel=True)
+        got = torch.from_numpy(ort_encoder_session(q, threads=threads).run(None, {k: batch[k].numpy() for k in names})[0])
+        worst = float(pooled_cosine(got, expected, real).min())
+        if not worst >= min_cosine:
+            raise ValueError(f"the int8 graph's pooled output has cosine {worst:.4f} to PyTorch's on a check sequence, "
+                             f"below --min-cosine {min_cosine:g}; nothing written to {path}")
+        os.replace(q, tmp)
+    finally:
+        q.unlink(missing_ok=True)
+    return worst

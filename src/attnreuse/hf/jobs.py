@@ -278,19 +278,30 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     held = data[1]
     reference = embed(teacher, tok, held)
     rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
+    int8 = {}
+    if "ort-int8" in runtimes and teacher.main_input_name == "input_ids":  # what the int8 graphs keep, on the same texts
+        import tempfile
+
+        from attnreuse.hf.export import int8_fidelity
+
+        with tempfile.TemporaryDirectory() as work:
+            int8 = {name: int8_fidelity(m, reference, tok, held, work, threads=threads)
+                    for name, m in {"original (sdpa)": teacher, **models}.items()}
     speed_records = []
     if speed:
         speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
                                       tokens=tokens, runtimes=runtimes, rounds=rounds,
                                       repeats=repeats, threads=threads)
     record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
+    if int8:
+        record["int8_fidelity"] = int8
     if json_path:
         atomic_write_json(json_path, record)
     return record
 
 
 def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64,
-               fused_attention: str | None = None) -> dict:
+               fused_attention: str | None = None, int8: bool = False, min_cosine: float = 0.98) -> dict:
     from attnreuse.hf.export import export_encoder
     from attnreuse.hf.hosts import SPEECH_INPUTS, host_for
     from attnreuse.hf.text import stdlib_docstrings
@@ -298,6 +309,10 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
 
     if fused_attention is not None and fused_attention not in FUSED_OPS:
         raise ValueError(f"--fused-attention must be one of {', '.join(FUSED_OPS)}, got {fused_attention!r}")
+    if not -1.0 <= min_cosine <= 1.0:  # NaN too; before the model loads
+        raise ValueError(f"--min-cosine must be a number in [-1, 1], got {min_cosine!r}")
+    if min_cosine != 0.98 and not int8:
+        raise ValueError("--min-cosine gates the int8 graph; it needs --int8")
 
     target = Path(output)
     if target.is_dir():  # --force cannot replace a directory with a file: say so before the export
@@ -315,7 +330,8 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
     else:
         texts = stdlib_docstrings(limit=8)  # real text of several lengths, so the check runs with padding
     batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    result = export_encoder(model, target, batch, fused_attention=fused_attention)
+    result = export_encoder(model, target, batch, fused_attention=fused_attention, int8=int8, min_cosine=min_cosine)
     return {"path": result.path, "size_bytes": result.size_bytes, "max_abs_diff": result.max_abs_diff,
             "max_abs_output": result.max_abs_output, "relative_diff": result.relative_diff,
-            "fused_attention": result.fused_attention, "fused_attention_nodes": result.fused_attention_nodes}
+            "fused_attention": result.fused_attention, "fused_attention_nodes": result.fused_attention_nodes,
+            "int8": result.int8, "int8_min_cosine": result.int8_min_cosine}

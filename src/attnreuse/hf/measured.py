@@ -1,12 +1,13 @@
 """The measured tables of docs/hf.md, rendered from the committed records: 'Measured:
 all-MiniLM-L6-v2' from docs/measured/hf_minilm.json (the `hf convert`/`hf distill` summaries under
 "fidelity", the `hf eval --json` records under "speed"), and the fused-export comparison from an
-`hf eval --runtimes ort,ort-fused --json` file (`fused_table`). A docs test checks the page's tables
+`hf eval --runtimes ort,ort-fused --json` file (`fused_table`), and the int8 comparison from an
+`hf eval --runtimes ort,ort-int8 --json` file (`int8_table`). A docs test checks the page's tables
 equal these."""
 
 from __future__ import annotations
 
-__all__ = ["fidelity_table", "fused_table", "plan_label", "speed_table"]
+__all__ = ["fidelity_table", "fused_table", "int8_table", "plan_label", "speed_table"]
 
 # Softmax maps one layer of a plan computes, per kind (the others apply an earlier one, or none).
 _MAPS_PER_LAYER = {"mha": "heads", "reuse": 1}
@@ -80,4 +81,29 @@ def fused_table(records: dict) -> str:
         label = model if model == plain["baseline"] else plan_label(plans[model])
         lines.append(f"| {label} | {plain['latency_ms_median']:.1f} | {_speedup(plain)} | "
                      f"{fused['latency_ms_median']:.1f} | {fused['fused_attention_nodes']} | {_speedup(fused)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _paired(x: float, low: float, high: float) -> str:
+    return f"{x:.2f}x [{low:.2f}-{high:.2f}]"
+
+
+def int8_table(records: dict) -> str:
+    """Each model in float32 and in ONNX Runtime's dynamic int8 (records: `hf eval --runtimes
+    ort,ort-int8 --json`): fidelity to the original on held-out text (cosine / top-k overlap; eager
+    float32, and the int8 graph), ONNX Runtime latency, and the int8 graph's speed-ups over the
+    original's int8 and float32 exports, each paired within the int8 rounds."""
+    label = {model: plan_label(c["plan"]) for model, c in records["candidates"].items()}
+    fid = {model: _pair(c["fidelity"]) for model, c in records["candidates"].items()}
+    by = {(r["model"], r["runtime"]): r for r in records["speed"]}
+    lines = ["| model | float32 fidelity | int8 fidelity | ORT float32 ms | ORT int8 ms | int8 vs the original's int8 | "
+             "int8 vs the original's float32 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for model in dict.fromkeys(r["model"] for r in records["speed"]):
+        plain, q = by[(model, "ort")], by[(model, "ort-int8")]
+        original = model == plain["baseline"]
+        vs_int8 = "1.00x" if original else _paired(q["speedup"], q["speedup_min"], q["speedup_max"])
+        vs_fp32 = _paired(q["speedup_vs_baseline_fp32"], q["speedup_vs_baseline_fp32_min"], q["speedup_vs_baseline_fp32_max"])
+        lines.append(f"| {model if original else label[model]} | {'(the reference)' if original else fid[model]} | "
+                     f"{_pair(records['int8_fidelity'][model])} | {plain['latency_ms_median']:.1f} | "
+                     f"{q['latency_ms_median']:.1f} | {vs_int8} | {vs_fp32} |")  # fmt: skip
     return "\n".join(lines)

@@ -6,8 +6,10 @@ baseline / plan, where both were timed next to each other. The MAC ideal of a pl
 MACs(original) / MACs(plan), both counted by PyTorch's FLOP counter on that input; "of ideal" is
 speed-up / ideal. Runtimes: "eager" (PyTorch), "ort" (ONNX Runtime, each model exported) and
 "ort-fused" (the same export with every attention that can be rewritten into com.microsoft
-MultiHeadAttention, `attnreuse.onnx_fuse`; the record counts the fused subgraphs), the names
-`attnreuse bench models` gives them.
+MultiHeadAttention, `attnreuse.onnx_fuse`; the record counts the fused subgraphs) and "ort-int8"
+(ONNX Runtime's dynamic int8 of each export, `hf export --int8`; its rounds also time the
+original's float32 export, so each int8 record has its paired speed-up over that too:
+`speedup_vs_baseline_fp32`), the names `attnreuse bench models` gives them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from attnreuse.onnx_fuse import RUNTIME_OP
 
 __all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "measure_speed"]
 
-RUNTIMES = ("eager", "ort", "ort-fused")
+RUNTIMES = ("eager", "ort", "ort-fused", "ort-int8")
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
@@ -91,15 +93,29 @@ def _eager_call(model: nn.Module, inputs: dict):
     return call
 
 
-def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int, fused: str | None = None):
-    """(the call, fused attention subgraphs in its graph)."""
+def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int, fused: str | None = None,
+              int8: bool = False):
+    """(the call, its `HFExportResult`: fused attention subgraphs, int8 check cosine)."""
     from attnreuse.hf.export import export_encoder, input_names, ort_encoder_session
 
-    path = workdir / f"{name}.{fused or 'plain'}.onnx"
-    result = export_encoder(model, path, inputs, threads=threads, fused_attention=fused)
+    path = workdir / f"{name}.{fused or 'plain'}{'.int8' if int8 else ''}.onnx"
+    # the speed test's input is random tokens: the int8 graph's fidelity is the eval's to judge, not a gate here
+    result = export_encoder(model, path, inputs, threads=threads, fused_attention=fused, int8=int8, min_cosine=-1.0)
     session = ort_encoder_session(path, threads=threads)
     feeds = {k: inputs[k].numpy() for k in input_names(inputs)}
-    return (lambda: session.run(None, feeds)), result.fused_attention_nodes
+    return (lambda: session.run(None, feeds)), result
+
+
+_FP32 = ("float32 export of the baseline",)  # its key among an ort-int8 block's calls (no model is named so)
+
+
+def _vs_fp32(medians: dict, name, fp32_ms: float) -> dict:
+    """An ort-int8 record's speed-up over the original's float32 ORT export, paired round by round."""
+    from attnreuse.measure import paired_ratio
+
+    ratio, low, high = paired_ratio(medians[_FP32], medians[name])
+    return {"baseline_fp32_latency_ms_median": fp32_ms, "speedup_vs_baseline_fp32": ratio,
+            "speedup_vs_baseline_fp32_min": low, "speedup_vs_baseline_fp32_max": high}
 
 
 def _frozen_macs(model: nn.Module, inputs: dict, count_call_macs) -> int:
@@ -133,25 +149,32 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
             fused = {}
             if runtime == "eager":
                 calls = {name: _eager_call(m, inputs) for name, m in models.items()}
-            elif runtime in ("ort", "ort-fused"):
+            elif runtime in ("ort", "ort-fused", "ort-int8"):
                 op = RUNTIME_OP if runtime == "ort-fused" else None
-                made = {name: _ort_call(m, inputs, Path(tmp), name, threads, op) for name, m in models.items()}
+                made = {name: _ort_call(m, inputs, Path(tmp), name, threads, op, runtime == "ort-int8")
+                        for name, m in models.items()}
                 calls = {name: call for name, (call, _) in made.items()}
-                fused = {name: n for name, (_, n) in made.items()} if op else {}
+                fused = {name: r.fused_attention_nodes for name, (_, r) in made.items()} if op else {}
+                if runtime == "ort-int8":  # the original's float32 export timed in the same rounds: int8's own gain, paired
+                    calls[_FP32] = _ort_call(models[baseline], inputs, Path(tmp), baseline, threads)[0]
             else:
                 raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
             medians: dict = {}
             stats = measure_interleaved(calls, rounds=rounds, warmup=warmup, repeats=repeats, round_medians_ms=medians)
             for name, st in stats.items():
                 if isinstance(st, Exception):
-                    raise RuntimeError(f"{name} failed under {runtime}: {st}") from st
+                    raise RuntimeError(f"{name if name != _FP32 else baseline} failed under {runtime}: {st}") from st
+                if name == _FP32:
+                    continue
                 speedup, low, high = paired_ratio(medians[baseline], medians[name])
                 ideal = macs[baseline] / macs[name]
                 records.append(machine_record(
-                    model=name, runtime=runtime, tokens=tokens, batch=batch, threads=threads, dtype="float32",
+                    model=name, runtime=runtime, tokens=tokens, batch=batch, threads=threads,
+                    dtype="int8" if runtime == "ort-int8" else "float32",
                     latency_ms_median=st.latency_ms_median, latency_ms_p90=st.latency_ms_p90, macs=macs[name], speedup=speedup,
                     speedup_min=low, speedup_max=high, mac_ideal=ideal, of_ideal=speedup / ideal,
                     baseline=baseline, rounds=rounds,
                     **({"fused_attention": RUNTIME_OP, "fused_attention_nodes": fused[name]} if fused else {}),
+                    **(_vs_fp32(medians, name, stats[_FP32].latency_ms_median) if _FP32 in medians else {}),
                 ))
     return records

@@ -1,0 +1,122 @@
+"""`attnreuse hf export --int8` and `hf eval --runtimes ort-int8` on a tiny BERT: the dynamic int8
+graph is written only when its pooled output stays near PyTorch's, it is what the file holds, and
+eval times it beside the original's int8 export and reports what it keeps on held-out text."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+from hfutil import sentences
+
+from attnreuse.cli import main
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def converted(tmp_path, capsys, model_dir):
+    conv = tmp_path / "conv"
+    code, _, err = _run(capsys, "hf", "convert", "--model", str(model_dir), "--plan", "mha,reuse,mha,share",
+                        "--no-eval", "--output", str(conv))
+    assert code == 0, err
+    return conv
+
+
+def test_int8_export_is_quantised_and_stays_near_pytorch(tmp_path, capsys, converted):
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.export import ort_encoder_session, pooled_cosine
+    from attnreuse.hf.source import load_preprocessor
+
+    plain, q = tmp_path / "plain.onnx", tmp_path / "int8.onnx"
+    assert _run(capsys, "hf", "export", str(converted), "--output", str(plain))[0] == 0
+    code, out, err = _run(capsys, "hf", "export", str(converted), "--output", str(q), "--int8")
+    assert code == 0, err
+    assert "dynamic int8; pooled-output cosine to PyTorch >=" in out and len(out.strip().splitlines()) == 1
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops or "DynamicQuantizeMatMul" in ops, ops
+    assert q.stat().st_size < 0.75 * plain.stat().st_size  # int8 weights (a tiny graph: its structure is much of the file)
+
+    model = load(converted)
+    batch = load_preprocessor(converted, model.config)(sentences(6, seed=3), padding=True, return_tensors="pt")
+    feed = {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
+    got = torch.from_numpy(ort_encoder_session(q, threads=1).run(None, feed)[0])
+    plain_out = torch.from_numpy(ort_encoder_session(plain, threads=1).run(None, feed)[0])
+    with torch.no_grad():
+        want = model(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    cos = pooled_cosine(got, want, real)
+    assert cos.min() >= 0.98, cos  # other texts, other lengths than the export's check
+    assert (got - want)[real].abs().max() > 10 * (plain_out - want)[real].abs().max()  # it is not the float32 graph
+
+
+def test_int8_export_below_min_cosine_writes_nothing(tmp_path, capsys, converted):
+    q = tmp_path / "int8.onnx"
+    code, out, err = _run(capsys, "hf", "export", str(converted), "--output", str(q), "--int8", "--min-cosine", "1")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "below --min-cosine 1; nothing written" in err and not q.exists()
+    assert not list(tmp_path.glob("*.onnx*"))  # no temporary left beside it
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--min-cosine", "0.9"], "--min-cosine gates the int8 graph; it needs --int8"),
+    (["--int8", "--min-cosine", "1.5"], "--min-cosine must be a number in [-1, 1], got 1.5"),
+    (["--int8", "--min-cosine", "nan"], "--min-cosine must be a number in [-1, 1], got nan"),
+])  # fmt: skip
+def test_min_cosine_mistakes_are_one_line(tmp_path, capsys, model_dir, argv, needle):
+    out = tmp_path / "m.onnx"
+    code, _, err = _run(capsys, "hf", "export", str(model_dir), "--output", str(out), *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_eval_times_int8_and_reports_its_fidelity(tmp_path, capsys, model_dir, converted, text_file):
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(converted), "--text", str(text_file),
+                          "--tokens", "16", "--runtimes", "ort,ort-int8", "--rounds", "1", "--repeats", "2",
+                          "--threads", "1", "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "e.json").read_text())
+    speed = record["speed"]
+    assert {(s["model"], s["runtime"], s["dtype"]) for s in speed} == {
+        (m, r, d) for m in ("original (sdpa)", str(converted)) for r, d in (("ort", "float32"), ("ort-int8", "int8"))}
+    for s in speed:  # int8 records: also paired against the original's float32 export, timed in their rounds
+        assert ("speedup_vs_baseline_fp32" in s) == (s["runtime"] == "ort-int8")
+        if s["runtime"] == "ort-int8":
+            assert s["speedup_vs_baseline_fp32_min"] <= s["speedup_vs_baseline_fp32"] <= s["speedup_vs_baseline_fp32_max"]
+    assert "vs the original's float32 ORT export" in out
+    fid = record["int8_fidelity"]
+    assert set(fid) == {"original (sdpa)", str(converted)}
+    eager = record["candidates"][str(converted)]["fidelity"]
+    for f in fid.values():
+        assert 0.9 < f["cosine"] < 1.0 and 0.0 <= f["topk_overlap"] <= 1.0 and f["texts"] == eager["texts"]
+    assert f"{converted}, dynamic int8 in ONNX Runtime: cosine" in out
+    # without ort-int8 there is no int8 fidelity
+    code, _, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(converted), "--text", str(text_file),
+                        "--no-speed", "--json", str(tmp_path / "f.json"))
+    assert code == 0, err
+    assert "int8_fidelity" not in json.loads((tmp_path / "f.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["whisper", "wav2vec2"])
+def test_speech_encoders_export_int8_checked_on_their_real_frames(tmp_path, capsys, whisper_dir, kind):
+    from hfutil import tiny_model
+
+    source = whisper_dir
+    if kind == "wav2vec2":
+        source = tmp_path / "tiny-wav2vec2"
+        tiny_model("wav2vec2").save_pretrained(source)
+    conv, q = tmp_path / "conv", tmp_path / "int8.onnx"
+    assert _run(capsys, "hf", "convert", "--model", str(source), "--plan", "reuse", "--no-eval", "--output", str(conv))[0] == 0
+    # the tiny random wav2vec2 keeps a pooled cosine of ~0.97 in int8, under the default gate of 0.98
+    gate = ["--min-cosine", "0.9"] if kind == "wav2vec2" else []
+    code, out, err = _run(capsys, "hf", "export", str(conv), "--output", str(q), "--int8", *gate)
+    assert code == 0, err
+    assert "dynamic int8" in out and q.is_file()
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(q)).graph.node} or "DynamicQuantizeMatMul" in out
