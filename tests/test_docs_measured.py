@@ -32,6 +32,12 @@ def _hf_fused():
     return fused_table(json.loads((ROOT / "docs/measured/hf_minilm_fused_stock_2026-12-01.json").read_text()))
 
 
+def _hf_int8():
+    from attnreuse.hf.measured import int8_table
+
+    return int8_table(json.loads((ROOT / "docs/measured/hf_minilm_int8_2026-12-01.json").read_text()))
+
+
 def _flat_paper():
     from attnreuse.dataflow.report import paper_table
 
@@ -163,6 +169,7 @@ REBUILT = {
     ("docs/hf.md", "| plan | maps computed |"): _hf_fidelity,
     ("docs/hf.md", "| plan | eager ms |"): _hf_speed,
     ("docs/hf.md", "| model | ORT ms |"): _hf_fused,
+    ("docs/hf.md", "| model | float32 fidelity | int8 fidelity |"): _hf_int8,
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
 }
 # (doc, header row) -> why it is not rebuilt here
