@@ -120,3 +120,39 @@ def test_speech_encoders_export_int8_checked_on_their_real_frames(tmp_path, caps
     assert code == 0, err
     assert "dynamic int8" in out and q.is_file()
     assert "MatMulInteger" in {n.op_type for n in onnx.load(str(q)).graph.node} or "DynamicQuantizeMatMul" in out
+    # eval: the int8 graphs' fidelity on the held-out clips, pooled over each clip's real frames
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(source), str(conv), "--no-speed",
+                          "--runtimes", "ort-int8", "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "e.json").read_text())
+    eager = record["candidates"][str(conv)]["fidelity"]
+    for f in record["int8_fidelity"].values():
+        assert 0.5 < f["cosine"] < 1.0 and f["texts"] == eager["texts"]
+
+
+@pytest.mark.parametrize("kind", ["bert", "wav2vec2"])
+def test_ort_encoder_embeds_as_the_model_does(tmp_path, capsys, model_dir, kind):
+    """The adapter int8 fidelity runs through: the float32 export, called as the model, embeds the
+    held-out data (padded batches, real tokens or frames pooled) as the PyTorch model does."""
+    from hfutil import tiny_model
+
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.export import OrtEncoder, export_encoder
+    from attnreuse.hf.fidelity import batches, embed, fidelity
+    from attnreuse.hf.source import load_data, load_preprocessor
+
+    source = model_dir
+    if kind == "wav2vec2":
+        source = tmp_path / "tiny-wav2vec2"
+        tiny_model("wav2vec2").save_pretrained(source)
+    conv = tmp_path / "conv"
+    assert _run(capsys, "hf", "convert", "--model", str(source), "--plan", "reuse", "--no-eval", "--output", str(conv))[0] == 0
+    model = load(conv).eval()
+    prep = load_preprocessor(conv, model.config)
+    held = load_data(model.config, "stdlib")[1][:24]
+    path = tmp_path / "m.onnx"
+    export_encoder(model, path, next(batches(prep, held[:8], 8, 64)), threads=1)
+    ref = embed(model, prep, held)
+    got = embed(OrtEncoder(path, model, threads=1), prep, held)[0]
+    torch.testing.assert_close(got, ref[0], atol=1e-4, rtol=1e-4)
+    assert fidelity(OrtEncoder(path, model, threads=1), ref, prep, held)["cosine"] > 0.9999

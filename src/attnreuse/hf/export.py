@@ -101,13 +101,20 @@ def ort_encoder_session(path: str | os.PathLike, *, threads: int = 2):
 
 
 class OrtEncoder:
-    """An exported text encoder's ONNX Runtime session, called like its `transformers` model where
-    `attnreuse.hf.fidelity.embed` calls one: `enc(**batch)` -> `.last_hidden_state` [B, N, C]."""
+    """An exported encoder's ONNX Runtime session, called like its `transformers` model where
+    `attnreuse.hf.fidelity.embed` calls one: `enc(**batch)` -> `.last_hidden_state` [B, N, C].
+    Anything else (`config`, a speech model's frame-length rule) is read from `model`, the
+    PyTorch model it was exported from."""
 
-    def __init__(self, path: str | os.PathLike, config, *, threads: int = 2) -> None:
+    def __init__(self, path: str | os.PathLike, model: nn.Module, *, threads: int = 2) -> None:
         self.session = ort_encoder_session(path, threads=threads)
-        self.config = config
+        self.model = model
         self.names = [i.name for i in self.session.get_inputs()]
+
+    def __getattr__(self, name: str):
+        if name in ("session", "model", "names", "module"):  # not set yet, or DistributedDataParallel's
+            raise AttributeError(name)
+        return getattr(self.model, name)
 
     def __call__(self, output_hidden_states: bool = False, **batch):
         from types import SimpleNamespace
@@ -118,17 +125,16 @@ class OrtEncoder:
 
 def int8_fidelity(model: nn.Module, reference: tuple, tokenizer, texts: list[str], workdir: str | os.PathLike,
                   *, threads: int = 2) -> dict:
-    """`attnreuse.hf.fidelity.fidelity` of `model`'s dynamic int8 export (text encoders) against
-    `reference` (the original's `embed` of `texts`): what deploying the int8 graph keeps."""
+    """`attnreuse.hf.fidelity.fidelity` of `model`'s dynamic int8 export against `reference` (the
+    original's `embed` of `texts`: texts, or clips with the clip batcher as `tokenizer`): what
+    deploying the int8 graph keeps."""
     from attnreuse.hf.fidelity import batches, fidelity
 
-    if getattr(model, "main_input_name", None) != "input_ids":
-        raise ValueError(f"int8 fidelity reads text; {type(model).__name__} takes {model.main_input_name}")
     path = Path(workdir) / "int8_fidelity.onnx"
     check = next(batches(tokenizer, texts[:8], 8, 64))  # several lengths: the export's own check runs with padding
     export_encoder(model, path, check, threads=threads, int8=True, min_cosine=-1.0)
     try:
-        return fidelity(OrtEncoder(path, model.config, threads=threads), reference, tokenizer, texts)
+        return fidelity(OrtEncoder(path, model, threads=threads), reference, tokenizer, texts)
     finally:
         path.unlink(missing_ok=True)
 
