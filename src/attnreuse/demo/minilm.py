@@ -3,8 +3,10 @@
 Through the hf jobs, in order: map-similarity heatmaps and a suggested plan on held-out text
 (`analyze_job`); the configured plan and the suggested one converted (`convert_job`); the
 configured plan distilled briefly (`distill_job`), with fidelity before and after; then latency of
-every model against the original under `attn_implementation="sdpa"`, eager and ONNX Runtime,
-paired round by round (`measure_speed`), with each plan's MAC ideal.
+every model against the original under `attn_implementation="sdpa"`, eager, ONNX Runtime and ONNX
+Runtime's dynamic int8 (the deploy step: `hf export --int8`), paired round by round
+(`measure_speed`), with each plan's MAC ideal; and what the int8 graphs of the original and the
+distilled plan keep of the original on the held-out text (`hf.export.int8_fidelity`).
 
 The text: the built-in corpus (`hf.text`), written once to `minilm/texts.txt` with every training
 text and the first `minilm_eval_texts` held-out ones, so every job reads the same file (the jobs'
@@ -58,10 +60,14 @@ def run_minilm(cfg: DemoConfig, root: Path) -> dict:
     """Run the stage into root/minilm/; returns its record (heatmap paths relative to root)."""
     import dataclasses
 
+    import tempfile
+
     from attnreuse.hf.config import DistillConfig
     from attnreuse.hf.convert import load
+    from attnreuse.hf.export import int8_fidelity
+    from attnreuse.hf.fidelity import embed
     from attnreuse.hf.jobs import analyze_job, convert_job, distill_job
-    from attnreuse.hf.source import load_source, minilm_path
+    from attnreuse.hf.source import load_data, load_preprocessor, load_source, minilm_path
     from attnreuse.hf.speed import measure_speed
     from attnreuse.measure import set_threads
 
@@ -94,14 +100,21 @@ def run_minilm(cfg: DemoConfig, root: Path) -> dict:
     summary = distill_job(model_dir, str(work / "convert-distilled"), str(work / "distill"), distill_cfg,
                           text=str(text), force=True, progress=cfg.progress)
 
-    _say(f"latency at {cfg.minilm_tokens} tokens, batch 1, eager and ONNX Runtime")
+    _say(f"latency at {cfg.minilm_tokens} tokens, batch 1, eager, ONNX Runtime and its dynamic int8")
     original, _ = load_source(model_dir)
+    tok = load_preprocessor(model_dir, original.config)
     models = {"original (sdpa)": original, "distilled": load(work / "distill" / "model")}
     if "suggested" in plans:
         models["suggested"] = load(work / "convert-suggested")
     speed = measure_speed(models, "original (sdpa)", original.config, tokens=cfg.minilm_tokens,
-                          runtimes=("eager", "ort"), rounds=cfg.minilm_rounds, repeats=cfg.minilm_repeats,
+                          runtimes=("eager", "ort", "ort-int8"), rounds=cfg.minilm_rounds, repeats=cfg.minilm_repeats,
                           warmup=1, threads=cfg.threads)
+    _say("int8 fidelity of the original and the distilled plan on the held-out text")
+    held = load_data(original.config, str(text))[1]
+    reference = embed(original, tok, held)
+    with tempfile.TemporaryDirectory() as tmp:
+        int8 = {role: _fid(int8_fidelity(models[role], reference, tok, held, tmp, threads=cfg.threads))
+                for role in ("original (sdpa)", "distilled")}
     rows = [{"role": "original (sdpa)", "plan": ",".join(["mha"] * len(analysis["suggestion"]["plan"])),
              "zero_shot": None, "distilled": None}]
     rows.append({"role": "distilled", "plan": cfg.minilm_plan, "zero_shot": _fid(summary["fidelity_before"]),
@@ -110,10 +123,11 @@ def run_minilm(cfg: DemoConfig, root: Path) -> dict:
         rows.append({"role": "suggested", "plan": suggested, "zero_shot": _fid(zero_shot["suggested"]["fidelity"]),
                      "distilled": None})
     for row in rows:
+        row["int8_fidelity"] = int8.get(row["role"])
         for rec in speed:
             if rec["model"] == row["role"]:
-                row[rec["runtime"]] = {k: rec[k] for k in ("latency_ms_median", "latency_ms_p90", "speedup",
-                                                          "speedup_min", "speedup_max")}
+                row[rec["runtime"]] = {k: rec[k] for k in ("latency_ms_median", "latency_ms_p90", "speedup", "speedup_min",
+                                                          "speedup_max", "speedup_vs_baseline_fp32") if k in rec}
                 row["macs"], row["mac_ideal"] = rec["macs"], rec["mac_ideal"]
     return {
         "model": "sentence-transformers/all-MiniLM-L6-v2",

@@ -75,6 +75,9 @@ def _line_minilm(records: dict) -> str:
             f"{_pct(d['zero_shot']['topk_overlap'])} -> {_pct(d['distilled']['topk_overlap'])}); "
             f"{_x(d['eager']['speedup'])} the speed of sdpa in eager, {_x(d['ort']['speedup'])} under ONNX Runtime "
             f"(MAC ideal {_x(d['mac_ideal'])})")
+    if d.get("int8_fidelity") is not None and "ort-int8" in d:
+        text += (f"; in ONNX Runtime's dynamic int8 {_x(d['ort-int8']['speedup_vs_baseline_fp32'])} the original's "
+                 f"float32 export, cosine {d['int8_fidelity']['cosine']:.3f}")
     s = next((r for r in res["rows"] if r["role"] == "suggested"), None)
     if s is not None:
         text += (f"; the analysis' suggestion `{s['plan']}` zero-shot: cosine {s['zero_shot']['cosine']:.3f}, "
@@ -148,17 +151,26 @@ def opening_lines(records: dict) -> list[str]:
 
 
 def minilm_table(res: dict) -> str:
+    """The stage's table; records with the int8 runtime (since 2026-12-01) add its columns."""
+    int8 = all("ort-int8" in r for r in res["rows"])
     head = ("| model | plan | MACs saved | zero-shot cosine / top-10 | distilled cosine / top-10 | eager ms | vs sdpa "
-            "| ONNX Runtime ms | vs original | MAC ideal |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            "| ONNX Runtime ms | vs original | MAC ideal |")
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    if int8:
+        head += " int8 ms | int8 vs original float32 | int8 cosine / top-10 |"
+        rule += "---|---|---|"
     orig_macs = res["rows"][0]["macs"]
     lines = []
     for r in res["rows"]:
         fid = lambda f: "-" if f is None else f"{f['cosine']:.3f} / {_pct(f['topk_overlap'])}"  # noqa: E731
-        lines.append(
-            f"| {r['role']} | `{r['plan']}` | {_pct(1 - r['macs'] / orig_macs)} | {fid(r['zero_shot'])} | "
-            f"{fid(r['distilled'])} | {_ms(r['eager']['latency_ms_median'])} | {_x(r['eager']['speedup'])} | "
-            f"{_ms(r['ort']['latency_ms_median'])} | {_x(r['ort']['speedup'])} | {_x(r['mac_ideal'])} |")
-    return head + "\n".join(lines) + "\n"
+        line = (f"| {r['role']} | `{r['plan']}` | {_pct(1 - r['macs'] / orig_macs)} | {fid(r['zero_shot'])} | "
+                f"{fid(r['distilled'])} | {_ms(r['eager']['latency_ms_median'])} | {_x(r['eager']['speedup'])} | "
+                f"{_ms(r['ort']['latency_ms_median'])} | {_x(r['ort']['speedup'])} | {_x(r['mac_ideal'])} |")
+        if int8:
+            q = r["ort-int8"]
+            line += f" {_ms(q['latency_ms_median'])} | {_x(q['speedup_vs_baseline_fp32'])} | {fid(r.get('int8_fidelity'))} |"
+        lines.append(line)
+    return f"{head}\n{rule}\n" + "\n".join(lines) + "\n"
 
 
 def uniform_table(res: dict) -> str:
@@ -217,6 +229,10 @@ _NOTES = {
 }
 
 
+_INT8_NOTE = (" int8: ONNX Runtime's dynamic int8 of each export (`hf export --int8`), its speed-up paired against "
+              "the original's float32 export timed in the same rounds, and its fidelity on the same held-out texts.")
+
+
 def _title(stage: str) -> str:
     return _TITLES[stage][0].upper() + _TITLES[stage][1:]
 
@@ -233,7 +249,10 @@ def report_sections(records: dict, images: dict[str, list[str]] | None = None) -
             out.append(f"Not measured: {_why_not(records, stage)}.\n")
             continue
         out.append(table(res))
-        out.append(_NOTES[stage].format(**res) + "\n")
+        note = _NOTES[stage].format(**res)
+        if stage == "minilm" and all("ort-int8" in r for r in res["rows"]):
+            note += _INT8_NOTE
+        out.append(note + "\n")
         for f in (images or {}).get(stage, []):
             out.append(f"![{Path(f).stem.replace('_', ' ')}]({f})\n")
     out.append("### Time of each stage\n")
@@ -280,7 +299,7 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
     made: dict[str, list[str]] = {}
     res = _result(records, "minilm")
     if res is not None:
-        fig, ax = plt.subplots(figsize=(7, 4.4))
+        fig, ax = plt.subplots(figsize=(9, 4.4))
         labels: list[tuple[str, float, float]] = []
         for runtime, marker, label, short in (("eager", "o", "PyTorch eager", "eager"), ("ort", "s", "ONNX Runtime", "ORT")):
             pts = [(r["role"], r[runtime]["latency_ms_median"], r["distilled"] or r["zero_shot"]) for r in res["rows"]]
@@ -290,6 +309,11 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
             for (role, *_), x, y in zip(pts, xs, ys):
                 name = role if role != "suggested" else "suggested, zero-shot"
                 labels.append((f"{name} ({short})", x, y))
+        q = [r for r in res["rows"] if "ort-int8" in r and r.get("int8_fidelity") is not None]
+        if q:  # the int8 graphs: their own fidelity, measured on the same texts
+            xs, ys = [r["ort-int8"]["latency_ms_median"] for r in q], [r["int8_fidelity"]["cosine"] for r in q]
+            ax.scatter(xs, ys, marker="^", label="ONNX Runtime, dynamic int8")
+            labels += [(f"{r['role']} (int8)", x, y) for r, x, y in zip(q, xs, ys)]
         d = next(r for r in res["rows"] if r["role"] == "distilled")
         ax.scatter([d["eager"]["latency_ms_median"]], [d["zero_shot"]["cosine"]], marker="x", color="grey", label="distilled plan before distillation (eager)")
         labels.append(("distilled plan, zero-shot", d["eager"]["latency_ms_median"], d["zero_shot"]["cosine"]))
@@ -298,7 +322,8 @@ def _plots(records: dict, root: Path) -> dict[str, list[str]]:
         ax.set(xlabel=f"latency at {res['tokens']} tokens, batch 1 (ms, median)", ylabel="embedding cosine to the original",
                title="all-MiniLM-L6-v2: fidelity against latency")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.margins(x=0.15, y=0.08)  # room for the labels of the outermost points
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, not over them
         made["minilm"] = [_figure(root / "minilm_fidelity_vs_latency.png", fig)] + res["heatmaps"]
     res = _result(records, "uniform")
     if res is not None:
