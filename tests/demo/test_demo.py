@@ -91,6 +91,10 @@ def test_rerun_reuses_every_stage_and_reruns_one_alone(quick_run, tmp_path):
     assert not records["stages"]["ops"]["cached"] and records["stages"]["vit"]["cached"]
     assert records["stages"]["vit"]["status"] == "done"  # the report still shows the stages not rerun
 
+    # A changed budget is no changed setting: the stage is reused, measured against the new budget.
+    _, records = run_demo(replace(cfg, vit_budget_s=1234.0))
+    assert records["stages"]["vit"]["cached"] and records["stages"]["vit"]["budget_s"] == 1234.0
+
     # A changed setting of one stage reruns that stage only.
     _, records = run_demo(replace(cfg, op_tokens=(64,)))
     assert not records["stages"]["ops"]["cached"]

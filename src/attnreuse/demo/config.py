@@ -54,14 +54,14 @@ class DemoConfig:
     minilm_tokens: int = _k(512, "latency input length, batch 1 (the model's longest)")
     minilm_rounds: int = _k(4, "interleaved timing rounds")
     minilm_repeats: int = _k(8, "timed calls per model and runtime, over all rounds")
-    minilm_budget_s: float = _k(240.0, "seconds the stage should take")
+    minilm_budget_s: float = _k(270.0, "seconds the stage should take")
     # 2. UniForm against the EfficientViT-M of the same widths, with the no-attention probe
     uniform_model: str = _k("uniform_s", "a uniform_* model; its baseline is the EfficientViT-M of the same widths")
     uniform_img_size: int = _k(224, "input size")
     uniform_rounds: int = _k(6, "interleaved timing rounds")
     uniform_repeats: int = _k(30, "timed calls at least, over all rounds")
     uniform_min_time_s: float = _k(5.0, "seconds of timed calls per model and runtime, over all rounds")
-    uniform_budget_s: float = _k(75.0, "seconds the stage should take")
+    uniform_budget_s: float = _k(60.0, "seconds the stage should take")
     # 3. ViT-S with each plan (random weights: latency only)
     vit_models: tuple[str, ...] = _k((
         "vit_attnreuse_small_patch16_224", "vit_reuse_small_patch16_224", "vit_mapshare_small_patch16_224",
@@ -71,13 +71,13 @@ class DemoConfig:
     vit_rounds: int = _k(4, "interleaved timing rounds")
     vit_repeats: int = _k(8, "timed calls at least, over all rounds")
     vit_min_time_s: float = _k(0.0, "seconds of timed calls per model, over all rounds")
-    vit_budget_s: float = _k(60.0, "seconds the stage should take")
+    vit_budget_s: float = _k(50.0, "seconds the stage should take")
     # 4. the attention operators against N (batch 1, ViT widths: 8 heads of 32)
     op_ops: tuple[str, ...] = _k(("sdpa_mha", "flat_mha", "reuse", "taylor"), "operators (attnreuse bench ops names)")
     op_tokens: tuple[int, ...] = _k((196, 1024, 4096, 8192), "sequence lengths N (8192 is half the sweep's time)")
     op_repeats: int = _k(5, "timed calls at least per case")
     op_min_time_s: float = _k(0.3, "seconds of timed calls per case")
-    op_budget_s: float = _k(40.0, "seconds the stage should take")
+    op_budget_s: float = _k(60.0, "seconds the stage should take")
 
     @classmethod
     def quick_config(cls, **overrides) -> "DemoConfig":

@@ -66,7 +66,8 @@ def run_stage(stage: str, cfg: DemoConfig, root: Path) -> dict:
     old = _load(path)
     if not cfg.force and old is not None and old.get("status") == "done" and old.get("config") == wanted:
         _say(f"{stage}: done already ({path}, {old['seconds']:.0f} s when run)")
-        return {**old, "cached": True}
+        # the budget is what the stage should take now: a changed budget applies to the reused result too
+        return {**old, "budget_s": cfg.budget_s(stage), "cached": True}
     record = {"stage": stage, "config": wanted, "budget_s": cfg.budget_s(stage), "quick": cfg.quick}
     if stage == "minilm":
         from attnreuse.demo.minilm import missing_reason
