@@ -124,12 +124,16 @@ class OrtEncoder:
 
 
 def int8_fidelity(model: nn.Module, reference: tuple, tokenizer, texts: list[str], workdir: str | os.PathLike,
-                  *, threads: int = 2) -> dict:
+                  *, threads: int = 2, exported: str | os.PathLike | None = None) -> dict:
     """`attnreuse.hf.fidelity.fidelity` of `model`'s dynamic int8 export against `reference` (the
     original's `embed` of `texts`: texts, or clips with the clip batcher as `tokenizer`): what
-    deploying the int8 graph keeps."""
+    deploying the int8 graph keeps. `exported`: that graph, already written by `export_encoder(...,
+    int8=True)` (batch and length are dynamic, so any batch it was checked on will do); else it is
+    exported into `workdir` and removed after."""
     from attnreuse.hf.fidelity import batches, fidelity
 
+    if exported is not None:
+        return fidelity(OrtEncoder(exported, model, threads=threads), reference, tokenizer, texts)
     path = Path(workdir) / "int8_fidelity.onnx"
     check = next(batches(tokenizer, texts[:8], 8, 64))  # several lengths: the export's own check runs with padding
     export_encoder(model, path, check, threads=threads, int8=True, min_cosine=-1.0)

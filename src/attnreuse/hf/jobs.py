@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -278,20 +279,19 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     held = data[1]
     reference = embed(teacher, tok, held)
     rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
-    int8 = {}
-    if "ort-int8" in runtimes:  # what the int8 graphs keep, on the same held-out texts or clips
-        import tempfile
+    speed_records, int8 = [], {}
+    with tempfile.TemporaryDirectory() as work:
+        if speed:
+            speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
+                                          tokens=tokens, runtimes=runtimes, rounds=rounds,
+                                          repeats=repeats, threads=threads, workdir=work)
+        if "ort-int8" in runtimes:  # what the int8 graphs keep (the ones timed), on the held-out texts or clips
+            from attnreuse.hf.export import int8_fidelity
+            from attnreuse.hf.speed import export_path
 
-        from attnreuse.hf.export import int8_fidelity
-
-        with tempfile.TemporaryDirectory() as work:
-            int8 = {name: int8_fidelity(m, reference, tok, held, work, threads=threads)
+            int8 = {name: int8_fidelity(m, reference, tok, held, work, threads=threads,
+                                        exported=export_path(work, name, int8=True) if speed else None)
                     for name, m in {"original (sdpa)": teacher, **models}.items()}
-    speed_records = []
-    if speed:
-        speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
-                                      tokens=tokens, runtimes=runtimes, rounds=rounds,
-                                      repeats=repeats, threads=threads)
     record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if int8:
         record["int8_fidelity"] = int8

@@ -14,6 +14,7 @@ original's float32 export, so each int8 record has its paired speed-up over that
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from attnreuse.onnx_fuse import RUNTIME_OP
 
-__all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "measure_speed"]
+__all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "export_path", "measure_speed"]
 
 RUNTIMES = ("eager", "ort", "ort-fused", "ort-int8")
 
@@ -93,12 +94,17 @@ def _eager_call(model: nn.Module, inputs: dict):
     return call
 
 
+def export_path(workdir: str | Path, name: str, fused: str | None = None, int8: bool = False) -> Path:
+    """Where `measure_speed` exports model `name` for a runtime (in its `workdir` when given)."""
+    return Path(workdir) / f"{name}.{fused or 'plain'}{'.int8' if int8 else ''}.onnx"
+
+
 def _ort_call(model: nn.Module, inputs: dict, workdir: Path, name: str, threads: int, fused: str | None = None,
               int8: bool = False):
     """(the call, its `HFExportResult`: fused attention subgraphs, int8 check cosine)."""
     from attnreuse.hf.export import export_encoder, input_names, ort_encoder_session
 
-    path = workdir / f"{name}.{fused or 'plain'}{'.int8' if int8 else ''}.onnx"
+    path = export_path(workdir, name, fused, int8)
     # the speed test's input is random tokens: the int8 graph's fidelity is the eval's to judge, not a gate here
     result = export_encoder(model, path, inputs, threads=threads, fused_attention=fused, int8=int8, min_cosine=-1.0)
     session = ort_encoder_session(path, threads=threads)
@@ -134,8 +140,9 @@ def _frozen_macs(model: nn.Module, inputs: dict, count_call_macs) -> int:
 
 def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens: int, batch: int = 1,
                   runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30,
-                  warmup: int = 3, threads: int = 2) -> list[dict]:
-    """One record per model x runtime: latency, paired speed-up over `baseline` and MAC ideal."""
+                  warmup: int = 3, threads: int = 2, workdir: str | Path | None = None) -> list[dict]:
+    """One record per model x runtime: latency, paired speed-up over `baseline` and MAC ideal.
+    The ONNX exports go to a temporary directory, or stay in `workdir` (`export_path` names them)."""
     from attnreuse.measure import count_call_macs, machine_record, measure_interleaved, paired_ratio, set_threads
 
     if baseline not in models:
@@ -144,7 +151,7 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
     inputs = encoder_input(config, batch, tokens)
     macs = {name: _frozen_macs(m, inputs, count_call_macs) // batch for name, m in models.items()}
     records = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(workdir) if workdir is not None else tempfile.TemporaryDirectory() as tmp:
         for runtime in runtimes:
             fused = {}
             if runtime == "eager":
