@@ -144,10 +144,10 @@ def int8_fidelity(model: nn.Module, reference: tuple, tokenizer, texts: list[str
 
 
 def pooled_cosine(got: torch.Tensor, expected: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """[B] cosine between the mean over real positions of `got` and of `expected` ([B, N, C]; real: [B, N] bool)."""
-    w = real.unsqueeze(-1).to(expected.dtype)
-    pool = lambda h: (h * w).sum(1) / w.sum(1).clamp_min(1.0)  # noqa: E731
-    return torch.cosine_similarity(pool(got.to(expected.dtype)), pool(expected), dim=-1)
+    """[B] cosine between the mean over real positions of `got` and of `expected` ([B, N, C]; real: [B, N])."""
+    from attnreuse.hf.fidelity import mean_pool
+
+    return torch.cosine_similarity(mean_pool(got.to(expected.dtype), real), mean_pool(expected, real), dim=-1)
 
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
