@@ -10,15 +10,9 @@ import pytest
 import torch
 from hfutil import sentences
 
-from attnreuse.cli import main
+from cliutil import run as _run
+
 from attnreuse.onnx_fuse import count_fused
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("op, name", [("mha", "MultiHeadAttention"), ("attention", "Attention")])

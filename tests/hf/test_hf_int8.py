@@ -11,14 +11,8 @@ import pytest
 import torch
 from hfutil import sentences
 
-from attnreuse.cli import main
+from cliutil import run as _run
 
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -7,14 +7,8 @@ import json
 import pytest
 import torch
 
-from attnreuse.cli import main
+from cliutil import run as _run
 
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()  # drop what the fixtures printed
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_convert_distill_eval_export(tmp_path, capsys, model_dir, text_file):

@@ -8,16 +8,10 @@ import json
 import pytest
 import torch
 
-from attnreuse.cli import main
+from cliutil import run as _run
+
 
 from hfutil import tiny_model
-
-
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
