@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from attnreuse.analysis.report import analyze
 
     config = config_from_args(AnalyzeConfig, args)
-    with claim_output(config.output, force=args.force):
+    with claim_output(config.output, force=args.force, reads=(("--checkpoint", config.checkpoint), ("--data", config.data))):
         result = analyze(config)
     s = result["suggestion"]
     print(

@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     fixed = {"model": model} if model is not None else {}
     config = config_from_args(TrainConfig, args, **fixed)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes and holds the directory
-        with claim_output(config.output, force=args.force, resume=config.resume):
+        reads = (("--init", config.init), ("--teacher", config.teacher),
+                 ("--teacher-checkpoint", config.teacher_checkpoint), ("--data", config.data))
+        with claim_output(config.output, force=args.force, resume=config.resume, reads=reads):
             summary = train(config)
     else:
         summary = train(config)
@@ -67,7 +69,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from attnreuse.train.convert import convert
 
     config = config_from_args(ConvertConfig, args)
-    with claim_output(config.output, force=args.force):
+    with claim_output(config.output, force=args.force, reads=(("--checkpoint", config.checkpoint), ("--data", config.data))):
         report = convert(config)
     print(f"converted {report['source']} -> plan {report['plan']}: {report['carried']} of "
           f"{report['target_tensors']} tensors carried over, {len(report['initialised'])} initialised -> {config.output}")
