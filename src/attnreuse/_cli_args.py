@@ -254,33 +254,3 @@ def quick_preset(args: argparse.Namespace, preset: dict) -> dict:
         return {}
     return {k: v for k, v in preset.items() if not hasattr(args, k)}
 
-
-def new_output_file(flag: str, path, *, force: bool = False, beside: tuple = ()) -> None:
-    """Check, before any work, that the command can write the output file `path` (given as `flag`)
-    and the files it writes `beside` it: an error naming `flag` when `path` is a directory, when it
-    cannot be created (an ancestor is a file, or the nearest existing directory is not writable),
-    or, unless `force`, when `path` or a file beside it already exists (an earlier result is
-    replaced only when asked for: --force). None checks nothing."""
-    import os
-    from pathlib import Path
-
-    if path is None:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"{flag} {target} is a directory; give a file name")
-    parent = target.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise NotADirectoryError(f"{flag} {target}: cannot create it, {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
-    if force:
-        return
-    existing = [str(p) for p in dict.fromkeys(map(str, (target, *beside))) if Path(p).exists()]
-    if existing == [str(target)]:
-        raise FileExistsError(f"{flag} {target} exists; pass --force to replace it or choose another name")
-    if existing:
-        raise FileExistsError(f"{flag} {target}: {', '.join(existing)} already exist(s); "
-                              "pass --force to replace them or choose another name")

@@ -475,6 +475,7 @@ def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnreuse._io import new_output_file
     from attnreuse.models.probes import split_probe
     from attnreuse.models import check_model_name
 
@@ -482,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
     for name in config.models:
         check_model_name(split_probe(name)[0])
     for flag, path in (("--json", config.json), ("--csv", config.csv)):  # before any model is timed
-        _cli_args.new_output_file(flag, path, force=args.force, beside=(config_path(path),) if path else ())
+        new_output_file(flag, path, force=args.force, beside=(config_path(path),) if path else ())
     config = dataclasses.replace(config, command=reproduce_command(config))
     print(format_table([])[: format_table([]).index("\n")], flush=True)
     records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[2], flush=True))

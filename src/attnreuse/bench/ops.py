@@ -437,14 +437,14 @@ def config_json_path(results: str | Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnreuse._io import atomic_write_json
+    from attnreuse._io import atomic_write_json, new_output_file
     from attnreuse.measure import write_records
 
     config = config_from_args(args)
     first = config.json or config.csv or config.plot  # the config JSON is written beside it
     for flag, path in (("--json", config.json), ("--csv", config.csv), ("--plot", config.plot)):
         beside = (config_json_path(path),) if path is not None and path == first else ()
-        _cli_args.new_output_file(flag, path, force=args.force, beside=beside)  # before the sweep
+        new_output_file(flag, path, force=args.force, beside=beside)  # before the sweep
     records = run_bench(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(records))
     outputs = [Path(p) for p in (config.json, config.csv) if p is not None]

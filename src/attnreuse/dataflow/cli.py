@@ -234,7 +234,7 @@ def _run_published(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnreuse._cli_args import new_output_file
+    from attnreuse._io import new_output_file
 
     if args.json is not None and args.plot is not None and os.path.abspath(args.json) == os.path.abspath(args.plot):
         raise ValueError(f"--json and --plot both name {args.json}; give each output its own file")
