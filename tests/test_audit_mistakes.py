@@ -53,3 +53,105 @@ def test_resume_and_force_contradict(capsys, pico_dir):
     # `train --resume --force` resumed and ignored --force, exit 0
     fails(capsys, ["train", "--model", PICO, "--output", str(pico_dir), "--resume", "--force"],
           "--resume continues the run", "--force replaces it; give one of them")
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("model.json", '{"name": "vit_attnreuse_pico', "model.json is not valid JSON"),
+    ("model.json", '{"nm": 1}', "model.json holds no 'name', 'kwargs'"),
+    ("checkpoint.json", '{"epoch": 1,', "checkpoint.json is not valid JSON"),
+])
+@pytest.mark.parametrize("argv", [
+    ["convert", "--plan", "reuse", "--checkpoint"],
+    ["analyze", "--checkpoint"],
+    ["export", PICO, "--output", "{tmp}/m.onnx", "--checkpoint"],
+])
+def test_a_damaged_run_file_is_named(capsys, tmp_path, pico_dir, name, text, needle, argv):
+    # a truncated model.json was a bare "Expecting ',' delimiter ..." (no file named), one without
+    # "name" a KeyError traceback
+    (pico_dir / name).write_text(text)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    extra = [] if argv[0] == "export" else ["--output", str(tmp_path / "out")]
+    fails(capsys, [*argv, str(pico_dir), *extra], str(pico_dir / name), needle)
+
+
+@pytest.mark.parametrize("argv", [["convert", "--plan", "reuse"], ["analyze"]])
+def test_a_missing_checkpoint_is_named_as_missing(capsys, tmp_path, argv):
+    # said "is not a train output directory: give --model", and with --model "neither a .safetensors file nor a directory"
+    missing = tmp_path / "no_such_run"
+    fails(capsys, [*argv, "--checkpoint", str(missing), "--output", str(tmp_path / "out")],
+          f"--checkpoint {missing}: no such file or directory")
+
+
+def test_analyze_refuses_model_kwargs_its_run_overrides(capsys, tmp_path, pico_dir):
+    # `analyze --checkpoint RUN --model-kwargs depth=3` analysed the run's model and exited 0
+    fails(capsys, ["analyze", "--checkpoint", str(pico_dir), "--model-kwargs", "depth=3", "--output", str(tmp_path / "o")],
+          "drop --model-kwargs", str(pico_dir))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_plan_that_is_broken_json_names_the_plan(capsys, tmp_path, pico_dir):
+    fails(capsys, ["convert", "--checkpoint", str(pico_dir), "--plan", '["mha"', "--output", str(tmp_path / "o")],
+          """plan '["mha"' is not a valid JSON list""")
+
+
+def _folder(root, images=3, extra=None):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(images):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(root / cls / f"{i}.png")
+    if extra:
+        (root / "a" / extra).write_bytes(b"\x89PNG\r\n\x1a\ncut short")
+    return root
+
+
+def test_an_unreadable_image_is_named(tmp_path):
+    # PIL.UnidentifiedImageError's traceback in the middle of an epoch
+    from attnreuse.data import open_data
+
+    data = open_data(str(_folder(tmp_path / "imgs", extra="broken.png")))
+    with pytest.raises(ValueError, match=r"image .*broken\.png cannot be read \(.*\); remove or replace it"):
+        for split in (data.train, data.val, data.test):
+            for i in range(len(split)):
+                split[i]
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda root: root.mkdir(), "Couldn't find any class folder"),
+    (lambda root: (root / "a").mkdir(parents=True) or (root / "a" / "notes.txt").write_text("x"), "no valid file"),
+])
+def test_an_image_folder_without_images_is_named(capsys, tmp_path, make, needle):
+    root = tmp_path / "imgs"
+    make(root)
+    fails(capsys, ["train", "--model", PICO, "--data", str(root), "--output", str(tmp_path / "o")],
+          f"data directory {root}: ", needle)
+
+
+def test_a_data_loader_workers_error_is_one_line(capsys, monkeypatch):
+    # with --workers N the error came back with the worker's traceback in its message
+    from torch.utils.data import DataLoader, Dataset
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise ValueError("image x.png cannot be read")
+
+    monkeypatch.setattr("attnreuse.analysis.cli.run", lambda args: list(DataLoader(Broken(), num_workers=1)))
+    err = fails(capsys, ["analyze", "--model", PICO, "--output", "o"])
+    assert err == "attnreuse analyze: error: image x.png cannot be read"
+
+
+def test_resume_drops_a_metrics_line_cut_short(tmp_path):
+    # a run killed mid-write left half a line in metrics.jsonl: every --resume then failed on it
+    from attnreuse.train.loop import _truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 0, "loss": 1}\n{"epoch": 1, "loss": 0.5}\n{"epoch": 1, "lo')
+    _truncate_metrics(path, 1)
+    assert path.read_text() == '{"epoch": 0, "loss": 1}\n'
+    path.write_text('{"epoch": 0, "lo\n{"epoch": 1, "loss": 0.5}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl line 1 is not a metrics record"):
+        _truncate_metrics(path, 1)

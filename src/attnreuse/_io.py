@@ -1,7 +1,8 @@
 """Atomic file output: write to a temporary file beside the target, then rename over it.
 
 A crash mid-write leaves the previous file intact; readers never see a half-written file.
-`new_output_file` checks, before a command's work, that it may write its output file.
+`read_json` reads such a file back, naming it when it is damaged; `new_output_file` checks, before
+a command's work, that it may write its output file.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> Any:
+    """The JSON value in `path`. A file that is not JSON (truncated, empty, binary), or with `keys`
+    not a JSON object holding each of them, is a ValueError naming the file."""
+    target = Path(path)
+    try:
+        value = json.loads(target.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{target} is not valid JSON ({err}); it is damaged: restore or re-create it") from None
+    missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+    if missing:
+        raise ValueError(f"{target} holds no {', '.join(map(repr, missing))}; it is damaged or another tool's file")
+    return value
 
 
 def new_output_file(flag: str, path: str | os.PathLike | None, *, force: bool = False,

@@ -47,6 +47,16 @@ def _name_commands(parser: argparse.ArgumentParser) -> None:
                 _name_commands(child)
 
 
+def _message(err: BaseException) -> str:
+    """The error's message. A DataLoader worker's error is raised again in the main process with
+    the worker's traceback in its message (`--workers N`): the message is that traceback's last line."""
+    text = str(err).strip()
+    if "\nOriginal Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.removeprefix(f"{type(err).__name__}: ")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="attnreuse",
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError, FloatingPointError) as err:
         # User errors get one clear line, not a stack trace.
-        print(f"{args.prog}: error: {err}", file=sys.stderr)
+        print(f"{args.prog}: error: {_message(err)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:
         extra = _EXTRAS.get((err.name or "").split(".")[0])

@@ -16,7 +16,6 @@ leaves the last good checkpoint loadable.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attnreuse._io import atomic_path, atomic_write_json, new_file_mode
+from attnreuse._io import atomic_path, atomic_write_json, new_file_mode, read_json
 from attnreuse.models import create_model
 
 __all__ = [
@@ -83,7 +82,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = Path(run_dir) / POINTER
     if not pointer.is_file():
         return None
-    ckpt = Path(run_dir) / json.loads(pointer.read_text())["path"]
+    ckpt = Path(run_dir) / read_json(pointer, ("path",))["path"]
     if not (ckpt / WEIGHTS).is_file():
         raise FileNotFoundError(f"{pointer} points at {ckpt}, which holds no {WEIGHTS}")
     return ckpt
@@ -149,7 +148,9 @@ def read_model_spec(run_dir: str | Path, *, required: bool = False) -> dict | No
                 f"{run_dir} is not an `attnreuse train`/`convert` output directory (no {MODEL_JSON})"
             )
         return None
-    spec = json.loads(spec_path.read_text())
+    spec = read_json(spec_path, ("name", "kwargs"))
+    if not isinstance(spec["name"], str) or not isinstance(spec["kwargs"], dict):
+        raise ValueError(f"{spec_path} must hold a model name and a kwargs object; it is damaged or another tool's file")
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
 
 
@@ -170,15 +171,23 @@ def load_model_dir(run_dir: str | Path, *, ema: bool = False) -> tuple[nn.Module
 
 
 def load_model(
-    name: str | None, kwargs: dict, checkpoint: str | Path | None, *, what: str = "checkpoint"
+    name: str | None, kwargs: dict, checkpoint: str | Path | None, *, what: str = "checkpoint",
+    kwargs_flag: str = "--model-kwargs",
 ) -> tuple[nn.Module, dict]:
     """(model in eval mode, {"name", "kwargs"}) from a run directory `checkpoint` (whose model.json
-    names the model: `name`, when given, must agree), or from `name` + `kwargs` with the weights of
-    `checkpoint` (a .safetensors file, checkpoint or run directory; None: random weights)."""
+    names the model and its arguments: `name`, when given, must agree, and `kwargs`, which it would
+    override, must be empty), or from `name` + `kwargs` with the weights of `checkpoint` (a
+    .safetensors file, checkpoint or run directory; None: random weights). `kwargs_flag` is the
+    flag that gave `kwargs`, for the error."""
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise FileNotFoundError(f"{what} {checkpoint}: no such file or directory")
     spec = read_model_spec(checkpoint) if checkpoint is not None else None
     if spec is not None:
         if name is not None and name != spec["name"]:
             raise ValueError(f"model {name!r} differs from the {what}'s model {spec['name']!r}")
+        if kwargs:
+            raise ValueError(f"{kwargs_flag} apply to a .safetensors {what}; the run {checkpoint} reads its own from "
+                             f"{MODEL_JSON}: drop {kwargs_flag}")
         return load_model_dir(checkpoint)
     if name is None:
         raise ValueError(f"{what} {checkpoint} is not a train/convert output directory: give the model name too")

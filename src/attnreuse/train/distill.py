@@ -62,5 +62,5 @@ def load_teacher(teacher: str, checkpoint: str | None, kwargs: dict) -> nn.Modul
             f"teacher {teacher!r} is not an `attnreuse train` output directory; give a model name "
             "with --teacher-checkpoint FILE_OR_DIR (no weights are downloaded)"
         )
-    model, _ = load_model(teacher, kwargs, checkpoint)
+    model, _ = load_model(teacher, kwargs, checkpoint, what="teacher checkpoint", kwargs_flag="--teacher-kwargs")
     return model.requires_grad_(False)
