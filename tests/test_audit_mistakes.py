@@ -155,3 +155,22 @@ def test_resume_drops_a_metrics_line_cut_short(tmp_path):
     path.write_text('{"epoch": 0, "lo\n{"epoch": 1, "loss": 0.5}\n')
     with pytest.raises(ValueError, match="metrics.jsonl line 1 is not a metrics record"):
         _truncate_metrics(path, 1)
+
+
+def test_export_reads_its_int8_images_before_writing_the_onnx(capsys, tmp_path):
+    # an unusable --calib failed after FILE.onnx was written, so the corrected rerun was refused
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "m.onnx"
+    fails(capsys, ["export", PICO, "--output", str(out), "--int8", "--calib", str(tmp_path / "empty"),
+                   "--check-images", "2"], f"data directory {tmp_path / 'empty'}")
+    assert not out.exists()
+
+
+def test_export_says_when_its_weights_are_random(capsys, tmp_path, pico_dir):
+    from attnreuse import cli
+
+    argv = ["export", PICO, "--model-kwargs", "depth=1", "--check-images", "2", "--threads", "1"]
+    assert cli.main([*argv, "--output", str(tmp_path / "r.onnx")]) == 0
+    assert "random weights (no --checkpoint)" in capsys.readouterr().out
+    assert cli.main([*argv[:2], *argv[4:], "--checkpoint", str(pico_dir), "--output", str(tmp_path / "c.onnx")]) == 0
+    assert "random weights" not in capsys.readouterr().out
