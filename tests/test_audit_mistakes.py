@@ -174,3 +174,22 @@ def test_export_says_when_its_weights_are_random(capsys, tmp_path, pico_dir):
     assert "random weights (no --checkpoint)" in capsys.readouterr().out
     assert cli.main([*argv[:2], *argv[4:], "--checkpoint", str(pico_dir), "--output", str(tmp_path / "c.onnx")]) == 0
     assert "random weights" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--teacher-kwargs", "depth=2"], "drop --teacher-kwargs"),
+    (["--teacher-checkpoint", "{run}"], "is a run directory, which holds the teacher's weights: drop --teacher-checkpoint"),
+])
+def test_a_teacher_run_takes_no_arguments_it_would_ignore(capsys, tmp_path, pico_dir, extra, needle):
+    # `--teacher RUN --teacher-kwargs depth=2` trained against RUN's own teacher and exited 0
+    extra = [a.replace("{run}", str(pico_dir)) for a in extra]
+    fails(capsys, ["train", "--model", PICO, "--teacher", str(pico_dir), *extra, "--epochs", "1",
+                   "--output", str(tmp_path / "o")], needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_of_weights_that_do_not_fit_is_one_short_line(capsys, tmp_path, pico_dir):
+    # printed load_state_dict's whole multi-line error (every missing key)
+    err = fails(capsys, ["export", PICO, "--checkpoint", str(pico_dir / "model.safetensors"),
+                         "--output", str(tmp_path / "m.onnx")], "does not fit model", "Missing key(s)", "more")
+    assert len(err) < 400 and not (tmp_path / "m.onnx").exists()

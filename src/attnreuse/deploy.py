@@ -141,7 +141,10 @@ def create_export_model(
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} does not fit model {name!r}: {err}") from err
+            from attnreuse.runs import state_dict_mismatch
+
+            raise ValueError(f"checkpoint {str(checkpoint)!r} does not fit model {name!r} "
+                             f"({state_dict_mismatch(err)})") from None
     if img_size:
         # record the resolution it was built for (a copy: timm's registry entry stays as it was)
         chans = model.pretrained_cfg.get("input_size", (3,))[0]

@@ -36,6 +36,7 @@ __all__ = [
     "read_model_spec",
     "save_checkpoint",
     "save_model_weights",
+    "state_dict_mismatch",
     "write_model_spec",
 ]
 
@@ -123,16 +124,28 @@ def _read_safetensors(path: Path) -> dict:
         raise ValueError(f"{path} is not a readable .safetensors file ({err}); re-save or re-download it") from None
 
 
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """`load_state_dict`'s error as one line: its first kind of mismatch (at most four keys named)
+    and how many more lines of mismatches it listed."""
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    if not lines:
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    what, _, keys = lines[0].partition(": ")  # 'Missing key(s) in state_dict: "a", "b", ...'
+    names = keys.split(", ")
+    listed = what.endswith("in state_dict") and len(names) > 4  # not 'size mismatch for x: ... Size([1, 1, 128])'
+    first = f"{what}: {', '.join(names[:4])} and {len(names) - 4} more" if listed else lines[0]
+    more = len(lines) - 1
+    return first + (f"; {more} more mismatch{'es' if more > 1 else ''}" if more else "")
+
+
 def load_into(model: nn.Module, state_dict: dict, source: str | Path) -> nn.Module:
     """`model.load_state_dict(state_dict)` (strict); a checkpoint of another shape or plan is a
     one-line ValueError naming `source` and the first mismatch."""
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-        first = lines[0] if lines else str(err)
         raise ValueError(
-            f"checkpoint {source} does not fit the model ({first}{f'; {len(lines) - 1} more' if len(lines) > 1 else ''}); "
+            f"checkpoint {source} does not fit the model ({state_dict_mismatch(err)}); "
             "give the --model/--model-kwargs it was trained with"
         ) from None
     return model
