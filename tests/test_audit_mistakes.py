@@ -193,3 +193,14 @@ def test_export_of_weights_that_do_not_fit_is_one_short_line(capsys, tmp_path, p
     err = fails(capsys, ["export", PICO, "--checkpoint", str(pico_dir / "model.safetensors"),
                          "--output", str(tmp_path / "m.onnx")], "does not fit model", "Missing key(s)", "more")
     assert len(err) < 400 and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", PICO, "--epochs", "1"],
+    ["analyze", "--model", PICO],
+])
+def test_a_run_directory_that_cannot_be_made_is_named(capsys, tmp_path, argv):
+    # "[Errno 20] Not a directory: '.../a/run'" named no flag
+    (tmp_path / "a").write_text("a file")
+    out = tmp_path / "a" / "run"
+    fails(capsys, [*argv, "--output", str(out)], f"--output {out}: cannot write a run there", "Not a directory")

@@ -57,8 +57,13 @@ def claim_output(path: str | os.PathLike, *, flag: str = "--output", force: bool
             raise RunDirError(f"{flag} {out} is or holds the {read_flag} {read} this command reads; "
                               "write to another directory")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # an ancestor that is a file, a read-only or missing mount, no permission
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise RunDirError(f"{flag} {out}: cannot write a run there ({err.strerror}: {err.filename})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
