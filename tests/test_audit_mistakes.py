@@ -204,3 +204,18 @@ def test_a_run_directory_that_cannot_be_made_is_named(capsys, tmp_path, argv):
     (tmp_path / "a").write_text("a file")
     out = tmp_path / "a" / "run"
     fails(capsys, [*argv, "--output", str(out)], f"--output {out}: cannot write a run there", "Not a directory")
+
+
+@pytest.mark.parametrize("argv, target, hint", [
+    (["train", "--model", PICO, "--epochs", "2"], "attnreuse.train.loop.train", True),
+    (["convert", "--checkpoint", "{run}", "--plan", "reuse"], "attnreuse.train.convert.convert", False),
+])
+def test_ctrl_c_suggests_resume_only_where_there_is_one(capsys, monkeypatch, tmp_path, pico_dir, argv, target, hint):
+    # convert and analyze were told that `--resume` continues them; they have no --resume
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    argv = [a.replace("{run}", str(pico_dir)) for a in argv]
+    err = fails(capsys, [*argv, "--output", str(tmp_path / "o")], "interrupted; files already written are complete", rc=130)
+    assert ("--resume" in err) is hint

@@ -57,6 +57,14 @@ def _message(err: BaseException) -> str:
     return text
 
 
+def _takes(parser: argparse.ArgumentParser, prog: str, option: str) -> bool:
+    """Whether the (sub-)command `prog` under `parser` has the option `option`."""
+    if parser.prog == prog:
+        return any(option in action.option_strings for action in parser._actions)
+    return any(_takes(child, prog, option) for action in parser._actions
+               if isinstance(action, argparse._SubParsersAction) for child in action.choices.values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="attnreuse",
@@ -91,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Results are written atomically, so what is on disk is the last complete checkpoint/file.
-        print(f"{args.prog}: interrupted; files already written are complete "
-              "(a run directory keeps its last checkpoint: `--resume` continues it)", file=sys.stderr)
+        hint = " (a run directory keeps its last checkpoint: `--resume` continues it)" if _takes(parser, args.prog, "--resume") else ""
+        print(f"{args.prog}: interrupted; files already written are complete{hint}", file=sys.stderr)
         return 130
 
 
