@@ -219,3 +219,12 @@ def test_ctrl_c_suggests_resume_only_where_there_is_one(capsys, monkeypatch, tmp
     argv = [a.replace("{run}", str(pico_dir)) for a in argv]
     err = fails(capsys, [*argv, "--output", str(tmp_path / "o")], "interrupted; files already written are complete", rc=130)
     assert ("--resume" in err) is hint
+
+
+def test_init_and_config_paths_say_what_they_are(capsys, tmp_path, pico_dir):
+    fails(capsys, ["train", "--init", str(tmp_path / "nope"), "--output", str(tmp_path / "o")],
+          f"--init {tmp_path / 'nope'}: no such directory")
+    fails(capsys, ["train", "--init", str(pico_dir / "model.json"), "--output", str(tmp_path / "o")],
+          "model.json: is a file; give a train/convert output directory")
+    fails(capsys, ["train", "--model", PICO, "--config", str(tmp_path), "--output", str(tmp_path / "o")],
+          f"--config {tmp_path} is a directory; give a saved TrainConfig JSON file")

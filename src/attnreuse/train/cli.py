@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--model is required unless --init names a train/convert output directory")
         from attnreuse.runs import MODEL_JSON, read_model_spec
 
+        if not os.path.isdir(args.init):
+            what = "is a file" if os.path.exists(args.init) else "no such directory"
+            raise FileNotFoundError(f"--init {args.init}: {what}; give a train/convert output directory")
         spec = read_model_spec(args.init)
         if spec is None:
             raise FileNotFoundError(f"--init {args.init} holds no {MODEL_JSON}")
