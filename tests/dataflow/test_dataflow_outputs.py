@@ -23,8 +23,14 @@ def test_an_existing_result_is_kept_unless_forced(capsys, tmp_path, flag, name):
 
 def test_json_and_plot_must_be_different_files(capsys, tmp_path):
     # the PNG written after the JSON replaced it, exit 0
-    out = tmp_path / "r.json"
-    fails(capsys, [*ARGV, "--json", str(out), "--plot", str(tmp_path / "." / "r.json")], "--json and --plot both name")
+    out = tmp_path / "r.png"
+    fails(capsys, [*ARGV, "--json", str(out), "--plot", str(tmp_path / "." / "r.png")], "--json and --plot both name")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_plot_is_named_as_the_png_it_is(capsys, tmp_path):
+    # `--plot r.txt` wrote PNG bytes into r.txt, exit 0
+    fails(capsys, [*ARGV, "--plot", str(tmp_path / "r.txt")], "the plot is a PNG image; end the name in .png")
     assert list(tmp_path.iterdir()) == []
 
 

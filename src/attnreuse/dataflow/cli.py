@@ -236,11 +236,14 @@ def _run_published(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from attnreuse._io import new_output_file
 
-    if args.json is not None and args.plot is not None and os.path.abspath(args.json) == os.path.abspath(args.plot):
-        raise ValueError(f"--json and --plot both name {args.json}; give each output its own file")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None and os.path.isdir(path):  # found before the sweep, not as the temp file's rename
             raise ValueError(f"{flag} {path} is a directory; give a file name")
+    if args.plot is not None and not args.plot.lower().endswith(".png"):  # it was written as PNG whatever its name
+        raise ValueError(f"--plot {args.plot}: the plot is a PNG image; end the name in .png")
+    if args.json is not None and args.plot is not None and os.path.abspath(args.json) == os.path.abspath(args.plot):
+        raise ValueError(f"--json and --plot both name {args.json}; give each output its own file")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
         new_output_file(flag, path, force=args.force)  # an earlier result is kept unless --force
     if args.published:
         return _run_published(args)
