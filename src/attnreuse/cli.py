@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Results are written atomically, so what is on disk is the last complete checkpoint/file.
-        hint = " (a run directory keeps its last checkpoint: `--resume` continues it)" if _takes(parser, args.prog, "--resume") else ""
+        hint = ""
+        if _takes(parser, args.prog, "--resume"):
+            hint = " (a run directory keeps its last checkpoint: `--resume` continues it)"
         print(f"{args.prog}: interrupted; files already written are complete{hint}", file=sys.stderr)
         return 130
 

@@ -131,7 +131,7 @@ def _read_image(path: str):
     try:
         with open(path, "rb") as fh:
             return Image.open(fh).convert("RGB")
-    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError; some decoders raise the others
+    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError; decoders raise all three
         why = "not an image PIL can identify" if isinstance(err, UnidentifiedImageError) else str(err)
         raise ValueError(f"image {path} cannot be read ({why}); remove or replace it") from None
 

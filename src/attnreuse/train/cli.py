@@ -72,7 +72,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from attnreuse.train.convert import convert
 
     config = config_from_args(ConvertConfig, args)
-    with claim_output(config.output, force=args.force, reads=(("--checkpoint", config.checkpoint), ("--data", config.data))):
+    reads = (("--checkpoint", config.checkpoint), ("--data", config.data))
+    with claim_output(config.output, force=args.force, reads=reads):
         report = convert(config)
     print(f"converted {report['source']} -> plan {report['plan']}: {report['carried']} of "
           f"{report['target_tensors']} tensors carried over, {len(report['initialised'])} initialised -> {config.output}")
