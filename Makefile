@@ -24,8 +24,9 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
 
+# --force: each `make bench` replaces the records and plot of the one before
 bench: $(STAMP)
-	$(VENV)/bin/attnreuse bench ops --json runs/bench/ops.json --plot runs/bench/ops.png
+	$(VENV)/bin/attnreuse bench ops --json runs/bench/ops.json --plot runs/bench/ops.png --force
 
 clean:
 	rm -rf $(VENV) runs

@@ -143,6 +143,8 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed):
     values: dict = {}
     if getattr(args, "config", None):
         path = Path(args.config)
+        if path.is_dir():
+            raise IsADirectoryError(f"--config {path} is a directory; give a saved {cls.__name__} JSON file")
         if not path.is_file():
             raise FileNotFoundError(f"--config {path}: no such file")
         try:
@@ -253,3 +255,4 @@ def quick_preset(args: argparse.Namespace, preset: dict) -> dict:
     if not getattr(args, "quick", False):
         return {}
     return {k: v for k, v in preset.items() if not hasattr(args, k)}
+

@@ -1,6 +1,8 @@
 """Atomic file output: write to a temporary file beside the target, then rename over it.
 
 A crash mid-write leaves the previous file intact; readers never see a half-written file.
+`read_json` reads such a file back, naming it when it is damaged; `new_output_file` checks, before
+a command's work, that it may write its output file.
 """
 
 from __future__ import annotations
@@ -51,3 +53,46 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> Any:
+    """The JSON value in `path`. A file that is not JSON (truncated, empty, binary), or with `keys`
+    not a JSON object holding each of them, is a ValueError naming the file."""
+    target = Path(path)
+    try:
+        value = json.loads(target.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{target} is not valid JSON ({err}); it is damaged: restore or re-create it") from None
+    missing = [k for k in keys if not isinstance(value, dict) or k not in value]
+    if missing:
+        raise ValueError(f"{target} holds no {', '.join(map(repr, missing))}; it is damaged or another tool's file")
+    return value
+
+
+def new_output_file(flag: str, path: str | os.PathLike | None, *, force: bool = False,
+                    beside: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Check, before any work, that the command can write the output file `path` (given as `flag`)
+    and the files it writes `beside` it: an error naming `flag` when `path` is a directory, when it
+    cannot be created (an ancestor is a file, or the nearest existing directory is not writable),
+    or, unless `force`, when `path` or a file beside it already exists (an earlier result is
+    replaced only when asked for: --force). None checks nothing."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{flag} {target} is a directory; give a file name")
+    parent = target.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{flag} {target}: cannot create it, {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
+    if force:
+        return
+    existing = [str(p) for p in dict.fromkeys(map(str, (target, *beside))) if Path(p).exists()]
+    if existing == [str(target)]:
+        raise FileExistsError(f"{flag} {target} exists; pass --force to replace it or choose another name")
+    if existing:
+        raise FileExistsError(f"{flag} {target}: {', '.join(existing)} already exist(s); "
+                              "pass --force to replace them or choose another name")

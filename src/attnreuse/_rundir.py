@@ -7,7 +7,10 @@ directory (train, convert, analyze, the hf jobs) before it does any work:
   it or `force` is given; with `force` the old run's files are removed first, so no metrics of the
   old run stay beside the new one;
 - an exclusive, non-blocking `flock` on `path/.lock` is held for the whole command: a second
-  command on the same directory stops at once with a line naming the holder's pid.
+  command on the same directory stops at once with a line naming the holder's pid;
+- `path` must not be, nor hold as one of its run files, a file or directory the command reads
+  (`reads`): with `force` the input would be deleted before it is read;
+- `force` and `resume` contradict each other: one of them.
 """
 
 from __future__ import annotations
@@ -36,14 +39,31 @@ def _holds_run(path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def claim_output(path: str | os.PathLike, *, flag: str = "--output", force: bool = False, resume: bool = False) -> Iterator[Path]:
-    """Hold `path` as this process's run directory (created if missing) for the `with` block."""
+def claim_output(path: str | os.PathLike, *, flag: str = "--output", force: bool = False, resume: bool = False,
+                 reads: tuple[tuple[str, str | os.PathLike | None], ...] = ()) -> Iterator[Path]:
+    """Hold `path` as this process's run directory (created if missing) for the `with` block.
+    `reads`: (flag, path) of each input the command reads (None or a path that does not exist,
+    such as a model name, is skipped)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{flag} {out} is an existing file; give a directory")
+    if force and resume:
+        raise RunDirError(f"--resume continues the run in {flag} {out} and --force replaces it; give one of them")
+    for read_flag, read in reads:
+        if read is None or not Path(read).exists():
+            continue
+        source, run_parts = Path(read).resolve(), [out.resolve() / name for name in RUN_FILES]
+        if source == out.resolve() or any(source == p or p in source.parents for p in run_parts):
+            raise RunDirError(f"{flag} {out} is or holds the {read_flag} {read} this command reads; "
+                              "write to another directory")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # an ancestor that is a file, a read-only or missing mount, no permission
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise RunDirError(f"{flag} {out}: cannot write a run there ({err.strerror}: {err.filename})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

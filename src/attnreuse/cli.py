@@ -47,6 +47,24 @@ def _name_commands(parser: argparse.ArgumentParser) -> None:
                 _name_commands(child)
 
 
+def _message(err: BaseException) -> str:
+    """The error's message. A DataLoader worker's error is raised again in the main process with
+    the worker's traceback in its message (`--workers N`): the message is that traceback's last line."""
+    text = str(err).strip()
+    if "\nOriginal Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.removeprefix(f"{type(err).__name__}: ")
+    return text
+
+
+def _takes(parser: argparse.ArgumentParser, prog: str, option: str) -> bool:
+    """Whether the (sub-)command `prog` under `parser` has the option `option`."""
+    if parser.prog == prog:
+        return any(option in action.option_strings for action in parser._actions)
+    return any(_takes(child, prog, option) for action in parser._actions
+               if isinstance(action, argparse._SubParsersAction) for child in action.choices.values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="attnreuse",
@@ -70,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
             PermissionError, FloatingPointError) as err:
         # User errors get one clear line, not a stack trace.
-        print(f"{args.prog}: error: {err}", file=sys.stderr)
+        print(f"{args.prog}: error: {_message(err)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:
         extra = _EXTRAS.get((err.name or "").split(".")[0])
@@ -81,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Results are written atomically, so what is on disk is the last complete checkpoint/file.
-        print(f"{args.prog}: interrupted; files already written are complete "
-              "(a run directory keeps its last checkpoint: `--resume` continues it)", file=sys.stderr)
+        hint = ""
+        if _takes(parser, args.prog, "--resume"):
+            hint = " (a run directory keeps its last checkpoint: `--resume` continues it)"
+        print(f"{args.prog}: interrupted; files already written are complete{hint}", file=sys.stderr)
         return 130
 
 

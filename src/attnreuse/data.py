@@ -122,18 +122,40 @@ def _digits() -> DataSplits:
     )
 
 
-def _image_folder(root: Path) -> DataSplits:
+def _read_image(path: str):
+    """ImageFolder's loader: the image file `path` as an RGB PIL image. A file PIL cannot read (cut
+    short, or not an image behind an image extension) is a ValueError naming it, not PIL's
+    traceback in the middle of an epoch."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError; decoders raise all three
+        why = "not an image PIL can identify" if isinstance(err, UnidentifiedImageError) else str(err)
+        raise ValueError(f"image {path} cannot be read ({why}); remove or replace it") from None
+
+
+def _folder(root: Path):
+    """torchvision's ImageFolder over `root` (class sub-folders of images), its errors naming `root`."""
     from torchvision.datasets import ImageFolder
 
+    try:
+        return ImageFolder(root, loader=_read_image)
+    except FileNotFoundError as err:  # no class folder, or no image file in one
+        raise FileNotFoundError(f"data directory {root}: {err}") from None
+
+
+def _image_folder(root: Path) -> DataSplits:
     if (root / "train").is_dir():
         if not (root / "val").is_dir():
             raise FileNotFoundError(f"data directory {root} has train/ but no val/ folder")
-        train, val = ImageFolder(root / "train"), ImageFolder(root / "val")
-        test = ImageFolder(root / "test") if (root / "test").is_dir() else val
+        train, val = _folder(root / "train"), _folder(root / "val")
+        test = _folder(root / "test") if (root / "test").is_dir() else val
         if train.classes != val.classes or train.classes != test.classes:
             raise ValueError(f"train/val/test folders under {root} must hold the same class folders")
         return DataSplits(train, val, test, len(train.classes), f"ImageFolder {root}")
-    full = ImageFolder(root)
+    full = _folder(root)
     tr, va, te = _stratified_split(np.asarray(full.targets), SPLIT_FRACTIONS)
     if min(len(tr), len(va), len(te)) == 0:
         raise ValueError(f"ImageFolder {root} has too few images ({len(full)}) for a 70/15/15 split")

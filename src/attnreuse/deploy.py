@@ -75,8 +75,7 @@ def _read_state_dict(path: str | Path) -> dict[str, Tensor]:
 def _read_run_dir(run_dir: Path, name: str) -> tuple[dict[str, Tensor], dict]:
     """The latest weights of an `attnreuse train`/`convert` output directory and the model
     arguments it was built with (its model.json, plus img_size from its config.json)."""
-    import json
-
+    from attnreuse._io import read_json
     from attnreuse.runs import MODEL_JSON, load_weights, read_model_spec
 
     spec = read_model_spec(run_dir)
@@ -87,7 +86,8 @@ def _read_run_dir(run_dir: Path, name: str) -> tuple[dict[str, Tensor], dict]:
     kwargs = dict(spec["kwargs"])
     config_path = run_dir / "config.json"
     if "img_size" not in kwargs and config_path.is_file():
-        img_size = json.loads(config_path.read_text()).get("img_size")
+        saved = read_json(config_path)
+        img_size = saved.get("img_size") if isinstance(saved, dict) else None
         if img_size:
             kwargs["img_size"] = img_size
     return load_weights(run_dir), kwargs
@@ -141,7 +141,10 @@ def create_export_model(
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} does not fit model {name!r}: {err}") from err
+            from attnreuse.runs import state_dict_mismatch
+
+            raise ValueError(f"checkpoint {str(checkpoint)!r} does not fit model {name!r} "
+                             f"({state_dict_mismatch(err)})") from None
     if img_size:
         # record the resolution it was built for (a copy: timm's registry entry stays as it was)
         chans = model.pretrained_cfg.get("input_size", (3,))[0]

@@ -16,7 +16,6 @@ leaves the last good checkpoint loadable.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attnreuse._io import atomic_path, atomic_write_json, new_file_mode
+from attnreuse._io import atomic_path, atomic_write_json, new_file_mode, read_json
 from attnreuse.models import create_model
 
 __all__ = [
@@ -37,6 +36,7 @@ __all__ = [
     "read_model_spec",
     "save_checkpoint",
     "save_model_weights",
+    "state_dict_mismatch",
     "write_model_spec",
 ]
 
@@ -83,7 +83,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = Path(run_dir) / POINTER
     if not pointer.is_file():
         return None
-    ckpt = Path(run_dir) / json.loads(pointer.read_text())["path"]
+    ckpt = Path(run_dir) / read_json(pointer, ("path",))["path"]
     if not (ckpt / WEIGHTS).is_file():
         raise FileNotFoundError(f"{pointer} points at {ckpt}, which holds no {WEIGHTS}")
     return ckpt
@@ -124,16 +124,28 @@ def _read_safetensors(path: Path) -> dict:
         raise ValueError(f"{path} is not a readable .safetensors file ({err}); re-save or re-download it") from None
 
 
+def state_dict_mismatch(err: RuntimeError) -> str:
+    """`load_state_dict`'s error as one line: its first kind of mismatch (at most four keys named)
+    and how many more lines of mismatches it listed."""
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    if not lines:
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    what, _, keys = lines[0].partition(": ")  # 'Missing key(s) in state_dict: "a", "b", ...'
+    names = keys.split(", ")
+    listed = what.endswith("in state_dict") and len(names) > 4  # not 'size mismatch for x: ... Size([1, 1, 128])'
+    first = f"{what}: {', '.join(names[:4])} and {len(names) - 4} more" if listed else lines[0]
+    more = len(lines) - 1
+    return first + (f"; {more} more mismatch{'es' if more > 1 else ''}" if more else "")
+
+
 def load_into(model: nn.Module, state_dict: dict, source: str | Path) -> nn.Module:
     """`model.load_state_dict(state_dict)` (strict); a checkpoint of another shape or plan is a
     one-line ValueError naming `source` and the first mismatch."""
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-        first = lines[0] if lines else str(err)
         raise ValueError(
-            f"checkpoint {source} does not fit the model ({first}{f'; {len(lines) - 1} more' if len(lines) > 1 else ''}); "
+            f"checkpoint {source} does not fit the model ({state_dict_mismatch(err)}); "
             "give the --model/--model-kwargs it was trained with"
         ) from None
     return model
@@ -149,7 +161,9 @@ def read_model_spec(run_dir: str | Path, *, required: bool = False) -> dict | No
                 f"{run_dir} is not an `attnreuse train`/`convert` output directory (no {MODEL_JSON})"
             )
         return None
-    spec = json.loads(spec_path.read_text())
+    spec = read_json(spec_path, ("name", "kwargs"))
+    if not isinstance(spec["name"], str) or not isinstance(spec["kwargs"], dict):
+        raise ValueError(f"{spec_path} must hold a model name and a kwargs object; it is damaged or another tool's file")
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])}
 
 
@@ -170,15 +184,23 @@ def load_model_dir(run_dir: str | Path, *, ema: bool = False) -> tuple[nn.Module
 
 
 def load_model(
-    name: str | None, kwargs: dict, checkpoint: str | Path | None, *, what: str = "checkpoint"
+    name: str | None, kwargs: dict, checkpoint: str | Path | None, *, what: str = "checkpoint",
+    kwargs_flag: str = "--model-kwargs",
 ) -> tuple[nn.Module, dict]:
     """(model in eval mode, {"name", "kwargs"}) from a run directory `checkpoint` (whose model.json
-    names the model: `name`, when given, must agree), or from `name` + `kwargs` with the weights of
-    `checkpoint` (a .safetensors file, checkpoint or run directory; None: random weights)."""
+    names the model and its arguments: `name`, when given, must agree, and `kwargs`, which it would
+    override, must be empty), or from `name` + `kwargs` with the weights of `checkpoint` (a
+    .safetensors file, checkpoint or run directory; None: random weights). `kwargs_flag` is the
+    flag that gave `kwargs`, for the error."""
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise FileNotFoundError(f"{what} {checkpoint}: no such file or directory")
     spec = read_model_spec(checkpoint) if checkpoint is not None else None
     if spec is not None:
         if name is not None and name != spec["name"]:
             raise ValueError(f"model {name!r} differs from the {what}'s model {spec['name']!r}")
+        if kwargs:
+            raise ValueError(f"{kwargs_flag} apply to a .safetensors {what}; the run {checkpoint} reads its own from "
+                             f"{MODEL_JSON}: drop {kwargs_flag}")
         return load_model_dir(checkpoint)
     if name is None:
         raise ValueError(f"{what} {checkpoint} is not a train/convert output directory: give the model name too")

@@ -18,13 +18,14 @@ from attnreuse.cli import build_parser
 MODULES = {"ops": bench_ops, "models": bench_models, "study": bench_study}
 CONFIGS = {"ops": bench_ops.OpsBenchConfig, "models": bench_models.ModelBenchConfig, "study": bench_study.StudyConfig}
 # The option strings each command had when its flags were written by hand, plus --config (a
-# saved config), --baselines (the positive form of --no-baselines) and bench study's --force (how to
-# treat an existing --output, not a setting of the study).
+# saved config), --baselines (the positive form of --no-baselines) and --force (how to treat
+# existing outputs, not a setting of the run).
 FLAGS = {
     "ops": {"--ops", "--shapes", "--tokens", "--batch", "--threads", "--dtype", "--repeats", "--rounds", "--quick",
-            "--json", "--csv", "--plot", "--config"},
+            "--json", "--csv", "--plot", "--config", "--force"},
     "models": {"--batch", "--img-size", "--threads", "--runtimes", "--dtype", "--int8-mode", "--warmup", "--repeats",
-               "--min-time", "--rounds", "--no-baselines", "--baselines", "--quick", "--json", "--csv", "--config"},
+               "--min-time", "--rounds", "--no-baselines", "--baselines", "--quick", "--json", "--csv", "--config",
+               "--force"},
     "study": {"--lengths", "--plans", "--config", "--model", "--positions", "--batch", "--threads", "--device",
               "--backend", "--rounds", "--repeats", "--warmup", "--breakdown-repeats", "--check-length", "--seed",
               "--output", "--quick", "--force"},

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from attnreuse.analysis.report import analyze
 
     config = config_from_args(AnalyzeConfig, args)
-    with claim_output(config.output, force=args.force):
+    reads = (("--checkpoint", config.checkpoint), ("--data", config.data))
+    with claim_output(config.output, force=args.force, reads=reads):
         result = analyze(config)
     s = result["suggestion"]
     print(

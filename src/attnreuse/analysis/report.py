@@ -29,6 +29,8 @@ def load_model(model: str | None, model_kwargs: dict, checkpoint: str | None) ->
     from attnreuse.runs import load_model as load_run_model
     from attnreuse.runs import read_model_spec
 
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file or directory")
     if model is None and (checkpoint is None or read_model_spec(checkpoint) is None):
         raise ValueError(f"checkpoint {checkpoint} is not a train/convert directory: give --model too")
     net, spec = load_run_model(model, model_kwargs, checkpoint)

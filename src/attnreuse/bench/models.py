@@ -465,6 +465,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p, ModelBenchConfig)
     _cli_args.add_quick_flag(p, QUICK, "a smoke test")
+    p.add_argument("--force", action="store_true", help="replace --json, --csv and their FILE.config.json if they exist")
     p.set_defaults(func=run)
 
 
@@ -474,12 +475,15 @@ def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnreuse._io import new_output_file
     from attnreuse.models.probes import split_probe
     from attnreuse.models import check_model_name
 
     config = config_from_args(args)
     for name in config.models:
         check_model_name(split_probe(name)[0])
+    for flag, path in (("--json", config.json), ("--csv", config.csv)):  # before any model is timed
+        new_output_file(flag, path, force=args.force, beside=(config_path(path),) if path else ())
     config = dataclasses.replace(config, command=reproduce_command(config))
     print(format_table([])[: format_table([]).index("\n")], flush=True)
     records = run_models(config, progress=lambda r: print(format_table([r]).splitlines()[2], flush=True))

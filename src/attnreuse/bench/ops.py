@@ -430,6 +430,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ops", help="attention operators vs fused SDPA: latency, memory, GFLOP/s")
     add_config_args(p, OpsBenchConfig)
     _cli_args.add_quick_flag(p, QUICK, "a handful of small cases (tests, demo)")
+    p.add_argument("--force", action="store_true", help="replace --json, --csv, --plot and FILE.config.json if they exist")
     p.set_defaults(func=run)
 
 
@@ -438,11 +439,21 @@ def config_from_args(args: argparse.Namespace) -> OpsBenchConfig:
     return _cli_args.config_from_args(OpsBenchConfig, args, **_cli_args.quick_preset(args, QUICK))
 
 
+def config_json_path(results: str | Path) -> Path:
+    """Where the sweep's config is written beside its first output (--json, else --csv, else
+    --plot): r.json -> r.config.json."""
+    return Path(results).with_suffix(".config.json")
+
+
 def run(args: argparse.Namespace) -> int:
-    from attnreuse._io import atomic_write_json
+    from attnreuse._io import atomic_write_json, new_output_file
     from attnreuse.measure import write_records
 
     config = config_from_args(args)
+    first = config.json or config.csv or config.plot  # the config JSON is written beside it
+    for flag, path in (("--json", config.json), ("--csv", config.csv), ("--plot", config.plot)):
+        beside = (config_json_path(path),) if path is not None and path == first else ()
+        new_output_file(flag, path, force=args.force, beside=beside)  # before the sweep
     records = run_bench(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(records))
     outputs = [Path(p) for p in (config.json, config.csv) if p is not None]
@@ -451,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
     if config.plot is not None:
         plot(records, config.plot)
         outputs.append(Path(config.plot))
-    if outputs:
-        atomic_write_json(outputs[0].with_suffix(".config.json"), dataclasses.asdict(config))
-        print("wrote " + ", ".join(str(p) for p in outputs + [outputs[0].with_suffix(".config.json")]))
+    if first is not None:
+        atomic_write_json(config_json_path(first), dataclasses.asdict(config))
+        print("wrote " + ", ".join(str(p) for p in outputs + [config_json_path(first)]))
     return 0

@@ -79,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--buffer-kib", type=int, default=None, help="override the on-chip buffer size")
     parser.add_argument("--plot", default=None, help="PNG: speed-up and off-chip bytes against N")
     parser.add_argument("--json", default=None, help="write config and one record per (dataflow, N)")
+    parser.add_argument("--force", action="store_true", help="replace --json and --plot files that exist")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--paper", action="store_true", help="FLAT's four models on flat-edge/cloud vs the paper")
     mode.add_argument("--validate", action="store_true", help="predicted vs measured ratios on this CPU")
@@ -233,9 +234,17 @@ def _run_published(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnreuse._io import new_output_file
+
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None and os.path.isdir(path):  # found before the sweep, not as the temp file's rename
             raise ValueError(f"{flag} {path} is a directory; give a file name")
+    if args.plot is not None and not args.plot.lower().endswith(".png"):  # it was written as PNG whatever its name
+        raise ValueError(f"--plot {args.plot}: the plot is a PNG image; end the name in .png")
+    if args.json is not None and args.plot is not None and os.path.abspath(args.json) == os.path.abspath(args.plot):
+        raise ValueError(f"--json and --plot both name {args.json}; give each output its own file")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        new_output_file(flag, path, force=args.force)  # an earlier result is kept unless --force
     if args.published:
         return _run_published(args)
     if args.paper:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{config.model} -> {onnx['path']} ({onnx['size_bytes'] / 2**20:.2f} MiB), input "
         f"{'x'.join(map(str, rec['input_shape']))}{' (dynamic batch)' if config.dynamic_batch else ''}, "
-        f"opset {config.opset}"
+        f"opset {config.opset}" + ("; random weights (no --checkpoint)" if config.checkpoint is None else "")
         + (f", {onnx['fused_attention_nodes']} attention(s) fused into {config.fused_attention}" if config.fused_attention else "")
     )
     print(

@@ -163,6 +163,11 @@ def run_export(config: ExportConfig) -> dict:
     cfg = model.pretrained_cfg
     norm = dict(img_size=height, in_chans=chans, mean=cfg.get("mean", (0.5,) * 3), std=cfg.get("std", (0.5,) * 3))
     check_x, _ = load_images("digits", "test", limit=config.check_images, **norm)
+    if config.int8:  # read before any file is written: an unusable --calib/--eval-data leaves no .onnx behind
+        calib_x = None
+        if config.calib is not None:
+            calib_x, _ = load_images(config.calib, "train", limit=config.calib_images, **norm)
+        eval_x, eval_y = load_images(config.eval_data, "test", limit=config.eval_images, **norm)
     result = export_onnx(
         model,
         out,
@@ -184,11 +189,7 @@ def run_export(config: ExportConfig) -> dict:
         "input_shape": [config.batch, chans, height, width],
     }
     if config.int8:
-        calib_x = None
-        if config.calib is not None:
-            calib_x, _ = load_images(config.calib, "train", limit=config.calib_images, **norm)
         q_path = quantize_onnx(out, int8_path(out), mode="static" if config.calib else "dynamic", calib_images=calib_x)
-        eval_x, eval_y = load_images(config.eval_data, "test", limit=config.eval_images, **norm)
         record["int8"] = {
             "path": str(q_path),
             "mode": "static" if config.calib else "dynamic",

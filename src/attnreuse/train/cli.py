@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--model is required unless --init names a train/convert output directory")
         from attnreuse.runs import MODEL_JSON, read_model_spec
 
+        if not os.path.isdir(args.init):
+            what = "is a file" if os.path.exists(args.init) else "no such directory"
+            raise FileNotFoundError(f"--init {args.init}: {what}; give a train/convert output directory")
         spec = read_model_spec(args.init)
         if spec is None:
             raise FileNotFoundError(f"--init {args.init} holds no {MODEL_JSON}")
@@ -47,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     fixed = {"model": model} if model is not None else {}
     config = config_from_args(TrainConfig, args, **fixed)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes and holds the directory
-        with claim_output(config.output, force=args.force, resume=config.resume):
+        reads = (("--init", config.init), ("--teacher", config.teacher),
+                 ("--teacher-checkpoint", config.teacher_checkpoint), ("--data", config.data))
+        with claim_output(config.output, force=args.force, resume=config.resume, reads=reads):
             summary = train(config)
     else:
         summary = train(config)
@@ -67,7 +72,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from attnreuse.train.convert import convert
 
     config = config_from_args(ConvertConfig, args)
-    with claim_output(config.output, force=args.force):
+    reads = (("--checkpoint", config.checkpoint), ("--data", config.data))
+    with claim_output(config.output, force=args.force, reads=reads):
         report = convert(config)
     print(f"converted {report['source']} -> plan {report['plan']}: {report['carried']} of "
           f"{report['target_tensors']} tensors carried over, {len(report['initialised'])} initialised -> {config.output}")

@@ -4,13 +4,13 @@ written as `config.json` beside the checkpoints (a resumed run must match it).""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from attnreuse._cli_args import arg
+from attnreuse._io import read_json
 
 __all__ = ["ConvertConfig", "TrainConfig"]
 
@@ -154,7 +154,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        saved = read_json(path)
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path} holds no TrainConfig object; it is damaged or another tool's file")
+        return cls.from_dict(saved)
 
     def resume_mismatch(self, other: TrainConfig) -> list[str]:
         """Fields (other than output/progress/workers) in which `other` differs from this run."""

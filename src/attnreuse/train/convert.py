@@ -62,7 +62,10 @@ def parse_target_plan(plan: str, depth: int) -> list[str]:
 
     text = plan.strip()
     if text.startswith("["):
-        entries = json.loads(text)
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"plan {plan!r} is not a valid JSON list ({err})") from None
         if not isinstance(entries, list) or len(entries) != depth:
             raise ValueError(f"plan {plan!r} must list one kind for each of the {depth} layers")
         return [str(e) for e in entries]
@@ -133,6 +136,8 @@ def _target_name(name: str) -> str:
 
 def _load_source(config: ConvertConfig) -> tuple[nn.Module, dict]:
     path = Path(config.checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
     spec = ckpt_io.read_model_spec(path)
     if spec is not None:
         # the run's model.json names the model; a --model / --model-kwargs beside it would be ignored

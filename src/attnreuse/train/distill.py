@@ -54,13 +54,17 @@ def load_teacher(teacher: str, checkpoint: str | None, kwargs: dict) -> nn.Modul
     """A frozen teacher: a train/convert output directory, or a model name plus its checkpoint
     (a .safetensors file or a run directory). Random teacher weights are refused."""
     path = Path(teacher)
+    run = path.is_dir() and read_model_spec(path) is not None
+    if run and checkpoint is not None:
+        raise ValueError(f"--teacher {teacher} is a run directory, which holds the teacher's weights: "
+                         "drop --teacher-checkpoint (or give --teacher a model name)")
     if checkpoint is None:
-        if path.is_dir() and read_model_spec(path) is not None:
-            model, _ = load_model(None, {}, path)
+        if run:
+            model, _ = load_model(None, kwargs, path, what="teacher checkpoint", kwargs_flag="--teacher-kwargs")
             return model.requires_grad_(False)
         raise ValueError(
             f"teacher {teacher!r} is not an `attnreuse train` output directory; give a model name "
             "with --teacher-checkpoint FILE_OR_DIR (no weights are downloaded)"
         )
-    model, _ = load_model(teacher, kwargs, checkpoint)
+    model, _ = load_model(teacher, kwargs, checkpoint, what="teacher checkpoint", kwargs_flag="--teacher-kwargs")
     return model.requires_grad_(False)

@@ -219,10 +219,21 @@ def _append_metrics(path: Path, records: list[dict]) -> None:
 
 
 def _truncate_metrics(path: Path, before_epoch: int) -> None:
-    """Drop records of epochs >= before_epoch (written by a run killed mid-epoch) before resuming."""
+    """Drop records of epochs >= before_epoch (written by a run killed mid-epoch) before resuming,
+    and a last line cut short by a kill mid-write (the file is appended to, not replaced)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] < before_epoch]
+    lines = [line for line in path.read_text().splitlines() if line]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            epoch = json.loads(line)["epoch"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path} line {i + 1} is not a metrics record; the run's metrics are damaged") from None
+        if epoch < before_epoch:
+            keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
