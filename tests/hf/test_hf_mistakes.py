@@ -341,22 +341,26 @@ def test_a_speech_batch_larger_than_the_clips_names_the_clips(tmp_path, capsys, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("change", ["teacher", "text"])
+@pytest.mark.parametrize("change", ["teacher", "text", "init"])
 def test_resume_with_another_teacher_or_text_is_refused(tmp_path, capsys, model_dir, text_file, converted, change):
     """--resume promises the uninterrupted run's batches; with another --text it trained on other
-    data, with another --teacher towards another model, and said nothing."""
+    data, with another --teacher towards another model, and said nothing. Another --init (of
+    another plan) was reported as an unreadable checkpoint."""
     import shutil
 
     run = tmp_path / "run"
     argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
             "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
     assert main(["hf", *argv]) == 0
-    other = tmp_path / ("other-teacher" if change == "teacher" else "other.txt")
-    shutil.copytree(model_dir, other) if change == "teacher" else shutil.copy(text_file, other)
+    other = tmp_path / {"teacher": "other-teacher", "text": "other.txt", "init": "other-init"}[change]
+    if change == "init":
+        assert main(["hf", "convert", "--model", str(model_dir), "--plan", "taylor", "--no-eval", "--output", str(other)]) == 0
+    else:
+        shutil.copytree(model_dir, other) if change == "teacher" else shutil.copy(text_file, other)
     flag = f"--{change}"
     argv[argv.index(flag) + 1] = str(other)
     before = (run / "summary.json").read_text()
     _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} was distilled with {flag} ", f"not {other.resolve()}"))
     assert (run / "summary.json").read_text() == before
-    argv[argv.index(flag) + 1] = str(model_dir if change == "teacher" else text_file)
+    argv[argv.index(flag) + 1] = str({"teacher": model_dir, "text": text_file, "init": converted}[change])
     assert main(["hf", *argv, "--resume"]) == 0  # the same inputs resume

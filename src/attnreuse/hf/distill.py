@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse._io import atomic_path, atomic_write_json, atomic_write_text
 from attnreuse.hf.config import DistillConfig
 from attnreuse.hf.fidelity import mean_pool, real_positions
 from attnreuse.hf.hosts import length_limit
@@ -119,6 +119,22 @@ def _load_checkpoint(run_dir: Path, student: nn.Module, opt, sched) -> int:
     return int(state["step"])
 
 
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the lines of `path` (metrics.jsonl) up to step `step`, the checkpoint a run resumes
+    from: the steps after it, logged before the interruption, run again and are logged anew (and
+    a line the interruption cut short is dropped)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(kept))
+
+
 def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: list[str], cfg: DistillConfig,
                      run_dir: Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Train `student` towards `teacher` for cfg.steps; checkpoints and metrics.jsonl in run_dir.
@@ -157,6 +173,8 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         bar = tqdm(total=cfg.steps, initial=start, desc="distil", unit="step")
     t0, loss = time.perf_counter(), float("nan")
     metrics = run_dir / "metrics.jsonl"
+    if resume and rank == 0:
+        _trim_metrics(metrics, start)
     for step in range(start, cfg.steps):
         chunk = batch_texts(buckets, cfg, step)
         share = len(chunk) // world

@@ -202,9 +202,10 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
     _not_an_input(output, ("--teacher", teacher_dir), ("--init", init_dir))
-    # the run's teacher and data as paths that do not depend on the working directory (--resume compares them)
-    inputs = {"teacher_path": str(Path(teacher_dir).resolve()),
+    # the run's teacher, student and data as paths that do not depend on the working directory (--resume compares them)
+    inputs = {"teacher_path": str(Path(teacher_dir).resolve()), "init_path": str(Path(init_dir).resolve()),
               "text_path": str(Path(text).resolve()) if Path(text).is_file() else text}
+    recorded = {}
     with claim_output(output, force=force, resume=resume) as out:
         if resume:
             saved = out / "config.json"
@@ -213,8 +214,10 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
             if json.loads(saved.read_text()) != asdict(cfg):
                 raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
             recorded = json.loads((out / "job.json").read_text()) if (out / "job.json").is_file() else {}
-            for key, flag in (("teacher_path", "--teacher"), ("text_path", "--text")):
-                if key in recorded and recorded[key] != inputs[key]:  # another teacher or data: no exact continuation
+            # another teacher, data or student: no exact continuation (a checkpoint of another plan
+            # would not even load into the --init model)
+            for key, flag in (("teacher_path", "--teacher"), ("text_path", "--text"), ("init_path", "--init")):
+                if key in recorded and recorded[key] != inputs[key]:
                     raise ValueError(f"--resume: {out} was distilled with {flag} {recorded[key]}, not {inputs[key]}; "
                                      f"resume with the same {flag}")
         teacher, tok = _model_and_tokenizer(teacher_dir)
@@ -225,11 +228,13 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         # a batch larger than the training texts would silently be all of them, every step
         _enough(teacher.config, (train, held), text, cfg.batch_size, False, f"--batch-size {cfg.batch_size}",
                 " or a smaller --batch-size")
-        before = fidelity(student, teacher, tok, held) if not resume else None
+        # the student's fidelity before any step: measured once, when the run starts, and kept in job.json
+        before = recorded.get("fidelity_before") if resume else fidelity(student, teacher, tok, held)
         # written once the inputs have been read and checked: a run that fails before is no run to --force away
         atomic_write_json(out / "config.json", asdict(cfg))
         atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
-                                                  "text": data_name(teacher.config, text), **inputs})
+                                                  "text": data_name(teacher.config, text), **inputs,
+                                                  "fidelity_before": before})
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
         after = fidelity(student, teacher, tok, held)
