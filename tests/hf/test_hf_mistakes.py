@@ -3,6 +3,8 @@ and nothing written or replaced (found by trying the jobs as a new user would)."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from attnreuse.cli import main
@@ -364,3 +366,20 @@ def test_resume_with_another_teacher_or_text_is_refused(tmp_path, capsys, model_
     assert (run / "summary.json").read_text() == before
     argv[argv.index(flag) + 1] = str({"teacher": model_dir, "text": text_file, "init": converted}[change])
     assert main(["hf", *argv, "--resume"]) == 0  # the same inputs resume
+
+
+def test_convert_force_replaces_only_a_converted_model(tmp_path, capsys, model_dir, converted):
+    """--force removed whatever directory --output named (a user's files, a distill run in progress)
+    and wrote the model in its place."""
+    import stat
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep")
+    argv = ["convert", "--model", model_dir, "--plan", "reuse", "--no-eval", "--force", "--output"]
+    _fails(capsys, *argv, mine, needles=(f"--output {mine} holds notes.txt, sub, not a converted model",
+                                         "choose another directory"))
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "sub").is_dir()
+    assert main(["hf", *map(str, argv), str(converted)]) == 0  # an earlier conversion is replaced
+    assert json.loads((converted / "config.json").read_text())["attnreuse_plan"] == ["reuse"] * 4
+    assert stat.S_IMODE((converted / "model.safetensors").stat().st_mode) == stat.S_IMODE((converted / "config.json").stat().st_mode)

@@ -154,7 +154,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
 
 def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib", evaluate: bool = True,
                 fit_steps: int = 0, force: bool = False) -> dict:
-    from attnreuse.hf.convert import convert, plan_of, save
+    from attnreuse.hf.convert import check_replaceable, convert, plan_of, save
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.fit import fit_layers
     from attnreuse.hf.source import load_data
@@ -165,6 +165,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
         raise FileExistsError(f"--output {target} is an existing file; give a directory path")
     if target.exists() and not force:
         raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+    check_replaceable(target, "--output ")  # --force replaces an earlier conversion, nothing else
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
     _writable("--output", target)
