@@ -383,3 +383,16 @@ def test_convert_force_replaces_only_a_converted_model(tmp_path, capsys, model_d
     assert main(["hf", *map(str, argv), str(converted)]) == 0  # an earlier conversion is replaced
     assert json.loads((converted / "config.json").read_text())["attnreuse_plan"] == ["reuse"] * 4
     assert stat.S_IMODE((converted / "model.safetensors").stat().st_mode) == stat.S_IMODE((converted / "config.json").stat().st_mode)
+
+
+@pytest.mark.parametrize("config, needle", [
+    ("null", "config.json is not a config transformers can read"),  # a TypeError that did not name the file
+    ("wider", "its weights do not fit its config.json"),  # 'For details look at the above report!', a report not shown
+])
+def test_a_config_json_that_does_not_describe_the_weights_is_named(tmp_path, capsys, model_dir, config, needle):
+    path = model_dir / "config.json"
+    path.write_text("null" if config == "null" else json.dumps({**json.loads(path.read_text()), "hidden_size": 64}))
+    out = tmp_path / "out"
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--output", out,
+           needles=(str(model_dir), needle))
+    assert not out.exists()
