@@ -396,3 +396,18 @@ def test_a_config_json_that_does_not_describe_the_weights_is_named(tmp_path, cap
     _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--output", out,
            needles=(str(model_dir), needle))
     assert not out.exists()
+
+
+def test_a_suggestion_over_the_budget_says_so(tmp_path, capsys, model_dir, text_file):
+    """No plan of 4 layers, the first kept mha, reaches 5% of the attention MACs: the suggestion
+    came back over the budget with nothing said (its line read 'suggested plan ... (budget 0.05)')."""
+    from cliutil import run
+
+    out = tmp_path / "an"
+    code, text, err = run(capsys, "hf", "analyze", "--model", str(model_dir), "--text", str(text_file), "--texts", "12",
+                          "--tokens", "16", "--budget", "0.05", "--min-score", "0", "--output", str(out))
+    assert code == 0, err
+    assert "(budget 0.05; over the budget: every layer but the first is changed already)" in text
+    suggestion = json.loads((out / "analysis.json").read_text())["suggestion"]
+    assert suggestion["macs"] > 0.05 * suggestion["mha_macs"]
+    assert suggestion["over_budget"] == "every layer but the first is changed already"
