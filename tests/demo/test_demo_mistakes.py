@@ -30,3 +30,20 @@ def test_update_readme_is_checked_before_the_run(capsys, tmp_path):
     fails(capsys, [*QUICK, "--output", str(out), "--update-readme", str(plain)],
           f"--update-readme: {plain} has no '<!-- measured:begin RECORDS.json -->'")
     assert not out.exists()
+
+
+def test_a_minilm_plan_that_does_not_fit_is_refused_before_the_run(capsys, tmp_path, monkeypatch):
+    """It failed the MiniLM stage after the stage had analysed the maps (minutes on the real model)."""
+    import json
+
+    import attnreuse.hf.source
+
+    model = tmp_path / "minilm"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "num_attention_heads": 12}))
+    monkeypatch.setattr(attnreuse.hf.source, "minilm_path", lambda: model)
+    out = tmp_path / "demo"
+    argv = ["demo", "--quick", "--no-progress", "--stages", "minilm", "--output", str(out)]
+    fails(capsys, [*argv, "--minilm-plan", "mha,mha"], "--minilm-plan 'mha,mha': plan has 2 entries but all-MiniLM-L6-v2 has 6 layers")
+    fails(capsys, [*argv, "--minilm-plan", "mha,flash,mha,mha,mha,mha"], "--minilm-plan", "'flash' is not a known kind")
+    assert not out.exists()

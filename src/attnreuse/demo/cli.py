@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig.quick_config(**kwargs) if args.quick else DemoConfig(**kwargs)
     if args.update_readme:  # checked before the run, not after its minutes of work
         _check_readme(args.update_readme)
+    if "minilm" in cfg.stages:
+        from attnreuse.demo.minilm import check_plan
+
+        check_plan(cfg.minilm_plan)
     report, records = run_demo(cfg)
     if args.update_readme:
         from attnreuse.demo.readme import update_readme
