@@ -411,3 +411,9 @@ def test_a_suggestion_over_the_budget_says_so(tmp_path, capsys, model_dir, text_
     suggestion = json.loads((out / "analysis.json").read_text())["suggestion"]
     assert suggestion["macs"] > 0.05 * suggestion["mha_macs"]
     assert suggestion["over_budget"] == "every layer but the first is changed already"
+
+
+def test_eval_runtimes_no_speed_would_ignore_are_refused(tmp_path, capsys, model_dir, text_file, converted):
+    """--no-speed --runtimes ort timed nothing and said nothing."""
+    _fails(capsys, "eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--runtimes", "eager,ort,ort-fused",
+           needles=("--runtimes ort,ort-fused would be ignored: --no-speed times nothing",))

@@ -268,6 +268,10 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     repeated = sorted({r for r in runtimes if runtimes.count(r) > 1})
     if repeated:
         raise ValueError(f"--runtimes names {', '.join(repeated)} more than once, got {','.join(runtimes)!r}")
+    ignored = [r for r in runtimes if r not in ("eager", "ort-int8")]  # eager: the default; ort-int8: its fidelity
+    if not speed and ignored:
+        raise ValueError(f"--runtimes {','.join(ignored)} would be ignored: --no-speed times nothing (of the runtimes, "
+                         "only ort-int8's fidelity is measured without it); drop --no-speed or those runtimes")
     twice = [c for i, c in enumerate(candidates) if Path(c).resolve() in {Path(d).resolve() for d in candidates[:i]}]
     if twice:
         raise ValueError(f"candidate {twice[0]} is given twice; name each model once")
