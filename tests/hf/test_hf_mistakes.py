@@ -417,3 +417,20 @@ def test_eval_runtimes_no_speed_would_ignore_are_refused(tmp_path, capsys, model
     """--no-speed --runtimes ort timed nothing and said nothing."""
     _fails(capsys, "eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--runtimes", "eager,ort,ort-fused",
            needles=("--runtimes ort,ort-fused would be ignored: --no-speed times nothing",))
+
+
+@pytest.mark.parametrize("job", ["analyze", "distill"])
+def test_force_does_not_strip_a_model_directory(tmp_path, capsys, model_dir, text_file, converted, job):
+    """--force removed a run's files from --output, config.json among them: a model directory
+    named by mistake was left with its weights and no config.json."""
+    other = tmp_path / "other-model"
+    import shutil
+
+    shutil.copytree(model_dir, other)
+    earlier = shutil.copytree(converted, tmp_path / "earlier-conversion")
+    argv = {"analyze": ["analyze", "--model", model_dir],
+            "distill": ["distill", "--teacher", model_dir, "--init", converted, "--steps", "1", "--no-progress"]}[job]
+    for target in (other, earlier):
+        _fails(capsys, *argv, "--text", text_file, "--output", target, "--force",
+               needles=(f"--output {target} is a model directory (it holds model.safetensors); --force replaces a run",))
+        assert (target / "config.json").is_file()
