@@ -434,3 +434,12 @@ def test_force_does_not_strip_a_model_directory(tmp_path, capsys, model_dir, tex
         _fails(capsys, *argv, "--text", text_file, "--output", target, "--force",
                needles=(f"--output {target} is a model directory (it holds model.safetensors); --force replaces a run",))
         assert (target / "config.json").is_file()
+
+
+def test_a_distill_run_given_as_the_original_is_named(tmp_path, capsys, model_dir, text_file, converted):
+    """It was 'config.json is not a config transformers can read: Unrecognized model ...'."""
+    run = tmp_path / "run"
+    assert main(["hf", "distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file),
+                 "--steps", "1", "--batch-size", "8", "--no-progress", "--output", str(run)]) == 0
+    _fails(capsys, "analyze", "--model", run, "--text", text_file, "--output", tmp_path / "an",
+           needles=(f"{run} is an `attnreuse hf distill` run, not a model directory; its distilled model is {run / 'model'}",))

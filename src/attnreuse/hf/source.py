@@ -27,6 +27,9 @@ def load_config(directory: str | os.PathLike):
         raise FileNotFoundError(f"model directory {path} does not exist (give a local transformers directory)")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a transformers model directory: no config.json")
+    if (path / "job.json").is_file() and (path / "checkpoints").is_dir():  # its config.json is the DistillConfig
+        raise ValueError(f"{path} is an `attnreuse hf distill` run, not a model directory; its distilled model "
+                         f"is {path / 'model'} (the jobs' --model / --teacher take the original transformers directory)")
     try:
         return AutoConfig.from_pretrained(path, local_files_only=True)
     except (ValueError, OSError, KeyError, TypeError, AttributeError) as err:  # the last two: JSON that is no object
