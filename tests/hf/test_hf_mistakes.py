@@ -443,3 +443,20 @@ def test_a_distill_run_given_as_the_original_is_named(tmp_path, capsys, model_di
                  "--steps", "1", "--batch-size", "8", "--no-progress", "--output", str(run)]) == 0
     _fails(capsys, "analyze", "--model", run, "--text", text_file, "--output", tmp_path / "an",
            needles=(f"{run} is an `attnreuse hf distill` run, not a model directory; its distilled model is {run / 'model'}",))
+
+
+def test_resume_before_the_first_checkpoint_says_how_to_start_again(tmp_path, capsys, model_dir, text_file, converted):
+    """Neither --resume (no checkpoint) nor a plain rerun (the run's files) continues such a run; the line said neither what to do."""
+    from attnreuse.hf import distill
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
+            "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "_save_checkpoint", interrupted)
+        assert main(["hf", *argv]) == 130
+    _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} has no checkpoint.json", "start the run again with --force"))
+    assert main(["hf", *argv, "--force"]) == 0

@@ -107,7 +107,8 @@ def _load_checkpoint(run_dir: Path, student: nn.Module, opt, sched) -> int:
 
     pointer = run_dir / "checkpoint.json"
     if not pointer.is_file():
-        raise FileNotFoundError(f"--resume: {run_dir} has no checkpoint.json (no checkpoint was completed)")
+        raise FileNotFoundError(f"--resume: {run_dir} has no checkpoint.json (no checkpoint was completed); "
+                                "start the run again with --force instead of --resume")
     ckpt = run_dir / json.loads(pointer.read_text())["path"]
     try:
         student.load_state_dict(load_file(str(ckpt / "model.safetensors")))
