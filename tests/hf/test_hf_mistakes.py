@@ -460,3 +460,14 @@ def test_resume_before_the_first_checkpoint_says_how_to_start_again(tmp_path, ca
         assert main(["hf", *argv]) == 130
     _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} has no checkpoint.json", "start the run again with --force"))
     assert main(["hf", *argv, "--force"]) == 0
+
+
+@pytest.mark.parametrize("name", ["config.json", "job.json", "checkpoint.json"])
+def test_a_damaged_run_file_is_named_on_resume(tmp_path, capsys, model_dir, text_file, converted, name):
+    """A run file that is not JSON was a bare 'Expecting property name ...' line naming no file."""
+    run = tmp_path / "run"
+    argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
+            "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
+    assert main(["hf", *argv]) == 0
+    (run / name).write_text("{bad")
+    _fails(capsys, *argv, "--resume", needles=(f"--resume: {run / name} is not readable JSON", "--force"))

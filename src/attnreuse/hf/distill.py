@@ -31,7 +31,7 @@ from attnreuse.hf.config import DistillConfig
 from attnreuse.hf.fidelity import mean_pool, real_positions
 from attnreuse.hf.hosts import length_limit
 
-__all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "run_distillation"]
+__all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "read_run_json", "run_distillation"]
 
 
 def length_buckets(texts: list[str], tokenizer, batch_size: int, max_length: int) -> list[list[str]]:
@@ -83,6 +83,18 @@ def _lr_at(cfg: DistillConfig, step: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def read_run_json(path: Path) -> dict:
+    """A JSON object of a run directory (config.json, job.json, checkpoint.json), or a ValueError
+    naming the file (a bare JSON error named none)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"--resume: {path} is not readable JSON ({err}); start the run again with --force") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--resume: {path} holds no JSON object; start the run again with --force")
+    return value
+
+
 def _save_checkpoint(run_dir: Path, step: int, student: nn.Module, opt, sched) -> None:
     from safetensors.torch import save_file
 
@@ -109,7 +121,7 @@ def _load_checkpoint(run_dir: Path, student: nn.Module, opt, sched) -> int:
     if not pointer.is_file():
         raise FileNotFoundError(f"--resume: {run_dir} has no checkpoint.json (no checkpoint was completed); "
                                 "start the run again with --force instead of --resume")
-    ckpt = run_dir / json.loads(pointer.read_text())["path"]
+    ckpt = run_dir / str(read_run_json(pointer).get("path"))
     try:
         student.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)

@@ -210,7 +210,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     from dataclasses import asdict
 
     from attnreuse.hf.convert import save
-    from attnreuse.hf.distill import run_distillation
+    from attnreuse.hf.distill import read_run_json, run_distillation
     from attnreuse.hf.fidelity import fidelity
     from attnreuse.hf.source import data_name, load_data
 
@@ -227,9 +227,9 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
             saved = out / "config.json"
             if not saved.is_file():
                 raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
-            if json.loads(saved.read_text()) != asdict(cfg):
+            if read_run_json(saved) != asdict(cfg):
                 raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
-            recorded = json.loads((out / "job.json").read_text()) if (out / "job.json").is_file() else {}
+            recorded = read_run_json(out / "job.json") if (out / "job.json").is_file() else {}
             # another teacher, data or student: no exact continuation (a checkpoint of another plan
             # would not even load into the --init model)
             for key, flag in (("teacher_path", "--teacher"), ("text_path", "--text"), ("init_path", "--init")):
