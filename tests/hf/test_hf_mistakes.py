@@ -432,7 +432,7 @@ def test_force_does_not_strip_a_model_directory(tmp_path, capsys, model_dir, tex
             "distill": ["distill", "--teacher", model_dir, "--init", converted, "--steps", "1", "--no-progress"]}[job]
     for target in (other, earlier):
         _fails(capsys, *argv, "--text", text_file, "--output", target, "--force",
-               needles=(f"--output {target} is a model directory (it holds model.safetensors); --force replaces a run",))
+               needles=(f"--output {target} is a transformers model directory (its config.json names a model_type), not a run",))
         assert (target / "config.json").is_file()
 
 

@@ -91,19 +91,6 @@ def _not_an_input(output: str, *inputs: tuple[str, str]) -> None:
             raise ValueError(f"--output {output} is the {flag} directory the job reads; write to another directory")
 
 
-# What a model directory holds and a run directory does not (a distill run keeps its model in model/).
-MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-
-
-def _not_a_model(output: str, force: bool) -> None:
-    """Raise FileExistsError unless --output (a run directory) is other than a model directory:
-    --force removes a run's files, config.json among them, and would leave a model without it."""
-    held = [name for name in MODEL_FILES if (Path(output) / name).is_file()]
-    if force and held:
-        raise FileExistsError(f"--output {output} is a model directory (it holds {held[0]}); --force replaces a run, "
-                              "not a model: choose another directory")
-
-
 def _check_student(teacher, student, directory: str, flag: str) -> None:
     """Raise ValueError naming `flag` unless `student` (a converted model) has the teacher's family,
     width, depth and vocabulary: the jobs feed both the teacher's batches and compare their states."""
@@ -148,7 +135,6 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
     if not min_score <= 1:  # nan too: no score compares >= nan, so every layer stayed mha
         raise ValueError(f"--min-score must be a number <= 1 (the scores are map cosines and CKA, at most 1), got {min_score}")
     _not_an_input(output, ("--model", model_dir))
-    _not_a_model(output, force)
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
         tokens = default_tokens(model.config, tokens)  # checked before the capture
@@ -217,7 +203,6 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
     _not_an_input(output, ("--teacher", teacher_dir), ("--init", init_dir))
-    _not_a_model(output, force)
     # the run's teacher, student and data as paths that do not depend on the working directory (--resume compares them)
     inputs = {"teacher_path": str(Path(teacher_dir).resolve()), "init_path": str(Path(init_dir).resolve()),
               "text_path": str(Path(text).resolve()) if Path(text).is_file() else text}
