@@ -471,3 +471,22 @@ def test_a_damaged_run_file_is_named_on_resume(tmp_path, capsys, model_dir, text
     assert main(["hf", *argv]) == 0
     (run / name).write_text("{bad")
     _fails(capsys, *argv, "--resume", needles=(f"--resume: {run / name} is not readable JSON", "--force"))
+
+
+@pytest.mark.parametrize("job", ["eval", "distill"])
+def test_a_model_converted_from_another_checkpoint_of_the_same_shape_is_refused(tmp_path, capsys, model_dir, text_file,
+                                                                                job):
+    """It passed the shape check, and eval measured its fidelity against the wrong original."""
+    from hfutil import tiny_model
+
+    other = tmp_path / "other-bert"
+    tiny_model("bert", seed=1).save_pretrained(other)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (other / name).write_bytes((model_dir / name).read_bytes())
+    conv = tmp_path / "conv-of-other"
+    assert main(["hf", "convert", "--model", str(other), "--plan", "reuse", "--no-eval", "--output", str(conv)]) == 0
+    argv = {"eval": ["eval", "--teacher", model_dir, conv, "--no-speed"],
+            "distill": ["distill", "--teacher", model_dir, "--init", conv, "--steps", "1", "--no-progress",
+                        "--output", tmp_path / "run"]}[job]
+    flag = "candidate" if job == "eval" else "--init"
+    _fails(capsys, *argv, "--text", text_file, needles=(f"{flag} {conv} was not converted from this teacher",))

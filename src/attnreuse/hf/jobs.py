@@ -99,6 +99,22 @@ def _check_student(teacher, student, directory: str, flag: str) -> None:
         if mine != theirs:
             raise ValueError(f"{flag} {directory} does not fit the teacher: its {key} is {mine!r}, the teacher's "
                              f"{theirs!r}; give a model converted from the teacher")
+    # A model of the same shape converted from another checkpoint (all-MiniLM-L6-v2 and
+    # paraphrase-MiniLM-L6-v2 have one config) passed, its fidelity measured against the wrong
+    # original. Conversion and distillation keep the input stem as it was: it must be the teacher's.
+    mine, theirs = _stem(student), _stem(teacher)
+    if len(mine) != len(theirs) or not all(torch.equal(a, b) for a, b in zip(mine, theirs)):
+        raise ValueError(f"{flag} {directory} was not converted from this teacher: its input stem (embeddings or "
+                         "feature encoder, which conversion and distillation keep) differs from the teacher's; "
+                         "give a model converted from the teacher")
+
+
+def _stem(model) -> list[torch.Tensor]:
+    """The weights of a model's input stem: the conv feature encoder of wav2vec2 / HuBERT, else the
+    input embeddings (a text model's token table, Whisper's first conv)."""
+    stem = getattr(model, "feature_extractor", None)
+    stem = stem if isinstance(stem, torch.nn.Module) else model.get_input_embeddings()
+    return [t.detach() for t in stem.state_dict().values()]
 
 
 def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
