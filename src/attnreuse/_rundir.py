@@ -8,8 +8,6 @@ directory (train, convert, analyze, the hf jobs) before it does any work:
   old run stay beside the new one;
 - an exclusive, non-blocking `flock` on `path/.lock` is held for the whole command: a second
   command on the same directory stops at once with a line naming the holder's pid.
-- a transformers model directory (a transformers model, an `hf convert` output: its config.json
-  names a `model_type`) is no run directory, even with `force`, which would remove that config.json.
 """
 
 from __future__ import annotations
@@ -35,7 +33,9 @@ class RunDirError(ValueError):
 
 
 def _is_transformers_model(path: Path) -> bool:
-    """Whether `path` holds a transformers config.json (one naming a `model_type`; no run's does)."""
+    """Whether `path` holds a transformers config.json (one naming a `model_type`; no run's does).
+    Such a directory (a transformers model, an `hf convert` output) is no run directory, even with
+    `force`, which would remove that config.json as a run's file."""
     try:
         return "model_type" in json.loads((path / "config.json").read_text())
     except (OSError, ValueError, TypeError):  # none, not JSON, or not a JSON object
