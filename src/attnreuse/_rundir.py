@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -32,6 +33,16 @@ RUN_FILES = (
 
 class RunDirError(ValueError):
     """The output directory cannot be used (a file, another run's, or in use)."""
+
+
+def _is_transformers_model(path: Path) -> bool:
+    """Whether `path` holds a transformers config.json (one naming a `model_type`; no run's does).
+    Such a directory (a transformers model, an `hf convert` output) is no run directory, even with
+    `force`, which would remove that config.json as a run's file."""
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):  # none, not JSON, or not a JSON object
+        return False
 
 
 def _holds_run(path: Path) -> list[str]:
@@ -71,6 +82,9 @@ def claim_output(path: str | os.PathLike, *, flag: str = "--output", force: bool
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise RunDirError(f"{flag} {out} is in use by another attnreuse command (pid {holder}); "
                               "wait for it or choose another directory") from None
+        if _is_transformers_model(out):
+            raise RunDirError(f"{flag} {out} is a transformers model directory (its config.json names a model_type), "
+                              "not a run: --force would remove that config.json; choose another directory")
         existing = _holds_run(out)
         if existing and not resume:
             if not force:

@@ -38,6 +38,10 @@ def test_plan_names_become_one_kind_per_layer():
         study.plan_layers("flash", 4, 8)
     with pytest.raises(ValueError, match="--plans 'share1'"):
         study.plan_layers("share1", 4, 8)
+    # share9 in 4 layers ran share4's plan under its own name
+    assert study.plan_layers("share4", 4, 8) == ["mha", "share", "share", "share"]
+    with pytest.raises(ValueError, match="--plans 'share9': a group of 9 layers in the 4-layer encoder; give G from 2 to 4"):
+        study.plan_layers("share9", 4, 8)
     with pytest.raises(ValueError, match="--plans 'skip'"):
         study.plan_layers("skip", 4, 8)  # the first layer has nothing to skip from
 
@@ -70,7 +74,9 @@ def test_bad_input_is_one_line_and_non_zero(argv, match, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and err.endswith("(see `attnreuse bench study --help`)")
         return
     assert main(["bench", "study", *argv, "--output", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
+    assert out == ""  # the table's header came before the error line
     assert len(err.splitlines()) == 1 and err.startswith("attnreuse bench study: error:")
     assert __import__("re").search(match, err), err
     assert not (tmp_path / "o").exists()  # validated before anything ran

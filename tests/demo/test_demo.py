@@ -167,7 +167,10 @@ def test_readme_measured_section_is_generated_from_committed_records():
     "kwargs, match",
     [({"stages": ("nope",)}, "stages"), ({"minilm_distill_steps": 0}, "minilm_distill_steps"),
      ({"op_tokens": ()}, "op_tokens"), ({"minilm_eval_texts": 10}, "minilm_eval_texts"),
-     ({"minilm_budget": 1.5}, "minilm_budget")],
+     ({"minilm_budget": 1.5}, "minilm_budget"),
+     # nan passed, an infinite minimum time timed for ever, and lr 0 failed minutes into the stage
+     ({"minilm_lr": float("nan")}, "minilm_lr must be a finite"), ({"uniform_min_time_s": float("inf")}, "uniform_min_time_s"),
+     ({"minilm_lr": 0.0}, "minilm_lr must be above 0")],
 )
 def test_demo_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

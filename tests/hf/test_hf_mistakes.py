@@ -3,6 +3,8 @@ and nothing written or replaced (found by trying the jobs as a new user would)."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from attnreuse.cli import main
@@ -341,22 +343,150 @@ def test_a_speech_batch_larger_than_the_clips_names_the_clips(tmp_path, capsys, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("change", ["teacher", "text"])
+@pytest.mark.parametrize("change", ["teacher", "text", "init"])
 def test_resume_with_another_teacher_or_text_is_refused(tmp_path, capsys, model_dir, text_file, converted, change):
     """--resume promises the uninterrupted run's batches; with another --text it trained on other
-    data, with another --teacher towards another model, and said nothing."""
+    data, with another --teacher towards another model, and said nothing. Another --init (of
+    another plan) was reported as an unreadable checkpoint."""
     import shutil
 
     run = tmp_path / "run"
     argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
             "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
     assert main(["hf", *argv]) == 0
-    other = tmp_path / ("other-teacher" if change == "teacher" else "other.txt")
-    shutil.copytree(model_dir, other) if change == "teacher" else shutil.copy(text_file, other)
+    other = tmp_path / {"teacher": "other-teacher", "text": "other.txt", "init": "other-init"}[change]
+    if change == "init":
+        assert main(["hf", "convert", "--model", str(model_dir), "--plan", "taylor", "--no-eval", "--output", str(other)]) == 0
+    else:
+        shutil.copytree(model_dir, other) if change == "teacher" else shutil.copy(text_file, other)
     flag = f"--{change}"
     argv[argv.index(flag) + 1] = str(other)
     before = (run / "summary.json").read_text()
     _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} was distilled with {flag} ", f"not {other.resolve()}"))
     assert (run / "summary.json").read_text() == before
-    argv[argv.index(flag) + 1] = str(model_dir if change == "teacher" else text_file)
+    argv[argv.index(flag) + 1] = str({"teacher": model_dir, "text": text_file, "init": converted}[change])
     assert main(["hf", *argv, "--resume"]) == 0  # the same inputs resume
+
+
+def test_convert_force_replaces_only_a_converted_model(tmp_path, capsys, model_dir, converted):
+    """--force removed whatever directory --output named (a user's files, a distill run in progress)
+    and wrote the model in its place."""
+    import stat
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep")
+    argv = ["convert", "--model", model_dir, "--plan", "reuse", "--no-eval", "--force", "--output"]
+    _fails(capsys, *argv, mine, needles=(f"--output {mine} holds notes.txt, sub, not a converted model",
+                                         "choose another directory"))
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "sub").is_dir()
+    assert main(["hf", *map(str, argv), str(converted)]) == 0  # an earlier conversion is replaced
+    assert json.loads((converted / "config.json").read_text())["attnreuse_plan"] == ["reuse"] * 4
+    assert stat.S_IMODE((converted / "model.safetensors").stat().st_mode) == stat.S_IMODE((converted / "config.json").stat().st_mode)
+
+
+@pytest.mark.parametrize("config, needle", [
+    ("null", "config.json is not a config transformers can read"),  # a TypeError that did not name the file
+    ("wider", "its weights do not fit its config.json"),  # 'For details look at the above report!', a report not shown
+])
+def test_a_config_json_that_does_not_describe_the_weights_is_named(tmp_path, capsys, model_dir, config, needle):
+    path = model_dir / "config.json"
+    path.write_text("null" if config == "null" else json.dumps({**json.loads(path.read_text()), "hidden_size": 64}))
+    out = tmp_path / "out"
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--output", out,
+           needles=(str(model_dir), needle))
+    assert not out.exists()
+
+
+def test_a_suggestion_over_the_budget_says_so(tmp_path, capsys, model_dir, text_file):
+    """No plan of 4 layers, the first kept mha, reaches 5% of the attention MACs: the suggestion
+    came back over the budget with nothing said (its line read 'suggested plan ... (budget 0.05)')."""
+    from cliutil import run
+
+    out = tmp_path / "an"
+    code, text, err = run(capsys, "hf", "analyze", "--model", str(model_dir), "--text", str(text_file), "--texts", "12",
+                          "--tokens", "16", "--budget", "0.05", "--min-score", "0", "--output", str(out))
+    assert code == 0, err
+    assert "(budget 0.05; over the budget: every layer but the first is changed already)" in text
+    suggestion = json.loads((out / "analysis.json").read_text())["suggestion"]
+    assert suggestion["macs"] > 0.05 * suggestion["mha_macs"]
+    assert suggestion["over_budget"] == "every layer but the first is changed already"
+
+
+def test_eval_runtimes_no_speed_would_ignore_are_refused(tmp_path, capsys, model_dir, text_file, converted):
+    """--no-speed --runtimes ort timed nothing and said nothing."""
+    _fails(capsys, "eval", "--teacher", model_dir, converted, "--text", text_file, "--no-speed", "--runtimes", "eager,ort,ort-fused",
+           needles=("--runtimes ort,ort-fused would be ignored: --no-speed times nothing",))
+
+
+@pytest.mark.parametrize("job", ["analyze", "distill"])
+def test_force_does_not_strip_a_model_directory(tmp_path, capsys, model_dir, text_file, converted, job):
+    """--force removed a run's files from --output, config.json among them: a model directory
+    named by mistake was left with its weights and no config.json."""
+    other = tmp_path / "other-model"
+    import shutil
+
+    shutil.copytree(model_dir, other)
+    earlier = shutil.copytree(converted, tmp_path / "earlier-conversion")
+    argv = {"analyze": ["analyze", "--model", model_dir],
+            "distill": ["distill", "--teacher", model_dir, "--init", converted, "--steps", "1", "--no-progress"]}[job]
+    for target in (other, earlier):
+        _fails(capsys, *argv, "--text", text_file, "--output", target, "--force",
+               needles=(f"--output {target} is a transformers model directory (its config.json names a model_type), not a run",))
+        assert (target / "config.json").is_file()
+
+
+def test_a_distill_run_given_as_the_original_is_named(tmp_path, capsys, model_dir, text_file, converted):
+    """It was 'config.json is not a config transformers can read: Unrecognized model ...'."""
+    run = tmp_path / "run"
+    assert main(["hf", "distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file),
+                 "--steps", "1", "--batch-size", "8", "--no-progress", "--output", str(run)]) == 0
+    _fails(capsys, "analyze", "--model", run, "--text", text_file, "--output", tmp_path / "an",
+           needles=(f"{run} is an `attnreuse hf distill` run, not a model directory; its distilled model is {run / 'model'}",))
+
+
+def test_resume_before_the_first_checkpoint_says_how_to_start_again(tmp_path, capsys, model_dir, text_file, converted):
+    """Neither --resume (no checkpoint) nor a plain rerun (the run's files) continues such a run; the line said neither what to do."""
+    from attnreuse.hf import distill
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
+            "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "_save_checkpoint", interrupted)
+        assert main(["hf", *argv]) == 130
+    _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} has no checkpoint.json", "start the run again with --force"))
+    assert main(["hf", *argv, "--force"]) == 0
+
+
+@pytest.mark.parametrize("name", ["config.json", "job.json", "checkpoint.json"])
+def test_a_damaged_run_file_is_named_on_resume(tmp_path, capsys, model_dir, text_file, converted, name):
+    """A run file that is not JSON was a bare 'Expecting property name ...' line naming no file."""
+    run = tmp_path / "run"
+    argv = ["distill", "--teacher", str(model_dir), "--init", str(converted), "--text", str(text_file), "--steps", "2",
+            "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", str(run)]
+    assert main(["hf", *argv]) == 0
+    (run / name).write_text("{bad")
+    _fails(capsys, *argv, "--resume", needles=(f"--resume: {run / name} is not readable JSON", "--force"))
+
+
+@pytest.mark.parametrize("job", ["eval", "distill"])
+def test_a_model_converted_from_another_checkpoint_of_the_same_shape_is_refused(tmp_path, capsys, model_dir, text_file,
+                                                                                job):
+    """It passed the shape check, and eval measured its fidelity against the wrong original."""
+    from hfutil import tiny_model
+
+    other = tmp_path / "other-bert"
+    tiny_model("bert", seed=1).save_pretrained(other)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (other / name).write_bytes((model_dir / name).read_bytes())
+    conv = tmp_path / "conv-of-other"
+    assert main(["hf", "convert", "--model", str(other), "--plan", "reuse", "--no-eval", "--output", str(conv)]) == 0
+    argv = {"eval": ["eval", "--teacher", model_dir, conv, "--no-speed"],
+            "distill": ["distill", "--teacher", model_dir, "--init", conv, "--steps", "1", "--no-progress",
+                        "--output", tmp_path / "run"]}[job]
+    flag = "candidate" if job == "eval" else "--init"
+    _fails(capsys, *argv, "--text", text_file, needles=(f"{flag} {conv} was not converted from this teacher",))

@@ -41,22 +41,33 @@ def test_distillation_resumes_exactly(tmp_path, capsys, model_dir, text_file):
     common = ["hf", "distill", "--teacher", str(model_dir), "--init", str(conv), "--text", str(text_file),
               "--batch-size", "8", "--warmup-steps", "1", "--checkpoint-every", "2", "--no-progress", "--steps", "6"]
     assert _run(capsys, *common, "--output", str(tmp_path / "full"))[0] == 0
-    # the same run interrupted right after its step-4 checkpoint, then resumed with the same flags
+    # the same run interrupted after logging steps 5 and 6, before the step-6 checkpoint, then
+    # resumed with the same flags: it continues from step 4
     from attnreuse.hf import distill
 
     save = distill._save_checkpoint
 
-    def save_then_stop(run_dir, step, *args):
-        save(run_dir, step, *args)
-        if step == 4:
+    def stop_before_six(run_dir, step, *args):
+        if step == 6:
             raise KeyboardInterrupt
+        save(run_dir, step, *args)
 
     part = tmp_path / "part"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(distill, "_save_checkpoint", save_then_stop)
+        mp.setattr(distill, "_save_checkpoint", stop_before_six)
         assert _run(capsys, *common, "--output", str(part))[0] == 130
     assert json.loads((part / "checkpoint.json").read_text())["step"] == 4
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 6
     assert _run(capsys, *common, "--output", str(part), "--resume")[0] == 0
+    # the record reads as the uninterrupted run's: steps 5 and 6 logged once (they were logged
+    # twice), and the fidelity before distillation kept (the resumed summary had None)
+    full_steps = [json.loads(line) for line in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    part_steps = [json.loads(line) for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in part_steps] == [m["step"] for m in full_steps] == [1, 2, 3, 4, 5, 6]
+    for m, n in zip(full_steps, part_steps):
+        assert m["loss"] == pytest.approx(n["loss"], rel=1e-5)
+    full_summary, part_summary = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", part))
+    assert part_summary["fidelity_before"] == full_summary["fidelity_before"] is not None
     from safetensors.torch import load_file
 
     a, b = load_file(str(tmp_path / "full/model/model.safetensors")), load_file(str(part / "model/model.safetensors"))

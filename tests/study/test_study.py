@@ -76,7 +76,10 @@ def test_summary_statistics_and_verdicts(tmp_path):
     "kwargs, match",
     [({"rows": ("vit-reuse",)}, "vit-mha"), ({"rows": ("nope",)}, "rows"), ({"seeds": (1, 1)}, "seeds"),
      ({"retrofits": ("taylor",)}, "retrofits"), ({"finetune_fraction": 0.0}, "finetune_fraction"),
-     ({"vit_img_size": 18}, "vit_img_size"), ({"jobs": 0}, "jobs")],
+     ({"vit_img_size": 18}, "vit_img_size"), ({"jobs": 0}, "jobs"),
+     # nan passed: a nan tolerance failed every retrofit with nothing said
+     ({"tolerance_points": float("nan")}, "tolerance_points must be a finite"),
+     ({"finetune_lr": float("nan")}, "finetune_lr"), ({"tolerance_points": float("inf")}, "tolerance_points")],
 )
 def test_bad_configuration_is_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

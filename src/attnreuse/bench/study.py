@@ -178,6 +178,8 @@ def plan_layers(name: str, depth: int, num_heads: int) -> list[str] | None:
     if group is not None:
         if int(group) < 2:
             raise ValueError(f"--plans {name!r}: a sharing group needs G >= 2 layers (share2, share3, ...)")
+        if int(group) > depth:  # it would run share{depth}'s plan under another name
+            raise ValueError(f"--plans {name!r}: a group of {group} layers in the {depth}-layer encoder; give G from 2 to {depth}")
         layers = [("mha" if i % int(group) == 0 else "share") for i in range(depth)]
     else:
         layers = [name] * depth
@@ -484,8 +486,13 @@ def run(args: argparse.Namespace) -> int:
     from attnreuse.bench.study_report import format_table
 
     # a study already in --output (its config.json) is kept unless --force; one writer at a time
+    shown = []  # the table's header comes with its first row: none above an error line
+
+    def progress(record: dict) -> None:
+        print(format_table([record], header=not shown), flush=True)
+        shown.append(record)
+
     with claim_output(config.output, force=args.force):
-        print(format_table([]), flush=True)
-        run_study(config, progress=lambda r: print(format_table([r], header=False), flush=True))
+        run_study(config, progress=progress)
     print(f"\nwrote {config.output}/report.md, records.json, records.csv, breakdown.png, speedup.png")
     return 0

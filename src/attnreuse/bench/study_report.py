@@ -97,9 +97,19 @@ def plot_breakdown(records: list[dict], path: Path) -> Path:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2 if len(lengths) < 4 else 3, fontsize=8)
     fig.tight_layout(rect=(0, 0.24, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig, path: Path) -> None:
+    """Write the figure atomically (a crash mid-write leaves the earlier plot or none) and close it."""
+    import matplotlib.pyplot as plt
+
+    from attnreuse._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
+    plt.close(fig)
 
 
 def plot_speedup(records: list[dict], path: Path) -> Path:
@@ -121,8 +131,7 @@ def plot_speedup(records: list[dict], path: Path) -> Path:
     ax.set_ylabel("speed-up over transformers' sdpa encoder")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 

@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     kwargs.update({f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)
                    if f.name not in _OWN and hasattr(args, f.name)})
     cfg = DemoConfig.quick_config(**kwargs) if args.quick else DemoConfig(**kwargs)
+    if args.update_readme:  # checked before the run, not after its minutes of work
+        _check_readme(args.update_readme)
+    if "minilm" in cfg.stages:
+        from attnreuse.demo.minilm import check_plan
+
+        check_plan(cfg.minilm_plan)
     report, records = run_demo(cfg)
     if args.update_readme:
         from attnreuse.demo.readme import update_readme
@@ -70,3 +76,17 @@ def run(args: argparse.Namespace) -> int:
     print(report.read_text())
     failed = [s for s, r in records["stages"].items() if r.get("status") == "failed"]
     return 1 if failed else 0
+
+
+def _check_readme(path: str) -> None:
+    """Raise naming --update-readme unless `path` is a file with the Measured block to regenerate."""
+    from pathlib import Path
+
+    from attnreuse.demo.readme import read_block
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--update-readme {path}: no such file; give the README whose Measured section to regenerate")
+    try:
+        read_block(path)
+    except ValueError as err:
+        raise ValueError(f"--update-readme: {err}") from None

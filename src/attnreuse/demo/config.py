@@ -11,6 +11,7 @@ its budget says so in the report, with the field that sizes it. The knobs, large
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["QUICK", "STAGES", "DemoConfig"]
@@ -94,8 +95,12 @@ class DemoConfig:
             value = getattr(self, f.name)
             if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{f.name} must be a positive int, got {value!r}")
-            if f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"{f.name} must be a number >= 0, got {value!r}")
+            # nan passed `< 0`, and an infinite *_min_time_s times for ever
+            if f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+        if self.minilm_lr == 0:  # checked here, not minutes into the stage by the distillation
+            raise ValueError("minilm_lr must be above 0, got 0")
         if not 0 < self.minilm_budget <= 1:
             raise ValueError(f"minilm_budget must be a fraction in (0, 1], got {self.minilm_budget!r}")
         if self.minilm_eval_texts <= 10:

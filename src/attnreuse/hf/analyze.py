@@ -121,6 +121,8 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
 
     Scores: reuse -> mean head_to_mean of the layer; share -> layer_map_cosine with the closest
     earlier map-computing layer; skip -> output CKA with the previous layer. Layer 0 stays mha.
+    Where no plan the scores allow meets the budget, the cheapest one found is returned with
+    `over_budget` saying why (None when the plan is within the budget).
     """
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget!r}")
@@ -128,7 +130,7 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
     macs = {k: layer_macs(src, k, tokens) for k in ("mha", *kinds)}
     plan = ["mha"] * L
     total = lambda p: sum(macs[k] for k in p)  # noqa: E731
-    full, chosen = total(plan), []
+    full, chosen, over = total(plan), [], None
     while total(plan) > budget * full:
         best = None
         for i in range(1, L):
@@ -149,8 +151,10 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
                 if score >= min_score and (best is None or score > best[0]):
                     best = (score, i, k)
         if best is None:
+            over = ("every layer but the first is changed already" if "mha" not in plan[1:]
+                    else f"no further change scores at least --min-score {min_score}")
             break
         plan[best[1]] = best[2]
         chosen.append({"layer": best[1], "kind": best[2], "score": best[0]})
     return {"plan": plan, "macs": total(plan), "mha_macs": full, "budget": budget, "tokens": tokens,
-            "changes": chosen, "layer_macs": macs}
+            "changes": chosen, "layer_macs": macs, "over_budget": over}

@@ -109,8 +109,9 @@ def _analyze(args) -> int:
     red, s = r["redundancy"], r["suggestion"]
     per_layer = [sum(row) / len(row) for row in red["head_to_mean"]]
     print("head-to-layer-mean map cosine by layer: " + " ".join(f"{v:.2f}" for v in per_layer))
-    print(f"suggested plan {','.join(s['plan'])}: attention MACs {s['macs'] / s['mha_macs']:.2f} of all-mha "
-          f"at {s['tokens']} tokens (budget {s['budget']}) -> {args.output}")
+    over = f"; over the budget: {s['over_budget']}" if s.get("over_budget") else ""
+    print(f"suggested plan {','.join(s['plan'])}: attention MACs {s['macs'] / s['mha_macs']:.3f} of all-mha "
+          f"at {s['tokens']} tokens (budget {s['budget']}{over}) -> {args.output}")
     return 0
 
 

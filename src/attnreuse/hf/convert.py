@@ -22,12 +22,13 @@ from pathlib import Path
 
 from torch import nn
 
+from attnreuse._io import new_file_mode
 from attnreuse.hf import interface
 from attnreuse.hf.hosts import host_for, modeling_class
 from attnreuse.hf.modules import PlanAttention, PlanState
 from attnreuse.plan import get_kind, map_sources, parse_plan
 
-__all__ = ["PLAN_KEY", "convert", "load", "plan_of", "save"]
+__all__ = ["PLAN_KEY", "check_replaceable", "convert", "load", "plan_of", "save"]
 
 PLAN_KEY = "attnreuse_plan"
 WEIGHTS = "model.safetensors"
@@ -73,10 +74,30 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
     return model
 
 
+def check_replaceable(directory: str | os.PathLike, what: str = "") -> None:
+    """Raise FileExistsError unless an existing `directory` may be replaced by a converted model:
+    it is empty or holds one (its config.json records a plan). Replacing removes the whole
+    directory, so a directory of anything else (a model, a run, a user's files) is never deleted;
+    `what` names it in the message (a flag such as "--output ")."""
+    target = Path(directory)
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    try:
+        converted = PLAN_KEY in json.loads((target / "config.json").read_text())
+    except (OSError, ValueError, TypeError):  # no config.json, not JSON, or not a JSON object
+        converted = False
+    if not converted:
+        names = sorted(p.name for p in target.iterdir())
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        raise FileExistsError(f"{what}{target} holds {shown}, not a converted model; replacing it would delete "
+                              "them: choose another directory")
+
+
 def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, overwrite: bool = False) -> Path:
     """Write a converted model to `directory`: config.json (with the plan) and model.safetensors,
     plus the tokenizer when given. Written to a temporary directory and renamed, so a crash leaves
-    nothing half-written; an existing directory is replaced only with `overwrite=True`."""
+    nothing half-written; an existing directory is replaced only with `overwrite=True`, and only
+    when it holds a converted model or nothing (`check_replaceable`)."""
     from safetensors.torch import save_file
 
     target = Path(directory)
@@ -84,6 +105,7 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, over
         raise ValueError("save() takes a converted model (attnreuse.hf.convert); save a plain model with save_pretrained")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -91,6 +113,7 @@ def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, over
         model.config.save_pretrained(tmp)
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", PLAN_KEY: json.dumps(plan_of(model))})
+        os.chmod(tmp / WEIGHTS, new_file_mode())  # save_file makes it 0600; it reads like the other files
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         os.chmod(tmp, 0o755)

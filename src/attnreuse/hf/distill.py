@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse._io import atomic_path, atomic_write_json, atomic_write_text
 from attnreuse.hf.config import DistillConfig
 from attnreuse.hf.fidelity import mean_pool, real_positions
 from attnreuse.hf.hosts import length_limit
 
-__all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "run_distillation"]
+__all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "read_run_json", "run_distillation"]
 
 
 def length_buckets(texts: list[str], tokenizer, batch_size: int, max_length: int) -> list[list[str]]:
@@ -83,6 +83,18 @@ def _lr_at(cfg: DistillConfig, step: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def read_run_json(path: Path) -> dict:
+    """A JSON object of a run directory (config.json, job.json, checkpoint.json), or a ValueError
+    naming the file (a bare JSON error named none)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"--resume: {path} is not readable JSON ({err}); start the run again with --force") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--resume: {path} holds no JSON object; start the run again with --force")
+    return value
+
+
 def _save_checkpoint(run_dir: Path, step: int, student: nn.Module, opt, sched) -> None:
     from safetensors.torch import save_file
 
@@ -107,8 +119,9 @@ def _load_checkpoint(run_dir: Path, student: nn.Module, opt, sched) -> int:
 
     pointer = run_dir / "checkpoint.json"
     if not pointer.is_file():
-        raise FileNotFoundError(f"--resume: {run_dir} has no checkpoint.json (no checkpoint was completed)")
-    ckpt = run_dir / json.loads(pointer.read_text())["path"]
+        raise FileNotFoundError(f"--resume: {run_dir} has no checkpoint.json (no checkpoint was completed); "
+                                "start the run again with --force instead of --resume")
+    ckpt = run_dir / str(read_run_json(pointer).get("path"))
     try:
         student.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
@@ -117,6 +130,22 @@ def _load_checkpoint(run_dir: Path, student: nn.Module, opt, sched) -> int:
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     return int(state["step"])
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the lines of `path` (metrics.jsonl) up to step `step`, the checkpoint a run resumes
+    from: the steps after it, logged before the interruption, run again and are logged anew (and
+    a line the interruption cut short is dropped)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(kept))
 
 
 def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: list[str], cfg: DistillConfig,
@@ -157,6 +186,8 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
         bar = tqdm(total=cfg.steps, initial=start, desc="distil", unit="step")
     t0, loss = time.perf_counter(), float("nan")
     metrics = run_dir / "metrics.jsonl"
+    if resume and rank == 0:
+        _trim_metrics(metrics, start)
     for step in range(start, cfg.steps):
         chunk = batch_texts(buckets, cfg, step)
         share = len(chunk) // world

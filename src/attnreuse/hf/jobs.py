@@ -99,6 +99,22 @@ def _check_student(teacher, student, directory: str, flag: str) -> None:
         if mine != theirs:
             raise ValueError(f"{flag} {directory} does not fit the teacher: its {key} is {mine!r}, the teacher's "
                              f"{theirs!r}; give a model converted from the teacher")
+    # A model of the same shape converted from another checkpoint (all-MiniLM-L6-v2 and
+    # paraphrase-MiniLM-L6-v2 have one config) passed, its fidelity measured against the wrong
+    # original. Conversion and distillation keep the input stem as it was: it must be the teacher's.
+    mine, theirs = _stem(student), _stem(teacher)
+    if len(mine) != len(theirs) or not all(torch.equal(a, b) for a, b in zip(mine, theirs)):
+        raise ValueError(f"{flag} {directory} was not converted from this teacher: its input stem (embeddings or "
+                         "feature encoder, which conversion and distillation keep) differs from the teacher's; "
+                         "give a model converted from the teacher")
+
+
+def _stem(model) -> list[torch.Tensor]:
+    """The weights of a model's input stem: the conv feature encoder of wav2vec2 / HuBERT, else the
+    input embeddings (a text model's token table, Whisper's first conv)."""
+    stem = getattr(model, "feature_extractor", None)
+    stem = stem if isinstance(stem, torch.nn.Module) else model.get_input_embeddings()
+    return [t.detach() for t in stem.state_dict().values()]
 
 
 def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
@@ -154,7 +170,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
 
 def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib", evaluate: bool = True,
                 fit_steps: int = 0, force: bool = False) -> dict:
-    from attnreuse.hf.convert import convert, plan_of, save
+    from attnreuse.hf.convert import check_replaceable, convert, plan_of, save
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.fit import fit_layers
     from attnreuse.hf.source import load_data
@@ -165,6 +181,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
         raise FileExistsError(f"--output {target} is an existing file; give a directory path")
     if target.exists() and not force:
         raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+    check_replaceable(target, "--output ")  # --force replaces an earlier conversion, nothing else
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
     _writable("--output", target)
@@ -195,26 +212,29 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     from dataclasses import asdict
 
     from attnreuse.hf.convert import save
-    from attnreuse.hf.distill import run_distillation
+    from attnreuse.hf.distill import read_run_json, run_distillation
     from attnreuse.hf.fidelity import fidelity
     from attnreuse.hf.source import data_name, load_data
 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
     _not_an_input(output, ("--teacher", teacher_dir), ("--init", init_dir))
-    # the run's teacher and data as paths that do not depend on the working directory (--resume compares them)
-    inputs = {"teacher_path": str(Path(teacher_dir).resolve()),
+    # the run's teacher, student and data as paths that do not depend on the working directory (--resume compares them)
+    inputs = {"teacher_path": str(Path(teacher_dir).resolve()), "init_path": str(Path(init_dir).resolve()),
               "text_path": str(Path(text).resolve()) if Path(text).is_file() else text}
+    recorded = {}
     with claim_output(output, force=force, resume=resume) as out:
         if resume:
             saved = out / "config.json"
             if not saved.is_file():
                 raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
-            if json.loads(saved.read_text()) != asdict(cfg):
+            if read_run_json(saved) != asdict(cfg):
                 raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
-            recorded = json.loads((out / "job.json").read_text()) if (out / "job.json").is_file() else {}
-            for key, flag in (("teacher_path", "--teacher"), ("text_path", "--text")):
-                if key in recorded and recorded[key] != inputs[key]:  # another teacher or data: no exact continuation
+            recorded = read_run_json(out / "job.json") if (out / "job.json").is_file() else {}
+            # another teacher, data or student: no exact continuation (a checkpoint of another plan
+            # would not even load into the --init model)
+            for key, flag in (("teacher_path", "--teacher"), ("text_path", "--text"), ("init_path", "--init")):
+                if key in recorded and recorded[key] != inputs[key]:
                     raise ValueError(f"--resume: {out} was distilled with {flag} {recorded[key]}, not {inputs[key]}; "
                                      f"resume with the same {flag}")
         teacher, tok = _model_and_tokenizer(teacher_dir)
@@ -225,11 +245,13 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         # a batch larger than the training texts would silently be all of them, every step
         _enough(teacher.config, (train, held), text, cfg.batch_size, False, f"--batch-size {cfg.batch_size}",
                 " or a smaller --batch-size")
-        before = fidelity(student, teacher, tok, held) if not resume else None
+        # the student's fidelity before any step: measured once, when the run starts, and kept in job.json
+        before = recorded.get("fidelity_before") if resume else fidelity(student, teacher, tok, held)
         # written once the inputs have been read and checked: a run that fails before is no run to --force away
         atomic_write_json(out / "config.json", asdict(cfg))
         atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
-                                                  "text": data_name(teacher.config, text), **inputs})
+                                                  "text": data_name(teacher.config, text), **inputs,
+                                                  "fidelity_before": before})
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
         after = fidelity(student, teacher, tok, held)
@@ -262,6 +284,10 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     repeated = sorted({r for r in runtimes if runtimes.count(r) > 1})
     if repeated:
         raise ValueError(f"--runtimes names {', '.join(repeated)} more than once, got {','.join(runtimes)!r}")
+    ignored = [r for r in runtimes if r not in ("eager", "ort-int8")]  # eager: the default; ort-int8: its fidelity
+    if not speed and ignored:
+        raise ValueError(f"--runtimes {','.join(ignored)} would be ignored: --no-speed times nothing (of the runtimes, "
+                         "only ort-int8's fidelity is measured without it); drop --no-speed or those runtimes")
     twice = [c for i, c in enumerate(candidates) if Path(c).resolve() in {Path(d).resolve() for d in candidates[:i]}]
     if twice:
         raise ValueError(f"candidate {twice[0]} is given twice; name each model once")

@@ -27,9 +27,12 @@ def load_config(directory: str | os.PathLike):
         raise FileNotFoundError(f"model directory {path} does not exist (give a local transformers directory)")
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a transformers model directory: no config.json")
+    if (path / "job.json").is_file() and (path / "checkpoints").is_dir():  # its config.json is the DistillConfig
+        raise ValueError(f"{path} is an `attnreuse hf distill` run, not a model directory; its distilled model "
+                         f"is {path / 'model'} (the jobs' --model / --teacher take the original transformers directory)")
     try:
         return AutoConfig.from_pretrained(path, local_files_only=True)
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as err:  # the last two: JSON that is no object
         raise ValueError(f"{path}/config.json is not a config transformers can read: {str(err).splitlines()[0]}") from None
 
 
@@ -60,6 +63,9 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
         model, info = cls.from_pretrained(directory, local_files_only=True, attn_implementation=attn_implementation,
                                           output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as err:
+        if "ignore_mismatched_sizes" in str(err):  # its words point at a load report the jobs keep quiet
+            raise ValueError(f"{directory}: its weights do not fit its config.json (tensors of other sizes than the "
+                             "config gives); give the config.json saved with these weights") from None
         raise ValueError(f"{directory}: cannot load its weights: {str(err).splitlines()[0]}") from None
     except SafetensorError as err:  # a truncated or damaged file: safetensors' own error type
         raise ValueError(f"{directory}: its weights are not a readable safetensors file ({err})") from None

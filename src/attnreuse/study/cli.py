@@ -21,8 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnreuse.study.run import run_study
+    import sys
+
+    from attnreuse.study.run import JobFailed, run_study
 
     cfg = config_from_args(StudyConfig, args)
-    print(run_study(cfg).read_text())
+    try:
+        report = run_study(cfg)
+    except JobFailed as err:  # a run's own error line and its log, not a traceback of the study
+        print(f"{args.prog}: error: {err}", file=sys.stderr)
+        return 1
+    print(report.read_text())
     return 0

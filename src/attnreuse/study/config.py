@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from attnreuse._cli_args import arg
@@ -86,8 +87,10 @@ class StudyConfig:
         if not 0 < self.finetune_fraction <= 1:
             raise ValueError(f"finetune_fraction must be in (0, 1], got {self.finetune_fraction!r}")
         for name in ("lr", "finetune_lr", "tolerance_points"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            # nan passed `<= 0`: a nan tolerance failed every retrofit, a nan fine-tune lr named --lr
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
     @property
     def run_epochs(self) -> int:

@@ -23,14 +23,19 @@ from pathlib import Path
 
 from attnreuse._cli_args import config_argv
 from attnreuse._io import atomic_write_json
+from attnreuse._rundir import claim_output
 from attnreuse.study.config import RETROFITS, StudyConfig
 from attnreuse.study.report import write_report
 from attnreuse.train.config import ConvertConfig, TrainConfig
 
-__all__ = ["Job", "run_study", "study_jobs"]
+__all__ = ["Job", "JobFailed", "run_study", "study_jobs"]
 
 JOB_JSON = "study_job.json"
 JOB_FORMAT = 2  # what JOB_JSON records: 2 = the command and its resolved config (1: the command alone)
+
+
+class JobFailed(RuntimeError):
+    """A run of the study exited non-zero; the message names it, its last log line and its log."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,8 @@ def _run(job: Job, force: bool) -> dict:
     with log.open("w") as fh:
         rc = subprocess.call([sys.executable, "-m", "attnreuse.cli", *job.argv], stdout=fh, stderr=subprocess.STDOUT)
     if rc != 0:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise RuntimeError(f"{job.key} failed (exit {rc}); log {log}:\n{tail}")
+        last = ([line for line in log.read_text().splitlines() if line.strip()] or ["(no output)"])[-1]
+        raise JobFailed(f"{job.key} failed (exit {rc}): {last.strip()} (its log: {log})")
     record = {"format": JOB_FORMAT, "argv": list(job.argv), "config": job.config, "time_s": time.perf_counter() - t0}
     atomic_write_json(job.output / JOB_JSON, record)
     result = json.loads((job.output / job.result).read_text())
@@ -134,15 +139,16 @@ def _stage(jobs: list[Job], cfg: StudyConfig) -> dict[str, dict]:
 
 def run_study(cfg: StudyConfig) -> Path:
     """Run every stage; returns the path of the markdown report."""
-    root = Path(cfg.output)
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "study_config.json", cfg.to_dict())
-    t0 = time.perf_counter()
-    train_jobs, converts, tunes = study_jobs(cfg)
-    _say(f"{len(train_jobs)} training runs, {len(converts)} conversions, {len(tunes)} fine-tunes, {cfg.jobs} at a time")
-    results = {**_stage(train_jobs, cfg), **_stage(converts, cfg), **_stage(tunes, cfg)}
-    # every run's own wall time, as recorded when it ran (also for reused runs)
-    run_s = sum(json.loads((j.output / JOB_JSON).read_text())["time_s"] for j in (*train_jobs, *converts, *tunes))
-    report = write_report(cfg, root, results, argv=sys.argv[1:], elapsed_s=time.perf_counter() - t0, run_s=run_s)
+    # one study per directory at a time: a second one would remove and redo the first one's runs
+    # under it (resume: a directory holding an earlier study's runs is continued, not refused)
+    with claim_output(cfg.output, resume=True) as root:
+        atomic_write_json(root / "study_config.json", cfg.to_dict())
+        t0 = time.perf_counter()
+        train_jobs, converts, tunes = study_jobs(cfg)
+        _say(f"{len(train_jobs)} training runs, {len(converts)} conversions, {len(tunes)} fine-tunes, {cfg.jobs} at a time")
+        results = {**_stage(train_jobs, cfg), **_stage(converts, cfg), **_stage(tunes, cfg)}
+        # every run's own wall time, as recorded when it ran (also for reused runs)
+        run_s = sum(json.loads((j.output / JOB_JSON).read_text())["time_s"] for j in (*train_jobs, *converts, *tunes))
+        report = write_report(cfg, root, results, argv=sys.argv[1:], elapsed_s=time.perf_counter() - t0, run_s=run_s)
     _say(f"report written to {report} ({time.perf_counter() - t0:.0f} s)")
     return report

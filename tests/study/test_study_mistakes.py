@@ -1,0 +1,37 @@
+"""User mistakes around `attnreuse study`'s output directory and a run of it that fails: one line
+on stderr, a non-zero exit (found by running two studies on one directory)."""
+
+from __future__ import annotations
+
+from attnreuse._rundir import claim_output
+from cliutil import fails, run
+
+QUICK = ["study", "--quick", "--rows", "vit-mha", "--seeds", "0", "--retrofits", "share", "--jobs", "1"]
+
+
+def test_a_study_directory_has_one_writer(capsys, tmp_path):
+    """A second study on the same directory removed and redid the first one's runs under it and
+    ended in a RuntimeError traceback when their train commands met."""
+    out = tmp_path / "study"
+    with claim_output(out, resume=True):
+        fails(capsys, [*QUICK, "--output", str(out)], f"--output {out} is in use by another attnreuse command")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    (tmp_path / "file").write_text("x")
+    fails(capsys, [*QUICK, "--output", str(tmp_path / "file")], f"--output {tmp_path / 'file'} is an existing file")
+
+
+def test_a_failed_run_is_its_error_line_not_a_traceback(capsys, tmp_path, monkeypatch):
+    from attnreuse.study import run as study_run
+
+    def failing_train(argv, stdout, stderr):
+        stdout.write("attnreuse train: error: the disk is full\n")
+        return 2
+
+    monkeypatch.setattr(study_run.subprocess, "call", failing_train)
+    out = tmp_path / "study"
+    log = out / "train" / "vit-mha-s0" / "log.txt"
+    code, _, err = run(capsys, *QUICK, "--output", str(out))
+    assert code == 1 and "Traceback" not in err, err
+    # the study's progress lines, then the failure in one line
+    assert err.strip().splitlines()[-1] == ("attnreuse study: error: vit-mha seed 0 failed (exit 2): attnreuse train: "
+                                            f"error: the disk is full (its log: {log})"), err
