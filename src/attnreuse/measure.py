@@ -403,7 +403,6 @@ def machine_record(**tags: Any) -> dict[str, Any]:
     from importlib import metadata
 
     from attnreuse.cpu_units import matrix_units
-    from attnreuse.ops import compiled
 
     try:
         ort_version = metadata.version("onnxruntime")
@@ -418,7 +417,6 @@ def machine_record(**tags: Any) -> dict[str, Any]:
         "torch": torch.__version__,
         "onnxruntime": ort_version,
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "compiled_kernel": compiled.status(),  # the softmax pass of the FLAT tiles: "built: PATH" or "off: WHY"
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(tags)

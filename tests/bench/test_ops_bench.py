@@ -154,7 +154,7 @@ def test_every_softmax_op_computes_the_same_attention(shape):
     on its case's inputs (SDPA fed Reuse Attention's shapes included: one wide value head)."""
     from attnreuse.ops import reference
 
-    for op in ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "reuse_torch", "sdpa_reuse"):
+    for op in ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "sdpa_reuse"):
         case = bench_ops._Case(op, 2, 40, bench_ops.SHAPES[shape][bench_ops.OPS[op]])
         hq, hv, dk, dv = case.widths
         gen = torch.Generator().manual_seed(0)  # the inputs `_callable` draws

@@ -40,7 +40,6 @@ OPS = {
     "dense_mha": "mha",  # the whole [B, H, N, N] map materialised (the unfused baseline)
     "flat_mha": "mha",  # attnreuse's FLAT row-tiled kernel with a map per head
     "reuse": "reuse",  # Reuse Attention: one map for all value heads, FLAT tiles
-    "reuse_torch": "reuse",  # the same with PyTorch's softmax in the tiles (the compiled softmax pass off)
     "sdpa_reuse": "reuse",  # Reuse Attention through PyTorch's fused kernel: the value heads as one wide head
     "taylor": "mha",  # ViTALiTy linear Taylor attention
     "linear_elu": "mha",  # Katharopoulos et al. elu + 1 linear attention
@@ -173,7 +172,6 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     import torch.nn.functional as F
 
     from attnreuse import ops
-    from attnreuse.ops import compiled
 
     hq, hv, dk, dv = case.widths
     B, N = case.batch, case.tokens
@@ -189,10 +187,6 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 
         return call
 
-    def reuse_torch() -> torch.Tensor:
-        with compiled.use_compiled(False), ops.use_backend("auto"):
-            return ops.softmax_attention(q, k, v)
-
     def sdpa_reuse() -> torch.Tensor:
         # [B, hv, N, dv] -> [B, hq, N, (hv // hq) * dv]: the value heads sharing a map side by side,
         # one wide head for SDPA (Dv != Dk), and its output back to [B, hv, N, dv]
@@ -207,7 +201,6 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
         "dense_mha": with_backend("dense"),
         "flat_mha": with_backend("tiled"),
         "reuse": with_backend("auto"),
-        "reuse_torch": reuse_torch,
         "taylor": lambda: ops.taylor_attention(q, k, v),
         "linear_elu": lambda: ops.linear_attention(q, k, v, feature_map="elu"),
         "linear_relu": lambda: ops.linear_attention(q, k, v, feature_map="relu"),
@@ -362,8 +355,6 @@ def format_table(records: list[dict[str, Any]]) -> str:
             f"median over {rounds} interleaved round(s) of ratios paired round by round"
         )
         m = records[0]["machine"]
-        if "compiled_kernel" in m:  # records from before the kernel have no such field
-            lines.append(f"compiled softmax pass of the tiles (reuse, flat_mha): {m['compiled_kernel']}")
         lines.append(
             f"{m['cpu']}, {m['threads']} threads, {dtype_label(m)}, torch {m['torch']}, "
             f"matmul peak {m['matmul_peak_gflops']} GFLOP/s"

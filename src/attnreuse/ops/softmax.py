@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnreuse.ops import compiled
 from attnreuse.ops._checks import (
     check_bias,
     check_qkv,
-    check_same,
     check_scale,
     check_tensor,
+    check_same,
     group_values,
     ungroup_values,
 )
@@ -84,18 +83,13 @@ def _tiles(BH: int, N: int, M: int, tile: int | None, tile_bytes: int | None = N
     return heads * rows, tiles
 
 
-def _probs(
-    qs: Tensor, kt: Tensor, bias: Tensor | None, Hq: int, t: _Tile, buf: Tensor, deferred: bool = False
-) -> tuple[Tensor, Tensor | None]:
-    """Softmax probabilities of tile t, [b1 - b0, r1 - r0, M], float32 (float64 for float64 input),
-    and None; or, with `deferred` where the compiled kernel runs, exp(scores - row max) and the
-    [b1 - b0, r1 - r0, 1] reciprocal row sums that scale the tile's output instead.
+def _probs(qs: Tensor, kt: Tensor, bias: Tensor | None, Hq: int, t: _Tile, buf: Tensor) -> Tensor:
+    """Softmax probabilities of tile t, [b1 - b0, r1 - r0, M], float32 (float64 for float64 input).
 
     qs: [B*Hq, N, Dk] with the scale folded in, kt: [B*Hq, Dk, M], bias: [B|1, Hq|1, N|1, M|1].
     Full-precision scores are computed and normalised in place in `buf` (flat scratch, or the
     tile's own block of a map being written); low-precision ones are computed in their dtype and
-    normalised in float32. float32 scores go through `ops.compiled` when it is built (its reference
-    is PyTorch's softmax, the path taken otherwise).
+    normalised in float32.
     """
     b0, b1, r0, r1 = t
     if qs.dtype in (torch.float32, torch.float64):
@@ -113,10 +107,7 @@ def _probs(
             for i in range(b0, b1):
                 b, h = divmod(i, Hq)
                 p[i - b0].add_(rows[b % rows.shape[0], h % rows.shape[1]])
-    inv = compiled.softmax_rows(p, normalise=not deferred)
-    if inv is False:
-        return torch.ops.aten._softmax.out(p, -1, False, out=p), None
-    return p, inv
+    return torch.ops.aten._softmax.out(p, -1, False, out=p)
 
 
 def _forward_tiles(
@@ -142,15 +133,12 @@ def _forward_tiles(
     in_map = with_map and q.dtype == _acc(q.dtype)
     buf = None if in_map else torch.empty(size * M, dtype=_acc(q.dtype), device=q.device)
     out = torch.empty(BH, N, Dvg, dtype=q.dtype, device=q.device)
-    deferred = not with_map and q.dtype == torch.float32  # low precision: normalised in float32 first
     for t in tiles:
         b0, b1, r0, r1 = t
-        p, inv = _probs(qs, kt, bias, Hq, t, attn[b0:b1, r0:r1] if in_map else buf, deferred)
+        p = _probs(qs, kt, bias, Hq, t, attn[b0:b1, r0:r1] if in_map else buf)
         if with_map and not in_map:
             attn[b0:b1, r0:r1].copy_(p)
-        o = torch.bmm(p.to(vf.dtype), vf[b0:b1], out=out[b0:b1, r0:r1])
-        if inv is not None:  # normalise the [rows, Dvg] output, not the [rows, M] scores
-            o.mul_(inv)
+        torch.bmm(p.to(vf.dtype), vf[b0:b1], out=out[b0:b1, r0:r1])
     return out.view(B, Hq, N, Dvg), None if attn is None else attn.view(B, Hq, N, M)
 
 
@@ -205,7 +193,7 @@ class _TiledAttention(torch.autograd.Function):
         buf = None if saved is not None else torch.empty(size * M, dtype=acc, device=q.device)
         for t in tiles:
             b0, b1, r0, r1 = t
-            p = saved[b0:b1, r0:r1] if saved is not None else _probs(qs, kt, bias_acc, Hq, t, buf)[0]
+            p = saved[b0:b1, r0:r1] if saved is not None else _probs(qs, kt, bias_acc, Hq, t, buf)
             do_t = do[b0:b1, r0:r1]
             dv[b0:b1].baddbmm_(p.transpose(1, 2), do_t)
             dp = torch.bmm(do_t, vf[b0:b1].transpose(1, 2))
