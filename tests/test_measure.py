@@ -188,3 +188,15 @@ def test_paired_ratio_checks_its_inputs():
         measure.paired_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="non-empty"):
         measure.paired_ratio([], [])
+
+
+def test_timing_prints_nothing_of_its_own_to_stderr():
+    """A CPU-only machine with a CUDA build of torch: importing torch's benchmark Timer used to log
+    "No CUDA runtime is found, using CUDA_HOME=..." once per run, in the middle of a table."""
+    import subprocess
+    import sys
+
+    code = "from attnreuse import measure; measure.measure_latency(lambda: None, warmup=0, repeats=1, min_time_s=0)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr

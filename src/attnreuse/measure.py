@@ -98,6 +98,22 @@ def _clock(device: torch.device) -> Callable[[], float]:
     return time.perf_counter
 
 
+def _timer_class() -> type:
+    """`torch.utils.benchmark.Timer`, imported without its one stderr line on a CPU-only machine:
+    it imports `torch.utils.cpp_extension`, which with a CUDA build of torch and no CUDA runtime logs
+    "No CUDA runtime is found, using CUDA_HOME=..." (nothing a benchmark user can or should act on)."""
+    import logging
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        logger.setLevel(previous)
+    return Timer
+
+
 def measure_latency(
     fn: Callable[[], Any],
     *,
@@ -117,8 +133,7 @@ def measure_latency(
     device's kernels. `samples_ms`, when given, receives every sample's milliseconds per call (to
     pool several rounds with `latency_stats`).
     """
-    from torch.utils.benchmark import Timer
-
+    Timer = _timer_class()
     if warmup < 0 or repeats < 1 or not 0 <= min_time_s < math.inf:  # NaN or inf: blocked_autorange never stops
         raise ValueError(
             f"need warmup >= 0, repeats >= 1 and a finite min_time_s >= 0, got warmup={warmup}, repeats={repeats}, "
