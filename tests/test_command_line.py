@@ -31,6 +31,12 @@ def test_no_command_lists_the_commands_and_exits_2(capsys):
     (["bench", "ops", "--ops", "nope"], "attnreuse bench ops: error: argument --ops: invalid choice: 'nope'"),
     (["bench", "models", "--rounds", "x"], "attnreuse bench models: error: argument --rounds: invalid int value: 'x'"),
     (["hf", "eval"], "attnreuse hf eval: error: the following arguments are required"),
+    # an empty comma-separated value read as the flag not given, and ran its default unasked
+    (["bench", "models", "uniform_xs", "--runtimes", ""],
+     "attnreuse bench models: error: argument --runtimes: expected one or more comma-separated values, got ''"),
+    (["hf", "eval", "m", "--teacher", "t", "--runtimes", " , "],
+     "attnreuse hf eval: error: argument --runtimes: expected one or more comma-separated values, got ' , '"),
+    (["demo", "--stages", ""], "attnreuse demo: error: argument --stages: expected one or more comma-separated"),
 ])  # fmt: skip
 def test_argparse_errors_are_one_line_naming_the_command(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -44,8 +44,12 @@ class MergeKwargs(argparse.Action):
 
 
 def csv_list(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated names such as 'eager,ort' (blanks dropped)."""
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+    """argparse type: comma-separated names such as 'eager,ort' (blanks dropped); at least one (an
+    empty value would otherwise read as the flag not given, and run its default unasked)."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated values, got {text!r}")
+    return names
 
 
 def int_list(text: str) -> tuple[int, ...]:
