@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from attnreuse._io import atomic_path, atomic_write_json
+from attnreuse._io import atomic_path, atomic_write_json, new_output_file
 from attnreuse._rundir import claim_output
 
 __all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
@@ -271,13 +271,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
 
     if not candidates:
         raise ValueError("give at least one converted model directory to evaluate")
-    if json_path is not None:  # checked before minutes of work, and an earlier record is not lost
-        target = Path(json_path)
-        if target.is_dir():
-            raise IsADirectoryError(f"--json {target} is a directory; give the path of a .json file")
-        if target.exists() and not force:
-            raise FileExistsError(f"--json {target} exists; pass --force to replace it")
-        _writable("--json", target)
+    new_output_file("--json", json_path, force=force)  # before minutes of work; an earlier record is kept
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or not runtimes:
         raise ValueError(f"--runtimes must be a comma-separated list of {', '.join(RUNTIMES)}, got {','.join(runtimes)!r}")
@@ -343,11 +337,9 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
     target = Path(output)
     if target.is_dir():  # --force cannot replace a directory with a file: say so before the export
         raise IsADirectoryError(f"--output {target} is a directory; give the path of a .onnx file")
-    if target.exists() and not force:
-        raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+    new_output_file("--output", target, force=force)
     if target.suffix != ".onnx":
         raise ValueError(f"--output must name a .onnx file, got {target}")
-    _writable("--output", target)
     model, tok = _converted(model_dir)
     if host_for(model.config).inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import synthetic_clips
