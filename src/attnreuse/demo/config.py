@@ -55,7 +55,7 @@ class DemoConfig:
     minilm_tokens: int = _k(512, "latency input length, batch 1 (the model's longest)")
     minilm_rounds: int = _k(4, "interleaved timing rounds")
     minilm_repeats: int = _k(8, "timed calls per model and runtime, over all rounds")
-    minilm_budget_s: float = _k(250.0, "seconds the stage should take")
+    minilm_budget_s: float = _k(280.0, "seconds the stage should take (230-272 s measured on a quiet 2-core AMD EPYC)")
     # 2. UniForm against the EfficientViT-M of the same widths, with the no-attention probe
     uniform_model: str = _k("uniform_s", "a uniform_* model; its baseline is the EfficientViT-M of the same widths")
     uniform_img_size: int = _k(224, "input size")
