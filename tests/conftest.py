@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
     with `-n 2` they start on both workers at once beside the rest instead of queueing at the end."""
     slow = [item for item in items if item.get_closest_marker("slow")]
     items[:] = slow + [item for item in items if not item.get_closest_marker("slow")]
+
+
+@pytest.fixture
+def pico_run(tmp_path):
+    """A train-style run directory of a 1-layer pico ViT (model.json + model.safetensors)."""
+    import json
+
+    from attnreuse.models import create_model
+    from attnreuse.runs import save_model_weights
+
+    name = "vit_attnreuse_pico_patch4_32"
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "model.json").write_text(json.dumps({"name": name, "kwargs": {"depth": 1}}))
+    save_model_weights(d / "model.safetensors", create_model(name, depth=1).state_dict())
+    return d

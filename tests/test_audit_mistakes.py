@@ -1,25 +1,12 @@
 """User mistakes found by the audit of train, convert, analyze and export (2026-12-01): each ends in
 one line naming the argument or file, a non-zero exit, and no run or input lost."""
 
-import json
 
 import pytest
 from cliutil import fails
 
-from attnreuse.models import create_model
-from attnreuse.runs import save_model_weights
 
 PICO = "vit_attnreuse_pico_patch4_32"
-
-
-@pytest.fixture
-def pico_dir(tmp_path):
-    """A train-style run directory of a 1-layer pico ViT (model.json + model.safetensors)."""
-    d = tmp_path / "run"
-    d.mkdir()
-    (d / "model.json").write_text(json.dumps({"name": PICO, "kwargs": {"depth": 1}}))
-    save_model_weights(d / "model.safetensors", create_model(PICO, depth=1).state_dict())
-    return d
 
 
 def _files(d):
@@ -31,27 +18,27 @@ def _files(d):
     (["analyze", "--checkpoint", "{run}"], "--checkpoint"),
     (["train", "--init", "{run}", "--epochs", "1"], "--init"),
 ])
-def test_a_run_is_not_written_over_its_own_input(capsys, pico_dir, argv, flag):
+def test_a_run_is_not_written_over_its_own_input(capsys, pico_run, argv, flag):
     # `convert --checkpoint R --output R --force` deleted R's model.json and weights before reading them
-    before = _files(pico_dir)
-    argv = [a.replace("{run}", str(pico_dir)) for a in argv]
-    fails(capsys, [*argv, "--output", str(pico_dir), "--force"], f"--output {pico_dir} is or holds the {flag}")
-    assert _files(pico_dir) == before
+    before = _files(pico_run)
+    argv = [a.replace("{run}", str(pico_run)) for a in argv]
+    fails(capsys, [*argv, "--output", str(pico_run), "--force"], f"--output {pico_run} is or holds the {flag}")
+    assert _files(pico_run) == before
 
 
-def test_an_input_inside_the_runs_checkpoints_is_kept(capsys, tmp_path, pico_dir):
+def test_an_input_inside_the_runs_checkpoints_is_kept(capsys, tmp_path, pico_run):
     out = tmp_path / "out"
     weights = out / "checkpoints" / "epoch_0001" / "model.safetensors"
     weights.parent.mkdir(parents=True)
-    weights.write_bytes((pico_dir / "model.safetensors").read_bytes())
+    weights.write_bytes((pico_run / "model.safetensors").read_bytes())
     argv = ["analyze", "--model", PICO, "--model-kwargs", "depth=1", "--checkpoint", str(weights)]
     fails(capsys, [*argv, "--output", str(out), "--force"], "is or holds the --checkpoint")
     assert weights.is_file()
 
 
-def test_resume_and_force_contradict(capsys, pico_dir):
+def test_resume_and_force_contradict(capsys, pico_run):
     # `train --resume --force` resumed and ignored --force, exit 0
-    fails(capsys, ["train", "--model", PICO, "--output", str(pico_dir), "--resume", "--force"],
+    fails(capsys, ["train", "--model", PICO, "--output", str(pico_run), "--resume", "--force"],
           "--resume continues the run", "--force replaces it; give one of them")
 
 
@@ -65,13 +52,13 @@ def test_resume_and_force_contradict(capsys, pico_dir):
     ["analyze", "--checkpoint"],
     ["export", PICO, "--output", "{tmp}/m.onnx", "--checkpoint"],
 ])
-def test_a_damaged_run_file_is_named(capsys, tmp_path, pico_dir, name, text, needle, argv):
+def test_a_damaged_run_file_is_named(capsys, tmp_path, pico_run, name, text, needle, argv):
     # a truncated model.json was a bare "Expecting ',' delimiter ..." (no file named), one without
     # "name" a KeyError traceback
-    (pico_dir / name).write_text(text)
+    (pico_run / name).write_text(text)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     extra = [] if argv[0] == "export" else ["--output", str(tmp_path / "out")]
-    fails(capsys, [*argv, str(pico_dir), *extra], str(pico_dir / name), needle)
+    fails(capsys, [*argv, str(pico_run), *extra], str(pico_run / name), needle)
 
 
 @pytest.mark.parametrize("argv", [["convert", "--plan", "reuse"], ["analyze"]])
@@ -82,15 +69,15 @@ def test_a_missing_checkpoint_is_named_as_missing(capsys, tmp_path, argv):
           f"--checkpoint {missing}: no such file or directory")
 
 
-def test_analyze_refuses_model_kwargs_its_run_overrides(capsys, tmp_path, pico_dir):
+def test_analyze_refuses_model_kwargs_its_run_overrides(capsys, tmp_path, pico_run):
     # `analyze --checkpoint RUN --model-kwargs depth=3` analysed the run's model and exited 0
-    fails(capsys, ["analyze", "--checkpoint", str(pico_dir), "--model-kwargs", "depth=3", "--output", str(tmp_path / "o")],
-          "drop --model-kwargs", str(pico_dir))
+    fails(capsys, ["analyze", "--checkpoint", str(pico_run), "--model-kwargs", "depth=3", "--output", str(tmp_path / "o")],
+          "drop --model-kwargs", str(pico_run))
     assert not (tmp_path / "o").exists()
 
 
-def test_a_plan_that_is_broken_json_names_the_plan(capsys, tmp_path, pico_dir):
-    fails(capsys, ["convert", "--checkpoint", str(pico_dir), "--plan", '["mha"', "--output", str(tmp_path / "o")],
+def test_a_plan_that_is_broken_json_names_the_plan(capsys, tmp_path, pico_run):
+    fails(capsys, ["convert", "--checkpoint", str(pico_run), "--plan", '["mha"', "--output", str(tmp_path / "o")],
           """plan '["mha"' is not a valid JSON list""")
 
 
@@ -166,13 +153,13 @@ def test_export_reads_its_int8_images_before_writing_the_onnx(capsys, tmp_path):
     assert not out.exists()
 
 
-def test_export_says_when_its_weights_are_random(capsys, tmp_path, pico_dir):
+def test_export_says_when_its_weights_are_random(capsys, tmp_path, pico_run):
     from attnreuse import cli
 
     argv = ["export", PICO, "--model-kwargs", "depth=1", "--check-images", "2", "--threads", "1"]
     assert cli.main([*argv, "--output", str(tmp_path / "r.onnx")]) == 0
     assert "random weights (no --checkpoint)" in capsys.readouterr().out
-    assert cli.main([*argv[:2], *argv[4:], "--checkpoint", str(pico_dir), "--output", str(tmp_path / "c.onnx")]) == 0
+    assert cli.main([*argv[:2], *argv[4:], "--checkpoint", str(pico_run), "--output", str(tmp_path / "c.onnx")]) == 0
     assert "random weights" not in capsys.readouterr().out
 
 
@@ -180,17 +167,17 @@ def test_export_says_when_its_weights_are_random(capsys, tmp_path, pico_dir):
     (["--teacher-kwargs", "depth=2"], "drop --teacher-kwargs"),
     (["--teacher-checkpoint", "{run}"], "is a run directory, which holds the teacher's weights: drop --teacher-checkpoint"),
 ])
-def test_a_teacher_run_takes_no_arguments_it_would_ignore(capsys, tmp_path, pico_dir, extra, needle):
+def test_a_teacher_run_takes_no_arguments_it_would_ignore(capsys, tmp_path, pico_run, extra, needle):
     # `--teacher RUN --teacher-kwargs depth=2` trained against RUN's own teacher and exited 0
-    extra = [a.replace("{run}", str(pico_dir)) for a in extra]
-    fails(capsys, ["train", "--model", PICO, "--teacher", str(pico_dir), *extra, "--epochs", "1",
+    extra = [a.replace("{run}", str(pico_run)) for a in extra]
+    fails(capsys, ["train", "--model", PICO, "--teacher", str(pico_run), *extra, "--epochs", "1",
                    "--output", str(tmp_path / "o")], needle)
     assert not (tmp_path / "o").exists()
 
 
-def test_export_of_weights_that_do_not_fit_is_one_short_line(capsys, tmp_path, pico_dir):
+def test_export_of_weights_that_do_not_fit_is_one_short_line(capsys, tmp_path, pico_run):
     # printed load_state_dict's whole multi-line error (every missing key)
-    err = fails(capsys, ["export", PICO, "--checkpoint", str(pico_dir / "model.safetensors"),
+    err = fails(capsys, ["export", PICO, "--checkpoint", str(pico_run / "model.safetensors"),
                          "--output", str(tmp_path / "m.onnx")], "does not fit model", "Missing key(s)", "more")
     assert len(err) < 400 and not (tmp_path / "m.onnx").exists()
 
@@ -210,21 +197,21 @@ def test_a_run_directory_that_cannot_be_made_is_named(capsys, tmp_path, argv):
     (["train", "--model", PICO, "--epochs", "2"], "attnreuse.train.loop.train", True),
     (["convert", "--checkpoint", "{run}", "--plan", "reuse"], "attnreuse.train.convert.convert", False),
 ])
-def test_ctrl_c_suggests_resume_only_where_there_is_one(capsys, monkeypatch, tmp_path, pico_dir, argv, target, hint):
+def test_ctrl_c_suggests_resume_only_where_there_is_one(capsys, monkeypatch, tmp_path, pico_run, argv, target, hint):
     # convert and analyze were told that `--resume` continues them; they have no --resume
     def interrupted(config):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(target, interrupted)
-    argv = [a.replace("{run}", str(pico_dir)) for a in argv]
+    argv = [a.replace("{run}", str(pico_run)) for a in argv]
     err = fails(capsys, [*argv, "--output", str(tmp_path / "o")], "interrupted; files already written are complete", rc=130)
     assert ("--resume" in err) is hint
 
 
-def test_init_and_config_paths_say_what_they_are(capsys, tmp_path, pico_dir):
+def test_init_and_config_paths_say_what_they_are(capsys, tmp_path, pico_run):
     fails(capsys, ["train", "--init", str(tmp_path / "nope"), "--output", str(tmp_path / "o")],
           f"--init {tmp_path / 'nope'}: no such directory")
-    fails(capsys, ["train", "--init", str(pico_dir / "model.json"), "--output", str(tmp_path / "o")],
+    fails(capsys, ["train", "--init", str(pico_run / "model.json"), "--output", str(tmp_path / "o")],
           "model.json: is a file; give a train/convert output directory")
     fails(capsys, ["train", "--model", PICO, "--config", str(tmp_path), "--output", str(tmp_path / "o")],
           f"--config {tmp_path} is a directory; give a saved TrainConfig JSON file")

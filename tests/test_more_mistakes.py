@@ -138,21 +138,6 @@ def test_bench_outputs_must_be_different_files(capsys, tmp_path, argv, needle):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture
-def pico_run(tmp_path):
-    """A train-style run directory of a 1-layer pico ViT (model.json + model.safetensors)."""
-    import json
-
-    from attnreuse.models import create_model
-    from attnreuse.runs import save_model_weights
-
-    d = tmp_path / "run"
-    d.mkdir()
-    (d / "model.json").write_text(json.dumps({"name": PICO, "kwargs": {"depth": 1}}))
-    save_model_weights(d / "model.safetensors", create_model(PICO, depth=1).state_dict())
-    return d
-
-
 @pytest.mark.parametrize("extra, needle", [
     (["--model", "uniform_xs"], "--model uniform_xs differs from the model of the checkpoint run"),
     (["--model-kwargs", "depth=4"], "drop --model-kwargs"),

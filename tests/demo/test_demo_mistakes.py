@@ -3,8 +3,7 @@ stderr naming the argument, exit 2, before any stage runs."""
 
 from __future__ import annotations
 
-from attnreuse._rundir import claim_output
-from cliutil import fails
+from cliutil import fails, has_one_writer
 
 QUICK = ["demo", "--quick", "--no-progress", "--stages", "ops"]
 
@@ -12,12 +11,7 @@ QUICK = ["demo", "--quick", "--no-progress", "--stages", "ops"]
 def test_a_demo_directory_has_one_writer(capsys, tmp_path):
     """Two demos on one directory ran their stages over each other; an --output that is a file was
     '[Errno 17] File exists'."""
-    out = tmp_path / "demo"
-    with claim_output(out, resume=True):
-        fails(capsys, [*QUICK, "--output", str(out)], f"--output {out} is in use by another attnreuse command")
-    assert sorted(p.name for p in out.iterdir()) == [".lock"]
-    (tmp_path / "file").write_text("x")
-    fails(capsys, [*QUICK, "--output", str(tmp_path / "file")], f"--output {tmp_path / 'file'} is an existing file")
+    has_one_writer(capsys, QUICK, tmp_path)
 
 
 def test_update_readme_is_checked_before_the_run(capsys, tmp_path):

@@ -3,8 +3,7 @@ on stderr, a non-zero exit (found by running two studies on one directory)."""
 
 from __future__ import annotations
 
-from attnreuse._rundir import claim_output
-from cliutil import fails, run
+from cliutil import has_one_writer, run
 
 QUICK = ["study", "--quick", "--rows", "vit-mha", "--seeds", "0", "--retrofits", "share", "--jobs", "1"]
 
@@ -12,12 +11,7 @@ QUICK = ["study", "--quick", "--rows", "vit-mha", "--seeds", "0", "--retrofits",
 def test_a_study_directory_has_one_writer(capsys, tmp_path):
     """A second study on the same directory removed and redid the first one's runs under it and
     ended in a RuntimeError traceback when their train commands met."""
-    out = tmp_path / "study"
-    with claim_output(out, resume=True):
-        fails(capsys, [*QUICK, "--output", str(out)], f"--output {out} is in use by another attnreuse command")
-    assert sorted(p.name for p in out.iterdir()) == [".lock"]
-    (tmp_path / "file").write_text("x")
-    fails(capsys, [*QUICK, "--output", str(tmp_path / "file")], f"--output {tmp_path / 'file'} is an existing file")
+    has_one_writer(capsys, QUICK, tmp_path)
 
 
 def test_a_failed_run_is_its_error_line_not_a_traceback(capsys, tmp_path, monkeypatch):
