@@ -259,4 +259,3 @@ def quick_preset(args: argparse.Namespace, preset: dict) -> dict:
     if not getattr(args, "quick", False):
         return {}
     return {k: v for k, v in preset.items() if not hasattr(args, k)}
-

@@ -2,7 +2,7 @@
 
 A crash mid-write leaves the previous file intact; readers never see a half-written file.
 `read_json` reads such a file back, naming it when it is damaged; `new_output_file` checks, before
-a command's work, that it may write its output file.
+a command's work, that it may write its output file (`check_creatable`: that it can be created at all).
 """
 
 from __future__ import annotations
@@ -69,6 +69,19 @@ def read_json(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> Any:
     return value
 
 
+def check_creatable(flag: str, target: str | os.PathLike) -> None:
+    """An error naming `flag` unless `target` (a file or directory) can be created: its nearest
+    existing ancestor is a writable directory, not a file (checked before the work, not when the
+    result is written)."""
+    parent = Path(target).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{flag} {target}: cannot create it, {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
+
+
 def new_output_file(flag: str, path: str | os.PathLike | None, *, force: bool = False,
                     beside: tuple[str | os.PathLike, ...] = ()) -> None:
     """Check, before any work, that the command can write the output file `path` (given as `flag`)
@@ -81,13 +94,7 @@ def new_output_file(flag: str, path: str | os.PathLike | None, *, force: bool = 
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{flag} {target} is a directory; give a file name")
-    parent = target.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise NotADirectoryError(f"{flag} {target}: cannot create it, {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
+    check_creatable(flag, target)
     if force:
         return
     existing = [str(p) for p in dict.fromkeys(map(str, (target, *beside))) if Path(p).exists()]

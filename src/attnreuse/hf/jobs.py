@@ -8,15 +8,13 @@ config.json, checkpoints/, metrics.jsonl, summary.json and model/ (the distilled
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from attnreuse._io import atomic_path, atomic_write_json, new_output_file
+from attnreuse._io import atomic_path, atomic_write_json, check_creatable, new_output_file
 from attnreuse._rundir import claim_output
 
 __all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
@@ -71,16 +69,6 @@ def _enough(config, data: tuple[list, list], text: str, need: int, held_out: boo
         part = f"are held out {rule}" if held_out else "are left for training"
         raise ValueError(f"{source}: {have} of the {len(data[0]) + len(data[1])} {items} {part} and {what} needs "
                          f"{need}; give {'a file with more lines' if name == text else 'less'}{instead}")
-
-
-def _writable(flag: str, target: Path) -> None:
-    """Raise PermissionError naming `flag` unless the file `target` can be created: its nearest
-    existing parent directory is writable (checked before the work, not when the result is written)."""
-    parent = target.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
 
 
 def _not_an_input(output: str, *inputs: tuple[str, str]) -> None:
@@ -184,7 +172,7 @@ def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib",
     check_replaceable(target, "--output ")  # --force replaces an earlier conversion, nothing else
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
-    _writable("--output", target)
+    check_creatable("--output", target)
     model, tok = _model_and_tokenizer(model_dir)
     train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
     if evaluate:
