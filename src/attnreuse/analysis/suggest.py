@@ -7,11 +7,12 @@ MLP width F that is, e.g., 4 N C^2 + 2 N^2 C + 2 N C F for "mha" and 2 N C^2 + N
 "share"; a new kind is costed the day it is registered. The whole model adds the patch embedding
 (Np C 3 p^2) and the classifier.
 
-The greedy choice: repeatedly take the change whose similarity score is highest among those that
-still apply (share: same-head map cosine with the map it would use; skip: CKA of the layer's attention
-output with the previous layer's, as SkipAt argues; reuse: mean cosine between the layer's heads),
-until the plan costs at most the budget or no change scores at least `min_score`. Scores are
-pairwise measurements: the accuracy of the combined plan is a prediction to check by training.
+The choice: among the plans whose changes each score at least `min_score` (share: same-head map
+cosine with the map it applies; skip: CKA of the layer's attention output with the previous
+layer's, as SkipAt argues; reuse: mean cosine between the layer's heads), the one with the least
+summed 1 - score within the budget, found exactly (`attnreuse.plan.search`); where none is within
+it, the cheapest. Scores are pairwise measurements: the accuracy of the combined plan is a
+prediction to check by training.
 """
 
 from __future__ import annotations
@@ -101,22 +102,6 @@ def head_groups(cos: Tensor, threshold: float) -> list[list[int]]:
     return groups
 
 
-def _kind(entry: str, heads: int):
-    return get_kind(parse_entry(entry, heads).kind)
-
-
-def _source(plan: list[str], layer: int, heads: int) -> int | None:
-    """The nearest earlier layer computing a map (what a "share" at `layer` would apply)."""
-    for j in range(layer - 1, -1, -1):
-        if _kind(plan[j], heads).computes_map:
-            return j
-    return None
-
-
-def _sources_in_use(plan: list[str], heads: int) -> set[int]:
-    return {_source(plan, i, heads) for i, e in enumerate(plan) if _kind(e, heads).needs_map}
-
-
 def suggest_plan(
     g: Geometry,
     head_cos: list[Tensor | None],
@@ -126,43 +111,46 @@ def suggest_plan(
     budget: float,
     min_score: float = 0.5,
 ) -> dict:
-    """Greedy plan for at most `budget` x the all-"mha" MACs (see the module docstring).
+    """The least-loss plan for at most `budget` x the all-"mha" MACs (see the module docstring).
 
     head_cos: per layer [H, H] head cosines (None: no map); map_cos, output_cka: [L, L].
     """
+    from attnreuse.plan.search import search_plan
+
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget must be a fraction of the baseline MACs in (0, 1], got {budget!r}")
-    plan = ["mha"] * g.depth
-    base = plan_macs(g, plan)
-    target = budget * base
-    changes = []
-    while plan_macs(g, plan) > target:
-        used = _sources_in_use(plan, g.heads)
-        options = []
-        for i in range(g.depth):
-            if not _kind(plan[i], g.heads).computes_map or i in used:  # the changes below replace a map-computing layer
-                continue
-            src = _source(plan, i, g.heads)
-            if src is not None and not math.isnan(float(map_cos[i, src])):
-                options.append((float(map_cos[i, src]), "share", i, f"map cosine with layer {src}"))
-            if i > 0 and not math.isnan(float(output_cka[i, i - 1])):
-                options.append((float(output_cka[i, i - 1]), "skip", i, f"output CKA with layer {i - 1}"))
-            if plan[i] == "mha" and head_cos[i] is not None and g.heads > 1:
-                c = head_cos[i]
-                off = (c.sum() - c.diagonal().sum()) / (g.heads * (g.heads - 1))
-                options.append((float(off), "reuse", i, "mean cosine between its heads"))
-        saving = {o: block_macs(g, plan[o[2]]) - block_macs(g, o[1]) for o in options}
-        options = [o for o in options if o[0] >= min_score and saving[o] > 0]
-        if not options:
-            break
-        best = max(options, key=lambda o: (o[0], saving[o]))
-        score, kind, i, why = best
-        plan[i] = kind
-        changes.append({"layer": i, "kind": kind, "score": round(score, 4), "because": why,
-                        "saving_macs": saving[best]})
-    macs = plan_macs(g, plan)
+    base = plan_macs(g, ["mha"] * g.depth)
+    kinds = ("share", "skip", "reuse")
+    macs = {k: block_macs(g, k) for k in ("mha", *kinds)}
+
+    def score(i: int, kind: str, source: int | None) -> float | None:
+        if kind == "share":
+            return float(map_cos[i, source])
+        if kind == "skip":
+            return float(output_cka[i, i - 1])
+        if head_cos[i] is None or g.heads < 2:
+            return None
+        c = head_cos[i]
+        return float((c.sum() - c.diagonal().sum()) / (g.heads * (g.heads - 1)))
+
+    fixed = base - g.depth * macs["mha"]  # patch embedding and classifier
+    found = search_plan(g.depth, kinds, macs, score, budget_macs=budget * base - fixed, min_score=min_score)
+    plan = list(found.plan)
+    changes = [
+        {"layer": i, "kind": k, "score": round(s, 4), "because": _because(plan, i, k),
+         "saving_macs": macs["mha"] - macs[k]}
+        for i, (k, s) in enumerate(zip(plan, found.scores)) if s is not None
+    ]  # fmt: skip
+    macs_total = plan_macs(g, plan)
     return {
-        "plan": plan, "budget": budget, "min_score": min_score, "baseline_macs": base, "macs": macs,
-        "predicted_saving": 1.0 - macs / base, "budget_met": macs <= target, "changes": changes,
-        "geometry": asdict(g),
+        "plan": plan, "budget": budget, "min_score": min_score, "baseline_macs": base, "macs": macs_total,
+        "predicted_saving": 1.0 - macs_total / base, "budget_met": found.budget_met, "changes": changes,
+        "predicted_loss": found.loss, "geometry": asdict(g),
     }
+
+
+def _because(plan: list[str], i: int, kind: str) -> str:
+    """What layer i's score measured, in the plan found."""
+    if kind == "share":
+        return f"map cosine with layer {max(j for j in range(i) if get_kind(plan[j]).computes_map)}"
+    return f"output CKA with layer {i - 1}" if kind == "skip" else "mean cosine between its heads"

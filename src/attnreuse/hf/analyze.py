@@ -6,8 +6,8 @@ padded rows and columns are zeroed, so every cosine is over real tokens only. Pe
 - layer_map_cosine [L, L]: same-head cosine between layers' maps ("share" applies the map of an
   earlier layer to the same head);
 - output_cka [L, L]: linear CKA between layers' attention outputs ("skip", as SkipAt measures it).
-`suggest` turns these into a plan under a MAC budget, costing each kind on the host's own layer
-with PyTorch's FLOP counter (`layer_macs`), not a hand formula.
+`suggest` turns these into the plan of least predicted loss under a MAC budget, costing each kind
+on the host's own layer with PyTorch's FLOP counter (`layer_macs`), not a hand formula.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from attnreuse.hf.fidelity import batches, real_positions
 from attnreuse.hf.hosts import host_for, length_limit
-from attnreuse.plan import LayerSpec, SourceAttention, get_kind, map_sources, parse_plan
+from attnreuse.plan import LayerSpec, SourceAttention, get_kind
 
 __all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "layer_macs", "suggest"]
 
@@ -116,45 +116,38 @@ def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
 
 def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float, min_score: float = 0.5,
             kinds: tuple[str, ...] = ("share", "reuse")) -> dict:
-    """A plan whose attention MACs are at most `budget` x the all-mha plan's, changing first the
-    layers where the measured similarity is highest. Returns {"plan", "macs", "mha_macs", "scores"}.
+    """The plan of least predicted loss whose attention MACs are at most `budget` x the all-mha
+    plan's, found exactly by `plan.search.search_plan`. Returns {"plan", "macs", "mha_macs", ...}.
 
-    Scores: reuse -> mean head_to_mean of the layer; share -> layer_map_cosine with the closest
-    earlier map-computing layer; skip -> output CKA with the previous layer. Layer 0 stays mha.
-    Where no plan the scores allow meets the budget, the cheapest one found is returned with
-    `over_budget` saying why (None when the plan is within the budget).
+    Scores (a change's predicted loss is 1 - score; each must be at least `min_score`): reuse ->
+    mean head_to_mean of the layer; share -> layer_map_cosine with the closest earlier
+    map-computing layer; skip -> output CKA with the previous layer. Layer 0 stays mha. Where no
+    plan the scores allow meets the budget, the cheapest one is returned with `over_budget` saying
+    why (None when the plan is within the budget).
     """
+    from attnreuse.plan.search import search_plan
+
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget!r}")
     L = red.head_to_mean.shape[0]
     macs = {k: layer_macs(src, k, tokens) for k in ("mha", *kinds)}
-    plan = ["mha"] * L
-    total = lambda p: sum(macs[k] for k in p)  # noqa: E731
-    full, chosen, over = total(plan), [], None
-    while total(plan) > budget * full:
-        best = None
-        for i in range(1, L):
-            if plan[i] != "mha":
-                continue
-            for k in kinds:
-                trial = plan[:i] + [k] + plan[i + 1 :]
-                try:
-                    sources = map_sources(parse_plan(trial, L, src.num_heads))
-                except ValueError:
-                    continue
-                if k == "reuse":
-                    score = float(red.head_to_mean[i].mean())
-                elif k == "share":
-                    score = float(red.layer_map_cosine[i, sources[i]])
-                else:
-                    score = float(red.output_cka[i, i - 1])
-                if score >= min_score and (best is None or score > best[0]):
-                    best = (score, i, k)
-        if best is None:
-            over = ("every layer but the first is changed already" if "mha" not in plan[1:]
-                    else f"no further change scores at least --min-score {min_score}")
-            break
-        plan[best[1]] = best[2]
-        chosen.append({"layer": best[1], "kind": best[2], "score": best[0]})
-    return {"plan": plan, "macs": total(plan), "mha_macs": full, "budget": budget, "tokens": tokens,
-            "changes": chosen, "layer_macs": macs, "over_budget": over}
+
+    def score(i: int, kind: str, source: int | None) -> float | None:
+        if i == 0:
+            return None
+        if kind == "reuse":
+            return float(red.head_to_mean[i].mean())
+        if kind == "share":
+            return float(red.layer_map_cosine[i, source])
+        return float(red.output_cka[i, i - 1])
+
+    full = L * macs["mha"]
+    found = search_plan(L, kinds, macs, score, budget_macs=budget * full, min_score=min_score)
+    plan = list(found.plan)
+    chosen = [{"layer": i, "kind": k, "score": s} for i, (k, s) in enumerate(zip(plan, found.scores)) if s is not None]
+    over = None
+    if not found.budget_met:
+        over = ("every layer but the first is changed already" if "mha" not in plan[1:]
+                else f"no plan whose changes each score at least --min-score {min_score} reaches it")
+    return {"plan": plan, "macs": found.macs, "mha_macs": full, "budget": budget, "tokens": tokens,
+            "changes": chosen, "predicted_loss": found.loss, "layer_macs": macs, "over_budget": over}
