@@ -490,3 +490,18 @@ def test_a_model_converted_from_another_checkpoint_of_the_same_shape_is_refused(
                         "--output", tmp_path / "run"]}[job]
     flag = "candidate" if job == "eval" else "--init"
     _fails(capsys, *argv, "--text", text_file, needles=(f"{flag} {conv} was not converted from this teacher",))
+
+
+def test_flags_of_a_skipped_step_are_refused(tmp_path, capsys, model_dir, text_file, converted):
+    """`convert --no-eval --text F` read no text and `eval --no-speed --rounds 50` timed nothing,
+    both without a word: the flags' defaults could not be told from typed values."""
+    out = tmp_path / "out"
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "mha", "--no-eval", "--text", text_file, "--output", out,
+           needles=(f"--text {text_file} is read for the zero-shot fidelity and --fit-steps",))
+    assert not out.exists()
+    _fails(capsys, "eval", "--teacher", model_dir, converted, "--no-speed", "--rounds", "50", "--tokens", "64",
+           needles=("--tokens, --rounds set the speed test, which --no-speed skips",))
+    # with --fit-steps the text is read, and --no-speed alone still runs
+    assert main(["hf", "convert", "--model", str(model_dir), "--plan", "mha", "--no-eval", "--fit-steps", "1",
+                 "--text", str(text_file), "--output", str(out)]) == 0
+    assert main(["hf", "eval", "--teacher", str(model_dir), str(out), "--text", str(text_file), "--no-speed"]) == 0

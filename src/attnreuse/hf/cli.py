@@ -18,6 +18,8 @@ import argparse
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list
 
+# `hf eval`'s speed test; None on the command line, so a value given with --no-speed can be refused
+SPEED_DEFAULTS = {"rounds": 10, "repeats": 30, "threads": 2}
 TEXT_HELP = ("'stdlib' (built-in: the docstrings of Python's standard library) or a UTF-8 file, one text per line; "
              "speech models (wav2vec2, HuBERT) read the built-in synthetic clips instead (leave it out)")
 
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = jobs.add_parser("convert", help="retrofit a model to an attention plan (zero-shot)")
     c.add_argument("--model", required=True, help="the original transformers model directory")
     c.add_argument("--plan", required=True, help=f"one kind, or one per layer comma-separated: {kinds_summary()}")
-    c.add_argument("--text", default="stdlib", help=TEXT_HELP + " (for the zero-shot fidelity)")
+    c.add_argument("--text", default=None, help=TEXT_HELP + " (for the zero-shot fidelity and --fit-steps)")
     c.add_argument("--fit-steps", type=int, default=0, help="teacher-forced layer-wise fitting steps of the new parts "
                    "(attnreuse.hf.fit); 0: the retrofit alone")
     c.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the zero-shot fidelity")
@@ -75,9 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Whisper: its max_source_positions, the one it takes)")
     e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention), "
                    "ort-int8 (the dynamic int8 export of `hf export --int8`)")
-    e.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
-    e.add_argument("--repeats", type=int, default=30, help="timed calls per model, over all rounds")
-    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--rounds", type=int, default=None, help=f"interleaved timing rounds (default {SPEED_DEFAULTS['rounds']})")
+    e.add_argument("--repeats", type=int, default=None,
+                   help=f"timed calls per model, over all rounds (default {SPEED_DEFAULTS['repeats']})")
+    e.add_argument("--threads", type=int, default=None, help=f"torch threads (default {SPEED_DEFAULTS['threads']})")
     e.add_argument("--no-speed", dest="speed", action="store_false", help="fidelity only")
     e.add_argument("--json", dest="json_path", help="write the records here")
     e.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -118,7 +121,10 @@ def _analyze(args) -> int:
 def _convert(args) -> int:
     from attnreuse.hf.jobs import convert_job
 
-    r = convert_job(args.model, args.plan, args.output, text=args.text, evaluate=args.evaluate,
+    if args.text is not None and not args.evaluate and not args.fit_steps:
+        raise ValueError(f"--text {args.text} is read for the zero-shot fidelity and --fit-steps; --no-eval without "
+                         "--fit-steps reads no text: drop --text or --no-eval")
+    r = convert_job(args.model, args.plan, args.output, text=args.text or "stdlib", evaluate=args.evaluate,
                     fit_steps=args.fit_steps, force=args.force)
     print(f"plan {','.join(r['plan'])}: zero-shot {_fid(r.get('fidelity'))} -> {args.output}")
     return 0
@@ -138,9 +144,14 @@ def _distill(args) -> int:
 def _eval(args) -> int:
     from attnreuse.hf.jobs import eval_job
 
+    timing = {k: getattr(args, k) for k in SPEED_DEFAULTS}
+    given = [f"--{k}" for k in ("tokens", *SPEED_DEFAULTS) if getattr(args, k) is not None]
+    if not args.speed and given:
+        raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} the speed test, which --no-speed "
+                         "skips; give one or the other")
+    timing = {k: SPEED_DEFAULTS[k] if v is None else v for k, v in timing.items()}
     r = eval_job(args.teacher, args.candidates, text=args.text, tokens=args.tokens, runtimes=args.runtimes,
-                 rounds=args.rounds, repeats=args.repeats, threads=args.threads, speed=args.speed,
-                 json_path=args.json_path, force=args.force)
+                 speed=args.speed, json_path=args.json_path, force=args.force, **timing)
     for name, row in r["candidates"].items():
         print(f"{name}: plan {','.join(row['plan'])}: {_fid(row['fidelity'])}")
     for name, f in r.get("int8_fidelity", {}).items():
