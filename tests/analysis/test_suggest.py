@@ -60,7 +60,8 @@ def test_analyze_cli_writes_matrices_heatmaps_and_plan(tmp_path, capsys):
     args = ["analyze", "--model", "vit_attnreuse_pico_patch4_32", "--model-kwargs", kwargs, "--batches", "1",
             "--batch-size", "8", "--mac-budget", "0.95", "--min-score", "0.0", "--output", str(out)]
     assert main(args) == 0
-    assert "suggested plan" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "suggested plan" in printed and "on 8 images:" in printed
     rec = json.loads((out / "similarity.json").read_text())
     assert rec["kinds"] == ["mha", "mha", "share"] and rec["images"] == 8
     assert len(rec["head_cosine"]) == 3 and rec["head_cosine"][2] is None
@@ -68,5 +69,10 @@ def test_analyze_cli_writes_matrices_heatmaps_and_plan(tmp_path, capsys):
     assert rec["suggestion"]["budget_met"] and rec["suggestion"]["plan"] != ["mha"] * 3
     for png in ("heads.png", "layers.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # more than the validation split holds: all of it, and the line says so (it said nothing)
+    more = [*args[:args.index("--batches") + 1], "100", *args[args.index("--batches") + 2:], "--force"]
+    assert main(more) == 0
+    images = json.loads((out / "similarity.json").read_text())["images"]
+    assert 8 < images < 800 and f"on {images} images (all there are; --batches x --batch-size asked for 800)" in capsys.readouterr().out
     assert main(["analyze", "--output", str(out)]) == 2
     assert "give --model NAME or --checkpoint" in capsys.readouterr().err

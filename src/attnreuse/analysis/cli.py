@@ -30,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
     with claim_output(config.output, force=args.force, reads=reads):
         result = analyze(config)
     s = result["suggestion"]
+    asked = config.batches * config.batch_size
+    fewer = f" (all there are; --batches x --batch-size asked for {asked})" if result["images"] < asked else ""
     print(
-        f"{result['model']}: mean head cosine {result['summary']['mean_head_cosine']:.3f}, mean adjacent-layer "
+        f"{result['model']} on {result['images']} images{fewer}: mean head cosine {result['summary']['mean_head_cosine']:.3f}, mean adjacent-layer "
         f"map cosine {result['summary']['mean_adjacent_map_cosine']:.3f}, adjacent output CKA "
         f"{result['summary']['mean_adjacent_output_cka']:.3f}"
     )
