@@ -183,7 +183,8 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
     if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start, desc="distil", unit="step")
+        # disable=None: a bar on a terminal only, not carriage-return lines in a redirected log
+        bar = tqdm(total=cfg.steps, initial=start, desc="distil", unit="step", disable=None)
     t0, loss = time.perf_counter(), float("nan")
     metrics = run_dir / "metrics.jsonl"
     if resume and rank == 0:

@@ -176,7 +176,7 @@ def _train_epoch(net, model, loader, steps: int, opt, sched, ema, mixup, criteri
     net.train()
     records, loss_sum = [], 0.0
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=not (config.progress and d.main))
+               disable=None if config.progress and d.main else True)  # None: on a terminal only
     for i, (x, y) in enumerate(loader):
         if i == steps:
             break
