@@ -99,6 +99,7 @@ def test_quick_study_end_to_end_and_reuse(tmp_path):
         assert needle in report, needle
     data = json.loads((tmp_path / "study.json").read_text())
     assert set(data["rows"]) == {"vit-mha", "vit-taylor"} and set(data["retrofits"]) == {"share"}
+    assert json.loads((tmp_path / "study_config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
     # A second run reuses every finished run (same commands): no summary is rewritten.
     summaries = sorted(tmp_path.rglob("summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]

@@ -29,3 +29,19 @@ def test_a_failed_run_is_its_error_line_not_a_traceback(capsys, tmp_path, monkey
     # the study's progress lines, then the failure in one line
     assert err.strip().splitlines()[-1] == ("attnreuse study: error: vit-mha seed 0 failed (exit 2): attnreuse train: "
                                             f"error: the disk is full (its log: {log})"), err
+
+
+def test_a_failed_study_leaves_the_last_reports_config(capsys, tmp_path, monkeypatch):
+    """study_config.json was rewritten as a study started, so one that failed left the new
+    configuration beside the previous study's report.md."""
+    import json
+
+    from attnreuse.study import run as study_run
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "report.md").write_text("the earlier report\n")
+    (out / "study_config.json").write_text('{"seeds": [1]}')
+    monkeypatch.setattr(study_run.subprocess, "call", lambda argv, stdout, stderr: 2)
+    assert run(capsys, *QUICK, "--output", str(out))[0] == 1
+    assert json.loads((out / "study_config.json").read_text()) == {"seeds": [1]}

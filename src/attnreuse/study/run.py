@@ -142,7 +142,6 @@ def run_study(cfg: StudyConfig) -> Path:
     # one study per directory at a time: a second one would remove and redo the first one's runs
     # under it (resume: a directory holding an earlier study's runs is continued, not refused)
     with claim_output(cfg.output, resume=True) as root:
-        atomic_write_json(root / "study_config.json", cfg.to_dict())
         t0 = time.perf_counter()
         train_jobs, converts, tunes = study_jobs(cfg)
         _say(f"{len(train_jobs)} training runs, {len(converts)} conversions, {len(tunes)} fine-tunes, {cfg.jobs} at a time")
@@ -150,5 +149,7 @@ def run_study(cfg: StudyConfig) -> Path:
         # every run's own wall time, as recorded when it ran (also for reused runs)
         run_s = sum(json.loads((j.output / JOB_JSON).read_text())["time_s"] for j in (*train_jobs, *converts, *tunes))
         report = write_report(cfg, root, results, argv=sys.argv[1:], elapsed_s=time.perf_counter() - t0, run_s=run_s)
+        # with the report it describes: a study stopped part-way leaves the last report's config beside it
+        atomic_write_json(root / "study_config.json", cfg.to_dict())
     _say(f"report written to {report} ({time.perf_counter() - t0:.0f} s)")
     return report
