@@ -63,8 +63,14 @@ class Host:
 
 
 HOSTS = (
-    Host("bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra"), "SelfAttention", ("query", "key", "value")),
-    Host("vit", ("vit", "deit"), "Attention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", inputs="pixel_values"),
+    # BERT's self-attention and its copies (same module, same names; each family's mha plan is
+    # checked exact against it in tests/hf/test_hf_families.py)
+    Host("bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie",
+                  "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert"), "SelfAttention", ("query", "key", "value")),
+    # DistilBERT: its attention module owns `out_lin`; scores use `scaling` (head_dim^-0.5)
+    Host("distilbert", ("distilbert",), "DistilBertSelfAttention", ("q_lin", "k_lin", "v_lin"), out_proj="out_lin"),
+    Host("vit", ("vit", "deit", "dinov2", "dinov2_with_registers", "ijepa", "vit_msn"), "Attention",
+         ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", inputs="pixel_values"),
     # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
     # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
@@ -104,7 +110,7 @@ def modeling_class(model_type: str, name: str):
 
 # Text models whose position ids start after the padding index (RoBERTa's embeddings): they take
 # max_position_embeddings - pad_token_id - 1 tokens.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl")
 
 
 def max_tokens(config) -> int | None:

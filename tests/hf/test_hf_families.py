@@ -1,0 +1,94 @@
+"""Every `transformers` family a host names, on a tiny random model of it: the mha plan reproduces the
+original (padding included), reuse:H (one map per head) too, and the longest sequence the host
+allows is the longest the model takes (the position-id offset of RoBERTa-style embeddings)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnreuse.hf as arhf
+from attnreuse.hf.hosts import HOSTS, max_tokens
+
+from hfutil import WORDS, sentences, tiny_tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+TEXT = [t for h in HOSTS if h.inputs == "input_ids" for t in h.model_types]
+VISION = [t for h in HOSTS if h.inputs == "pixel_values" for t in h.model_types]
+SIZES = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64)
+
+
+def _model(model_type: str):
+    """A tiny random model of `model_type` (the text ones: peaked maps, so a wrong mask or scale shows)."""
+    kw = dict(SIZES)
+    if model_type in TEXT:
+        kw.update(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1, initializer_range=0.3)
+        if model_type == "distilbert":
+            kw.update(hidden_dim=64, dropout=0.0, attention_dropout=0.0)
+        else:
+            kw.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    else:
+        kw.update(image_size=16, patch_size=4, num_channels=3)
+    torch.manual_seed(0)
+    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw)).eval()
+
+
+def test_the_families_are_the_hosts_families():
+    assert {"bert", "roberta", "distilbert", "ernie", "xlm-roberta-xl"} <= set(TEXT)
+    assert {"vit", "deit", "dinov2"} <= set(VISION)
+
+
+@pytest.mark.parametrize("model_type", TEXT)
+def test_text_family_mha_and_reuse_per_head_are_exact(tmp_path, model_type):
+    model = _model(model_type)
+    batch = tiny_tokenizer(tmp_path)(sentences(4), padding=True, return_tensors="pt")
+    batch.pop("token_type_ids")  # not every family takes them
+    assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ref = model(**batch).last_hidden_state
+        for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4)):
+            out = arhf.convert(model, plan)(**batch).last_hidden_state
+            torch.testing.assert_close(out[real], ref[real], rtol=0, atol=atol, msg=f"{model_type} {plan}")
+    # the host's length limit is the model's: max_tokens runs, one more is past its positions
+    n = max_tokens(model.config)
+    ids = torch.full((1, n), 5)
+    with torch.no_grad():
+        assert model(input_ids=ids).last_hidden_state.shape[1] == n
+        with pytest.raises((IndexError, RuntimeError, ValueError)):
+            model(input_ids=torch.full((1, n + 1), 5))
+
+
+@pytest.mark.parametrize("model_type", VISION)
+def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
+    model = _model(model_type)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(pixel_values=x).last_hidden_state
+        for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4)):
+            torch.testing.assert_close(arhf.convert(model, plan)(pixel_values=x).last_hidden_state, ref,
+                                       rtol=0, atol=atol, msg=f"{model_type} {plan}")
+        assert arhf.convert(model, "mha,share,reuse,skip")(pixel_values=x).last_hidden_state.shape == ref.shape
+
+
+def test_distilbert_through_the_jobs(tmp_path, capsys, text_file):
+    """A DistilBERT directory as a user has one (its tokenizer gives no token_type_ids): convert,
+    distil, evaluate, export to ONNX Runtime."""
+    from attnreuse.cli import main
+
+    directory = tmp_path / "tiny-distilbert"
+    _model("distilbert").save_pretrained(directory)
+    tok = tiny_tokenizer(tmp_path)
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    tok.save_pretrained(directory)
+    conv = tmp_path / "conv"
+    assert main(["hf", "convert", "--model", str(directory), "--plan", "mha,share,reuse,taylor", "--text", str(text_file),
+                 "--output", str(conv)]) == 0
+    run = tmp_path / "run"
+    assert main(["hf", "distill", "--teacher", str(directory), "--init", str(conv), "--text", str(text_file),
+                 "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--output", str(run)]) == 0
+    assert main(["hf", "eval", "--teacher", str(directory), str(conv), str(run), "--text", str(text_file), "--no-speed"]) == 0
+    assert main(["hf", "export", str(run), "--output", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "plan mha,share,reuse,taylor: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
