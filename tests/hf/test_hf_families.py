@@ -9,6 +9,7 @@ import torch
 
 import attnreuse.hf as arhf
 from attnreuse.hf.hosts import HOSTS, max_tokens
+from attnreuse.hf.images import image_tokens
 
 from hfutil import WORDS, sentences, tiny_tokenizer
 
@@ -66,6 +67,7 @@ def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         ref = model(pixel_values=x).last_hidden_state
+        assert ref.shape[1] == image_tokens(model.config)  # the length the jobs cost and time at
         for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4)):
             torch.testing.assert_close(arhf.convert(model, plan)(pixel_values=x).last_hidden_state, ref,
                                        rtol=0, atol=atol, msg=f"{model_type} {plan}")

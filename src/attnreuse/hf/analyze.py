@@ -33,10 +33,10 @@ MAP_BUDGET_BYTES = 2 << 30
 def _batch_size(model: nn.Module, batch_size: int, max_length: int) -> int:
     """At most `batch_size` items, fewer where their maps would pass MAP_BUDGET_BYTES (the longest
     sequence: `max_length`, or a Whisper encoder's fixed max_source_positions)."""
-    from attnreuse.hf.audio import fixed_frames
+    from attnreuse.hf.hosts import fixed_length
 
     config = model.config
-    n = fixed_frames(config) or max_length
+    n = fixed_length(config) or max_length
     per_item = 3 * config.num_hidden_layers * config.num_attention_heads * n * n * 4
     return max(1, min(batch_size, MAP_BUDGET_BYTES // per_item))
 

@@ -20,8 +20,10 @@ from attnreuse._cli_args import add_config_args, config_from_args, csv_list
 
 # `hf eval`'s speed test; None on the command line, so a value given with --no-speed can be refused
 SPEED_DEFAULTS = {"rounds": 10, "repeats": 30, "threads": 2}
-TEXT_HELP = ("'stdlib' (built-in: the docstrings of Python's standard library) or a UTF-8 file, one text per line; "
-             "speech models (wav2vec2, HuBERT) read the built-in synthetic clips instead (leave it out)")
+TEXT_HELP = ("the data (--data is the same flag): text models: 'stdlib' (built-in: the docstrings of Python's standard "
+             "library) or a UTF-8 file, one text per line; vision models (ViT, DeiT, DINOv2, ...): 'digits' (built-in, "
+             "the default) or a directory of images; speech models (wav2vec2, HuBERT, Whisper) read the built-in "
+             "synthetic clips (leave it out)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = jobs.add_parser("analyze", help="map similarity across heads and layers, heatmaps, a suggested plan")
     a.add_argument("--model", required=True, help="the original transformers model directory")
-    a.add_argument("--text", default="stdlib", help=TEXT_HELP)
+    a.add_argument("--text", "--data", dest="text", default="stdlib", help=TEXT_HELP)
     a.add_argument("--texts", type=int, default=64, help="held-out texts to measure on")
     a.add_argument("--tokens", type=int, default=None,
                    help="sequence length the MAC budget is costed at (default 512, or a text model's positions if fewer; "
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = jobs.add_parser("convert", help="retrofit a model to an attention plan (zero-shot)")
     c.add_argument("--model", required=True, help="the original transformers model directory")
     c.add_argument("--plan", required=True, help=f"one kind, or one per layer comma-separated: {kinds_summary()}")
-    c.add_argument("--text", default=None, help=TEXT_HELP + " (for the zero-shot fidelity and --fit-steps)")
+    c.add_argument("--text", "--data", dest="text", default=None, help=TEXT_HELP + " (for the zero-shot fidelity and --fit-steps)")
     c.add_argument("--fit-steps", type=int, default=0, help="teacher-forced layer-wise fitting steps of the new parts "
                    "(attnreuse.hf.fit); 0: the retrofit alone")
     c.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the zero-shot fidelity")
@@ -58,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = jobs.add_parser("distill", help="distil a converted model from the original on unlabeled text")
     d.add_argument("--teacher", required=True, help="the original transformers model directory")
     d.add_argument("--init", required=True, help="the converted model (an `hf convert` output or an `hf distill` run)")
-    d.add_argument("--text", default="stdlib", help=TEXT_HELP)
+    d.add_argument("--text", "--data", dest="text", default="stdlib", help=TEXT_HELP)
     d.add_argument("--output", required=True, help="run directory (checkpoints, metrics.jsonl, summary.json, model/)")
     d.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     d.add_argument("--force", action="store_true", help="replace an existing run in --output")
@@ -71,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = jobs.add_parser("eval", help="fidelity and speed of converted models against the original")
     e.add_argument("candidates", nargs="+", help="converted model directories or distill runs")
     e.add_argument("--teacher", required=True, help="the original transformers model directory")
-    e.add_argument("--text", default="stdlib", help=TEXT_HELP)
+    e.add_argument("--text", "--data", dest="text", default="stdlib", help=TEXT_HELP)
     e.add_argument("--tokens", type=int, default=None,
                    help="sequence length of the speed test (default 512, or a text model's positions if fewer; "
                    "Whisper: its max_source_positions, the one it takes)")

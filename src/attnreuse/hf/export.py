@@ -2,9 +2,10 @@
 
 Inputs `input_ids`, `attention_mask` [B, N] (int64) for text models, `input_values` (float32),
 `attention_mask` [B, L] (int64, sample mask) for wav2vec2-style speech models, `input_features`
-[B, mel bins, 2P] (float32) alone for Whisper (its encoder reads no mask); batch dynamic, and the length too except for Whisper (its
-encoder takes exactly 2 x max_source_positions mel frames); output `last_hidden_state` [B, N, C]
-(N frames for speech). Exported with the TorchScript-based exporter on the "dense"
+[B, mel bins, 2P] (float32) alone for Whisper (its encoder reads no mask), `pixel_values`
+[B, 3, S, S] (float32) alone for vision models; batch dynamic, and the length too except for
+Whisper (its encoder takes exactly 2 x max_source_positions mel frames) and images; output
+`last_hidden_state` [B, N, C] (N frames for speech, patches and prefix tokens for images). Exported with the TorchScript-based exporter on the "dense"
 attention backend (one matmul-softmax-matmul per map, no Python tile loop in the graph). The file is
 written atomically and only when ONNX Runtime agrees with PyTorch on padded text: the largest
 difference relative to the largest |output| (real positions) must be at most `rtol`.
@@ -41,19 +42,22 @@ __all__ = ["HFExportResult", "OrtEncoder", "export_encoder", "input_names", "int
 OUTPUT = "last_hidden_state"
 
 
-_FIRST = ("input_values", "input_features", "input_ids")
+_FIRST = ("input_values", "input_features", "input_ids", "pixel_values")
+_UNMASKED = ("input_features", "pixel_values")  # inputs of one fixed length: no mask in the graph
 
 
 def input_names(batch: dict) -> tuple[str, ...]:
     """The graph's inputs for `batch`: input_ids or input_values, then attention_mask; Whisper's
-    input_features alone (its encoder does not read a mask, so the exported graph has none)."""
+    input_features alone (its encoder does not read a mask, so the exported graph has none), and
+    a vision encoder's pixel_values alone (every image makes the same tokens)."""
     first = next(k for k in _FIRST if k in batch)
-    return (first,) if first == "input_features" else (first, "attention_mask")
+    return (first,) if first in _UNMASKED else (first, "attention_mask")
 
 
 def _dynamic_axes(names: tuple[str, ...]) -> dict:
-    """Batch dynamic everywhere; length too, but for Whisper's fixed mel input (and its output)."""
-    if names[0] == "input_features":
+    """Batch dynamic everywhere; length too, but for fixed-length inputs (Whisper's mel frames,
+    images) and their outputs."""
+    if names[0] in _UNMASKED:
         return {name: {0: "batch"} for name in (*names, OUTPUT)}
     length = "samples" if names[0] == "input_values" else "tokens"
     return {**{name: {0: "batch", 1: length} for name in names}, OUTPUT: {0: "batch", 1: "tokens"}}
@@ -76,7 +80,7 @@ class HFExportResult:
 
 
 class _Encoder(nn.Module):
-    """(input_ids / input_values / input_features, attention_mask) -> last_hidden_state: the graph's
+    """(input_ids / input_values / input_features / pixel_values, attention_mask) -> last_hidden_state: the graph's
     signature, without dict outputs."""
 
     def __init__(self, model: nn.Module, first: str = "input_ids") -> None:
@@ -175,8 +179,11 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
     with atomic_path(path) as tmp:
         with torch.no_grad(), exporting(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, args, str(tmp), input_names=list(names), output_names=[OUTPUT],
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+            try:
+                torch.onnx.export(wrapper, args, str(tmp), input_names=list(names), output_names=[OUTPUT],
+                                  dynamic_axes=axes, opset_version=opset, dynamo=False)
+            except torch.onnx.errors.OnnxExporterError as err:  # an operator ONNX has no form for
+                raise ValueError(f"{type(model).__name__} cannot be exported to ONNX: {str(err).splitlines()[0]}") from None
         fused = fuse_file(tmp, fused_attention) if fused_attention is not None else 0
         session = ort_encoder_session(tmp, threads=threads)
         got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])

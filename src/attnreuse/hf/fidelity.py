@@ -25,7 +25,9 @@ def batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
 def real_positions(model: nn.Module, batch: dict, length: int) -> Tensor:
     """[B, length]: 1 where the hidden states of `batch` are real: the tokenizer's mask for text;
     for waveforms, the frames the model's conv feature encoder makes of each clip's real samples
-    (Whisper: of its real mel frames, `attnreuse.hf.audio.frame_mask`)."""
+    (Whisper: of its real mel frames, `attnreuse.hf.audio.frame_mask`); for images, every token."""
+    if "pixel_values" in batch:  # every image makes the same tokens, all real
+        return torch.ones(batch["pixel_values"].shape[0], length, dtype=torch.long)
     if "input_values" in batch or "input_features" in batch:
         from attnreuse.hf.audio import frame_mask
 
@@ -48,7 +50,8 @@ def embed(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32
     from attnreuse.hf.hosts import length_limit
 
     max_length = length_limit(model.config, max_length)  # a text longer than the model's positions is cut there
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    sized = all(hasattr(t, "__len__") for t in texts)  # texts and clips; image paths all make one length
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sized else list(range(len(texts)))
     pooled, logits = [], []
     for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):
         out = model(**batch, output_hidden_states=True)

@@ -14,7 +14,8 @@ from torch import nn
 
 from attnreuse.plan import SourceAttention
 
-__all__ = ["HOSTS", "SUPPORTED", "Host", "host_for", "length_limit", "max_tokens"]
+__all__ = ["HOSTS", "SUPPORTED", "SPEECH_INPUTS", "VISION_INPUTS", "Host", "fixed_length", "host_for", "length_limit",
+           "max_tokens"]
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,7 @@ class Host:
     model_class: str | None = None
     model_hint: str = ""
     # The model's main input: "input_ids" (text, tokenizer), "input_values" (raw waveform),
-    # "input_features" (log-mel frames of a waveform, Whisper), or one the hf jobs do not batch
-    # ("pixel_values"; convert those in Python).
+    # "input_features" (log-mel frames of a waveform, Whisper), "pixel_values" (images).
     inputs: str = "input_ids"
 
     def check_model(self, model: nn.Module) -> None:
@@ -88,6 +88,21 @@ HOSTS = (
 )
 SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
 SPEECH_INPUTS = ("input_values", "input_features")  # the hosts whose data is waveforms (`attnreuse.hf.audio`)
+VISION_INPUTS = ("pixel_values",)  # the hosts whose data is images (`attnreuse.hf.images`)
+
+
+def fixed_length(config) -> int | None:
+    """The one sequence length an encoder of `config` runs on: a Whisper encoder's
+    max_source_positions frames, a vision encoder's patches and prefix tokens; None where it takes
+    any (text up to its positions, raw waveforms)."""
+    inputs = host_for(config).inputs
+    if inputs in VISION_INPUTS:
+        from attnreuse.hf.images import image_tokens
+
+        return image_tokens(config)
+    from attnreuse.hf.audio import fixed_frames
+
+    return fixed_frames(config)
 
 
 def modeling_class(model_type: str, name: str):

@@ -57,18 +57,24 @@ FIDELITY_TEXTS = 11
 
 
 def _enough(config, data: tuple[list, list], text: str, need: int, held_out: bool, what: str, instead: str = "") -> None:
-    """Raise ValueError naming --text (a speech model's clips) unless `data` (train, held-out) has
-    `need` held-out (or training) items."""
+    """Raise ValueError naming --text / --data (the built-in clips or images) unless `data`
+    (train, held-out) has `need` held-out (or training) items."""
+    from attnreuse.hf.hosts import VISION_INPUTS, host_for
     from attnreuse.hf.source import data_name
 
     have = len(data[1] if held_out else data[0])
     if have < need:
         name = data_name(config, text)
-        source, items = (f"--text {text}", "texts") if name == text else (f"the built-in {name} clips", "clips")
-        rule = "(crc32(text) % 10 == 0)" if name == text else "(every tenth)"
+        if host_for(config).inputs in VISION_INPUTS:
+            source = f"--data {name}" if name == text else f"the built-in {name} images"
+            items, rule, more = "images", "(every tenth)", "a directory with more images" if name == text else "less"
+        elif name == text:
+            source, items, rule, more = f"--text {text}", "texts", "(crc32(text) % 10 == 0)", "a file with more lines"
+        else:
+            source, items, rule, more = f"the built-in {name} clips", "clips", "(every tenth)", "less"
         part = f"are held out {rule}" if held_out else "are left for training"
         raise ValueError(f"{source}: {have} of the {len(data[0]) + len(data[1])} {items} {part} and {what} needs "
-                         f"{need}; give {'a file with more lines' if name == text else 'less'}{instead}")
+                         f"{need}; give {more}{instead}")
 
 
 def _not_an_input(output: str, *inputs: tuple[str, str]) -> None:
@@ -311,7 +317,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
 def export_job(model_dir: str, output: str, *, force: bool = False, max_length: int = 64,
                fused_attention: str | None = None, int8: bool = False, min_cosine: float = 0.98) -> dict:
     from attnreuse.hf.export import export_encoder
-    from attnreuse.hf.hosts import SPEECH_INPUTS, host_for
+    from attnreuse.hf.hosts import SPEECH_INPUTS, VISION_INPUTS, host_for
     from attnreuse.hf.text import stdlib_docstrings
     from attnreuse.onnx_fuse import FUSED_OPS
 
@@ -333,6 +339,10 @@ def export_job(model_dir: str, output: str, *, force: bool = False, max_length: 
         from attnreuse.hf.audio import synthetic_clips
 
         texts = synthetic_clips(model.config, 8, seed=1)  # clips of several lengths: the check runs with padding
+    elif host_for(model.config).inputs in VISION_INPUTS:
+        from attnreuse.hf.images import BUILTIN, load_images
+
+        texts = load_images(BUILTIN)[:8]
     else:
         texts = stdlib_docstrings(limit=8)  # real text of several lengths, so the check runs with padding
     batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from attnreuse.hf.hosts import SPEECH_INPUTS, host_for, modeling_class
+from attnreuse.hf.hosts import SPEECH_INPUTS, VISION_INPUTS, host_for, modeling_class
 
 __all__ = ["data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
@@ -82,6 +82,8 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
     return model.eval(), config
 
 
+DEFAULT_DATA = "stdlib"  # --data's default: the built-in data of the model's kind (text: the stdlib's docstrings)
+
 # The files a text family's tokenizer is read from (fast tokenizer, WordPiece, BPE, SentencePiece).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
 
@@ -100,17 +102,19 @@ def load_tokenizer(directory: str | os.PathLike):
 
 
 def load_preprocessor(directory: str | os.PathLike, config):
-    """What batches a job's data for the model of `config`: the directory's tokenizer (text models)
-    or a waveform batcher (speech models: `attnreuse.hf.audio`)."""
+    """What batches a job's data for the model of `config`: the directory's tokenizer (text models),
+    a waveform batcher (speech models: `attnreuse.hf.audio`) or an image batcher (vision models:
+    `attnreuse.hf.images`)."""
     host = host_for(config)
-    if host.inputs == "input_ids":
-        return load_tokenizer(directory)
     if host.inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import load_batcher
 
         return load_batcher(directory, config)
-    raise ValueError(f"{config.model_type} models take {host.inputs}; the hf jobs run text (input_ids) and speech "
-                     "(input_values, input_features) models: convert this one in Python (attnreuse.hf.convert)")
+    if host.inputs in VISION_INPUTS:
+        from attnreuse.hf.images import load_image_batcher
+
+        return load_image_batcher(directory, config)
+    return load_tokenizer(directory)
 
 
 def data_name(config, text: str) -> str:
@@ -119,12 +123,22 @@ def data_name(config, text: str) -> str:
         from attnreuse.hf.audio import BUILTIN
 
         return BUILTIN
+    if host_for(config).inputs in VISION_INPUTS:
+        from attnreuse.hf.images import BUILTIN
+
+        return BUILTIN if text == DEFAULT_DATA else text
     return text
 
 
 def load_data(config, text: str) -> tuple[list, list]:
     """(train, held-out) data for the model of `config`: texts (`--text`: 'stdlib' or a file) for
-    text models; the built-in synthetic clips for speech models (`--text` left at its default)."""
+    text models; the built-in synthetic clips for speech models (`--text` left at its default);
+    images for vision models (`--data`, the same flag: 'digits', built in and read for the
+    default, or a directory)."""
+    if host_for(config).inputs in VISION_INPUTS:
+        from attnreuse.hf.images import load_images, split_images
+
+        return split_images(load_images(data_name(config, text)))
     if host_for(config).inputs in SPEECH_INPUTS:
         from attnreuse.hf.audio import BUILTIN, split_clips, synthetic_clips
 

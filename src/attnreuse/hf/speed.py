@@ -34,9 +34,14 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     for Whisper random log-mel features [batch, num_mel_bins, 2 * tokens], where tokens must be
     the encoder's max_source_positions (its one input length)."""
     from attnreuse.hf.audio import fixed_frames, mel_frames
-    from attnreuse.hf.hosts import host_for
+    from attnreuse.hf.hosts import VISION_INPUTS, host_for
 
     check_tokens(config, tokens)
+    if host_for(config).inputs in VISION_INPUTS:
+        from attnreuse.hf.images import _pair
+
+        g = torch.Generator().manual_seed(seed)
+        return {"pixel_values": torch.randn(batch, config.num_channels, *_pair(config.image_size), generator=g)}
     fixed = fixed_frames(config)
     if fixed is not None:
         g = torch.Generator().manual_seed(seed)
@@ -58,15 +63,15 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
 def check_tokens(config, tokens: int) -> None:
     """Raise ValueError naming --tokens unless a model of `config` takes `tokens` frames or tokens:
     a positive int, at most a text model's positions, exactly a Whisper encoder's max_source_positions."""
-    from attnreuse.hf.audio import fixed_frames
-    from attnreuse.hf.hosts import max_tokens
+    from attnreuse.hf.hosts import fixed_length, max_tokens
 
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"--tokens must be a positive int, got {tokens!r}")
-    fixed = fixed_frames(config)
+    fixed = fixed_length(config)
     if fixed is not None and tokens != fixed:
-        raise ValueError(f"--tokens {tokens}: a Whisper encoder takes exactly max_source_positions = "
-                         f"{fixed} frames (leave --tokens out, or give that)")
+        what = (f"a Whisper encoder takes exactly max_source_positions = {fixed} frames" if config.model_type == "whisper"
+                else f"a {config.model_type} encoder at image_size {config.image_size} runs on exactly {fixed} tokens")
+        raise ValueError(f"--tokens {tokens}: {what} (leave --tokens out, or give that)")
     limit = max_tokens(config)
     if limit is not None and tokens > limit:
         raise ValueError(f"--tokens {tokens} exceeds the {limit} positions the {config.model_type} model takes")
@@ -79,10 +84,9 @@ def default_tokens(config, tokens: int | None, default: int = 512) -> int:
     if tokens is not None:
         check_tokens(config, tokens)
         return tokens
-    from attnreuse.hf.audio import fixed_frames
-    from attnreuse.hf.hosts import length_limit
+    from attnreuse.hf.hosts import fixed_length, length_limit
 
-    fixed = fixed_frames(config)
+    fixed = fixed_length(config)
     return length_limit(config, default) if fixed is None else fixed
 
 
