@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "ImageBatcher", "image_tokens", "load_image_batcher", "load_images",
+__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "ImageBatcher", "image_hw", "image_tokens", "load_image_batcher", "load_images",
            "split_images"]
 
 BUILTIN = "digits"
@@ -31,9 +31,14 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def image_hw(config) -> tuple[int, int]:
+    """(height, width) of the images an encoder of `config` takes (its image_size)."""
+    return _pair(config.image_size)
+
+
 def image_tokens(config) -> int:
     """Tokens the encoder of `config` runs on for one image: its patches, a class token, registers."""
-    (h, w), (ph, pw) = _pair(config.image_size), _pair(config.patch_size)
+    (h, w), (ph, pw) = image_hw(config), _pair(config.patch_size)
     patches = (h // ph) * (w // pw)
     prefix = _PREFIX_TOKENS.get(config.model_type, 1)
     return patches + prefix + int(getattr(config, "num_register_tokens", 0) or 0)
@@ -63,13 +68,13 @@ class ImageBatcher:
         from transformers import ViTImageProcessor
 
         self.config = config
-        h, w = _pair(config.image_size)
+        h, w = image_hw(config)
         self.processor = processor or ViTImageProcessor(size={"height": h, "width": w})
 
     def __call__(self, images, padding=True, truncation=False, max_length: int | None = None, return_tensors="pt") -> dict:
         out = self.processor(images=[_to_rgb(i) for i in images], return_tensors="pt")
         pixels = out["pixel_values"]
-        size = _pair(self.config.image_size)
+        size = image_hw(self.config)
         if tuple(pixels.shape[-2:]) != size:
             raise ValueError(f"the image processor makes {pixels.shape[-2]} x {pixels.shape[-1]} images; the model "
                              f"takes {size[0]} x {size[1]} (image_size in its config.json)")

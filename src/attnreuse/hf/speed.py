@@ -32,16 +32,17 @@ def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
     """input_ids (random ids above the special tokens) and an all-ones attention_mask, [batch, tokens];
     for speech models a random waveform of the samples that make `tokens` frames, [batch, samples];
     for Whisper random log-mel features [batch, num_mel_bins, 2 * tokens], where tokens must be
-    the encoder's max_source_positions (its one input length)."""
+    the encoder's max_source_positions (its one input length); for vision models random
+    pixel_values [batch, channels, H, W] (tokens: the one length they make, `image_tokens`)."""
     from attnreuse.hf.audio import fixed_frames, mel_frames
     from attnreuse.hf.hosts import VISION_INPUTS, host_for
 
     check_tokens(config, tokens)
     if host_for(config).inputs in VISION_INPUTS:
-        from attnreuse.hf.images import _pair
+        from attnreuse.hf.images import image_hw
 
         g = torch.Generator().manual_seed(seed)
-        return {"pixel_values": torch.randn(batch, config.num_channels, *_pair(config.image_size), generator=g)}
+        return {"pixel_values": torch.randn(batch, config.num_channels, *image_hw(config), generator=g)}
     fixed = fixed_frames(config)
     if fixed is not None:
         g = torch.Generator().manual_seed(seed)
