@@ -32,6 +32,13 @@ def _hf_fused():
     return fused_table(json.loads((ROOT / "docs/measured/hf_minilm_fused_stock_2026-12-01.json").read_text()))
 
 
+def _hf_vit_s():
+    from attnreuse.hf.measured import eval_speed_table
+
+    return eval_speed_table(json.loads((ROOT / "docs/measured/hf_vit_s_random_2026-12-01.json").read_text()),
+                            "ViT-S plan (random weights)")
+
+
 def _hf_int8():
     from attnreuse.hf.measured import int8_table
 
@@ -170,6 +177,7 @@ REBUILT = {
     ("docs/hf.md", "| plan | eager ms |"): _hf_speed,
     ("docs/hf.md", "| model | ORT ms |"): _hf_fused,
     ("docs/hf.md", "| model | float32 fidelity | int8 fidelity |"): _hf_int8,
+    ("docs/hf.md", "| ViT-S plan (random weights) |"): _hf_vit_s,
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
 }
 # (doc, header row) -> why it is not rebuilt here

@@ -2,12 +2,13 @@
 all-MiniLM-L6-v2' from docs/measured/hf_minilm.json (the `hf convert`/`hf distill` summaries under
 "fidelity", the `hf eval --json` records under "speed"), and the fused-export comparison from an
 `hf eval --runtimes ort,ort-fused --json` file (`fused_table`), and the int8 comparison from an
-`hf eval --runtimes ort,ort-int8 --json` file (`int8_table`). A docs test checks the page's tables
+`hf eval --runtimes ort,ort-int8 --json` file (`int8_table`), and any `hf eval --json` file's
+speed rows (`eval_speed_table`). A docs test checks the page's tables
 equal these."""
 
 from __future__ import annotations
 
-__all__ = ["fidelity_table", "fused_table", "int8_table", "plan_label", "speed_table"]
+__all__ = ["eval_speed_table", "fidelity_table", "fused_table", "int8_table", "plan_label", "speed_table"]
 
 # Softmax maps one layer of a plan computes, per kind (the others apply an earlier one, or none).
 _MAPS_PER_LAYER = {"mha": "heads", "reuse": 1}
@@ -106,4 +107,22 @@ def int8_table(records: dict) -> str:
         lines.append(f"| {model if original else label[model]} | {'(the reference)' if original else fid[model]} | "
                      f"{_pair(records['int8_fidelity'][model])} | {plain['latency_ms_median']:.1f} | "
                      f"{q['latency_ms_median']:.1f} | {vs_int8} | {vs_fp32} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def eval_speed_table(records: dict, first: str = "plan") -> str:
+    """Per model of an `hf eval --json` file (rows labelled by plan, `first` heading the column):
+    its MAC ideal, then per runtime the median latency, the paired speed-up over the original
+    [range over rounds] and its share of the MAC ideal."""
+    plans = {model: c["plan"] for model, c in records["candidates"].items()}
+    runtimes = list(dict.fromkeys(r["runtime"] for r in records["speed"]))
+    by = {(r["model"], r["runtime"]): r for r in records["speed"]}
+    head = "".join(f" {rt} ms | {rt} speed-up | of ideal |" for rt in runtimes)
+    lines = [f"| {first} | MAC ideal |{head}", "|---|---|" + "---|---|---|" * len(runtimes)]
+    for model in dict.fromkeys(r["model"] for r in records["speed"]):
+        rows = [by[(model, rt)] for rt in runtimes]
+        original = model == rows[0]["baseline"]
+        cells = "".join(f" {r['latency_ms_median']:.1f} | {_speedup(r)} | {'-' if original else format(r['of_ideal'], '.0%')} |"
+                        for r in rows)
+        lines.append(f"| {model if original else plan_label(plans[model])} | {rows[0]['mac_ideal']:.2f}x |{cells}")
     return "\n".join(lines)
