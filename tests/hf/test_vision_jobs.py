@@ -113,3 +113,24 @@ def test_an_encoder_onnx_cannot_express_fails_in_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "hf", "export", str(tmp_path / "c"), "--output", str(tmp_path / "m.onnx"))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "Dinov2WithRegistersModel cannot be exported to ONNX" in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_resume_takes_the_image_directory_by_any_path(tmp_path, capsys, vit_dir, monkeypatch):
+    """The run recorded a --data directory as typed, so resuming from another working directory
+    (the same images by an absolute path) was refused as other data."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(120):
+        Image.fromarray((torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()).save(
+            images / f"{i:03d}.png")
+    conv = tmp_path / "conv"
+    assert run(capsys, "hf", "convert", "--model", str(vit_dir), "--plan", "reuse", "--no-eval", "--output", str(conv))[0] == 0
+    monkeypatch.chdir(tmp_path)
+    common = ["hf", "distill", "--teacher", str(vit_dir), "--init", str(conv), "--steps", "2", "--batch-size", "8",
+              "--warmup-steps", "1", "--output", str(tmp_path / "run")]
+    assert run(capsys, *common, "--data", "images")[0] == 0
+    monkeypatch.chdir(vit_dir)
+    code, _, err = run(capsys, *common, "--data", str(images), "--resume")
+    assert code == 0, err

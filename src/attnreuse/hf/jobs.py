@@ -215,7 +215,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     _not_an_input(output, ("--teacher", teacher_dir), ("--init", init_dir))
     # the run's teacher, student and data as paths that do not depend on the working directory (--resume compares them)
     inputs = {"teacher_path": str(Path(teacher_dir).resolve()), "init_path": str(Path(init_dir).resolve()),
-              "text_path": str(Path(text).resolve()) if Path(text).is_file() else text}
+              "text_path": str(Path(text).resolve()) if Path(text).exists() else text}
     recorded = {}
     with claim_output(output, force=force, resume=resume) as out:
         if resume:
