@@ -88,7 +88,12 @@ def test_analyze_writes_heatmaps_and_a_plan(tmp_path, capsys, model_dir, text_fi
     assert all(abs(red["layer_map_cosine"][i][i] - 1) < 1e-6 for i in range(4))
     s = record["suggestion"]
     assert s["plan"][0] == "mha" and s["macs"] <= 0.8 * s["mha_macs"]
-    assert {p.name for p in out.glob("*.png")} == {"head_to_mean.png", "layer_map_cosine.png", "output_cka.png"}
+    assert {p.name for p in out.glob("*.png")} == {"head_to_mean.png", "layer_map_cosine.png", "output_cka.png",
+                                                   "frontier.png"}
+    # the trade-off: all-mha first (loss 0), then fewer MACs for more loss; the suggestion is on it
+    front = [(f["macs_fraction"], f["predicted_loss"]) for f in s["frontier"]]
+    assert front[0] == (1.0, 0.0) and all(a[0] > b[0] and a[1] < b[1] for a, b in zip(front, front[1:]))
+    assert (s["macs"] / s["mha_macs"], s["predicted_loss"]) in front
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The exact plan search against enumerating every plan, and the case the old greedy search missed."""
 
+import itertools
 import random
 
 import pytest
@@ -58,3 +59,22 @@ def test_search_is_fast_at_the_depth_of_large_encoders():
     score = _random_scores(24, 0)
     found = search_plan(24, KINDS, MACS, score, budget_macs=0.6 * 2400, min_score=0.5)
     assert found.budget_met and len(found.plan) == 24
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_frontier_is_the_enumerated_pareto_set_and_holds_every_budgets_answer(seed):
+    from attnreuse.plan.search import plan_frontier
+
+    depth, score = 5, _random_scores(5, seed)
+    front = plan_frontier(depth, KINDS, MACS, score, min_score=0.5)
+    # every plan, enumerated: the (MACs, loss) points no other plan beats on both
+    points = []
+    for budget in sorted({sum(MACS[k] for k in p) for p in itertools.product(MACS, repeat=depth)}):
+        ref = brute_force_plan(depth, KINDS, MACS, score, budget_macs=budget, min_score=0.5)
+        if ref.budget_met and (not points or round(ref.loss, 9) < points[-1][1]):
+            points.append((ref.macs, round(ref.loss, 9)))
+    assert [(f.macs, round(f.loss, 9)) for f in front] == points[::-1]
+    assert front[0].plan == ("mha",) * depth and front[0].loss == 0
+    assert all(a.macs > b.macs and a.loss < b.loss for a, b in zip(front, front[1:]))
+    for f in front:  # the search within each point's MACs finds that point
+        assert search_plan(depth, KINDS, MACS, score, budget_macs=f.macs, min_score=0.5).macs == f.macs

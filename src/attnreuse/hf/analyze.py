@@ -117,7 +117,8 @@ def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
 def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float, min_score: float = 0.5,
             kinds: tuple[str, ...] = ("share", "reuse")) -> dict:
     """The plan of least predicted loss whose attention MACs are at most `budget` x the all-mha
-    plan's, found exactly by `plan.search.search_plan`. Returns {"plan", "macs", "mha_macs", ...}.
+    plan's, found exactly by `plan.search.search_plan`. Returns {"plan", "macs", "mha_macs", ...,
+    "frontier": every plan no other beats on both attention MACs and predicted loss}.
 
     Scores (a change's predicted loss is 1 - score; each must be at least `min_score`): reuse ->
     mean head_to_mean of the layer; share -> layer_map_cosine with the closest earlier
@@ -125,7 +126,7 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
     plan the scores allow meets the budget, the cheapest one is returned with `over_budget` saying
     why (None when the plan is within the budget).
     """
-    from attnreuse.plan.search import search_plan
+    from attnreuse.plan.search import plan_frontier, search_plan
 
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget!r}")
@@ -149,5 +150,9 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
     if not found.budget_met:
         over = ("every layer but the first is changed already" if "mha" not in plan[1:]
                 else f"no plan whose changes each score at least --min-score {min_score} reaches it")
+    # the whole MAC-loss trade-off, for choosing another budget without measuring again
+    frontier = [{"plan": list(f.plan), "macs_fraction": f.macs / full, "predicted_loss": f.loss}
+                for f in plan_frontier(L, kinds, macs, score, min_score=min_score)]
     return {"plan": plan, "macs": found.macs, "mha_macs": full, "budget": budget, "tokens": tokens,
-            "changes": chosen, "predicted_loss": found.loss, "layer_macs": macs, "over_budget": over}
+            "changes": chosen, "predicted_loss": found.loss, "layer_macs": macs, "over_budget": over,
+            "frontier": frontier}

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Whisper: its max_source_positions)")
     a.add_argument("--budget", type=float, default=0.67, help="attention MACs of the plan as a fraction of all-mha")
     a.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
-    a.add_argument("--output", required=True, help="directory for analysis.json and the heatmaps")
+    a.add_argument("--output", required=True, help="directory for analysis.json, the heatmaps and frontier.png")
     a.add_argument("--force", action="store_true", help="replace an existing --output")
     a.set_defaults(func=_analyze)
 

@@ -111,6 +111,29 @@ def _stem(model) -> list[torch.Tensor]:
     return [t.detach() for t in stem.state_dict().values()]
 
 
+def _frontier_plot(path: Path, suggestion: dict) -> None:
+    """Predicted loss against attention MACs of every frontier plan, the suggestion marked; the steps
+    read as the least loss any budget on the x axis allows (the next frontier plan within it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = suggestion["frontier"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.step([f["macs_fraction"] for f in front], [f["predicted_loss"] for f in front], where="pre", marker="o", ms=3)
+    ax.plot([suggestion["macs"] / suggestion["mha_macs"]], [suggestion["predicted_loss"]], "r*", ms=12, label="suggested")
+    ax.axvline(suggestion["budget"], color="grey", ls="--", lw=1, label="--budget")
+    ax.set(xlabel="attention MACs (fraction of all-mha)", ylabel="predicted loss (summed 1 - score)",
+           title=f"plans no other beats on both ({suggestion['tokens']} tokens)")
+    ax.invert_xaxis()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: str) -> None:
     import matplotlib
 
@@ -158,6 +181,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
         _heatmap(out / "output_cka.png", red.output_cka, "attention-output CKA between layers", "layer", "layer")
+        _frontier_plot(out / "frontier.png", plan)
         atomic_write_json(out / "analysis.json", record)
     return record
 

@@ -7,8 +7,9 @@ CKA); its predicted loss is 1 - score. Among the plans whose changes each score 
 budget, exactly: dynamic programming over the layers, with the state the index of the latest layer
 that computes a softmax map (which map a "share" applies, so its score, depends on it) and, per
 state, the Pareto front of (MACs, loss). Where no plan meets the budget it returns the cheapest one
-the scores allow. `brute_force_plan` enumerates every plan: the reference the search is tested
-against on small depths.
+the scores allow. `plan_frontier` lists every plan that no other beats on both MACs and loss (the
+trade-off a budget picks from). `brute_force_plan` enumerates every plan: the reference the search
+is tested against on small depths.
 
 Scores are pairwise measurements; the accuracy of the combined plan is a prediction to check.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from attnreuse.plan.registry import get_kind
 
-__all__ = ["PlanSearch", "brute_force_plan", "search_plan"]
+__all__ = ["PlanSearch", "brute_force_plan", "plan_frontier", "search_plan"]
 
 # score(layer, kind, map_source) -> the change's score, or None where the change is not allowed;
 # map_source: the nearest earlier map-computing layer (None where there is none).
@@ -63,6 +64,26 @@ def search_plan(depth: int, kinds: Sequence[str], macs: dict[str, int], score: S
     """The least-loss plan of `depth` layers within `budget_macs` (see the module docstring).
 
     kinds: the changes a layer may take; macs: one layer's MACs per kind (`base` included)."""
+    return _pick(_finals(depth, kinds, macs, score, budget_macs, min_score, base))
+
+
+def plan_frontier(depth: int, kinds: Sequence[str], macs: dict[str, int], score: ScoreFn, *, min_score: float,
+                  base: str = "mha") -> list[PlanSearch]:
+    """Every plan no other beats on both MACs and loss, from the all-`base` plan (most MACs, loss
+    0) down to the cheapest the scores allow: the MAC-loss trade-off a budget picks a point of
+    (`search_plan` within a budget: the frontier's most expensive point within it, its least loss).
+    Every point's `budget_met` is True (no budget applies)."""
+    finals = sorted(_finals(depth, kinds, macs, score, math.inf, min_score, base), key=lambda f: (f.macs, f.loss, f.plan))
+    front, best = [], math.inf
+    for f in finals:
+        if round(f.loss, 9) < best:
+            front.append(f)
+            best = round(f.loss, 9)
+    return front[::-1]
+
+
+def _finals(depth, kinds, macs, score, budget_macs, min_score, base) -> list[PlanSearch]:
+    """The dynamic programme's surviving plans (module docstring): a Pareto front per map source."""
     # state: latest map-computing layer -> {macs: (loss, plan, scores)}, pruned to a Pareto front
     states: dict[int | None, dict[int, tuple[float, tuple[str, ...], tuple]]] = {None: {0: (0.0, (), ())}}
     for i in range(depth):
@@ -79,9 +100,8 @@ def search_plan(depth: int, kinds: Sequence[str], macs: dict[str, int], score: S
                     if c not in cell or lo < cell[c][0]:
                         cell[c] = (lo, (*plan, kind), (*scores, s))
         states = {src: _pareto(cell) for src, cell in nxt.items()}
-    finals = [PlanSearch(plan, c, lo, scores, c <= budget_macs)
-              for front in states.values() for c, (lo, plan, scores) in front.items()]
-    return _pick(finals)
+    return [PlanSearch(plan, c, lo, scores, c <= budget_macs)
+            for front in states.values() for c, (lo, plan, scores) in front.items()]
 
 
 def _pareto(cell: dict[int, tuple]) -> dict[int, tuple]:
