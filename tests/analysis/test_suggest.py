@@ -42,6 +42,9 @@ def test_suggestion_takes_the_most_similar_changes_until_the_budget():
     assert loose["plan"] == ["mha", "mha", "share", "skip"] and loose["budget_met"]
     assert [c["layer"] for c in loose["changes"]] == [2, 3]
     assert loose["macs"] == plan_macs(g, loose["plan"]) and 0.1 <= loose["predicted_saving"] < 0.12
+    front = {tuple(f["plan"]): f["macs_fraction"] for f in loose["frontier"]}
+    assert next(iter(front)) == ("mha",) * 4 and front[("mha",) * 4] == 1.0
+    assert front[tuple(loose["plan"])] == pytest.approx(loose["macs"] / loose["baseline_macs"])  # the suggestion is on it
     strict = suggest_plan(g, heads, map_cos, cka, budget=0.5, min_score=0.92)
     assert strict["plan"] == ["mha", "mha", "share", "mha"] and not strict["budget_met"]
     with pytest.raises(ValueError, match="budget must be a fraction"):

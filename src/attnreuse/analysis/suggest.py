@@ -115,7 +115,7 @@ def suggest_plan(
 
     head_cos: per layer [H, H] head cosines (None: no map); map_cos, output_cka: [L, L].
     """
-    from attnreuse.plan.search import search_plan
+    from attnreuse.plan.search import plan_frontier, search_plan
 
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget must be a fraction of the baseline MACs in (0, 1], got {budget!r}")
@@ -146,6 +146,9 @@ def suggest_plan(
         "plan": plan, "budget": budget, "min_score": min_score, "baseline_macs": base, "macs": macs_total,
         "predicted_saving": 1.0 - macs_total / base, "budget_met": found.budget_met, "changes": changes,
         "predicted_loss": found.loss, "geometry": asdict(g),
+        # the whole MAC-loss trade-off (whole-model MACs), for another budget without measuring again
+        "frontier": [{"plan": list(f.plan), "macs_fraction": (f.macs + fixed) / base, "predicted_loss": f.loss}
+                     for f in plan_frontier(g.depth, kinds, macs, score, min_score=min_score)],
     }
 
 
