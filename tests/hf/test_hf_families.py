@@ -94,3 +94,50 @@ def test_distilbert_through_the_jobs(tmp_path, capsys, text_file):
     assert main(["hf", "export", str(run), "--output", str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
     assert "plan mha,share,reuse,taylor: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
+
+
+def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_path):
+    """MPNet adds a per-head relative-position bias to every layer's scores: mha keeps it exact on
+    the tiled backend too; G maps take the mean bias of the heads each serves."""
+    from attnreuse.hf.modules import PlanAttention, PlanState
+    from attnreuse.layers.token_attention import MapSelfAttention
+    from attnreuse.ops import use_backend
+    from attnreuse.plan import LayerSpec
+
+    model = _model("mpnet")
+    batch = tiny_tokenizer(tmp_path)(sentences(4), padding=True, return_tensors="pt")
+    batch.pop("token_type_ids")
+    real = batch["attention_mask"].bool()
+    with torch.no_grad(), use_backend("tiled"):
+        out = arhf.convert(model, "mha")(**batch).last_hidden_state
+    with torch.no_grad():
+        torch.testing.assert_close(out[real], model(**batch).last_hidden_state[real], rtol=0, atol=1e-5)
+    layer = PlanAttention(MapSelfAttention(8, 4, qk_heads=2), LayerSpec("reuse", 2), 0, None, False, PlanState(),
+                          score_bias=(0, "position_bias"))
+    position = torch.randn(1, 4, 3, 3)
+    mask = torch.tensor([0.0, 0.0, -1e9]).view(1, 1, 1, 3)
+    got = layer._with_score_bias(mask, (position,), {})
+    torch.testing.assert_close(got, mask + position.view(1, 2, 2, 3, 3).mean(2))
+    assert layer._with_score_bias(mask, (), {"position_bias": position}).shape == (1, 2, 3, 3)
+
+
+def test_mpnet_through_the_jobs_against_its_eager_original(tmp_path, capsys, text_file):
+    """MPNet has no SDPA path in transformers: the original loads, and is timed, on eager attention."""
+    import json
+
+    from attnreuse.cli import main
+
+    directory = tmp_path / "tiny-mpnet"
+    _model("mpnet").save_pretrained(directory)
+    tok = tiny_tokenizer(tmp_path)
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    tok.save_pretrained(directory)
+    conv = tmp_path / "conv"
+    assert main(["hf", "convert", "--model", str(directory), "--plan", "mha", "--text", str(text_file),
+                 "--output", str(conv)]) == 0
+    assert "zero-shot cosine 1.0000" in capsys.readouterr().out
+    assert main(["hf", "eval", "--teacher", str(directory), str(conv), "--text", str(text_file), "--tokens", "16",
+                 "--rounds", "2", "--repeats", "2", "--threads", "1", "--json", str(tmp_path / "e.json")]) == 0
+    speed = json.loads((tmp_path / "e.json").read_text())["speed"]
+    assert {s["model"] for s in speed} == {"original (eager)", str(conv)}
+    assert all(s["baseline"] == "original (eager)" for s in speed)

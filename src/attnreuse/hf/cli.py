@@ -161,7 +161,7 @@ def _eval(args) -> int:
     if r["speed"]:
         int8 = any("speedup_vs_baseline_fp32" in s for s in r["speed"])
         extra = " vs the original's float32 ORT export |" if int8 else ""
-        print(f"| model | runtime | ms (median) | speed-up vs sdpa [range] | MAC ideal | of ideal |{extra}  "
+        print(f"| model | runtime | ms (median) | speed-up vs the original [range] | MAC ideal | of ideal |{extra}  "
               f"({r['speed'][0]['tokens']} tokens, batch 1; speed-ups paired within each runtime)")
         for s in r["speed"]:
             fp32 = (f" {s['speedup_vs_baseline_fp32']:.2f}x [{s['speedup_vs_baseline_fp32_min']:.2f}-"

@@ -67,7 +67,7 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
         core.to(device=module.get_parameter(f"{host.qkv[0]}.weight").device,
                 dtype=module.get_parameter(f"{host.qkv[0]}.weight").dtype)
         out_proj = getattr(module, host.out_proj) if host.out_proj else None
-        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj)
+        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias)
         setattr(parent, attr, layer.train(module.training))  # the mode of the layer it replaces (dropout)
     setattr(model.config, PLAN_KEY, [str(s) for s in specs])
     model.config._attn_implementation = interface.register()
@@ -139,7 +139,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
     if plan is None:
         raise ValueError(f"{directory} holds no attnreuse plan ({PLAN_KEY} missing from config.json); load it with transformers")
     interface.register()
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = host_for(config).attn_implementation  # what the model is built on; convert replaces it
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
     cls = modeling_class(config.model_type, arch) or transformers.AutoModel
     delattr(config, PLAN_KEY)

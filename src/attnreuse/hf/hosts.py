@@ -33,6 +33,12 @@ class Host:
     # The model's main input: "input_ids" (text, tokenizer), "input_values" (raw waveform),
     # "input_features" (log-mel frames of a waveform, Whisper), "pixel_values" (images).
     inputs: str = "input_ids"
+    # An additive per-head score bias [B, H, N, N] the model hands every layer's attention, as
+    # (index among the arguments after the mask, keyword name): MPNet's relative-position bias.
+    score_bias: tuple[int, str] | None = None
+    # How the original runs (the baseline of every comparison): PyTorch's fused SDPA where the
+    # family has it, else transformers' eager attention (MPNet's only one).
+    attn_implementation: str = "sdpa"
 
     def check_model(self, model: nn.Module) -> None:
         """Raise if `model` is not the class this host converts (when it names one)."""
@@ -67,6 +73,10 @@ HOSTS = (
     # checked exact against it in tests/hf/test_hf_families.py)
     Host("bert", ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "ernie",
                   "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert"), "SelfAttention", ("query", "key", "value")),
+    # MPNet (all-mpnet-base-v2): `q`/`k`/`v`/`o` in one module, and the encoder's relative-position
+    # bias added to every layer's scores (`PlanAttention` passes it to the kinds that form scores)
+    Host("mpnet", ("mpnet",), "MPNetSelfAttention", ("q", "k", "v"), out_proj="o", score_bias=(0, "position_bias"),
+         attn_implementation="eager"),
     # DistilBERT: its attention module owns `out_lin`; scores use `scaling` (head_dim^-0.5)
     Host("distilbert", ("distilbert",), "DistilBertSelfAttention", ("q_lin", "k_lin", "v_lin"), out_proj="out_lin"),
     Host("vit", ("vit", "deit", "dinov2", "dinov2_with_registers", "ijepa", "vit_msn"), "Attention",
@@ -125,7 +135,8 @@ def modeling_class(model_type: str, name: str):
 
 # Text models whose position ids start after the padding index (RoBERTa's embeddings): they take
 # max_position_embeddings - pad_token_id - 1 tokens.
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl")
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl",
+                     "mpnet")
 
 
 def max_tokens(config) -> int | None:

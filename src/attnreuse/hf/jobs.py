@@ -318,9 +318,10 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     reference = embed(teacher, tok, held)
     rows = {name: {"plan": m.config.attnreuse_plan, "fidelity": fidelity(m, reference, tok, held)} for name, m in models.items()}
     speed_records, int8 = [], {}
+    original = f"original ({teacher.config._attn_implementation})"  # "sdpa" but where the family has only eager
     with tempfile.TemporaryDirectory() as work:
         if speed:
-            speed_records = measure_speed({"original (sdpa)": teacher, **models}, "original (sdpa)", teacher.config,
+            speed_records = measure_speed({original: teacher, **models}, original, teacher.config,
                                           tokens=tokens, runtimes=runtimes, rounds=rounds,
                                           repeats=repeats, threads=threads, workdir=work)
         if "ort-int8" in runtimes:  # what the int8 graphs keep (the ones timed), on the held-out texts or clips
@@ -329,7 +330,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
 
             int8 = {name: int8_fidelity(m, reference, tok, held, work, threads=threads,
                                         exported=export_path(work, name, int8=True) if speed else None)
-                    for name, m in {"original (sdpa)": teacher, **models}.items()}
+                    for name, m in {original: teacher, **models}.items()}
     record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if int8:
         record["int8_fidelity"] = int8

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from attnreuse.hf.interface import as_bias
-from attnreuse.layers.token_attention import key_mask_from_bias
+from attnreuse.layers.token_attention import MapSelfAttention, key_mask_from_bias
 from attnreuse.plan import LayerSpec, get_kind
 
 __all__ = ["PlanAttention", "PlanState"]
@@ -37,10 +37,12 @@ class PlanAttention(nn.Module):
     """
 
     def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
-                 emit_map: bool, state: PlanState, out_proj: nn.Module | None = None) -> None:
+                 emit_map: bool, state: PlanState, out_proj: nn.Module | None = None,
+                 score_bias: tuple[int, str] | None = None) -> None:
         super().__init__()
         self.core = core
         self.out_proj = out_proj
+        self.score_bias = score_bias
         self.spec = spec
         self.kind = get_kind(spec.kind)
         self.index = index
@@ -58,6 +60,8 @@ class PlanAttention(nn.Module):
             state.clear()
         bias = as_bias(attention_mask, hidden_states.dtype)
         key_mask = key_mask_from_bias(bias, hidden_states.shape[1]) if bias is not None else None
+        if self.score_bias is not None:
+            bias = self._with_score_bias(bias, args, kwargs)
         attn_map = state.maps.get(self.map_source) if self.map_source is not None else None
         out, new_map = self.kind.run(self.core, hidden_states, bias, key_mask, attn_map, state.previous, self.emit_map)
         if new_map is not None:
@@ -66,3 +70,17 @@ class PlanAttention(nn.Module):
         if self.out_proj is not None:
             out = self.out_proj(out)
         return out, None
+
+    def _with_score_bias(self, bias: Tensor | None, args: tuple, kwargs: dict) -> Tensor | None:
+        """The padding bias plus the host's per-head score bias [B, H, N, N] (MPNet's relative
+        positions), for a core that forms its maps from scores: each of its G maps takes the mean
+        bias of the H / G heads it serves (G = H: each head's own). Kinds that apply an earlier map
+        (share: its bias is in that map), skip and linear or pooled attention take the padding alone."""
+        index, name = self.score_bias
+        extra = args[index] if len(args) > index else kwargs.get(name)
+        if extra is None or not isinstance(self.core, MapSelfAttention):
+            return bias
+        G, H = self.core.qk_heads, extra.shape[1]
+        if G != H:
+            extra = extra.unflatten(1, (G, H // G)).mean(2)
+        return extra if bias is None else bias + extra

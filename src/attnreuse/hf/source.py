@@ -36,8 +36,9 @@ def load_config(directory: str | os.PathLike):
         raise ValueError(f"{path}/config.json is not a config transformers can read: {str(err).splitlines()[0]}") from None
 
 
-def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdpa"):
-    """(model, config) from a local directory; the model in eval mode, float32.
+def load_source(directory: str | os.PathLike, *, attn_implementation: str | None = None):
+    """(model, config) from a local directory; the model in eval mode, float32, on
+    `attn_implementation` (default: the host's, "sdpa" where the family has it).
 
     A supported encoder architecture (`attnreuse.hf.hosts.SUPPORTED`) is required, and weights for
     every tensor the encoder's outputs depend on (transformers would fill a missing one at random).
@@ -55,6 +56,7 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str = "sdp
         raise ValueError(f"{directory} is a converted model (plan {','.join(plan)}); give the original transformers "
                          f"directory{' ' + config.attnreuse_source if getattr(config, 'attnreuse_source', None) else ''}")
     host = host_for(config)
+    attn_implementation = attn_implementation or host.attn_implementation
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = AutoModel
     if host.model_class is not None and arch == host.model_class:
