@@ -141,3 +141,11 @@ def test_mpnet_through_the_jobs_against_its_eager_original(tmp_path, capsys, tex
     speed = json.loads((tmp_path / "e.json").read_text())["speed"]
     assert {s["model"] for s in speed} == {"original (eager)", str(conv)}
     assert all(s["baseline"] == "original (eager)" for s in speed)
+
+
+def test_a_clip_model_points_at_its_image_tower():
+    """A whole CLIPModel (text tower causal, vision tower not) is refused with the class that loads
+    the supported tower; before, it read 'must be a transformers PreTrainedModel'."""
+    config = transformers.CLIPConfig(text_config=dict(SIZES), vision_config=dict(SIZES, image_size=16, patch_size=4))
+    with pytest.raises(ValueError, match="model_type 'clip' is not supported .its image tower is: CLIPVisionModel"):
+        arhf.convert(transformers.CLIPModel(config), "mha")

@@ -47,8 +47,11 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
     Phi starts untrained (fit it with `attnreuse.hf.fit` or distillation).
     """
     config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "num_attention_heads"):
+    if config is None:
         raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+    if not hasattr(config, "num_attention_heads"):  # a composite (CLIPModel: text and vision towers) or no encoder
+        host_for(config)  # names the supported model types when this one is not among them
+        raise TypeError(f"a {type(model).__name__} config has no num_attention_heads: convert its encoder")
     if plan_of(model) is not None:
         raise ValueError(f"model already follows plan {plan_of(model)}; convert the original model")
     host = host_for(config)

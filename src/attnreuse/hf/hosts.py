@@ -81,6 +81,12 @@ HOSTS = (
     Host("distilbert", ("distilbert",), "DistilBertSelfAttention", ("q_lin", "k_lin", "v_lin"), out_proj="out_lin"),
     Host("vit", ("vit", "deit", "dinov2", "dinov2_with_registers", "ijepa", "vit_msn"), "Attention",
          ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", inputs="pixel_values"),
+    # CLIP's and SigLIP's image towers saved on their own (`CLIPVisionModel`, `SiglipVisionModel`);
+    # SigLIP's pooling head holds an nn.MultiheadAttention that is not a layer: the suffix is exact
+    Host("clip", ("clip_vision_model",), "CLIPAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
+         inputs="pixel_values"),
+    Host("siglip", ("siglip_vision_model",), "SiglipAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
+         inputs="pixel_values"),
     # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
     # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
@@ -163,4 +169,11 @@ def host_for(config) -> Host:
             if getattr(config, "is_decoder", False):
                 raise ValueError(f"{model_type} configured as a decoder (is_decoder=True): attnreuse hosts encoders only")
             return host
-    raise ValueError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")
+    hint = _TOWERS.get(model_type)
+    hint = f" ({hint})" if hint else ""
+    raise ValueError(f"model_type {model_type!r} is not supported{hint}; supported: {', '.join(SUPPORTED)}")
+
+
+# Composite models whose image tower is supported on its own
+_TOWERS = {"clip": "its image tower is: CLIPVisionModel.from_pretrained(DIR) loads it alone",
+           "siglip": "its image tower is: SiglipVisionModel.from_pretrained(DIR) loads it alone"}

@@ -22,9 +22,9 @@ __all__ = ["BUILTIN", "IMAGE_SUFFIXES", "ImageBatcher", "image_hw", "image_token
 BUILTIN = "digits"
 HELD_OUT_EVERY = 10
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
-# Tokens before the patches where they are not one class token: none (I-JEPA), a class and a
+# Tokens before the patches where they are not one class token: none (I-JEPA, SigLIP), a class and a
 # distillation token (DeiT); DINOv2-with-registers adds its `num_register_tokens` to its class token.
-_PREFIX_TOKENS = {"ijepa": 0, "deit": 2}
+_PREFIX_TOKENS = {"ijepa": 0, "siglip_vision_model": 0, "deit": 2}
 
 
 def _pair(v) -> tuple[int, int]:
