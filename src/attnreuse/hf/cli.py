@@ -9,7 +9,8 @@
 DIR is a local `transformers` model directory (config.json, weights, tokenizer); nothing is downloaded.
 Speech encoders (wav2vec2, HuBERT: raw waveforms; Whisper's encoder: log-mel frames, padded to its
 one input length) read seeded synthetic clips (`attnreuse.hf.audio`), and `--tokens` /
-`--max-length` count encoder frames.
+`--max-length` count encoder frames. Vision encoders (ViT, DeiT, DINOv2, CLIP / SigLIP image towers)
+read `--data digits` (built in) or a directory of images (`attnreuse.hf.images`).
 """
 
 from __future__ import annotations

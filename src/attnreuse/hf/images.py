@@ -1,4 +1,5 @@
-"""Image data for the vision hosts in the hf jobs (ViT, DeiT, DINOv2, I-JEPA, ViT-MSN encoders).
+"""Image data for the vision hosts in the hf jobs (ViT, DeiT, DINOv2, I-JEPA, ViT-MSN encoders and
+CLIP's and SigLIP's image towers).
 
 - `ImageBatcher`: batches images through the model directory's own `transformers` image processor
   (its preprocessor_config.json: resize, crop, rescale, normalise), else a `ViTImageProcessor` at

@@ -33,7 +33,8 @@ class PlanAttention(nn.Module):
     broadcastable to [B, 1, N, N]) -> (output [B, N, C], None).
 
     `core`: the kind's module (`Kind.retrofit`); `out_proj`: the host's output projection when the
-    replaced module owned one (else None, and the host projects after this module).
+    replaced module owned one (else None, and the host projects after this module); `score_bias`:
+    where the host's call passes a per-head score bias (`Host.score_bias`, MPNet's), else None.
     """
 
     def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
