@@ -1,17 +1,15 @@
 """Every command and snippet in README.md and docs/*.md is executed here.
 
 Python blocks run in one namespace per file, in order. Shell blocks run line by line through the
-installed `attnreuse` command in a temporary directory. A block may be preceded by a marker:
+`attnreuse` command's entry point (`attnreuse.cli.main`, in this process) in a temporary directory. A block may be preceded by a marker:
   <!-- test: run CMD ; CMD -->   run these commands instead (a small configuration of a long job)
   <!-- test: skip REASON -->     not run here; REASON names the test that covers it
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,20 +47,35 @@ def _commands(body: str, marker: str | None) -> list[str]:
     return lines
 
 
-def _run_shell(cmd: str, cwd: Path) -> None:
+def _run_shell(cmd: str, capsys) -> None:
+    """One `attnreuse` command, run in this process through the console script's entry point
+    (`attnreuse.cli.main`): a subprocess paid ~6 s of torch and timm imports per command, most of
+    these tests' time. The installed script itself: tests/test_command_line.py."""
+    import torch
+
+    from attnreuse.cli import main
+
     argv = shlex.split(cmd)
     exe = Path(sys.executable).parent / argv[0]
     if argv[0] != "attnreuse" or not exe.exists():
         pytest.fail(f"docs command {cmd!r} is neither an `attnreuse` command nor marked skip/run")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run([str(exe), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{cmd!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    threads = torch.get_num_threads()  # commands with --threads set the process's count
+    capsys.readouterr()
+    try:
+        code = main(argv[1:])
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capsys.readouterr()
+    assert code == 0, f"{cmd!r} failed ({code}):\n{out[-2000:]}\n{err[-4000:]}"
 
 
 @pytest.mark.parametrize("doc", _doc_ids())
-def test_doc_runs(doc, tmp_path, monkeypatch):
+def test_doc_runs(doc, tmp_path, monkeypatch, capsys):
     path = ROOT / doc
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace: dict = {"__name__": f"docs:{doc}"}
     ran = 0
     for lang, body, marker in _blocks(path):
@@ -74,7 +87,7 @@ def test_doc_runs(doc, tmp_path, monkeypatch):
             ran += 1
         elif lang in SHELL_LANGS:
             for cmd in _commands(body, marker):
-                _run_shell(cmd, tmp_path)
+                _run_shell(cmd, capsys)
                 ran += 1
     runnable = [b for b in _blocks(path) if not (b[2] or "").startswith("skip") and (b[0] == "python" or b[0] in SHELL_LANGS)]
     assert ran > 0 or not runnable, f"{doc}: no block ran"
