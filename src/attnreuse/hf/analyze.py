@@ -22,7 +22,9 @@ from attnreuse.hf.fidelity import batches, real_positions
 from attnreuse.hf.hosts import host_for, length_limit
 from attnreuse.plan import LayerSpec, SourceAttention, get_kind
 
-__all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "layer_macs", "suggest"]
+__all__ = ["MAP_BUDGET_BYTES", "SCORED_KINDS", "Redundancy", "capture", "layer_macs", "suggest"]
+
+SCORED_KINDS = ("share", "reuse", "skip")  # the kinds a measured similarity scores (`suggest`)
 
 # Bytes of maps one batch may hold: every layer's [B, H, N, N] maps, their masked copies and the
 # cosines' temporaries (about three times the maps). Text batches stay far below it; a Whisper

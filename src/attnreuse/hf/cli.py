@@ -19,6 +19,7 @@ import argparse
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list
 
+SUGGESTED_KINDS = ("share", "reuse")  # `hf analyze --kinds`' default
 # `hf eval`'s speed test; None on the command line, so a value given with --no-speed can be refused
 SPEED_DEFAULTS = {"rounds": 10, "repeats": 30, "threads": 2}
 TEXT_HELP = ("the data (--data is the same flag): text models: 'stdlib' (built-in: the docstrings of Python's standard "
@@ -43,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Whisper: its max_source_positions)")
     a.add_argument("--budget", type=float, default=0.67, help="attention MACs of the plan as a fraction of all-mha")
     a.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
+    a.add_argument("--kinds", type=csv_list, default=SUGGESTED_KINDS,
+                   help="comma-separated: the changes the plan search may make, of share (same-head map cosine with "
+                   "the map it applies), reuse (head maps' cosine with their layer's mean) and skip (SkipAt: output "
+                   f"CKA with the previous layer); default {','.join(SUGGESTED_KINDS)}")
     a.add_argument("--output", required=True, help="directory for analysis.json, the heatmaps and frontier.png")
     a.add_argument("--force", action="store_true", help="replace an existing --output")
     a.set_defaults(func=_analyze)
@@ -111,7 +116,7 @@ def _analyze(args) -> int:
     from attnreuse.hf.jobs import analyze_job
 
     r = analyze_job(args.model, args.output, text=args.text, texts=args.texts, tokens=args.tokens,
-                    budget=args.budget, min_score=args.min_score, force=args.force)
+                    budget=args.budget, min_score=args.min_score, kinds=args.kinds, force=args.force)
     red, s = r["redundancy"], r["suggestion"]
     per_layer = [sum(row) / len(row) for row in red["head_to_mean"]]
     print("head-to-layer-mean map cosine by layer: " + " ".join(f"{v:.2f}" for v in per_layer))

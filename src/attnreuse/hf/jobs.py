@@ -155,8 +155,9 @@ def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: 
 
 
 def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int = 64, tokens: int | None = None,
-                budget: float = 0.67, min_score: float = 0.5, force: bool = False) -> dict:
-    from attnreuse.hf.analyze import capture, suggest
+                budget: float = 0.67, min_score: float = 0.5, kinds: tuple[str, ...] = ("share", "reuse"),
+                force: bool = False) -> dict:
+    from attnreuse.hf.analyze import SCORED_KINDS, capture, suggest
     from attnreuse.hf.hosts import host_for
     from attnreuse.hf.source import data_name, load_data
     from attnreuse.hf.speed import default_tokens
@@ -167,6 +168,10 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget}")
     if not min_score <= 1:  # nan too: no score compares >= nan, so every layer stayed mha
         raise ValueError(f"--min-score must be a number <= 1 (the scores are map cosines and CKA, at most 1), got {min_score}")
+    unknown = [k for k in kinds if k not in SCORED_KINDS]
+    if unknown or not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"--kinds must name each of {', '.join(SCORED_KINDS)} at most once (the kinds a similarity "
+                         f"scores), got {','.join(kinds)!r}")
     _not_an_input(output, ("--model", model_dir))
     with claim_output(output, force=force) as out:
         model, tok = _model_and_tokenizer(model_dir)
@@ -176,7 +181,7 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         red = capture(model, tok, data[1][:texts])
         host = host_for(model.config)
         src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
-        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score)
+        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score, kinds=tuple(kinds))
         record = {"model": str(model_dir), "text": data_name(model.config, text), "redundancy": red.to_json(), "suggestion": plan}
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
