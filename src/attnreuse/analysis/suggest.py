@@ -115,7 +115,7 @@ def suggest_plan(
 
     head_cos: per layer [H, H] head cosines (None: no map); map_cos, output_cka: [L, L].
     """
-    from attnreuse.plan.search import plan_frontier, search_plan
+    from attnreuse.plan.search import plan_frontier, within
 
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget must be a fraction of the baseline MACs in (0, 1], got {budget!r}")
@@ -134,7 +134,8 @@ def suggest_plan(
         return float((c.sum() - c.diagonal().sum()) / (g.heads * (g.heads - 1)))
 
     fixed = base - g.depth * macs["mha"]  # patch embedding and classifier
-    found = search_plan(g.depth, kinds, macs, score, budget_macs=budget * base - fixed, min_score=min_score)
+    front = plan_frontier(g.depth, kinds, macs, score, min_score=min_score)
+    found = within(front, budget * base - fixed)
     plan = list(found.plan)
     changes = [
         {"layer": i, "kind": k, "score": round(s, 4), "because": _because(plan, i, k),
@@ -148,7 +149,7 @@ def suggest_plan(
         "predicted_loss": found.loss, "geometry": asdict(g),
         # the whole MAC-loss trade-off (whole-model MACs), for another budget without measuring again
         "frontier": [{"plan": list(f.plan), "macs_fraction": (f.macs + fixed) / base, "predicted_loss": f.loss}
-                     for f in plan_frontier(g.depth, kinds, macs, score, min_score=min_score)],
+                     for f in front],
     }
 
 

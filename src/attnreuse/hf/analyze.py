@@ -119,7 +119,7 @@ def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
 def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float, min_score: float = 0.5,
             kinds: tuple[str, ...] = ("share", "reuse")) -> dict:
     """The plan of least predicted loss whose attention MACs are at most `budget` x the all-mha
-    plan's, found exactly by `plan.search.search_plan`. Returns {"plan", "macs", "mha_macs", ...,
+    plan's, found exactly (`plan.search`: the frontier, and the point the budget picks). Returns {"plan", "macs", "mha_macs", ...,
     "frontier": every plan no other beats on both attention MACs and predicted loss}.
 
     Scores (a change's predicted loss is 1 - score; each must be at least `min_score`): reuse ->
@@ -128,7 +128,7 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
     plan the scores allow meets the budget, the cheapest one is returned with `over_budget` saying
     why (None when the plan is within the budget).
     """
-    from attnreuse.plan.search import plan_frontier, search_plan
+    from attnreuse.plan.search import plan_frontier, within
 
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget!r}")
@@ -145,7 +145,8 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
         return float(red.output_cka[i, i - 1])
 
     full = L * macs["mha"]
-    found = search_plan(L, kinds, macs, score, budget_macs=budget * full, min_score=min_score)
+    front = plan_frontier(L, kinds, macs, score, min_score=min_score)  # the whole trade-off, recorded below
+    found = within(front, budget * full)
     plan = list(found.plan)
     chosen = [{"layer": i, "kind": k, "score": s} for i, (k, s) in enumerate(zip(plan, found.scores)) if s is not None]
     over = None
@@ -153,8 +154,7 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
         over = ("every layer but the first is changed already" if "mha" not in plan[1:]
                 else f"no plan whose changes each score at least --min-score {min_score} reaches it")
     # the whole MAC-loss trade-off, for choosing another budget without measuring again
-    frontier = [{"plan": list(f.plan), "macs_fraction": f.macs / full, "predicted_loss": f.loss}
-                for f in plan_frontier(L, kinds, macs, score, min_score=min_score)]
+    frontier = [{"plan": list(f.plan), "macs_fraction": f.macs / full, "predicted_loss": f.loss} for f in front]
     return {"plan": plan, "macs": found.macs, "mha_macs": full, "budget": budget, "tokens": tokens,
             "changes": chosen, "predicted_loss": found.loss, "layer_macs": macs, "over_budget": over,
             "frontier": frontier}

@@ -19,11 +19,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from attnreuse.plan.registry import get_kind
 
-__all__ = ["PlanSearch", "brute_force_plan", "plan_frontier", "search_plan"]
+__all__ = ["PlanSearch", "brute_force_plan", "plan_frontier", "search_plan", "within"]
 
 # score(layer, kind, map_source) -> the change's score, or None where the change is not allowed;
 # map_source: the nearest earlier map-computing layer (None where there is none).
@@ -64,16 +64,15 @@ def search_plan(depth: int, kinds: Sequence[str], macs: dict[str, int], score: S
     """The least-loss plan of `depth` layers within `budget_macs` (see the module docstring).
 
     kinds: the changes a layer may take; macs: one layer's MACs per kind (`base` included)."""
-    return _pick(_finals(depth, kinds, macs, score, budget_macs, min_score, base))
+    return within(plan_frontier(depth, kinds, macs, score, min_score=min_score, base=base), budget_macs)
 
 
 def plan_frontier(depth: int, kinds: Sequence[str], macs: dict[str, int], score: ScoreFn, *, min_score: float,
                   base: str = "mha") -> list[PlanSearch]:
     """Every plan no other beats on both MACs and loss, from the all-`base` plan (most MACs, loss
     0) down to the cheapest the scores allow: the MAC-loss trade-off a budget picks a point of
-    (`search_plan` within a budget: the frontier's most expensive point within it, its least loss).
-    Every point's `budget_met` is True (no budget applies)."""
-    finals = sorted(_finals(depth, kinds, macs, score, math.inf, min_score, base), key=lambda f: (f.macs, f.loss, f.plan))
+    (`within`). Every point's `budget_met` is True (no budget applies)."""
+    finals = sorted(_finals(depth, kinds, macs, score, min_score, base), key=lambda f: (f.macs, f.loss, f.plan))
     front, best = [], math.inf
     for f in finals:
         if round(f.loss, 9) < best:
@@ -82,7 +81,14 @@ def plan_frontier(depth: int, kinds: Sequence[str], macs: dict[str, int], score:
     return front[::-1]
 
 
-def _finals(depth, kinds, macs, score, budget_macs, min_score, base) -> list[PlanSearch]:
+def within(front: list[PlanSearch], budget_macs: float) -> PlanSearch:
+    """The plan a budget picks from a `plan_frontier`: its most expensive point within `budget_macs`
+    (the least loss there), else its cheapest point, `budget_met` False."""
+    fits = [f for f in front if f.macs <= budget_macs]
+    return replace(fits[0] if fits else front[-1], budget_met=bool(fits))
+
+
+def _finals(depth, kinds, macs, score, min_score, base) -> list[PlanSearch]:
     """The dynamic programme's surviving plans (module docstring): a Pareto front per map source."""
     # state: latest map-computing layer -> {macs: (loss, plan, scores)}, pruned to a Pareto front
     states: dict[int | None, dict[int, tuple[float, tuple[str, ...], tuple]]] = {None: {0: (0.0, (), ())}}
@@ -100,8 +106,7 @@ def _finals(depth, kinds, macs, score, budget_macs, min_score, base) -> list[Pla
                     if c not in cell or lo < cell[c][0]:
                         cell[c] = (lo, (*plan, kind), (*scores, s))
         states = {src: _pareto(cell) for src, cell in nxt.items()}
-    return [PlanSearch(plan, c, lo, scores, c <= budget_macs)
-            for front in states.values() for c, (lo, plan, scores) in front.items()]
+    return [PlanSearch(plan, c, lo, scores, True) for front in states.values() for c, (lo, plan, scores) in front.items()]
 
 
 def _pareto(cell: dict[int, tuple]) -> dict[int, tuple]:
