@@ -18,13 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnreuse.hf.config import SUGGESTED_KINDS
 from attnreuse.hf.fidelity import batches, real_positions
 from attnreuse.hf.hosts import host_for, length_limit
 from attnreuse.plan import LayerSpec, SourceAttention, get_kind
 
-__all__ = ["MAP_BUDGET_BYTES", "SCORED_KINDS", "Redundancy", "capture", "layer_macs", "suggest"]
-
-SCORED_KINDS = ("share", "reuse", "skip")  # the kinds a measured similarity scores (`suggest`)
+__all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "layer_macs", "suggest"]
 
 # Bytes of maps one batch may hold: every layer's [B, H, N, N] maps, their masked copies and the
 # cosines' temporaries (about three times the maps). Text batches stay far below it; a Whisper
@@ -117,7 +116,7 @@ def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
 
 
 def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float, min_score: float = 0.5,
-            kinds: tuple[str, ...] = ("share", "reuse")) -> dict:
+            kinds: tuple[str, ...] = SUGGESTED_KINDS) -> dict:
     """The plan of least predicted loss whose attention MACs are at most `budget` x the all-mha
     plan's, found exactly (`plan.search`: the frontier, and the point the budget picks). Returns {"plan", "macs", "mha_macs", ...,
     "frontier": every plan no other beats on both attention MACs and predicted loss}.

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list
+from attnreuse.hf.config import EVAL_TIMING, SUGGESTED_KINDS
 
-SUGGESTED_KINDS = ("share", "reuse")  # `hf analyze --kinds`' default
-# `hf eval`'s speed test; None on the command line, so a value given with --no-speed can be refused
-SPEED_DEFAULTS = {"rounds": 10, "repeats": 30, "threads": 2}
 TEXT_HELP = ("the data (--data is the same flag): text models: 'stdlib' (built-in: the docstrings of Python's standard "
              "library) or a UTF-8 file, one text per line; vision models (ViT, DeiT, DINOv2, ...): 'digits' (built-in, "
              "the default) or a directory of images; speech models (wav2vec2, HuBERT, Whisper) read the built-in "
@@ -85,10 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "Whisper: its max_source_positions, the one it takes)")
     e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention), "
                    "ort-int8 (the dynamic int8 export of `hf export --int8`)")
-    e.add_argument("--rounds", type=int, default=None, help=f"interleaved timing rounds (default {SPEED_DEFAULTS['rounds']})")
+    e.add_argument("--rounds", type=int, default=None, help=f"interleaved timing rounds (default {EVAL_TIMING['rounds']})")
     e.add_argument("--repeats", type=int, default=None,
-                   help=f"timed calls per model, over all rounds (default {SPEED_DEFAULTS['repeats']})")
-    e.add_argument("--threads", type=int, default=None, help=f"torch threads (default {SPEED_DEFAULTS['threads']})")
+                   help=f"timed calls per model, over all rounds (default {EVAL_TIMING['repeats']})")
+    e.add_argument("--threads", type=int, default=None, help=f"torch threads (default {EVAL_TIMING['threads']})")
     e.add_argument("--no-speed", dest="speed", action="store_false", help="fidelity only")
     e.add_argument("--json", dest="json_path", help="write the records here")
     e.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -152,12 +150,13 @@ def _distill(args) -> int:
 def _eval(args) -> int:
     from attnreuse.hf.jobs import eval_job
 
-    timing = {k: getattr(args, k) for k in SPEED_DEFAULTS}
-    given = [f"--{k}" for k in ("tokens", *SPEED_DEFAULTS) if getattr(args, k) is not None]
+    # the timing flags default to None, so a value given with --no-speed can be refused
+    timing = {k: getattr(args, k) for k in EVAL_TIMING}
+    given = [f"--{k}" for k in ("tokens", *EVAL_TIMING) if getattr(args, k) is not None]
     if not args.speed and given:
         raise ValueError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} the speed test, which --no-speed "
                          "skips; give one or the other")
-    timing = {k: SPEED_DEFAULTS[k] if v is None else v for k, v in timing.items()}
+    timing = {k: EVAL_TIMING[k] if v is None else v for k, v in timing.items()}
     r = eval_job(args.teacher, args.candidates, text=args.text, tokens=args.tokens, runtimes=args.runtimes,
                  speed=args.speed, json_path=args.json_path, force=args.force, **timing)
     for name, row in r["candidates"].items():

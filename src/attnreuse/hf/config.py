@@ -6,7 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["DistillConfig"]
+__all__ = ["EVAL_TIMING", "SCORED_KINDS", "SUGGESTED_KINDS", "DistillConfig"]
+
+# `hf eval`'s speed test: interleaved rounds, timed calls per model over all rounds, torch threads
+EVAL_TIMING = {"rounds": 10, "repeats": 30, "threads": 2}
+SCORED_KINDS = ("share", "reuse", "skip")  # the kinds a measured similarity scores (`hf.analyze.suggest`)
+SUGGESTED_KINDS = ("share", "reuse")  # the ones `hf analyze` searches unless --kinds says otherwise
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 
 from attnreuse._io import atomic_path, atomic_write_json, check_creatable, new_output_file
 from attnreuse._rundir import claim_output
+from attnreuse.hf.config import EVAL_TIMING, SCORED_KINDS, SUGGESTED_KINDS
 
 __all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
 
@@ -155,9 +156,9 @@ def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: 
 
 
 def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int = 64, tokens: int | None = None,
-                budget: float = 0.67, min_score: float = 0.5, kinds: tuple[str, ...] = ("share", "reuse"),
+                budget: float = 0.67, min_score: float = 0.5, kinds: tuple[str, ...] = SUGGESTED_KINDS,
                 force: bool = False) -> dict:
-    from attnreuse.hf.analyze import SCORED_KINDS, capture, suggest
+    from attnreuse.hf.analyze import capture, suggest
     from attnreuse.hf.hosts import host_for
     from attnreuse.hf.source import data_name, load_data
     from attnreuse.hf.speed import default_tokens
@@ -286,7 +287,8 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
 
 
 def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", tokens: int | None = None,
-             runtimes: tuple[str, ...] = ("eager",), rounds: int = 10, repeats: int = 30, threads: int = 2,
+             runtimes: tuple[str, ...] = ("eager",), rounds: int = EVAL_TIMING["rounds"],
+             repeats: int = EVAL_TIMING["repeats"], threads: int = EVAL_TIMING["threads"],
              speed: bool = True, json_path: str | None = None, force: bool = False) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.source import data_name, load_data
