@@ -15,6 +15,7 @@ CLIP's and SigLIP's image towers).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["BUILTIN", "IMAGE_SUFFIXES", "ImageBatcher", "image_hw", "image_tokens", "load_image_batcher", "load_images",
@@ -45,17 +46,26 @@ def image_tokens(config) -> int:
     return patches + prefix + int(getattr(config, "num_register_tokens", 0) or 0)
 
 
+@contextmanager
+def _opened(path):
+    """PIL's image at `path`, read lazily; a file that is none, or whose data breaks off, is named."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            yield im
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
+
+
 def _to_rgb(item):
     """An image item (a path, a PIL image, or an [H, W] / [H, W, 3] uint8 array) -> a PIL RGB image."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(item, (str, Path)):
-        try:
-            with Image.open(item) as im:
-                return im.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise ValueError(f"{item}: not a readable image ({str(err).splitlines()[0]})") from None
+        with _opened(item) as im:
+            return im.convert("RGB")
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     return Image.fromarray(np.asarray(item, dtype=np.uint8)).convert("RGB")
@@ -116,18 +126,9 @@ def load_images(data: str) -> list:
     if not found:
         raise ValueError(f"--data {data}: no images below it ({', '.join(IMAGE_SUFFIXES)})")
     for p in found:  # each header read now (not decoded): a file that is no image is named before any work
-        _header(p)
-    return found
-
-
-def _header(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path):
+        with _opened(p):
             pass
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable image ({str(err).splitlines()[0]})") from None
+    return found
 
 
 def split_images(images: list) -> tuple[list, list]:

@@ -129,6 +129,12 @@ def _frontier_plot(path: Path, suggestion: dict) -> None:
            title=f"plans no other beats on both ({suggestion['tokens']} tokens)")
     ax.invert_xaxis()
     ax.legend(fontsize=8)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -149,10 +155,7 @@ def _heatmap(path: Path, matrix: torch.Tensor, title: str, xlabel: str, ylabel: 
     ax.set_xticks(range(matrix.shape[1]))
     ax.set_yticks(range(matrix.shape[0]))
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int = 64, tokens: int | None = None,
