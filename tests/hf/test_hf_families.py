@@ -35,6 +35,23 @@ def _model(model_type: str):
     return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw)).eval()
 
 
+def _text_batch(tmp_path, n: int = 4):
+    """Padded tokenised sentences, without token_type_ids (not every family takes them)."""
+    batch = tiny_tokenizer(tmp_path)(sentences(n), padding=True, return_tensors="pt")
+    batch.pop("token_type_ids")
+    return batch
+
+
+def _saved(model_type: str, tmp_path):
+    """A saved tiny model of `model_type` with a tokenizer that, as its family's own, gives no token_type_ids."""
+    directory = tmp_path / f"tiny-{model_type}"
+    _model(model_type).save_pretrained(directory)
+    tok = tiny_tokenizer(tmp_path)
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    tok.save_pretrained(directory)
+    return directory
+
+
 def test_the_families_are_the_hosts_families():
     assert {"bert", "roberta", "distilbert", "ernie", "xlm-roberta-xl"} <= set(TEXT)
     assert {"vit", "deit", "dinov2"} <= set(VISION)
@@ -43,8 +60,7 @@ def test_the_families_are_the_hosts_families():
 @pytest.mark.parametrize("model_type", TEXT)
 def test_text_family_mha_and_reuse_per_head_are_exact(tmp_path, model_type):
     model = _model(model_type)
-    batch = tiny_tokenizer(tmp_path)(sentences(4), padding=True, return_tensors="pt")
-    batch.pop("token_type_ids")  # not every family takes them
+    batch = _text_batch(tmp_path)
     assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
     real = batch["attention_mask"].bool()
     with torch.no_grad():
@@ -79,11 +95,7 @@ def test_distilbert_through_the_jobs(tmp_path, capsys, text_file):
     distil, evaluate, export to ONNX Runtime."""
     from attnreuse.cli import main
 
-    directory = tmp_path / "tiny-distilbert"
-    _model("distilbert").save_pretrained(directory)
-    tok = tiny_tokenizer(tmp_path)
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    tok.save_pretrained(directory)
+    directory = _saved("distilbert", tmp_path)
     conv = tmp_path / "conv"
     assert main(["hf", "convert", "--model", str(directory), "--plan", "mha,share,reuse,taylor", "--text", str(text_file),
                  "--output", str(conv)]) == 0
@@ -105,8 +117,7 @@ def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_pat
     from attnreuse.plan import LayerSpec
 
     model = _model("mpnet")
-    batch = tiny_tokenizer(tmp_path)(sentences(4), padding=True, return_tensors="pt")
-    batch.pop("token_type_ids")
+    batch = _text_batch(tmp_path)
     real = batch["attention_mask"].bool()
     with torch.no_grad(), use_backend("tiled"):
         out = arhf.convert(model, "mha")(**batch).last_hidden_state
@@ -127,11 +138,7 @@ def test_mpnet_through_the_jobs_against_its_eager_original(tmp_path, capsys, tex
 
     from attnreuse.cli import main
 
-    directory = tmp_path / "tiny-mpnet"
-    _model("mpnet").save_pretrained(directory)
-    tok = tiny_tokenizer(tmp_path)
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    tok.save_pretrained(directory)
+    directory = _saved("mpnet", tmp_path)
     conv = tmp_path / "conv"
     assert main(["hf", "convert", "--model", str(directory), "--plan", "mha", "--text", str(text_file),
                  "--output", str(conv)]) == 0
