@@ -505,3 +505,21 @@ def test_flags_of_a_skipped_step_are_refused(tmp_path, capsys, model_dir, text_f
     assert main(["hf", "convert", "--model", str(model_dir), "--plan", "mha", "--no-eval", "--fit-steps", "1",
                  "--text", str(text_file), "--output", str(out)]) == 0
     assert main(["hf", "eval", "--teacher", str(model_dir), str(out), "--text", str(text_file), "--no-speed"]) == 0
+
+
+def test_convert_has_one_writer(tmp_path, capsys, model_dir, converted):
+    """A second `hf convert` to an --output another one is writing stops at once: the two used to
+    write side by side and the last to finish swept the first's model away (or failed on rename)."""
+    from attnreuse._rundir import staged_output
+
+    target = tmp_path / "busy"
+    with staged_output(target) as staging:  # what a running `hf convert --output busy` holds
+        _fails(capsys, "convert", "--model", model_dir, "--plan", "reuse", "--no-eval", "--output", target,
+               needles=(f"--output {target} is in use by another attnreuse command",))
+        assert not target.exists() and [p for p in tmp_path.iterdir() if p.name.startswith(".busy")] == [staging]
+    with pytest.raises(KeyboardInterrupt):  # so is --force over an earlier conversion (the holder then stops)
+        with staged_output(converted):
+            _fails(capsys, "convert", "--model", model_dir, "--plan", "reuse", "--no-eval", "--output", converted,
+                   "--force", needles=("is in use",))
+            raise KeyboardInterrupt
+    assert json.loads((converted / "config.json").read_text())["attnreuse_plan"] == ["mha", "share", "mha", "share"]

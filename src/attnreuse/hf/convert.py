@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from torch import nn
 
 from attnreuse._io import new_file_mode
+from attnreuse._rundir import staged_output
 from attnreuse.hf import interface
 from attnreuse.hf.hosts import host_for, modeling_class
 from attnreuse.hf.modules import PlanAttention, PlanState
@@ -98,35 +97,34 @@ def check_replaceable(directory: str | os.PathLike, what: str = "") -> None:
 
 def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, overwrite: bool = False) -> Path:
     """Write a converted model to `directory`: config.json (with the plan) and model.safetensors,
-    plus the tokenizer when given. Written to a temporary directory and renamed, so a crash leaves
-    nothing half-written; an existing directory is replaced only with `overwrite=True`, and only
-    when it holds a converted model or nothing (`check_replaceable`)."""
-    from safetensors.torch import save_file
-
-    target = Path(directory)
+    plus the tokenizer when given. Staged beside `directory` and renamed (`staged_output`), so a
+    crash leaves nothing half-written and a concurrent save of the same directory is refused; an
+    existing directory is replaced only with `overwrite=True`, and only when it holds a converted
+    model or nothing (`check_replaceable`)."""
     if plan_of(model) is None:
         raise ValueError("save() takes a converted model (attnreuse.hf.convert); save a plain model with save_pretrained")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
-    check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.config.architectures = [type(model).__name__]  # load() rebuilds this class (as save_pretrained records it)
-        model.config.save_pretrained(tmp)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", PLAN_KEY: json.dumps(plan_of(model))})
-        os.chmod(tmp / WEIGHTS, new_file_mode())  # save_file makes it 0600; it reads like the other files
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        os.chmod(tmp, 0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+    def check(target: Path) -> None:
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+        check_replaceable(target)
+
+    with staged_output(directory, flag="directory", check=check) as staging:
+        write_converted(model, staging, tokenizer=tokenizer)
+    return Path(directory)
+
+
+def write_converted(model: nn.Module, directory: Path, *, tokenizer=None) -> None:
+    """Write a converted model's files into the existing, empty `directory` (`save` stages them)."""
+    from safetensors.torch import save_file
+
+    model.config.architectures = [type(model).__name__]  # load() rebuilds this class (as save_pretrained records it)
+    model.config.save_pretrained(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS), metadata={"format": "pt", PLAN_KEY: json.dumps(plan_of(model))})
+    os.chmod(directory / WEIGHTS, new_file_mode())  # save_file makes it 0600; it reads like the other files
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
 
 
 def load(directory: str | os.PathLike) -> nn.Module:

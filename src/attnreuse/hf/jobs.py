@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from attnreuse._io import atomic_path, atomic_write_json, check_creatable, new_output_file
-from attnreuse._rundir import claim_output
+from attnreuse._rundir import claim_output, staged_output
 from attnreuse.hf.config import EVAL_TIMING, SCORED_KINDS, SUGGESTED_KINDS
 
 __all__ = ["analyze_job", "convert_job", "distill_job", "eval_job", "export_job"]
@@ -197,40 +197,45 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
 
 def convert_job(model_dir: str, plan: str, output: str, *, text: str = "stdlib", evaluate: bool = True,
                 fit_steps: int = 0, force: bool = False) -> dict:
-    from attnreuse.hf.convert import check_replaceable, convert, plan_of, save
+    from attnreuse.hf.convert import check_replaceable, convert, plan_of, write_converted
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.fit import fit_layers
     from attnreuse.hf.source import load_data
 
+    def check(target: Path) -> None:  # before any work, and again before the result replaces --output
+        if target.exists() and not target.is_dir():
+            raise FileExistsError(f"--output {target} is an existing file; give a directory path")
+        if target.exists() and not force:
+            raise FileExistsError(f"--output {target} exists; pass --force to replace it")
+        check_replaceable(target, "--output ")  # --force replaces an earlier conversion, nothing else
+
     target = Path(output)
     _not_an_input(output, ("--model", model_dir))
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"--output {target} is an existing file; give a directory path")
-    if target.exists() and not force:
-        raise FileExistsError(f"--output {target} exists; pass --force to replace it")
-    check_replaceable(target, "--output ")  # --force replaces an earlier conversion, nothing else
+    check(target)
     if isinstance(fit_steps, bool) or not isinstance(fit_steps, int) or fit_steps < 0:
         raise ValueError(f"--fit-steps must be an int >= 0, got {fit_steps!r}")
     check_creatable("--output", target)
-    model, tok = _model_and_tokenizer(model_dir)
-    train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
-    if evaluate:
-        _enough(model.config, (train, held), text, FIDELITY_TEXTS, True, "the fidelity")
-    if fit_steps:
-        _enough(model.config, (train, held), text, 1, False, "--fit-steps")
-    converted = convert(model, plan)
-    record = {"source": str(model_dir), "plan": plan_of(converted), "fit_steps": fit_steps}
-    reference = embed(model, tok, held) if evaluate else None
-    if evaluate and fit_steps:
-        record["fidelity_retrofit"] = fidelity(converted.eval(), reference, tok, held)
-    if fit_steps:
-        losses = fit_layers(converted, model, tok, train, steps=fit_steps)
-        record["fit_loss"] = {"first": losses[0], "last": losses[-1]} if losses else None
-    if evaluate:
-        record["fidelity"] = fidelity(converted.eval(), reference, tok, held)
-    converted.config.attnreuse_source = str(Path(model_dir).resolve())
-    save(converted, target, tokenizer=tok, overwrite=force)
-    atomic_write_json(target / "convert.json", record)
+    # staged beside --output and renamed onto it at the end: one writer, and never a half-written model
+    with staged_output(target, check=check) as staging:
+        model, tok = _model_and_tokenizer(model_dir)
+        train, held = load_data(model.config, text) if evaluate or fit_steps else (None, None)
+        if evaluate:
+            _enough(model.config, (train, held), text, FIDELITY_TEXTS, True, "the fidelity")
+        if fit_steps:
+            _enough(model.config, (train, held), text, 1, False, "--fit-steps")
+        converted = convert(model, plan)
+        record = {"source": str(model_dir), "plan": plan_of(converted), "fit_steps": fit_steps}
+        reference = embed(model, tok, held) if evaluate else None
+        if evaluate and fit_steps:
+            record["fidelity_retrofit"] = fidelity(converted.eval(), reference, tok, held)
+        if fit_steps:
+            losses = fit_layers(converted, model, tok, train, steps=fit_steps)
+            record["fit_loss"] = {"first": losses[0], "last": losses[-1]} if losses else None
+        if evaluate:
+            record["fidelity"] = fidelity(converted.eval(), reference, tok, held)
+        converted.config.attnreuse_source = str(Path(model_dir).resolve())
+        write_converted(converted, staging, tokenizer=tok)
+        atomic_write_json(staging / "convert.json", record)
     return record
 
 
