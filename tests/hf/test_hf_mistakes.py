@@ -523,3 +523,28 @@ def test_convert_has_one_writer(tmp_path, capsys, model_dir, converted):
                    "--force", needles=("is in use",))
             raise KeyboardInterrupt
     assert json.loads((converted / "config.json").read_text())["attnreuse_plan"] == ["mha", "share", "mha", "share"]
+
+
+def test_resume_after_the_text_file_changed_is_refused(tmp_path, capsys, model_dir, text_file, converted):
+    """The same --text path with other lines: the resumed steps would train on other texts."""
+    run = tmp_path / "run"
+    argv = ["distill", "--teacher", model_dir, "--init", converted, "--data", text_file, "--steps", "2",
+            "--batch-size", "8", "--checkpoint-every", "1", "--no-progress", "--output", run]
+    assert main(["hf", *map(str, argv)]) == 0
+    original = text_file.read_text()
+    text_file.write_text(original.replace("a", "b", 1))
+    _fails(capsys, *argv, "--resume", needles=(f"--resume: the data of --data {text_file} changed since the run started",))
+    text_file.write_text(original)
+    assert main(["hf", *map(str, argv), "--resume"]) == 0
+
+
+@pytest.mark.parametrize("typed", ["--text", "--data"])
+def test_errors_name_the_data_flag_as_typed(tmp_path, capsys, model_dir, typed):
+    """--text and --data are one flag; a line about a text file said --text when --data was typed."""
+    missing = tmp_path / "missing.txt"
+    _fails(capsys, "analyze", "--model", model_dir, typed, missing, "--texts", "1", "--output", tmp_path / "a",
+           needles=("--texts must be at least 2",))  # --texts is another flag: not renamed
+    _fails(capsys, "analyze", "--model", model_dir, typed, missing, "--output", tmp_path / "a",
+           needles=(f"{typed} {missing}: no such file",))
+    _fails(capsys, "convert", "--model", model_dir, "--plan", "reuse", "--no-eval", typed, missing,
+           "--output", tmp_path / "c", needles=(f"{typed} {missing} is read for the zero-shot fidelity", f"drop {typed} or"))

@@ -134,3 +134,29 @@ def test_resume_takes_the_image_directory_by_any_path(tmp_path, capsys, vit_dir,
     monkeypatch.chdir(vit_dir)
     code, _, err = run(capsys, *common, "--data", str(images), "--resume")
     assert code == 0, err
+
+
+def test_resume_after_the_images_changed_is_refused(tmp_path, capsys, vit_dir):
+    """The run compared only the --data path: images added, removed or rewritten since the run
+    started were trained on without a word, though the resume promises the uninterrupted run's batches."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+
+    def save(i):
+        Image.fromarray((torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()).save(
+            images / f"{i:03d}.png")
+
+    for i in range(120):
+        save(i)
+    conv = tmp_path / "conv"
+    assert run(capsys, "hf", "convert", "--model", str(vit_dir), "--plan", "reuse", "--no-eval", "--output", str(conv))[0] == 0
+    argv = ["hf", "distill", "--teacher", str(vit_dir), "--init", str(conv), "--steps", "2", "--batch-size", "8",
+            "--warmup-steps", "1", "--data", str(images), "--output", str(tmp_path / "run")]
+    assert run(capsys, *argv)[0] == 0
+    save(120)
+    code, _, err = run(capsys, *argv, "--resume")
+    assert code == 2 and f"--resume: the data of --data {images} changed since the run started" in err, err
+    (images / "120.png").unlink()
+    assert run(capsys, *argv, "--resume")[0] == 0

@@ -16,6 +16,7 @@ read `--data digits` (built in) or a directory of images (`attnreuse.hf.images`)
 from __future__ import annotations
 
 import argparse
+import re
 
 from attnreuse._cli_args import add_config_args, config_from_args, csv_list
 from attnreuse.hf.config import EVAL_TIMING, SUGGESTED_KINDS
@@ -24,6 +25,29 @@ TEXT_HELP = ("the data (--data is the same flag): text models: 'stdlib' (built-i
              "library) or a UTF-8 file, one text per line; vision models (ViT, DeiT, DINOv2, ...): 'digits' (built-in, "
              "the default) or a directory of images; speech models (wav2vec2, HuBERT, Whisper) read the built-in "
              "synthetic clips (leave it out)")
+
+
+class _DataFlag(argparse.Action):
+    """--text / --data, one flag with two names: records the name typed (`data_flag`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.data_flag = option_string
+
+
+def _naming_typed_flag(job):
+    """`job`, whose one-line errors name the data flag as the user typed it (--text or --data):
+    the jobs below name it by the model's kind."""
+    def run(args) -> int:
+        try:
+            return job(args)
+        except (ValueError, OSError) as err:
+            typed = getattr(args, "data_flag", None)
+            if typed in ("--text", "--data") and len(err.args) == 1 and isinstance(err.args[0], str):
+                other = "--data" if typed == "--text" else "--text"
+                err.args = (re.sub(f"{other}(?![\\w-])", typed, err.args[0]),)
+            raise
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = jobs.add_parser("analyze", help="map similarity across heads and layers, heatmaps, a suggested plan")
     a.add_argument("--model", required=True, help="the original transformers model directory")
-    a.add_argument("--text", "--data", dest="text", default="stdlib", help=TEXT_HELP)
+    a.add_argument("--text", "--data", dest="text", action=_DataFlag, default="stdlib", help=TEXT_HELP)
     a.add_argument("--texts", type=int, default=64, help="held-out texts to measure on")
     a.add_argument("--tokens", type=int, default=None,
                    help="sequence length the MAC budget is costed at (default 512, or a text model's positions if fewer; "
@@ -48,23 +72,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"CKA with the previous layer); default {','.join(SUGGESTED_KINDS)}")
     a.add_argument("--output", required=True, help="directory for analysis.json, the heatmaps and frontier.png")
     a.add_argument("--force", action="store_true", help="replace an existing --output")
-    a.set_defaults(func=_analyze)
+    a.set_defaults(func=_naming_typed_flag(_analyze))
 
     c = jobs.add_parser("convert", help="retrofit a model to an attention plan (zero-shot)")
     c.add_argument("--model", required=True, help="the original transformers model directory")
     c.add_argument("--plan", required=True, help=f"one kind, or one per layer comma-separated: {kinds_summary()}")
-    c.add_argument("--text", "--data", dest="text", default=None, help=TEXT_HELP + " (for the zero-shot fidelity and --fit-steps)")
+    c.add_argument("--text", "--data", dest="text", action=_DataFlag, default=None, help=TEXT_HELP + " (for the zero-shot fidelity and --fit-steps)")
     c.add_argument("--fit-steps", type=int, default=0, help="teacher-forced layer-wise fitting steps of the new parts "
                    "(attnreuse.hf.fit); 0: the retrofit alone")
     c.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the zero-shot fidelity")
     c.add_argument("--output", required=True, help="directory for the converted model")
     c.add_argument("--force", action="store_true", help="replace an existing --output")
-    c.set_defaults(func=_convert)
+    c.set_defaults(func=_naming_typed_flag(_convert))
 
     d = jobs.add_parser("distill", help="distil a converted model from the original on unlabeled text")
     d.add_argument("--teacher", required=True, help="the original transformers model directory")
     d.add_argument("--init", required=True, help="the converted model (an `hf convert` output or an `hf distill` run)")
-    d.add_argument("--text", "--data", dest="text", default="stdlib", help=TEXT_HELP)
+    d.add_argument("--text", "--data", dest="text", action=_DataFlag, default="stdlib", help=TEXT_HELP)
     d.add_argument("--output", required=True, help="run directory (checkpoints, metrics.jsonl, summary.json, model/)")
     d.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     d.add_argument("--force", action="store_true", help="replace an existing run in --output")
@@ -72,12 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from attnreuse.hf.config import DistillConfig
 
     add_config_args(d, DistillConfig)
-    d.set_defaults(func=_distill)
+    d.set_defaults(func=_naming_typed_flag(_distill))
 
     e = jobs.add_parser("eval", help="fidelity and speed of converted models against the original")
     e.add_argument("candidates", nargs="+", help="converted model directories or distill runs")
     e.add_argument("--teacher", required=True, help="the original transformers model directory")
-    e.add_argument("--text", "--data", dest="text", default="stdlib", help=TEXT_HELP)
+    e.add_argument("--text", "--data", dest="text", action=_DataFlag, default="stdlib", help=TEXT_HELP)
     e.add_argument("--tokens", type=int, default=None,
                    help="sequence length of the speed test (default 512, or a text model's positions if fewer; "
                    "Whisper: its max_source_positions, the one it takes)")
@@ -90,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-speed", dest="speed", action="store_false", help="fidelity only")
     e.add_argument("--json", dest="json_path", help="write the records here")
     e.add_argument("--force", action="store_true", help="replace an existing --json file")
-    e.set_defaults(func=_eval)
+    e.set_defaults(func=_naming_typed_flag(_eval))
 
     x = jobs.add_parser("export", help="a converted model to ONNX, checked in ONNX Runtime")
     x.add_argument("model", help="a converted model directory or distill run")

@@ -246,7 +246,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
     from attnreuse.hf.convert import save
     from attnreuse.hf.distill import read_run_json, run_distillation
     from attnreuse.hf.fidelity import fidelity
-    from attnreuse.hf.source import data_name, load_data
+    from attnreuse.hf.source import data_fingerprint, data_flag, data_name, load_data
 
     if resume and force:
         raise ValueError("--resume continues a run and --force replaces it; give one of them")
@@ -273,6 +273,11 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         student, _ = _converted(init_dir)
         _check_student(teacher, student, init_dir, "--init")
         train, held = load_data(teacher.config, text)
+        fingerprint = data_fingerprint(train, held)
+        if resume and recorded.get("data_sha256", fingerprint) != fingerprint:
+            raise ValueError(f"--resume: the data of {data_flag(teacher.config)} {data_name(teacher.config, text)} changed "
+                             "since the run started; an exact resume needs the same data: restore it, or start again "
+                             "with --force")
         _enough(teacher.config, (train, held), text, FIDELITY_TEXTS, True, "the fidelity")
         # a batch larger than the training texts would silently be all of them, every step
         _enough(teacher.config, (train, held), text, cfg.batch_size, False, f"--batch-size {cfg.batch_size}",
@@ -283,7 +288,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
         atomic_write_json(out / "config.json", asdict(cfg))
         atomic_write_json(out / "job.json", {"teacher": str(teacher_dir), "init": str(init_dir),
                                                   "text": data_name(teacher.config, text), **inputs,
-                                                  "fidelity_before": before})
+                                                  "data_sha256": fingerprint, "fidelity_before": before})
         t0 = time.perf_counter()
         result = run_distillation(student, teacher, tok, train, cfg, out, resume=resume, progress=progress)
         after = fidelity(student, teacher, tok, held)

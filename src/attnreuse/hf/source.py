@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from attnreuse.hf.hosts import SPEECH_INPUTS, VISION_INPUTS, host_for, modeling_class
 
-__all__ = ["data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
+__all__ = ["data_fingerprint", "data_flag", "data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
 
 # Tensors a checkpoint may lack without changing what the jobs read (last_hidden_state): BERT's
@@ -119,6 +120,12 @@ def load_preprocessor(directory: str | os.PathLike, config):
     return load_tokenizer(directory)
 
 
+def data_flag(config) -> str:
+    """The name of the data flag in messages about the data of the model of `config`: --data for
+    images, --text for texts and clips (one flag with two names; the CLI names the one typed)."""
+    return "--data" if host_for(config).inputs in VISION_INPUTS else "--text"
+
+
 def data_name(config, text: str) -> str:
     """What `load_data(config, text)` reads, as the job records name it."""
     if host_for(config).inputs in SPEECH_INPUTS:
@@ -151,6 +158,29 @@ def load_data(config, text: str) -> tuple[list, list]:
     from attnreuse.hf.text import load_texts, split
 
     return split(load_texts(text))
+
+
+def data_fingerprint(*splits: list) -> str:
+    """sha256 over the items `load_data` returned, in order: a text's characters, an image file's
+    path, size and modification time (its bytes are not read: a directory may hold gigabytes), an
+    array's dtype, shape and bytes. A resumed distillation compares it with the run's, so texts or
+    images changed since the run started end the resume instead of continuing on other data."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for items in splits:
+        digest.update(f"[{len(items)}]".encode())
+        for item in items:
+            if isinstance(item, str):
+                digest.update(b"t" + item.encode())
+            elif isinstance(item, Path):
+                stat = item.stat()
+                digest.update(f"p{item.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            else:
+                array = np.ascontiguousarray(np.asarray(item))
+                digest.update(f"a{array.dtype}{array.shape}".encode() + array.tobytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def minilm_path() -> Path | None:
