@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attnreuse.hf as arhf
-from attnreuse.hf.hosts import HOSTS, max_tokens
+from attnreuse.hf.hosts import HOSTS, host_for, max_tokens
 from attnreuse.hf.images import image_tokens
 
 from hfutil import WORDS, sentences, tiny_tokenizer
@@ -27,6 +27,9 @@ def _model(model_type: str):
         kw.update(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1, initializer_range=0.3)
         if model_type == "distilbert":
             kw.update(hidden_dim=64, dropout=0.0, attention_dropout=0.0)
+        elif model_type == "modernbert":  # local layers see 8 tokens: the test sentences are longer
+            kw.update(local_attention=8, global_attn_every_n_layers=2, embedding_dropout=0.0, mlp_dropout=0.0,
+                      attention_dropout=0.0, bos_token_id=2, cls_token_id=2, eos_token_id=3, sep_token_id=3)
         else:
             kw.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     else:
@@ -69,12 +72,14 @@ def test_text_family_mha_and_reuse_per_head_are_exact(tmp_path, model_type):
             out = arhf.convert(model, plan)(**batch).last_hidden_state
             torch.testing.assert_close(out[real], ref[real], rtol=0, atol=atol, msg=f"{model_type} {plan}")
     # the host's length limit is the model's: max_tokens runs, one more is past its positions
+    # (rotary positions have no table to run past: the limit is the length the model was trained to)
     n = max_tokens(model.config)
     ids = torch.full((1, n), 5)
     with torch.no_grad():
         assert model(input_ids=ids).last_hidden_state.shape[1] == n
-        with pytest.raises((IndexError, RuntimeError, ValueError)):
-            model(input_ids=torch.full((1, n + 1), 5))
+        if host_for(model.config).rotary is None:
+            with pytest.raises((IndexError, RuntimeError, ValueError)):
+                model(input_ids=torch.full((1, n + 1), 5))
 
 
 @pytest.mark.parametrize("model_type", VISION)
@@ -156,3 +161,58 @@ def test_a_clip_model_points_at_its_image_tower():
     config = transformers.CLIPConfig(text_config=dict(SIZES), vision_config=dict(SIZES, image_size=16, patch_size=4))
     with pytest.raises(ValueError, match="model_type 'clip' is not supported .its image tower is: CLIPVisionModel"):
         arhf.convert(transformers.CLIPModel(config), "mha")
+
+
+def test_modernbert_through_the_jobs(tmp_path, capsys, text_file):
+    """ModernBERT (rotary positions, a fused Wqkv, sliding-window layers): analyze, convert with
+    every kind that forms scores from rotated queries and keys, distil, evaluate, export."""
+    from attnreuse.cli import main
+
+    directory = _saved("modernbert", tmp_path)
+    assert main(["hf", "analyze", "--model", str(directory), "--text", str(text_file), "--texts", "16",
+                 "--output", str(tmp_path / "a")]) == 0
+    conv = tmp_path / "conv"
+    assert main(["hf", "convert", "--model", str(directory), "--plan", "reuse,share,taylor,kvpool", "--text", str(text_file),
+                 "--output", str(conv)]) == 0
+    run = tmp_path / "run"
+    assert main(["hf", "distill", "--teacher", str(directory), "--init", str(conv), "--text", str(text_file),
+                 "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--output", str(run)]) == 0
+    assert main(["hf", "eval", "--teacher", str(directory), str(conv), str(run), "--text", str(text_file),
+                 "--tokens", "16", "--rounds", "2", "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort"]) == 0
+    assert main(["hf", "export", str(run), "--output", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "plan reuse,share,taylor,kvpool:2: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
+
+
+def test_rotary_projection_rotates_as_transformers_does():
+    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+
+    from attnreuse.hf.modules import PlanState, RotaryLinear
+
+    torch.manual_seed(0)
+    linear, state = torch.nn.Linear(32, 16), PlanState()
+    rotary = RotaryLinear(linear, 8, state)
+    assert rotary.weight is linear.weight and set(dict(rotary.named_parameters())) == {"weight", "bias"}
+    x, angles = torch.randn(2, 5, 32), torch.rand(2, 5, 4) * 6
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    heads = linear(x).view(2, 5, 2, 8).transpose(1, 2)
+    want, _ = apply_rotary_pos_emb(heads, heads, cos, sin)
+    state.rotary = (cos, sin)
+    torch.testing.assert_close(rotary(x), want.transpose(1, 2).reshape(2, 5, 16))
+    state.rotary = None
+    with pytest.raises(ValueError, match="without the layer's position embeddings"):
+        rotary(x)
+
+
+def test_a_sliding_window_mask_keeps_every_real_key():
+    """ModernBERT's local layers get a band [B, 1, N, N]: the key mask (taylor, kvpool, skip read it)
+    is the padding alone, not the first query's window."""
+    from attnreuse.layers.token_attention import key_mask_from_bias
+
+    n, real = 10, torch.tensor([10, 7])
+    idx = torch.arange(n)
+    band = (idx[:, None] - idx[None]).abs() <= 2
+    keep = band[None, None] & (idx[None, :] < real[:, None])[:, None, None, :]
+    bias = torch.zeros(2, 1, n, n).masked_fill(~keep, torch.finfo(torch.float32).min)
+    want = idx[None] < real[:, None]
+    assert torch.equal(key_mask_from_bias(bias, n), want) and torch.equal(key_mask_from_bias(keep, n), want)

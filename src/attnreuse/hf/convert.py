@@ -24,7 +24,7 @@ from attnreuse._io import new_file_mode
 from attnreuse._rundir import staged_output
 from attnreuse.hf import interface
 from attnreuse.hf.hosts import host_for, modeling_class
-from attnreuse.hf.modules import PlanAttention, PlanState
+from attnreuse.hf.modules import PlanAttention, PlanState, rotate_queries_and_keys
 from attnreuse.plan import get_kind, map_sources, parse_plan
 
 __all__ = ["PLAN_KEY", "check_replaceable", "convert", "load", "plan_of", "save"]
@@ -65,11 +65,13 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
     emit = {s for s in sources if s is not None}
     state = PlanState()
     for i, ((parent, attr, module), spec) in enumerate(zip(found, specs)):
-        core = get_kind(spec.kind).retrofit(spec, host.source(module, config.num_attention_heads))
-        core.to(device=module.get_parameter(f"{host.qkv[0]}.weight").device,
-                dtype=module.get_parameter(f"{host.qkv[0]}.weight").dtype)
+        source = host.source(module, config.num_attention_heads)
+        core = get_kind(spec.kind).retrofit(spec, source)
+        if source.rotary:
+            rotate_queries_and_keys(core, source.head_dim, state)
+        core.to(device=host.weight(module).device, dtype=host.weight(module).dtype)
         out_proj = getattr(module, host.out_proj) if host.out_proj else None
-        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias)
+        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias, host.rotary)
         setattr(parent, attr, layer.train(module.training))  # the mode of the layer it replaces (dropout)
     setattr(model.config, PLAN_KEY, [str(s) for s in specs])
     model.config._attn_implementation = interface.register()

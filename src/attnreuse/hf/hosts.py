@@ -23,7 +23,7 @@ class Host:
     family: str
     model_types: tuple[str, ...]
     attention_suffix: str  # class-name suffix of the replaced module
-    qkv: tuple[str, str, str]
+    qkv: tuple[str, str, str] | tuple[str]  # the query, key, value projections, or one fused projection
     out_proj: str | None = None
     # Where a config type also builds encoder-decoder models (Whisper), the one class converted: its
     # self-attention modules are all encoder layers. A WhisperModel's decoder also holds
@@ -39,6 +39,9 @@ class Host:
     # How the original runs (the baseline of every comparison): PyTorch's fused SDPA where the
     # family has it, else transformers' eager attention (MPNet's only one).
     attn_implementation: str = "sdpa"
+    # The keyword of the (cos, sin) pair [B, N, d] the model hands every layer's attention to rotate
+    # its query and key (RoPE, rotate-half layout: ModernBERT's `position_embeddings`), else None.
+    rotary: str | None = None
 
     def check_model(self, model: nn.Module) -> None:
         """Raise if `model` is not the class this host converts (when it names one)."""
@@ -54,18 +57,28 @@ class Host:
                 found.append((model.get_submodule(parent_name), attr, module))
         return found
 
+    def weight(self, module: nn.Module):
+        """The replaced module's query projection weight (or its fused qkv's): its device and dtype."""
+        return module.get_parameter(f"{self.qkv[0]}.weight")
+
     def source(self, module: nn.Module, num_heads: int) -> SourceAttention:
         linears = [getattr(module, n) for n in self.qkv]
         dim = linears[0].in_features
-        if any(lin.out_features != dim for lin in linears):
-            raise ValueError(f"{self.family}: attention width {linears[0].out_features} differs from the hidden size {dim}")
-        return SourceAttention(
-            dim=dim,
-            num_heads=num_heads,
-            weights={k: lin.weight.detach() for k, lin in zip(("query", "key", "value"), linears)},
-            biases={k: None if lin.bias is None else lin.bias.detach() for k, lin in zip(("query", "key", "value"), linears)},
-            scale=float(getattr(module, "scaling", (dim // num_heads) ** -0.5)),
-        )
+        if len(linears) == 1:  # one fused projection (ModernBERT's Wqkv): query, key, value rows in turn
+            fused = linears[0]
+            if fused.out_features != 3 * dim:
+                raise ValueError(f"{self.family}: fused qkv width {fused.out_features} is not 3 x the hidden size {dim}")
+            weights = dict(zip(("query", "key", "value"), fused.weight.detach().chunk(3)))
+            split = [None] * 3 if fused.bias is None else fused.bias.detach().chunk(3)
+            biases = dict(zip(("query", "key", "value"), split))
+        else:
+            if any(lin.out_features != dim for lin in linears):
+                raise ValueError(f"{self.family}: attention width {linears[0].out_features} differs from the hidden size {dim}")
+            weights = {k: lin.weight.detach() for k, lin in zip(("query", "key", "value"), linears)}
+            biases = {k: None if lin.bias is None else lin.bias.detach() for k, lin in zip(("query", "key", "value"), linears)}
+        return SourceAttention(dim=dim, num_heads=num_heads, weights=weights, biases=biases,
+                               scale=float(getattr(module, "scaling", (dim // num_heads) ** -0.5)),
+                               rotary=self.rotary is not None)
 
 
 HOSTS = (
@@ -87,6 +100,10 @@ HOSTS = (
          inputs="pixel_values"),
     Host("siglip", ("siglip_vision_model",), "SiglipAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
          inputs="pixel_values"),
+    # ModernBERT: one fused `Wqkv`, output `Wo`, no biases by default; rotary position embeddings
+    # (the model hands each layer its (cos, sin): a global and a local base) and, every few layers,
+    # a sliding-window mask (`local_attention` tokens) that arrives as a full [B, 1, N, N] bias
+    Host("modernbert", ("modernbert",), "ModernBertAttention", ("Wqkv",), out_proj="Wo", rotary="position_embeddings"),
     # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
     # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",

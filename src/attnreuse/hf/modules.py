@@ -4,17 +4,23 @@
 weights out) and delegates to its kind (`attnreuse.plan`). Layers hand each other what a plan needs
 through one `PlanState` shared by the model's plan layers: the maps later layers apply, and the
 previous layer's attention output. Layer 0 clears it, so nothing outlives a forward.
+
+A host with rotary position embeddings (ModernBERT) hands each layer a (cos, sin) pair; the layer
+puts it in the state, and its core's query and key projections (`RotaryLinear`, the kind's own
+Linear with the same weights) rotate their heads by it, so every kind that forms scores from
+queries and keys (mha, reuse, taylor, kvpool) sees them rotated as the original did.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from attnreuse.hf.interface import as_bias
 from attnreuse.layers.token_attention import MapSelfAttention, key_mask_from_bias
 from attnreuse.plan import LayerSpec, get_kind
 
-__all__ = ["PlanAttention", "PlanState"]
+__all__ = ["PlanAttention", "PlanState", "RotaryLinear", "rotate_queries_and_keys"]
 
 
 class PlanState:
@@ -26,6 +32,46 @@ class PlanState:
     def clear(self) -> None:
         self.maps: dict[int, Tensor] = {}
         self.previous: Tensor | None = None
+        self.rotary: tuple[Tensor, Tensor] | None = None  # the running layer's (cos, sin) [B, N, d]
+
+
+class RotaryLinear(nn.Linear):
+    """A query or key projection whose output heads of width `head_dim` are rotated by the running
+    layer's (cos, sin) (`PlanState.rotary`), in the rotate-half layout, in float32 as transformers
+    does: x [B, N, C] -> [B, N, out_features]. The parameters are an nn.Linear's (same names), so
+    a converted model's weights save and load as they are."""
+
+    def __init__(self, linear: nn.Linear, head_dim: int, state: PlanState) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                         device=linear.weight.device, dtype=linear.weight.dtype)
+        self.weight, self.bias = linear.weight, linear.bias
+        self.head_dim = head_dim
+        self._state = state
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", rotary heads of {self.head_dim}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if self._state.rotary is None:
+            raise ValueError("a rotary projection ran without the layer's position embeddings (cos, sin)")
+        cos, sin = self._state.rotary
+        if cos.shape[-1] != self.head_dim:
+            raise ValueError(f"rotary embeddings of width {cos.shape[-1]}, heads of {self.head_dim}: attnreuse rotates "
+                             "whole heads")
+        heads = y.unflatten(-1, (-1, self.head_dim)).float()  # [B, N, G, d]
+        half = self.head_dim // 2
+        rotated = torch.cat((-heads[..., half:], heads[..., :half]), dim=-1)
+        out = heads * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)
+        return out.to(y.dtype).flatten(-2)
+
+
+def rotate_queries_and_keys(core: nn.Module, head_dim: int, state: PlanState) -> None:
+    """Make `core`'s `query` and `key` Linear layers (where it has them) `RotaryLinear`s."""
+    for name in ("query", "key"):
+        linear = getattr(core, name, None)
+        if isinstance(linear, nn.Linear) and not isinstance(linear, RotaryLinear):
+            setattr(core, name, RotaryLinear(linear, head_dim, state))
 
 
 class PlanAttention(nn.Module):
@@ -34,13 +80,15 @@ class PlanAttention(nn.Module):
 
     `core`: the kind's module (`Kind.retrofit`); `out_proj`: the host's output projection when the
     replaced module owned one (else None, and the host projects after this module); `score_bias`:
-    where the host's call passes a per-head score bias (`Host.score_bias`, MPNet's), else None.
+    where the host's call passes a per-head score bias (`Host.score_bias`, MPNet's), else None;
+    `rotary`: the keyword of the host's (cos, sin) position embeddings (`Host.rotary`), else None.
     """
 
     def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
                  emit_map: bool, state: PlanState, out_proj: nn.Module | None = None,
-                 score_bias: tuple[int, str] | None = None) -> None:
+                 score_bias: tuple[int, str] | None = None, rotary: str | None = None) -> None:
         super().__init__()
+        self.rotary = rotary
         self.core = core
         self.out_proj = out_proj
         self.score_bias = score_bias
@@ -63,6 +111,8 @@ class PlanAttention(nn.Module):
         key_mask = key_mask_from_bias(bias, hidden_states.shape[1]) if bias is not None else None
         if self.score_bias is not None:
             bias = self._with_score_bias(bias, args, kwargs)
+        if self.rotary is not None:
+            state.rotary = kwargs.get(self.rotary)
         attn_map = state.maps.get(self.map_source) if self.map_source is not None else None
         out, new_map = self.kind.run(self.core, hidden_states, bias, key_mask, attn_map, state.previous, self.emit_map)
         if new_map is not None:

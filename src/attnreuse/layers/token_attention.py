@@ -27,15 +27,15 @@ __all__ = ["MapSelfAttention", "SequencePhi", "SharedMapSelfAttention", "TaylorS
 
 
 def key_mask_from_bias(key_bias: Tensor | None, n: int) -> Tensor | None:
-    """[B, 1, 1|N, N] additive bias -> [B, N] bool (True = real token); None stays None.
+    """[B, 1, 1|N, N] additive (or bool) bias -> [B, N] bool (True = real token); None stays None.
 
-    The first query row's bias is read: with key-only padding every row is the same.
+    A key is real when some query may attend to it: with key-only padding every row is the same,
+    and a sliding-window mask (ModernBERT's local layers) hides each key from the far queries only.
     """
     if key_bias is None:
         return None
-    if key_bias.dtype == torch.bool:
-        return key_bias[:, 0, 0, :n]
-    return key_bias[:, 0, 0, :n] > torch.finfo(key_bias.dtype).min / 2
+    keep = key_bias if key_bias.dtype == torch.bool else key_bias > torch.finfo(key_bias.dtype).min / 2
+    return keep[:, 0].any(dim=-2)[:, :n]
 
 
 def _heads(t: Tensor, heads: int) -> Tensor:

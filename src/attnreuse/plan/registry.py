@@ -53,7 +53,9 @@ class SourceAttention:
     """A dense multi-head self-attention's weights, as a host hands them to `Kind.retrofit`.
 
     weights / biases: "query", "key", "value" -> [C, C] / [C] (rows head-major, as BERT and timm
-    lay them out); num_heads heads of width C // num_heads; scale: the host's score scale.
+    lay them out); num_heads heads of width C // num_heads; scale: the host's score scale;
+    rotary: whether the host rotates each head's query and key by its position (RoPE, in the
+    rotate-half layout: dims f and f + d/2 are one pair) after the projections (ModernBERT).
     """
 
     dim: int
@@ -61,6 +63,7 @@ class SourceAttention:
     weights: dict[str, Tensor]
     biases: dict[str, Tensor | None]
     scale: float
+    rotary: bool = False
 
     @property
     def head_dim(self) -> int:

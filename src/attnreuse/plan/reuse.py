@@ -7,6 +7,16 @@ A_h = s [W_q,h | b_q,h]^T [W_k,h | b_k,h], a (C+1) x (C+1) matrix; the group's m
 M = mean_h A_h is factored by SVD, M ~ U S V^T truncated to d, and the new query / key rows are
 (U S^1/2)^T and (V S^1/2)^T (the last column is the bias). So the map starts as softmax of the
 heads' mean score as far as d dimensions carry it; values are kept as they were.
+
+Under rotary position embeddings (a host whose `SourceAttention.rotary` is set: ModernBERT) the
+map's query and key are rotated too, and a real factorisation of M would not survive the rotation.
+Read each rotary pair (dims f, f + d/2) as a complex number: the rotation multiplies query and
+key pairs by e^{i theta_f p}, and head h's score is sum_f Re(x~_i^T (a_hf conj(b_hf)^T) x~_j
+e^{i theta_f (p_i - p_j)}), with a_hf, b_hf the complex rows [W | b]_f + i [W | b]_{f + d/2} of
+its query and key. The group's mean is then sum_f Re(x~_i^T M_f x~_j e^{...}), M_f = s mean_h
+a_hf conj(b_hf)^T, and each frequency's form is replaced by its best rank-1 complex approximation
+sigma u v^H (p = sigma^1/2 u, q = sigma^1/2 v give the new pair f's rows), which holds at every
+relative position. One head (`reuse:H`) is rank 1 per frequency: reproduced exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +49,32 @@ def mean_score_factors(src, heads: range, rank: int) -> tuple[torch.Tensor, torc
     return (U[:, :rank] * root).T, Vh[:rank] * root[:, None]
 
 
+def _top_pair(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p, q) with outer(p, conj(q)) the best rank-1 approximation of M = A^T conj(B), for complex
+    A, B [h, n]: through thin QR factors (M = Qa (Ra Rb^H) Qb^H), so no n x n SVD is formed."""
+    Qa, Ra = torch.linalg.qr(A.T)  # [n, h], [h, h]
+    Qb, Rb = torch.linalg.qr(B.T)
+    U, S, Vh = torch.linalg.svd(Ra @ Rb.conj().T)  # Ra conj(Rb)^T
+    root = S[0].sqrt()
+    return Qa @ U[:, 0] * root, Qb @ Vh[0].conj() * root
+
+
+def rotary_score_factors(src, heads: range) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors (P, Q), each [d, C + 1], of one rotary head whose score is, at every relative
+    position, the best rank-1-per-frequency approximation of the mean score of `heads` (module doc)."""
+    d, half = src.head_dim, src.head_dim // 2
+    P = torch.zeros(d, src.dim + 1, dtype=torch.float64)
+    Q = torch.zeros_like(P)
+    pairs = {name: [_augmented(src, name, slice(h * d, (h + 1) * d)) for h in heads] for name in ("query", "key")}
+    weight = src.scale / len(heads)
+    for f in range(half):
+        A = torch.stack([torch.complex(r[f], r[f + half]) for r in pairs["query"]]) * weight
+        B = torch.stack([torch.complex(r[f], r[f + half]) for r in pairs["key"]])
+        p, q = _top_pair(A, B)
+        P[f], P[f + half], Q[f], Q[f + half] = p.real, p.imag, q.real, q.imag
+    return P, Q
+
+
 class Reuse(Kind):
     name = "reuse"
     computes_map = True
@@ -58,7 +94,8 @@ class Reuse(Kind):
         per = H // G
         with torch.no_grad():
             for g in range(G):
-                P, Q = mean_score_factors(src, range(g * per, (g + 1) * per), d)
+                group = range(g * per, (g + 1) * per)
+                P, Q = rotary_score_factors(src, group) if src.rotary else mean_score_factors(src, group, d)
                 rows = slice(g * d, (g + 1) * d)
                 for lin, f in ((core.query, P), (core.key, Q)):
                     lin.weight[rows] = f[:, :-1].to(lin.weight.dtype)
