@@ -39,6 +39,13 @@ def _hf_vit_s():
                             "ViT-S plan (random weights)")
 
 
+def _hf_modernbert():
+    from attnreuse.hf.measured import eval_speed_table
+
+    return eval_speed_table(json.loads((ROOT / "docs/measured/hf_modernbert_base_random_2026-12-01.json").read_text()),
+                            "ModernBERT-base plan (random weights)")
+
+
 def _hf_int8():
     from attnreuse.hf.measured import int8_table
 
@@ -178,6 +185,7 @@ REBUILT = {
     ("docs/hf.md", "| model | ORT ms |"): _hf_fused,
     ("docs/hf.md", "| model | float32 fidelity | int8 fidelity |"): _hf_int8,
     ("docs/hf.md", "| ViT-S plan (random weights) |"): _hf_vit_s,
+    ("docs/hf.md", "| ModernBERT-base plan (random weights) |"): _hf_modernbert,
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
 }
 # (doc, header row) -> why it is not rebuilt here
