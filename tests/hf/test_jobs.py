@@ -157,7 +157,7 @@ def test_a_distill_run_directory_has_one_writer(tmp_path, capsys, model_dir, tex
 def test_analyze_searches_the_kinds_asked_for(tmp_path, capsys, model_dir, text_file):
     """--kinds adds SkipAt's skip (scored by output CKA with the previous layer) to the search;
     a kind no similarity scores is refused before any work."""
-    for kinds, budget in (("share,reuse,skip", "0.67"), ("skip", "0.9")):
+    for kinds, budget in (("share,reuse,taylor,kvpool", "0.67"), ("share,reuse,skip", "0.67"), ("skip", "0.9")):
         out = tmp_path / kinds
         code, _, err = _run(capsys, "hf", "analyze", "--model", str(model_dir), "--text", str(text_file), "--texts",
                             "12", "--tokens", "32", "--budget", budget, "--min-score", "0", "--kinds", kinds,
@@ -167,8 +167,8 @@ def test_analyze_searches_the_kinds_asked_for(tmp_path, capsys, model_dir, text_
         assert set(s["layer_macs"]) == {"mha", *kinds.split(",")} and set(s["plan"]) <= set(s["layer_macs"])
     # skip alone: SkipAt's Phi costs more than share at this width, so only skip can meet 0.9
     assert s["plan"][0] == "mha" and "skip" in s["plan"] and s["over_budget"] is None
-    for kinds in ("share,taylor", "share,share"):
+    for kinds in ("share,kvpool:4", "share,share", "mha"):
         code, _, err = _run(capsys, "hf", "analyze", "--model", str(model_dir), "--kinds", kinds, "--output",
                             str(tmp_path / "bad"))
-        assert code == 2 and "--kinds must name each of share, reuse, skip at most once" in err, err
+        assert code == 2 and "--kinds must name each of share, reuse, skip, taylor, kvpool at most once" in err, err
         assert not (tmp_path / "bad").exists()

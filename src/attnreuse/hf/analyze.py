@@ -5,7 +5,12 @@ padded rows and columns are zeroed, so every cosine is over real tokens only. Pe
 - head_to_mean [L, H]: cos(A_lh, mean_h A_l): how well one map could serve every head ("reuse");
 - layer_map_cosine [L, L]: same-head cosine between layers' maps ("share" applies the map of an
   earlier layer to the same head);
-- output_cka [L, L]: linear CKA between layers' attention outputs ("skip", as SkipAt measures it).
+- output_cka [L, L]: linear CKA between layers' attention outputs ("skip", as SkipAt measures it);
+- taylor_cosine [L]: cos(A_l, the map Taylor attention applies instead) ("taylor");
+- kvpool_cosine [L]: cos(A_l, the map kvpool:2 applies instead, spread over the pooled tokens) ("kvpool").
+The last two are exact functions of the softmax map: log A_ij is the score up to a per-row
+constant, which both replacements cancel (`taylor_map`, `kvpool_map`). Taylor's map is made from
+the whole score, so on MPNet it includes the relative-position bias the kind does without.
 `suggest` turns these into the plan of least predicted loss under a MAC budget, costing each kind
 on the host's own layer with PyTorch's FLOP counter (`layer_macs`), not a hand formula.
 """
@@ -22,8 +27,9 @@ from attnreuse.hf.config import SUGGESTED_KINDS
 from attnreuse.hf.fidelity import batches, real_positions
 from attnreuse.hf.hosts import host_for, length_limit
 from attnreuse.plan import LayerSpec, SourceAttention, get_kind
+from attnreuse.plan.kvpool import DEFAULT_POOL
 
-__all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "layer_macs", "suggest"]
+__all__ = ["MAP_BUDGET_BYTES", "Redundancy", "capture", "kvpool_map", "layer_macs", "suggest", "taylor_map"]
 
 # Bytes of maps one batch may hold: every layer's [B, H, N, N] maps, their masked copies and the
 # cosines' temporaries (about three times the maps). Text batches stay far below it; a Whisper
@@ -48,10 +54,45 @@ class Redundancy:
     layer_map_cosine: Tensor  # [L, L]
     output_cka: Tensor  # [L, L]
     texts: int
+    taylor_cosine: Tensor | None = None  # [L]
+    kvpool_cosine: Tensor | None = None  # [L]
 
     def to_json(self) -> dict:
+        extra = {k: getattr(self, k).tolist() for k in ("taylor_cosine", "kvpool_cosine") if getattr(self, k) is not None}
         return {"head_to_mean": self.head_to_mean.tolist(), "layer_map_cosine": self.layer_map_cosine.tolist(),
-                "output_cka": self.output_cka.tolist(), "texts": self.texts}
+                "output_cka": self.output_cka.tolist(), **extra, "texts": self.texts}
+
+
+def _log_map(a: Tensor, keys: Tensor) -> Tensor:
+    """log of a softmax map [B, H, N, N] on its real keys (`keys` [B, 1, 1, N] bool), 0 elsewhere:
+    the scores up to a per-row constant (a probability that underflowed reads as the least positive)."""
+    return a.clamp_min(torch.finfo(a.dtype).tiny).log().masked_fill(~keys, 0.0)
+
+
+def taylor_map(a: Tensor, real: Tensor) -> Tensor:
+    """The map ViTALiTy's Taylor attention (`taylor`) applies where softmax applied `a` [B, H, N, N],
+    over the real keys (`real` [B, N] bool): with s q_i.k_j = log a_ij + c_i and keys centred over
+    the L real ones, s q_i.k~_j = log a_ij - mean_j log a_ij, and row i is (1 + s q_i.k~_j) / L."""
+    keys = real[:, None, None, :]
+    count = keys.sum(-1, keepdim=True).to(a.dtype)
+    log = _log_map(a, keys)
+    return ((1 + log - log.sum(-1, keepdim=True) / count) / count).masked_fill(~keys, 0.0)
+
+
+def kvpool_map(a: Tensor, real: Tensor, pool: int) -> Tensor:
+    """The map `kvpool:pool` applies where softmax applied `a` [B, H, N, N], as weights of the
+    original tokens: window w of `pool` tokens (c_w real) has score mean_{j in w} log a_ij +
+    log(c_w / pool) (`attnreuse.plan.kvpool`: the mean key's score is the mean score), softmax over
+    windows, each window's weight shared by its c_w real tokens (the pooled value is their mean)."""
+    B, H, N, _ = a.shape
+    keys = real[:, None, None, :]
+    windows = -(-N // pool)
+    grow = windows * pool - N
+    log = F.pad(_log_map(a, keys), (0, grow)).unflatten(-1, (windows, pool))  # [B, H, N, M, R]
+    count = F.pad(keys, (0, grow)).unflatten(-1, (windows, pool)).sum(-1).to(a.dtype)  # [B, 1, 1, M]
+    score = log.sum(-1) / count.clamp_min(1) + (count / pool).log()  # an empty window: -inf
+    weight = torch.softmax(score, dim=-1) / count.clamp_min(1)
+    return weight.repeat_interleave(pool, dim=-1)[..., :N].masked_fill(~keys, 0.0)
 
 
 def _cos(a: Tensor, b: Tensor) -> Tensor:
@@ -73,6 +114,7 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
     hooks = [m.register_forward_hook(lambda mod, args, out, i=i: outputs[i].append(out[0])) for i, m in enumerate(modules)]
     L, H = len(modules), model.config.num_attention_heads
     head_sum, layer_sum, count = torch.zeros(L, H, dtype=torch.float64), torch.zeros(L, L, dtype=torch.float64), 0
+    taylor_sum, kvpool_sum = torch.zeros(L, dtype=torch.float64), torch.zeros(L, dtype=torch.float64)
     flat_out: list[list[Tensor]] = [[] for _ in modules]
     try:
         for batch in batches(tokenizer, texts, _batch_size(model, batch_size, max_length), max_length):
@@ -83,6 +125,8 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
             B = m.shape[0]
             for i, a in enumerate(maps):
                 head_sum[i] += _cos(a, a.mean(1, keepdim=True).expand_as(a)) * B
+                taylor_sum[i] += _cos(a, taylor_map(a, m.bool()) * pair).mean() * B
+                kvpool_sum[i] += _cos(a, kvpool_map(a, m.bool(), DEFAULT_POOL) * pair).mean() * B
                 for j in range(i, L):
                     layer_sum[i, j] += _cos(a, maps[j]).mean() * B
                 real = m.bool()
@@ -98,7 +142,8 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
     layer = torch.triu(layer) + torch.triu(layer, 1).T
     reps = [torch.cat(f) for f in flat_out]
     cka = torch.tensor([[linear_cka(reps[i], reps[j]) for j in range(L)] for i in range(L)])
-    return Redundancy((head_sum / count).float(), layer.float(), cka.float(), count)
+    return Redundancy((head_sum / count).float(), layer.float(), cka.float(), count,
+                      (taylor_sum / count).float(), (kvpool_sum / count).float())
 
 
 def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
@@ -123,7 +168,8 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
 
     Scores (a change's predicted loss is 1 - score; each must be at least `min_score`): reuse ->
     mean head_to_mean of the layer; share -> layer_map_cosine with the closest earlier
-    map-computing layer; skip -> output CKA with the previous layer. Layer 0 stays mha. Where no
+    map-computing layer; skip -> output CKA with the previous layer; taylor, kvpool (kvpool:2) ->
+    the cosine of the layer's maps with the maps they would apply. Layer 0 stays mha. Where no
     plan the scores allow meets the budget, the cheapest one is returned with `over_budget` saying
     why (None when the plan is within the budget).
     """
@@ -141,6 +187,10 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
             return float(red.head_to_mean[i].mean())
         if kind == "share":
             return float(red.layer_map_cosine[i, source])
+        if kind == "taylor":
+            return float(red.taylor_cosine[i])
+        if kind == "kvpool":
+            return float(red.kvpool_cosine[i])
         return float(red.output_cka[i, i - 1])
 
     full = L * macs["mha"]

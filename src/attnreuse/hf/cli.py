@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--min-score", type=float, default=0.5, help="least similarity a suggested change needs")
     a.add_argument("--kinds", type=csv_list, default=SUGGESTED_KINDS,
                    help="comma-separated: the changes the plan search may make, of share (same-head map cosine with "
-                   "the map it applies), reuse (head maps' cosine with their layer's mean) and skip (SkipAt: output "
-                   f"CKA with the previous layer); default {','.join(SUGGESTED_KINDS)}")
+                   "the map it applies), reuse (head maps' cosine with their layer's mean), skip (SkipAt: output "
+                   "CKA with the previous layer), taylor and kvpool (kvpool:2; each: the maps' cosine with the maps "
+                   f"it would apply); default {','.join(SUGGESTED_KINDS)}")
     a.add_argument("--output", required=True, help="directory for analysis.json, the heatmaps and frontier.png")
     a.add_argument("--force", action="store_true", help="replace an existing --output")
     a.set_defaults(func=_naming_typed_flag(_analyze))

@@ -10,7 +10,7 @@ __all__ = ["EVAL_TIMING", "SCORED_KINDS", "SUGGESTED_KINDS", "DistillConfig"]
 
 # `hf eval`'s speed test: interleaved rounds, timed calls per model over all rounds, torch threads
 EVAL_TIMING = {"rounds": 10, "repeats": 30, "threads": 2}
-SCORED_KINDS = ("share", "reuse", "skip")  # the kinds a measured similarity scores (`hf.analyze.suggest`)
+SCORED_KINDS = ("share", "reuse", "skip", "taylor", "kvpool")  # the kinds a measured similarity scores (`hf.analyze.suggest`)
 SUGGESTED_KINDS = ("share", "reuse")  # the ones `hf analyze` searches unless --kinds says otherwise
 
 
