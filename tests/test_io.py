@@ -27,3 +27,17 @@ def test_failed_write_keeps_previous_file(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_where_no_file_can_be_made_is_refused_before_the_work(capsys, tmp_path):
+    """/proc takes no new files, even from root, whose permission bits say writable: `hf eval --json
+    /proc/x.json` ran its minutes of timing and then failed to write."""
+    from attnreuse._io import new_output_file
+    from cliutil import fails
+
+    with pytest.raises(PermissionError, match="--json /proc/attnreuse.json: cannot create it, /proc takes no new files"):
+        new_output_file("--json", "/proc/attnreuse.json")
+    fails(capsys, ["dataflow", "--json", "/proc/attnreuse.json"], "--json /proc/attnreuse.json: cannot create it")
+    new_output_file("--json", tmp_path / "ok.json")  # a writable directory passes, and keeps no probe file
+    assert list(tmp_path.iterdir()) == []

@@ -80,6 +80,14 @@ def check_creatable(flag: str, target: str | os.PathLike) -> None:
         raise NotADirectoryError(f"{flag} {target}: cannot create it, {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"{flag} {target}: cannot create it, {parent} is not a writable directory")
+    # what the permission bits do not tell: a read-only mount, or a file system that takes no new
+    # files (/proc, /sys), which refuses even root: a file is made there and removed at once
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".attnreuse-probe-", dir=parent)
+    except OSError as err:
+        raise PermissionError(f"{flag} {target}: cannot create it, {parent} takes no new files ({err.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def new_output_file(flag: str, path: str | os.PathLike | None, *, force: bool = False,
