@@ -163,6 +163,30 @@ def test_a_clip_model_points_at_its_image_tower():
         arhf.convert(transformers.CLIPModel(config), "mha")
 
 
+@pytest.mark.parametrize("composite", ["clip", "siglip"])
+def test_the_jobs_take_a_whole_clip_or_siglip_directory_by_its_image_tower(tmp_path, capsys, composite):
+    """A saved CLIPModel / SiglipModel (as released) was refused by every job; the jobs now load its
+    image tower from it, the model a user of its image features runs."""
+    from attnreuse.cli import main
+
+    cls, config_cls, tower = {"clip": (transformers.CLIPModel, transformers.CLIPConfig, transformers.CLIPVisionModel),
+                              "siglip": (transformers.SiglipModel, transformers.SiglipConfig,
+                                         transformers.SiglipVisionModel)}[composite]
+    text = dict(SIZES, vocab_size=len(WORDS) + 5, max_position_embeddings=16)
+    torch.manual_seed(0)
+    directory = tmp_path / composite
+    cls(config_cls(text_config=text, vision_config=dict(SIZES, image_size=16, patch_size=4))).save_pretrained(directory)
+    conv = tmp_path / "conv"
+    assert main(["hf", "convert", "--model", str(directory), "--plan", "mha", "--output", str(conv)]) == 0
+    assert "zero-shot cosine 1.0000" in capsys.readouterr().out
+    converted = arhf.load(conv)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        want = tower.from_pretrained(directory).eval()(pixel_values=x).last_hidden_state
+        torch.testing.assert_close(converted(pixel_values=x).last_hidden_state, want, rtol=0, atol=1e-5)
+    assert main(["hf", "eval", "--teacher", str(directory), str(conv), "--no-speed"]) == 0
+
+
 def test_modernbert_through_the_jobs(tmp_path, capsys, text_file):
     """ModernBERT (rotary positions, a fused Wqkv, sliding-window layers): analyze, convert with
     every kind that forms scores from rotated queries and keys, distil, evaluate, export."""

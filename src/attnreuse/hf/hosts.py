@@ -14,7 +14,7 @@ from torch import nn
 
 from attnreuse.plan import SourceAttention
 
-__all__ = ["HOSTS", "SUPPORTED", "SPEECH_INPUTS", "VISION_INPUTS", "Host", "fixed_length", "host_for", "length_limit",
+__all__ = ["HOSTS", "SUPPORTED", "SPEECH_INPUTS", "TOWERS", "VISION_INPUTS", "Host", "fixed_length", "host_for", "length_limit",
            "max_tokens"]
 
 
@@ -191,6 +191,7 @@ def host_for(config) -> Host:
     raise ValueError(f"model_type {model_type!r} is not supported{hint}; supported: {', '.join(SUPPORTED)}")
 
 
-# Composite models whose image tower is supported on its own
-_TOWERS = {"clip": "its image tower is: CLIPVisionModel.from_pretrained(DIR) loads it alone",
-           "siglip": "its image tower is: SiglipVisionModel.from_pretrained(DIR) loads it alone"}
+# Composite models whose image tower is hosted: the tower's class, which loads it alone from the
+# composite's directory (the jobs do so: `attnreuse.hf.source.load_source`)
+TOWERS = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel"}
+_TOWERS = {k: f"its image tower is: {v}.from_pretrained(DIR) loads it alone" for k, v in TOWERS.items()}

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from attnreuse.hf.hosts import SPEECH_INPUTS, VISION_INPUTS, host_for, modeling_class
+from attnreuse.hf.hosts import SPEECH_INPUTS, TOWERS, VISION_INPUTS, host_for, modeling_class
 
 __all__ = ["data_fingerprint", "data_flag", "data_name", "load_config", "load_data", "load_preprocessor", "load_source", "load_tokenizer", "minilm_path"]
 
@@ -46,6 +46,8 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str | None
     Where the host converts one class of an encoder-decoder family (Whisper: `WhisperEncoder`), that class: the
     directory's own when it was saved as one, else the encoder of the model it holds (a
     WhisperModel or WhisperForConditionalGeneration checkpoint), with every encoder weight loaded.
+    A whole CLIP or SigLIP model (`hosts.TOWERS`) gives its image tower (CLIPVisionModel,
+    SiglipVisionModel), the part attnreuse hosts; its text tower is not read.
     """
     from safetensors import SafetensorError
     from transformers import AutoModel
@@ -56,10 +58,13 @@ def load_source(directory: str | os.PathLike, *, attn_implementation: str | None
         # transformers would load it as a plain model, its dropped query/key weights filled at random
         raise ValueError(f"{directory} is a converted model (plan {','.join(plan)}); give the original transformers "
                          f"directory{' ' + config.attnreuse_source if getattr(config, 'attnreuse_source', None) else ''}")
+    tower = TOWERS.get(config.model_type)
+    cls = AutoModel
+    if tower is not None:
+        cls, config = modeling_class(config.model_type, tower), config.vision_config
     host = host_for(config)
     attn_implementation = attn_implementation or host.attn_implementation
     arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = AutoModel
     if host.model_class is not None and arch == host.model_class:
         cls = modeling_class(config.model_type, arch) or AutoModel
     try:
