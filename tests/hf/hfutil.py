@@ -23,7 +23,7 @@ def tiny_config(kind: str = "bert", **overrides):
     if kind == "whisper":  # the encoder's input is 2 x max_source_positions mel frames
         return transformers.WhisperConfig(**{**WHISPER, **overrides})
     if kind in SPEECH:  # raw waveform in; two convs (kernel 10 stride 5, kernel 3 stride 2): 10 samples a frame
-        return SPEECH[kind][0](**{**WAV2VEC2, **overrides})
+        return SPEECH[kind][0](**{**WAV2VEC2, **(CONFORMER if kind == "wav2vec2-conformer" else {}), **overrides})
     raise ValueError(kind)
 
 
@@ -43,7 +43,10 @@ WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, inte
                 activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0,
                 initializer_range=0.3)
 SPEECH = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
-          "hubert": (transformers.HubertConfig, transformers.HubertModel)}
+          "hubert": (transformers.HubertConfig, transformers.HubertModel),
+          "wav2vec2-conformer": (transformers.Wav2Vec2ConformerConfig, transformers.Wav2Vec2ConformerModel)}
+# Wav2Vec2-Conformer: its rotary variant (the relative one is refused) with a short depthwise convolution
+CONFORMER = dict(position_embeddings_type="rotary", conv_depthwise_kernel_size=3)
 
 
 def whisper_encoder_class():

@@ -1,4 +1,4 @@
-"""wav2vec2 and HuBERT as hosts: every plan kind on tiny random encoders fed raw waveforms with a
+"""wav2vec2, HuBERT and Wav2Vec2-Conformer (rotary) as hosts: every plan kind on tiny random encoders fed raw waveforms with a
 padding mask (post-norm base layers and the large models' stable-layer-norm variant); mha equals
 the original; every kind trains; padding stays exact where the model's own feature encoder keeps it."""
 
@@ -17,11 +17,14 @@ from hfutil import tiny_model
 # whole-model and mixed plans.
 PLANS = [",".join(["mha"] + [k] * 3) for k in kind_names()] + [
     "reuse", "reuse:2", "taylor", "mha,share,mha,share", "mha,skip,skip,mha", "reuse,share,taylor,skip"]
-VARIANTS = [("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("hubert", True)]
+VARIANTS = [("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("hubert", True),
+            ("wav2vec2-conformer", False)]
 LENGTHS = (400, 290, 170)  # samples: 39, 28 and 16 frames (10 samples a frame, a 20-sample receptive field)
 
 
 def _model(family: str, stable: bool):
+    if family == "wav2vec2-conformer":  # Conformer layers have one layout; its feature encoder is wav2vec2's
+        return tiny_model(family)
     return tiny_model(family, do_stable_layer_norm=stable, feat_extract_norm="layer" if stable else "group")
 
 
@@ -133,3 +136,24 @@ def test_attn_implementation_attnreuse_on_a_plain_speech_encoder(tmp_path):
         with torch.no_grad():
             outs.append(model.eval()(**batch).last_hidden_state)
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)
+
+
+def test_conformer_variants():
+    """Wav2Vec2-Conformer rotates the hidden states before its query / key projections (rotary), or
+    adds no positions in attention (None): both exact under mha and reuse:H, with padding; the
+    Transformer-XL relative variant is refused in one line naming the setting."""
+    batch = _batch()
+    for positions in ("rotary", None):
+        model = tiny_model("wav2vec2-conformer", position_embeddings_type=positions)
+        with torch.no_grad():
+            ref = model(**batch).last_hidden_state
+            for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4)):
+                out = arhf.convert(model, plan)(**batch).last_hidden_state
+                real = _frames(model, batch)
+                torch.testing.assert_close(out[real], ref[real], rtol=0, atol=atol, msg=f"{positions} {plan}")
+    rotary, plain = tiny_model("wav2vec2-conformer"), tiny_model("wav2vec2-conformer", position_embeddings_type=None)
+    plain.load_state_dict(rotary.state_dict(), strict=False)  # all but the rotary frequencies
+    with torch.no_grad():  # so the exact match above needs the rotation: without it the outputs move
+        assert (plain(**batch).last_hidden_state - rotary(**batch).last_hidden_state).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="position_embeddings_type='relative' is not supported: Transformer-XL"):
+        arhf.convert(tiny_model("wav2vec2-conformer", position_embeddings_type="relative"), "mha")

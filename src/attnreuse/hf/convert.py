@@ -64,14 +64,15 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
     sources = map_sources(specs)
     emit = {s for s in sources if s is not None}
     state = PlanState()
+    rotary = host.rotary_kwarg(config)
     for i, ((parent, attr, module), spec) in enumerate(zip(found, specs)):
         source = host.source(module, config.num_attention_heads)
         core = get_kind(spec.kind).retrofit(spec, source)
-        if source.rotary:
-            rotate_queries_and_keys(core, source.head_dim, state)
+        if rotary is not None:
+            rotate_queries_and_keys(core, source.head_dim, state, host.rotary_on)
         core.to(device=host.weight(module).device, dtype=host.weight(module).dtype)
         out_proj = getattr(module, host.out_proj) if host.out_proj else None
-        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias, host.rotary)
+        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias, rotary)
         setattr(parent, attr, layer.train(module.training))  # the mode of the layer it replaces (dropout)
     setattr(model.config, PLAN_KEY, [str(s) for s in specs])
     model.config._attn_implementation = interface.register()

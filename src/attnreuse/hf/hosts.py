@@ -39,9 +39,16 @@ class Host:
     # How the original runs (the baseline of every comparison): PyTorch's fused SDPA where the
     # family has it, else transformers' eager attention (MPNet's only one).
     attn_implementation: str = "sdpa"
-    # The keyword of the (cos, sin) pair [B, N, d] the model hands every layer's attention to rotate
-    # its query and key (RoPE, rotate-half layout: ModernBERT's `position_embeddings`), else None.
+    # The keyword of the rotary position embeddings the model hands every layer's attention, else
+    # None: "heads" rotates each head's query and key after the projections (ModernBERT's
+    # `position_embeddings`, a (cos, sin) pair [B, N, d]); "input" rotates the projections' input,
+    # head-size chunk by chunk, before them (Wav2Vec2-Conformer's `relative_position_embeddings`,
+    # cos and sin stacked [2, N, 1, 1, d]). Both in the rotate-half layout.
     rotary: str | None = None
+    rotary_on: str = "heads"
+    rotary_when: tuple[str, object] | None = None  # (config attribute, value) when only some configs rotate
+    # (config attribute, value, why): configurations of a hosted family that are refused
+    unsupported: tuple[tuple[str, object, str], ...] = ()
 
     def check_model(self, model: nn.Module) -> None:
         """Raise if `model` is not the class this host converts (when it names one)."""
@@ -56,6 +63,12 @@ class Host:
                 parent_name, _, attr = name.rpartition(".")
                 found.append((model.get_submodule(parent_name), attr, module))
         return found
+
+    def rotary_kwarg(self, config) -> str | None:
+        """The keyword of the rotary embeddings a model of `config` hands its layers, or None."""
+        if self.rotary is None or (self.rotary_when and getattr(config, self.rotary_when[0], None) != self.rotary_when[1]):
+            return None
+        return self.rotary
 
     def weight(self, module: nn.Module):
         """The replaced module's query projection weight (or its fused qkv's): its device and dtype."""
@@ -78,7 +91,7 @@ class Host:
             biases = {k: None if lin.bias is None else lin.bias.detach() for k, lin in zip(("query", "key", "value"), linears)}
         return SourceAttention(dim=dim, num_heads=num_heads, weights=weights, biases=biases,
                                scale=float(getattr(module, "scaling", (dim // num_heads) ** -0.5)),
-                               rotary=self.rotary is not None)
+                               rotary=self.rotary is not None and self.rotary_on == "heads")
 
 
 HOSTS = (
@@ -118,6 +131,16 @@ HOSTS = (
          inputs="input_values"),
     Host("hubert", ("hubert",), "HubertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
          inputs="input_values"),
+    # Wav2Vec2-Conformer (the Conformer, where attention map reuse was first shown): wav2vec2's
+    # feature encoder and Conformer layers (macaron FFNs, a convolution module). Its rotary variant
+    # rotates the hidden states before the query / key projections; the relative variant adds a
+    # Transformer-XL position term computed from every head's own query, which no shared map keeps.
+    Host("wav2vec2-conformer", ("wav2vec2-conformer",), "Wav2Vec2ConformerSelfAttention",
+         ("linear_q", "linear_k", "linear_v"), out_proj="linear_out", inputs="input_values",
+         rotary="relative_position_embeddings", rotary_on="input", rotary_when=("position_embeddings_type", "rotary"),
+         unsupported=(("position_embeddings_type", "relative",
+                       "Transformer-XL relative positions (their score term needs every head's own query); "
+                       "the rotary and the position-free variants are"),)),
 )
 SUPPORTED = tuple(t for h in HOSTS for t in h.model_types)
 SPEECH_INPUTS = ("input_values", "input_features")  # the hosts whose data is waveforms (`attnreuse.hf.audio`)
@@ -185,6 +208,9 @@ def host_for(config) -> Host:
         if model_type in host.model_types:
             if getattr(config, "is_decoder", False):
                 raise ValueError(f"{model_type} configured as a decoder (is_decoder=True): attnreuse hosts encoders only")
+            for attr, value, why in host.unsupported:
+                if getattr(config, attr, None) == value:
+                    raise ValueError(f"{model_type} with {attr}={value!r} is not supported: {why}")
             return host
     hint = _TOWERS.get(model_type)
     hint = f" ({hint})" if hint else ""

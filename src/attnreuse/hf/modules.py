@@ -5,9 +5,10 @@ weights out) and delegates to its kind (`attnreuse.plan`). Layers hand each othe
 through one `PlanState` shared by the model's plan layers: the maps later layers apply, and the
 previous layer's attention output. Layer 0 clears it, so nothing outlives a forward.
 
-A host with rotary position embeddings (ModernBERT) hands each layer a (cos, sin) pair; the layer
-puts it in the state, and its core's query and key projections (`RotaryLinear`, the kind's own
-Linear with the same weights) rotate their heads by it, so every kind that forms scores from
+A host with rotary position embeddings (ModernBERT, Wav2Vec2-Conformer) hands each layer its
+(cos, sin); the layer puts it in the state, and its core's query and key projections
+(`RotaryLinear`, the kind's own Linear with the same weights) rotate by it (their output heads, or
+their input), so every kind that forms scores from
 queries and keys (mha, reuse, taylor, kvpool) sees them rotated as the original did.
 """
 
@@ -20,7 +21,7 @@ from attnreuse.hf.interface import as_bias
 from attnreuse.layers.token_attention import MapSelfAttention, key_mask_from_bias
 from attnreuse.plan import LayerSpec, get_kind
 
-__all__ = ["PlanAttention", "PlanState", "RotaryLinear", "rotate_queries_and_keys"]
+__all__ = ["PlanAttention", "PlanState", "RotaryLinear", "rotary_pair", "rotate_queries_and_keys"]
 
 
 class PlanState:
@@ -35,43 +36,58 @@ class PlanState:
         self.rotary: tuple[Tensor, Tensor] | None = None  # the running layer's (cos, sin) [B, N, d]
 
 
-class RotaryLinear(nn.Linear):
-    """A query or key projection whose output heads of width `head_dim` are rotated by the running
-    layer's (cos, sin) (`PlanState.rotary`), in the rotate-half layout, in float32 as transformers
-    does: x [B, N, C] -> [B, N, out_features]. The parameters are an nn.Linear's (same names), so
-    a converted model's weights save and load as they are."""
+def rotary_pair(value, n: int) -> tuple[Tensor, Tensor]:
+    """A host's rotary embeddings -> (cos, sin), each [B | 1, N, d]: a (cos, sin) pair as
+    ModernBERT hands it, or cos and sin stacked [2, >= N, 1, 1, d] as Wav2Vec2-Conformer does."""
+    if isinstance(value, (tuple, list)):
+        return value[0], value[1]
+    return value[0, :n, 0, 0][None], value[1, :n, 0, 0][None]
 
-    def __init__(self, linear: nn.Linear, head_dim: int, state: PlanState) -> None:
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor, head_dim: int) -> Tensor:
+    """x [B, N, k * head_dim], each head_dim chunk rotated (rotate-half layout) by cos, sin [B | 1, N, d]."""
+    if cos.shape[-1] != head_dim:
+        raise ValueError(f"rotary embeddings of width {cos.shape[-1]}, heads of {head_dim}: attnreuse rotates whole heads")
+    heads = x.unflatten(-1, (-1, head_dim)).float()  # [B, N, k, d]
+    half = head_dim // 2
+    rotated = torch.cat((-heads[..., half:], heads[..., :half]), dim=-1)
+    return (heads * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype).flatten(-2)
+
+
+class RotaryLinear(nn.Linear):
+    """A query or key projection rotated by the running layer's (cos, sin) (`PlanState.rotary`), in
+    the rotate-half layout, in float32 as transformers does: x [B, N, C] -> [B, N, out_features].
+    `on="heads"`: its output heads of width `head_dim` are rotated (ModernBERT); `on="input"`: its
+    input, in chunks of `head_dim`, before the projection (Wav2Vec2-Conformer). The parameters are an
+    nn.Linear's (same names), so a converted model's weights save and load as they are."""
+
+    def __init__(self, linear: nn.Linear, head_dim: int, state: PlanState, on: str = "heads") -> None:
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
                          device=linear.weight.device, dtype=linear.weight.dtype)
+        if on not in ("heads", "input"):
+            raise ValueError(f"on must be 'heads' or 'input', got {on!r}")
         self.weight, self.bias = linear.weight, linear.bias
-        self.head_dim = head_dim
+        self.head_dim, self.on = head_dim, on
         self._state = state
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", rotary heads of {self.head_dim}"
+        return super().extra_repr() + f", rotary {'input' if self.on == 'input' else 'heads'} of {self.head_dim}"
 
     def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)
         if self._state.rotary is None:
             raise ValueError("a rotary projection ran without the layer's position embeddings (cos, sin)")
         cos, sin = self._state.rotary
-        if cos.shape[-1] != self.head_dim:
-            raise ValueError(f"rotary embeddings of width {cos.shape[-1]}, heads of {self.head_dim}: attnreuse rotates "
-                             "whole heads")
-        heads = y.unflatten(-1, (-1, self.head_dim)).float()  # [B, N, G, d]
-        half = self.head_dim // 2
-        rotated = torch.cat((-heads[..., half:], heads[..., :half]), dim=-1)
-        out = heads * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)
-        return out.to(y.dtype).flatten(-2)
+        if self.on == "input":
+            return super().forward(_rotate(x, cos, sin, self.head_dim))
+        return _rotate(super().forward(x), cos, sin, self.head_dim)
 
 
-def rotate_queries_and_keys(core: nn.Module, head_dim: int, state: PlanState) -> None:
+def rotate_queries_and_keys(core: nn.Module, head_dim: int, state: PlanState, on: str = "heads") -> None:
     """Make `core`'s `query` and `key` Linear layers (where it has them) `RotaryLinear`s."""
     for name in ("query", "key"):
         linear = getattr(core, name, None)
         if isinstance(linear, nn.Linear) and not isinstance(linear, RotaryLinear):
-            setattr(core, name, RotaryLinear(linear, head_dim, state))
+            setattr(core, name, RotaryLinear(linear, head_dim, state, on))
 
 
 class PlanAttention(nn.Module):
@@ -112,7 +128,8 @@ class PlanAttention(nn.Module):
         if self.score_bias is not None:
             bias = self._with_score_bias(bias, args, kwargs)
         if self.rotary is not None:
-            state.rotary = kwargs.get(self.rotary)
+            value = kwargs.get(self.rotary)
+            state.rotary = None if value is None else rotary_pair(value, hidden_states.shape[1])
         attn_map = state.maps.get(self.map_source) if self.map_source is not None else None
         out, new_map = self.kind.run(self.core, hidden_states, bias, key_mask, attn_map, state.previous, self.emit_map)
         if new_map is not None:
