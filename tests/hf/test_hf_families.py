@@ -95,22 +95,33 @@ def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
         assert arhf.convert(model, "mha,share,reuse,skip")(pixel_values=x).last_hidden_state.shape == ref.shape
 
 
-def test_distilbert_through_the_jobs(tmp_path, capsys, text_file):
-    """A DistilBERT directory as a user has one (its tokenizer gives no token_type_ids): convert,
-    distil, evaluate, export to ONNX Runtime."""
+@pytest.mark.parametrize("model_type, plan, speed", [
+    # a DistilBERT directory as a user has one (its tokenizer gives no token_type_ids)
+    ("distilbert", "mha,share,reuse,taylor", False),
+    # ModernBERT: rotary positions, a fused Wqkv, sliding-window layers; every kind that forms scores
+    # from rotated queries and keys, timed in PyTorch and ONNX Runtime
+    ("modernbert", "reuse,share,taylor,kvpool", True),
+])
+def test_family_through_the_jobs(tmp_path, capsys, text_file, model_type, plan, speed):
+    """analyze, convert, distil, evaluate, export to ONNX Runtime."""
     from attnreuse.cli import main
 
-    directory = _saved("distilbert", tmp_path)
+    directory = _saved(model_type, tmp_path)
+    assert main(["hf", "analyze", "--model", str(directory), "--text", str(text_file), "--texts", "16",
+                 "--output", str(tmp_path / "a")]) == 0
     conv = tmp_path / "conv"
-    assert main(["hf", "convert", "--model", str(directory), "--plan", "mha,share,reuse,taylor", "--text", str(text_file),
+    assert main(["hf", "convert", "--model", str(directory), "--plan", plan, "--text", str(text_file),
                  "--output", str(conv)]) == 0
     run = tmp_path / "run"
     assert main(["hf", "distill", "--teacher", str(directory), "--init", str(conv), "--text", str(text_file),
                  "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--output", str(run)]) == 0
-    assert main(["hf", "eval", "--teacher", str(directory), str(conv), str(run), "--text", str(text_file), "--no-speed"]) == 0
+    timing = ["--tokens", "16", "--rounds", "2", "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort"]
+    assert main(["hf", "eval", "--teacher", str(directory), str(conv), str(run), "--text", str(text_file),
+                 *(timing if speed else ["--no-speed"])]) == 0
     assert main(["hf", "export", str(run), "--output", str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "plan mha,share,reuse,taylor: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
+    recorded = plan.replace("kvpool", "kvpool:2")  # the default pool is written into the plan
+    assert f"plan {recorded}: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
 
 
 def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_path):
@@ -185,27 +196,6 @@ def test_the_jobs_take_a_whole_clip_or_siglip_directory_by_its_image_tower(tmp_p
         want = tower.from_pretrained(directory).eval()(pixel_values=x).last_hidden_state
         torch.testing.assert_close(converted(pixel_values=x).last_hidden_state, want, rtol=0, atol=1e-5)
     assert main(["hf", "eval", "--teacher", str(directory), str(conv), "--no-speed"]) == 0
-
-
-def test_modernbert_through_the_jobs(tmp_path, capsys, text_file):
-    """ModernBERT (rotary positions, a fused Wqkv, sliding-window layers): analyze, convert with
-    every kind that forms scores from rotated queries and keys, distil, evaluate, export."""
-    from attnreuse.cli import main
-
-    directory = _saved("modernbert", tmp_path)
-    assert main(["hf", "analyze", "--model", str(directory), "--text", str(text_file), "--texts", "16",
-                 "--output", str(tmp_path / "a")]) == 0
-    conv = tmp_path / "conv"
-    assert main(["hf", "convert", "--model", str(directory), "--plan", "reuse,share,taylor,kvpool", "--text", str(text_file),
-                 "--output", str(conv)]) == 0
-    run = tmp_path / "run"
-    assert main(["hf", "distill", "--teacher", str(directory), "--init", str(conv), "--text", str(text_file),
-                 "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--output", str(run)]) == 0
-    assert main(["hf", "eval", "--teacher", str(directory), str(conv), str(run), "--text", str(text_file),
-                 "--tokens", "16", "--rounds", "2", "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort"]) == 0
-    assert main(["hf", "export", str(run), "--output", str(tmp_path / "m.onnx")]) == 0
-    out = capsys.readouterr().out
-    assert "plan reuse,share,taylor,kvpool:2: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
 
 
 def test_rotary_projection_rotates_as_transformers_does():

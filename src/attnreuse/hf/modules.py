@@ -8,8 +8,8 @@ previous layer's attention output. Layer 0 clears it, so nothing outlives a forw
 A host with rotary position embeddings (ModernBERT, Wav2Vec2-Conformer) hands each layer its
 (cos, sin); the layer puts it in the state, and its core's query and key projections
 (`RotaryLinear`, the kind's own Linear with the same weights) rotate by it (their output heads, or
-their input), so every kind that forms scores from
-queries and keys (mha, reuse, taylor, kvpool) sees them rotated as the original did.
+their input), so every kind that forms scores from queries and keys (mha, reuse, taylor, kvpool)
+sees them rotated as the original did.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class RotaryLinear(nn.Linear):
         self._state = state
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", rotary {'input' if self.on == 'input' else 'heads'} of {self.head_dim}"
+        return super().extra_repr() + f", rotary on its {self.on} (heads of {self.head_dim})"
 
     def forward(self, x: Tensor) -> Tensor:
         if self._state.rotary is None:
