@@ -160,3 +160,29 @@ def test_resume_after_the_images_changed_is_refused(tmp_path, capsys, vit_dir):
     assert code == 2 and f"--resume: the data of --data {images} changed since the run started" in err, err
     (images / "120.png").unlink()
     assert run(capsys, *argv, "--resume")[0] == 0
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_an_image_whose_data_breaks_off_is_named_before_any_work(tmp_path, capsys, vit_dir, suffix):
+    """Its header reads, so it was named only when a batch decoded it: minutes into a distillation,
+    which could then not resume without it (the data would have changed)."""
+    import io
+
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(120):
+        Image.fromarray((torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()).save(
+            images / f"{i:03d}.png")
+    whole = io.BytesIO()
+    Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(whole, format="PNG" if suffix == "png" else "JPEG")
+    (images / f"cut.{suffix}").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    from attnreuse.hf.images import load_images
+
+    with pytest.raises(ValueError, match=f"cut.{suffix}: not a readable image"):
+        load_images(str(images))  # where the data is read, before any model runs
+    out = tmp_path / "an"
+    code, _, err = run(capsys, "hf", "analyze", "--model", str(vit_dir), "--data", str(images), "--output", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{images / f'cut.{suffix}'}: not a readable image" in err
+    assert not out.exists()

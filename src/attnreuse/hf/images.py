@@ -10,7 +10,8 @@ CLIP's and SigLIP's image towers).
   images the processor upsamples; what installs offline, enough to compare a plan with the
   original on real images but far from the photographs the released models saw), or a directory
   of images (`--data DIR`: every .png / .jpg / .jpeg / .bmp / .webp / .gif below it, in path
-  order). Held out: every tenth.
+  order, each decoded once before any work so that a damaged file is named up front: a run that
+  met it later could not resume without it, as the data would have changed). Held out: every tenth.
 """
 
 from __future__ import annotations
@@ -125,9 +126,10 @@ def load_images(data: str) -> list:
     found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not found:
         raise ValueError(f"--data {data}: no images below it ({', '.join(IMAGE_SUFFIXES)})")
-    for p in found:  # each header read now (not decoded): a file that is no image is named before any work
-        with _opened(p):
-            pass
+    for p in found:  # each decoded once now: a file that is no image, or whose data breaks off, is named before any work
+        with _opened(p) as im:
+            im.draft(im.mode, (64, 64))  # a JPEG decodes at a fraction of its size (every scan still read)
+            im.load()
     return found
 
 
