@@ -117,6 +117,11 @@ HOSTS = (
     # (the model hands each layer its (cos, sin): a global and a local base) and, every few layers,
     # a sliding-window mask (`local_attention` tokens) that arrives as a full [B, 1, N, N] bias
     Host("modernbert", ("modernbert",), "ModernBertAttention", ("Wqkv",), out_proj="Wo", rotary="position_embeddings"),
+    # Rotary BERT-style embedders: nomic-embed-text (`nomic_bert`) and gte-*-v1.5 / gte-multilingual
+    # (`gte`); `q_proj`/`k_proj`/`v_proj`/`o_proj` in one module, each head's query and key rotated
+    Host("nomic_bert", ("nomic_bert",), "NomicBertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj",
+         rotary="position_embeddings"),
+    Host("gte", ("gte",), "GteAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", rotary="position_embeddings"),
     # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
     # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
