@@ -4,6 +4,7 @@ only: no assertion compares speeds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -89,3 +90,25 @@ def test_tiny_hubert_study_measures_the_feature_encoder_as_stem(tiny_hubert, tmp
     assert len(json.loads((out / "records.json").read_text())) == 4
     report = (out / "report.md").read_text()
     assert "| share2 |" in report and f"stem: {w2v.STEM}." in report
+
+
+def test_tiny_conformer_study_measures_its_convolution_module(tmp_path):
+    """A Wav2Vec2-Conformer config.json (rotary): its two half-step feed-forwards are the FFN, its
+    convolution module a rest piece of its own, and the parts still add up to the breakdown."""
+    import transformers
+
+    path = tmp_path / "conformer.json"
+    transformers.Wav2Vec2ConformerConfig(**TINY, position_embeddings_type="rotary", conv_depthwise_kernel_size=3).to_json_file(path)
+    out = tmp_path / "study"
+    config = study.StudyConfig(model=str(path), lengths=(12,), plans=("share2", "reuse"), threads=1, rounds=1,
+                               repeats=1, warmup=1, breakdown_repeats=1, check_length=12, output=str(out))
+    records = study.run_study(config)
+    assert [r["plan"] for r in records] == ["sdpa", "mha", "share2", "reuse"]
+    for r in records:
+        assert sum(r[f"ms_{p}"] for p in study.PARTS) == pytest.approx(r["breakdown_total_ms"])
+        assert r["ms_rest"] == pytest.approx(sum(r[f"ms_rest_{p}"] for p in (*study.REST_PARTS, "conv_module")))
+        assert r["ms_rest_conv_module"] > 0 and r["ms_ffn"] > 0 and r["ms_qk_proj"] > 0 and r["ms_rest_stem"] > 0
+    assert "| conv_module |" in (out / "report.md").read_text()
+    path.write_text(path.read_text().replace('"rotary"', '"relative"'))
+    with pytest.raises(ValueError, match="position_embeddings_type='relative' is not supported"):
+        study.run_study(dataclasses.replace(config, output=str(tmp_path / "relative")))

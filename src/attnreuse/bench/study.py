@@ -76,6 +76,7 @@ PRESETS = {
 PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj", "ffn", "rest")
 # "rest", measured piece by piece (see the module docstring).
 REST_PARTS = ("stem", "norms", "residual", "attention_glue", "other")
+CONFORMER_PART = "conv_module"  # one more rest piece, in a Conformer only: its convolution module
 ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj")
 _PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
 _STEPS = ("scores_softmax", "av", "core")
@@ -88,7 +89,7 @@ QUICK = {"rounds": 1, "repeats": 2, "warmup": 1, "breakdown_repeats": 1}
 class StudyConfig:
     """One study; each field is also a flag of `attnreuse bench study`."""
 
-    model: str = field(default="whisper-base", metadata={"help": f"{', '.join([*PRESETS, *w2v.PRESETS])}, or a Whisper, wav2vec2 or HuBERT config.json (random weights)"})
+    model: str = field(default="whisper-base", metadata={"help": f"{', '.join([*PRESETS, *w2v.PRESETS])}, or a Whisper, wav2vec2, HuBERT or Wav2Vec2-Conformer config.json (random weights)"})
     lengths: tuple[int, ...] = arg((250, 500, 1000, 1500), "frames after the conv stem, comma-separated")
     plans: tuple[str, ...] = arg(("sdpa", "mha", "share2", "share3", "reuse", "taylor"),
                                  "sdpa, mha, shareG (groups of G), or one kind for every layer (reuse, reuse:2, taylor)")
@@ -251,8 +252,9 @@ def watch_attention(timer, attn, i: int) -> None:
         owner = attn.core
         if attn.out_proj is not None:
             timer.watch(attn.out_proj, "out_proj", i)
-    else:
-        names = (("q_proj", "qk_proj"), ("k_proj", "qk_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj"))
+    else:  # stock: Whisper, wav2vec2, HuBERT (q_proj ...) or Wav2Vec2-Conformer (linear_q ...)
+        names = (("q_proj", "qk_proj"), ("k_proj", "qk_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj"),
+                 ("linear_q", "qk_proj"), ("linear_k", "qk_proj"), ("linear_v", "v_proj"), ("linear_out", "out_proj"))
         owner = attn
     for attr, part in names:
         if hasattr(owner, attr):  # a skip layer's Phi has none of them
@@ -274,6 +276,8 @@ def _layer_parts(totals: dict, depth: int) -> tuple[list[dict[str, float]], dict
         layer["core"] += own if fused else 0.0
         layer.update(norms=ms(("norm", i)), residual=ms(("layer", i)), attention_glue=0.0 if fused else own,
                      stem=0.0, other=0.0)
+        if ("conv_module", i) in totals:  # a Conformer's
+            layer["conv_module"] = ms(("conv_module", i))
         layers.append(layer)
     encoder = dict(stem=ms(("stem", None)), norms=ms(("norm", None)), other=ms(("rest", None)))
     return layers, encoder
@@ -333,7 +337,8 @@ def measure_breakdown(model, x, backend: str, repeats: int, device: str = "cpu")
 def _summarise(layers: list[dict[str, float]], encoder: dict[str, float]) -> dict[str, float]:
     """ms per part of PARTS and per rest piece ("rest_" + piece), summed over layers."""
     parts = {p: sum(layer.get(p, 0.0) for layer in layers) for p in PARTS if p != "rest"}
-    rest = {f"rest_{p}": encoder.get(p, 0.0) + sum(layer.get(p, 0.0) for layer in layers) for p in REST_PARTS}
+    pieces = REST_PARTS + (CONFORMER_PART,) * any(CONFORMER_PART in layer for layer in layers)
+    rest = {f"rest_{p}": encoder.get(p, 0.0) + sum(layer.get(p, 0.0) for layer in layers) for p in pieces}
     return {**parts, "rest": sum(rest.values()), **rest}
 
 

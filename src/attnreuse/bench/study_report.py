@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnreuse.bench.study import BASELINE, PARTS, REFERENCE, REST_PARTS
+from attnreuse.bench.study import BASELINE, CONFORMER_PART, PARTS, REFERENCE, REST_PARTS
 
 __all__ = ["CHECKS", "check_records", "format_table", "latency_table", "write_report"]
 
@@ -158,6 +158,7 @@ def write_report(records: list[dict], config, out: Path) -> Path:
     plot_breakdown(records, out / "breakdown.png")
     plot_speedup(records, out / "speedup.png")
     first = records[0]
+    pieces = REST_PARTS + (CONFORMER_PART,) * (f"ms_rest_{CONFORMER_PART}" in first)  # a Conformer's convolution module
     device = config.device if config.device == "cpu" else f"{config.device} ({first.get('cuda_device')})"
     at = _check_length(records, config.check_length)
     lines = [
@@ -205,11 +206,11 @@ def write_report(records: list[dict], config, out: Path) -> Path:
           + f" | {r['breakdown_total_ms']:.1f} | {r['latency_ms_median']:.1f} | {r['breakdown_coverage']:.2f} | "
           f"{r['breakdown_coverage_rounds']:.2f} | {r['instrumentation_overhead']:.2f} |" for r in records),
         "",
-        "The rest, piece by piece (ms): " + ", ".join(REST_PARTS) + "." + (f" stem: {first['stem']}." if first.get("stem") else ""),
+        "The rest, piece by piece (ms): " + ", ".join(pieces) + "." + (f" stem: {first['stem']}." if first.get("stem") else ""),
         "",
-        "| plan | N | " + " | ".join(REST_PARTS) + " |",
-        "|---|---|" + "---|" * len(REST_PARTS),
-        *(f"| {r['plan']} | {r['frames']} | " + " | ".join(f"{r[f'ms_rest_{p}']:.1f}" for p in REST_PARTS) + " |"
+        "| plan | N | " + " | ".join(pieces) + " |",
+        "|---|---|" + "---|" * len(pieces),
+        *(f"| {r['plan']} | {r['frames']} | " + " | ".join(f"{r[f'ms_rest_{p}']:.1f}" for p in pieces) + " |"
           for r in records),
         "",
         "![breakdown per length](breakdown.png)",

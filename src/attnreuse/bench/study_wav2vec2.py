@@ -1,4 +1,9 @@
-"""wav2vec2 and HuBERT in `attnreuse bench study`: presets, the waveform of N frames, the marks.
+"""wav2vec2, HuBERT and Wav2Vec2-Conformer in `attnreuse bench study`: presets, the waveform of N
+frames, the marks.
+
+A Wav2Vec2-Conformer (its config.json; no preset: the released Conformers are large) runs with the
+same feature encoder; its layers' two half-step feed-forwards are the breakdown's FFN, and its
+convolution module, which no other family has, a rest piece of its own ("conv_module").
 
 Presets are the released base configurations (12 layers, 768 wide, 12 heads, 3072 FFN; the
 7-layer conv feature encoder of 512 channels, strides 5,2,2,2,2,2,2 and kernels 10,3,3,3,3,2,2: one
@@ -26,14 +31,14 @@ __all__ = ["PRESETS", "STEM", "build", "handles", "inputs_at", "speech_config", 
 # fields; every other field keeps transformers' default, which is the base model's.
 _BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 PRESETS = {"wav2vec2-base": ("wav2vec2", _BASE), "hubert-base": ("hubert", _BASE)}
-MODEL_TYPES = ("wav2vec2", "hubert")
+MODEL_TYPES = ("wav2vec2", "hubert", "wav2vec2-conformer")
 STEM = "conv feature encoder on the waveform + feature projection + positional convolution"
 
 
 def _config_class(model_type: str):
-    from transformers import HubertConfig, Wav2Vec2Config
+    from transformers import HubertConfig, Wav2Vec2Config, Wav2Vec2ConformerConfig
 
-    return {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig}[model_type]
+    return {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wav2vec2-conformer": Wav2Vec2ConformerConfig}[model_type]
 
 
 def speech_config(model: str, positions: int = 0):
@@ -66,10 +71,12 @@ def speech_config(model: str, positions: int = 0):
 
 
 def build(cfg):
-    """The bare encoder model (Wav2Vec2Model / HubertModel) of `cfg`, random weights, eval mode."""
-    from transformers import HubertModel, Wav2Vec2Model
+    """The bare encoder model (Wav2Vec2Model / HubertModel / Wav2Vec2ConformerModel) of `cfg`,
+    random weights, eval mode."""
+    from transformers import HubertModel, Wav2Vec2ConformerModel, Wav2Vec2Model
 
-    return (HubertModel if cfg.model_type == "hubert" else Wav2Vec2Model)(cfg).eval()
+    classes = {"wav2vec2": Wav2Vec2Model, "hubert": HubertModel, "wav2vec2-conformer": Wav2Vec2ConformerModel}
+    return classes[cfg.model_type](cfg).eval()
 
 
 def handles(model_or_config) -> bool:
@@ -97,11 +104,21 @@ def watch(timer, model) -> None:
     layer its norms, attention module, projections (stock or converted) and feed-forward block."""
     from attnreuse.bench.study import watch_attention
 
-    for module in (model.feature_extractor, model.feature_projection, model.encoder.pos_conv_embed):
-        timer.watch(module, "stem")
+    for module in (model.feature_extractor, model.feature_projection, model.encoder.pos_conv_embed,
+                   getattr(model.encoder, "embed_positions", None)):  # a Conformer's rotary table
+        if module is not None:
+            timer.watch(module, "stem")
     timer.watch(model.encoder.layer_norm, "norm")
     for i, layer in enumerate(model.encoder.layers):
         timer.watch(layer, "layer", i)
+        if hasattr(layer, "conv_module"):  # a Conformer block: FFN/2, attention, convolution, FFN/2
+            for norm in (layer.ffn1_layer_norm, layer.self_attn_layer_norm, layer.ffn2_layer_norm, layer.final_layer_norm):
+                timer.watch(norm, "norm", i)
+            watch_attention(timer, layer.self_attn, i)
+            timer.watch(layer.ffn1, "ffn", i)
+            timer.watch(layer.ffn2, "ffn", i)
+            timer.watch(layer.conv_module, "conv_module", i)
+            continue
         for norm in (layer.layer_norm, layer.final_layer_norm):
             timer.watch(norm, "norm", i)
         watch_attention(timer, layer.attention, i)
