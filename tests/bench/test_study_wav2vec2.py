@@ -71,14 +71,21 @@ def test_bad_speech_input_is_one_line_and_non_zero(argv, match, tmp_path, capsys
     assert not (tmp_path / "o").exists()
 
 
-def test_tiny_hubert_study_measures_the_feature_encoder_as_stem(tiny_hubert, tmp_path):
-    out = tmp_path / "study"
-    config = study.StudyConfig(model=str(tiny_hubert), lengths=(12,), plans=("share2", "taylor"), threads=1, rounds=1,
-                               repeats=1, warmup=1, breakdown_repeats=1, check_length=12, output=str(out))
+def _tiny_study(model, plans: tuple[str, ...], out) -> tuple[study.StudyConfig, list[dict]]:
+    """One timed round at 12 frames of the plans (and sdpa, mha); every record's parts add up to its breakdown."""
+    config = study.StudyConfig(model=str(model), lengths=(12,), plans=plans, threads=1, rounds=1, repeats=1, warmup=1,
+                               breakdown_repeats=1, check_length=12, output=str(out))
     records = study.run_study(config)
-    assert [r["plan"] for r in records] == ["sdpa", "mha", "share2", "taylor"]
+    assert [r["plan"] for r in records] == ["sdpa", "mha", *plans]
     for r in records:
         assert sum(r[f"ms_{p}"] for p in study.PARTS) == pytest.approx(r["breakdown_total_ms"])
+    return config, records
+
+
+def test_tiny_hubert_study_measures_the_feature_encoder_as_stem(tiny_hubert, tmp_path):
+    out = tmp_path / "study"
+    _, records = _tiny_study(tiny_hubert, ("share2", "taylor"), out)
+    for r in records:
         assert r["ms_rest_stem"] > 0 and r["ms_rest_norms"] > 0 and r["ms_ffn"] > 0 and r["ms_qk_proj"] > 0
         assert r["stem"] == w2v.STEM and r["input_shape"] == [1, 130]  # (12 - 1) * 10 + 20 samples
         assert r["positions"] is None and not r["positions_extended"] and len(r["layers"]) == 4
@@ -100,12 +107,8 @@ def test_tiny_conformer_study_measures_its_convolution_module(tmp_path):
     path = tmp_path / "conformer.json"
     transformers.Wav2Vec2ConformerConfig(**TINY, position_embeddings_type="rotary", conv_depthwise_kernel_size=3).to_json_file(path)
     out = tmp_path / "study"
-    config = study.StudyConfig(model=str(path), lengths=(12,), plans=("share2", "reuse"), threads=1, rounds=1,
-                               repeats=1, warmup=1, breakdown_repeats=1, check_length=12, output=str(out))
-    records = study.run_study(config)
-    assert [r["plan"] for r in records] == ["sdpa", "mha", "share2", "reuse"]
+    config, records = _tiny_study(path, ("share2", "reuse"), out)
     for r in records:
-        assert sum(r[f"ms_{p}"] for p in study.PARTS) == pytest.approx(r["breakdown_total_ms"])
         assert r["ms_rest"] == pytest.approx(sum(r[f"ms_rest_{p}"] for p in (*study.REST_PARTS, "conv_module")))
         assert r["ms_rest_conv_module"] > 0 and r["ms_ffn"] > 0 and r["ms_qk_proj"] > 0 and r["ms_rest_stem"] > 0
     assert "| conv_module |" in (out / "report.md").read_text()

@@ -276,8 +276,8 @@ def _layer_parts(totals: dict, depth: int) -> tuple[list[dict[str, float]], dict
         layer["core"] += own if fused else 0.0
         layer.update(norms=ms(("norm", i)), residual=ms(("layer", i)), attention_glue=0.0 if fused else own,
                      stem=0.0, other=0.0)
-        if ("conv_module", i) in totals:  # a Conformer's
-            layer["conv_module"] = ms(("conv_module", i))
+        if (CONFORMER_PART, i) in totals:
+            layer[CONFORMER_PART] = ms((CONFORMER_PART, i))
         layers.append(layer)
     encoder = dict(stem=ms(("stem", None)), norms=ms(("norm", None)), other=ms(("rest", None)))
     return layers, encoder

@@ -102,7 +102,7 @@ def inputs_at(model, frames: int, batch: int, seed: int) -> dict:
 def watch(timer, model) -> None:
     """Marks as the Whisper study sets them: the stem (see STEM), the encoder's layer norm, and per
     layer its norms, attention module, projections (stock or converted) and feed-forward block."""
-    from attnreuse.bench.study import watch_attention
+    from attnreuse.bench.study import CONFORMER_PART, watch_attention
 
     for module in (model.feature_extractor, model.feature_projection, model.encoder.pos_conv_embed,
                    getattr(model.encoder, "embed_positions", None)):  # a Conformer's rotary table
@@ -117,7 +117,7 @@ def watch(timer, model) -> None:
             watch_attention(timer, layer.self_attn, i)
             timer.watch(layer.ffn1, "ffn", i)
             timer.watch(layer.ffn2, "ffn", i)
-            timer.watch(layer.conv_module, "conv_module", i)
+            timer.watch(layer.conv_module, CONFORMER_PART, i)
             continue
         for norm in (layer.layer_norm, layer.final_layer_norm):
             timer.watch(norm, "norm", i)

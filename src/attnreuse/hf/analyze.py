@@ -53,14 +53,14 @@ class Redundancy:
     head_to_mean: Tensor  # [L, H]
     layer_map_cosine: Tensor  # [L, L]
     output_cka: Tensor  # [L, L]
+    taylor_cosine: Tensor  # [L]
+    kvpool_cosine: Tensor  # [L]
     texts: int
-    taylor_cosine: Tensor | None = None  # [L]
-    kvpool_cosine: Tensor | None = None  # [L]
 
     def to_json(self) -> dict:
-        extra = {k: getattr(self, k).tolist() for k in ("taylor_cosine", "kvpool_cosine") if getattr(self, k) is not None}
         return {"head_to_mean": self.head_to_mean.tolist(), "layer_map_cosine": self.layer_map_cosine.tolist(),
-                "output_cka": self.output_cka.tolist(), **extra, "texts": self.texts}
+                "output_cka": self.output_cka.tolist(), "taylor_cosine": self.taylor_cosine.tolist(),
+                "kvpool_cosine": self.kvpool_cosine.tolist(), "texts": self.texts}
 
 
 def _log_map(a: Tensor, keys: Tensor) -> Tensor:
@@ -142,8 +142,8 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
     layer = torch.triu(layer) + torch.triu(layer, 1).T
     reps = [torch.cat(f) for f in flat_out]
     cka = torch.tensor([[linear_cka(reps[i], reps[j]) for j in range(L)] for i in range(L)])
-    return Redundancy((head_sum / count).float(), layer.float(), cka.float(), count,
-                      (taylor_sum / count).float(), (kvpool_sum / count).float())
+    return Redundancy((head_sum / count).float(), layer.float(), cka.float(), (taylor_sum / count).float(),
+                      (kvpool_sum / count).float(), count)
 
 
 def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
