@@ -1,8 +1,11 @@
-"""Tiny random-weight transformers encoders and a word-level tokenizer the hf tests build (no download)."""
+"""Tiny random-weight transformers encoders (one of every hosted family: `family_model`) and a word-level
+tokenizer the hf tests build (no download)."""
 
 from __future__ import annotations
 
 import pytest
+
+from attnreuse.hf.hosts import HOSTS
 
 transformers = pytest.importorskip("transformers")
 
@@ -79,3 +82,35 @@ def sentences(n: int, seed: int = 0) -> list[str]:
 
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) for _ in range(n)]
+
+
+TEXT = [t for h in HOSTS if h.inputs == "input_ids" for t in h.model_types]
+VISION = [t for h in HOSTS if h.inputs == "pixel_values" for t in h.model_types]
+SIZES = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64)
+
+
+def family_model(model_type: str):
+    """A tiny random model of any hosted `model_type` (AutoModel) (the text ones: peaked maps, so a wrong mask or scale shows)."""
+    kw = dict(SIZES)
+    if model_type in TEXT:
+        kw.update(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1, initializer_range=0.3)
+        if model_type == "distilbert":
+            kw.update(hidden_dim=64, dropout=0.0, attention_dropout=0.0)
+        elif model_type == "modernbert":  # local layers see 8 tokens: the test sentences are longer
+            kw.update(local_attention=8, global_attn_every_n_layers=2, embedding_dropout=0.0, mlp_dropout=0.0,
+                      attention_dropout=0.0, bos_token_id=2, cls_token_id=2, eos_token_id=3, sep_token_id=3)
+        else:
+            kw.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    else:
+        kw.update(image_size=16, patch_size=4, num_channels=3)
+    import torch
+
+    torch.manual_seed(0)
+    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw)).eval()
+
+
+def family_text_batch(tmp_path, n: int = 4, seed: int = 0):
+    """Padded tokenised sentences, without token_type_ids (not every family takes them)."""
+    batch = tiny_tokenizer(tmp_path)(sentences(n, seed=seed), padding=True, return_tensors="pt")
+    batch.pop("token_type_ids")
+    return batch

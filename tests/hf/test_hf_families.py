@@ -11,44 +11,14 @@ import attnreuse.hf as arhf
 from attnreuse.hf.hosts import HOSTS, host_for, max_tokens
 from attnreuse.hf.images import image_tokens
 
-from hfutil import WORDS, sentences, tiny_tokenizer
+from hfutil import SIZES, TEXT, VISION, WORDS, family_model, family_text_batch, sentences, tiny_tokenizer
 
 transformers = pytest.importorskip("transformers")
-
-TEXT = [t for h in HOSTS if h.inputs == "input_ids" for t in h.model_types]
-VISION = [t for h in HOSTS if h.inputs == "pixel_values" for t in h.model_types]
-SIZES = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64)
-
-
-def _model(model_type: str):
-    """A tiny random model of `model_type` (the text ones: peaked maps, so a wrong mask or scale shows)."""
-    kw = dict(SIZES)
-    if model_type in TEXT:
-        kw.update(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1, initializer_range=0.3)
-        if model_type == "distilbert":
-            kw.update(hidden_dim=64, dropout=0.0, attention_dropout=0.0)
-        elif model_type == "modernbert":  # local layers see 8 tokens: the test sentences are longer
-            kw.update(local_attention=8, global_attn_every_n_layers=2, embedding_dropout=0.0, mlp_dropout=0.0,
-                      attention_dropout=0.0, bos_token_id=2, cls_token_id=2, eos_token_id=3, sep_token_id=3)
-        else:
-            kw.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    else:
-        kw.update(image_size=16, patch_size=4, num_channels=3)
-    torch.manual_seed(0)
-    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw)).eval()
-
-
-def _text_batch(tmp_path, n: int = 4):
-    """Padded tokenised sentences, without token_type_ids (not every family takes them)."""
-    batch = tiny_tokenizer(tmp_path)(sentences(n), padding=True, return_tensors="pt")
-    batch.pop("token_type_ids")
-    return batch
-
 
 def _saved(model_type: str, tmp_path):
     """A saved tiny model of `model_type` with a tokenizer that, as its family's own, gives no token_type_ids."""
     directory = tmp_path / f"tiny-{model_type}"
-    _model(model_type).save_pretrained(directory)
+    family_model(model_type).save_pretrained(directory)
     tok = tiny_tokenizer(tmp_path)
     tok.model_input_names = ["input_ids", "attention_mask"]
     tok.save_pretrained(directory)
@@ -62,8 +32,8 @@ def test_the_families_are_the_hosts_families():
 
 @pytest.mark.parametrize("model_type", TEXT)
 def test_text_family_mha_and_reuse_per_head_are_exact(tmp_path, model_type):
-    model = _model(model_type)
-    batch = _text_batch(tmp_path)
+    model = family_model(model_type)
+    batch = family_text_batch(tmp_path)
     assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
     real = batch["attention_mask"].bool()
     with torch.no_grad():
@@ -84,7 +54,7 @@ def test_text_family_mha_and_reuse_per_head_are_exact(tmp_path, model_type):
 
 @pytest.mark.parametrize("model_type", VISION)
 def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
-    model = _model(model_type)
+    model = family_model(model_type)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         ref = model(pixel_values=x).last_hidden_state
@@ -132,8 +102,8 @@ def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_pat
     from attnreuse.ops import use_backend
     from attnreuse.plan import LayerSpec
 
-    model = _model("mpnet")
-    batch = _text_batch(tmp_path)
+    model = family_model("mpnet")
+    batch = family_text_batch(tmp_path)
     real = batch["attention_mask"].bool()
     with torch.no_grad(), use_backend("tiled"):
         out = arhf.convert(model, "mha")(**batch).last_hidden_state

@@ -48,10 +48,11 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor, head_dim: int) -> Tensor:
     """x [B, N, k * head_dim], each head_dim chunk rotated (rotate-half layout) by cos, sin [B | 1, N, d]."""
     if cos.shape[-1] != head_dim:
         raise ValueError(f"rotary embeddings of width {cos.shape[-1]}, heads of {head_dim}: attnreuse rotates whole heads")
-    heads = x.unflatten(-1, (-1, head_dim)).float()  # [B, N, k, d]
+    batch, tokens, width = x.shape
+    heads = x.reshape(batch, tokens, width // head_dim, head_dim).float()  # [B, N, k, d]
     half = head_dim // 2
     rotated = torch.cat((-heads[..., half:], heads[..., :half]), dim=-1)
-    return (heads * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype).flatten(-2)
+    return (heads * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype).reshape(batch, tokens, width)
 
 
 class RotaryLinear(nn.Linear):
