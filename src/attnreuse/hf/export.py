@@ -154,6 +154,18 @@ def pooled_cosine(got: torch.Tensor, expected: torch.Tensor, real: torch.Tensor)
     return torch.cosine_similarity(mean_pool(got.to(expected.dtype), real), mean_pool(expected, real), dim=-1)
 
 
+def _drop_length_caches(model: nn.Module) -> None:
+    """Empty the caches some position embeddings keep for the last sequence length they saw
+    (Wav2Vec2-Conformer's rotary embedding: `cached_sequence_length`). A trace taken while one is
+    full records the cached tensor as a constant, and the exported graph then takes only the
+    export's length; emptied, the trace records how the embedding is computed from the length."""
+    for module in model.modules():
+        if getattr(module, "cached_sequence_length", None) is not None:
+            module.cached_sequence_length = None
+            if hasattr(module, "cached_rotary_positional_embedding"):
+                module.cached_rotary_positional_embedding = None
+
+
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
                    rtol: float = 1e-4, threads: int = 2, fused_attention: str | None = None,
                    int8: bool = False, min_cosine: float = 0.98) -> HFExportResult:
@@ -176,6 +188,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
     with torch.no_grad():
         expected = wrapper(*args)
     axes = _dynamic_axes(names)
+    _drop_length_caches(model)  # after the eager call above, which fills them
     with atomic_path(path) as tmp:
         with torch.no_grad(), exporting(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
