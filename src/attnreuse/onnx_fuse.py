@@ -46,8 +46,10 @@ Fused operators (both have CPU kernels in ONNX Runtime 1.32, checked in tests/ex
   pass through Transpose + Reshape, which ORT's transpose optimiser mostly cancels against the
   projections' own layout changes).
 - "attention": the ONNX `Attention` operator (opset 23: 4-D q/k/v taken as they are, `attn_mask`
-  broadcast, `scale`); the model's default-domain opset is raised to 23 (every operator these
-  exports use keeps its meaning from opset 18 to 23: later versions add types only).
+  broadcast, `scale`). A model below opset 23 is first converted to it by onnx's version converter
+  (`_at_opset`), which rewrites the operators whose form changed on the way: Split's sizes and the
+  Reduce operators' axes became inputs at 18, so a graph with a GLU (a Conformer's convolution
+  module) or a LayerNorm written out as ReduceMean would not load with its opset number merely raised.
 """
 
 from __future__ import annotations
@@ -489,17 +491,18 @@ def fuse_attention(model, op: str = "mha"):
 
     if op not in FUSED_OPS:
         raise ValueError(f"fused attention op must be one of {FUSED_OPS}, got {op!r}")
+    given, model = model, (_at_opset(model, 23) if op == "attention" else model)
     graph = model.graph
     shapes = _shapes(model)
     matches = _find(graph, shapes) + _find_channel_major(graph, shapes)
     if not matches:
-        return model, 0
+        return given, 0
     # in graph order, so bias nodes shared with later matches (`_bias_4d`) come before their first use
     position = {id(n): i for i, n in enumerate(graph.node)}
     matches.sort(key=lambda m: position[id(m.anchor)])
     gone = {id(n) for m in matches for n in m.nodes}
     new_nodes, made = {}, {}
-    opset = 23 if op == "attention" else next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    opset = _opset(model)
     for i, m in enumerate(matches):
         p = f"fused_attention_{i}"
         guarded = m
@@ -539,11 +542,32 @@ def fuse_attention(model, op: str = "mha"):
         if not any(o.domain == MS_DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     else:
-        for o in model.opset_import:
-            if o.domain in ("", "ai.onnx") and o.version < 23:
-                o.version = 23
         model.ir_version = max(model.ir_version, 11)
-    return model, len(matches)
+    if model is not given:
+        given.CopyFrom(model)
+    return given, len(matches)
+
+
+def _opset(model) -> int:
+    """The model's default-domain opset version."""
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _at_opset(model, version: int):
+    """`model` (unchanged) converted to default-domain opset `version` when it is below it, else
+    `model` itself. onnx's converter rewrites each operator whose inputs or attributes changed
+    between the versions (Split, the Reduce family, Pad, ...); operators of other domains
+    (com.microsoft) are kept as they are."""
+    if _opset(model) >= version:
+        return model
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(model, version)
+    except Exception as err:  # noqa: BLE001 - the converter's errors name no common type
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"the ONNX Attention operator needs opset {version}, and this graph (opset {_opset(model)}) "
+                         f"could not be converted to it ({first}); fuse into 'mha' instead") from None
 
 
 def count_fused(model) -> dict[str, int]:

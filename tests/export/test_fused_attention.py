@@ -72,6 +72,40 @@ def test_a_map_used_elsewhere_or_a_key_broadcast_bias_stays_decomposed():
     assert fuse_attention(model, "attention")[1] == 0
 
 
+def test_attention_op_converts_an_older_graph_to_opset_23():
+    """ONNX `Attention` needs opset 23, and Split (a GLU's, in a Conformer's convolution module) and
+    ReduceMean (a LayerNorm written out) changed form at 18: their sizes and axes became inputs. A
+    graph at opset 17 with both is converted, not merely renumbered: the fused graph loads and
+    matches; the given model is rewritten in place, and one with nothing to fuse is left alone."""
+    import onnxruntime as ort
+
+    model, shapes = _unfused_graph(2, 2, 5, 5, 4, 8, (2, 1, 1, 5), 0.5)
+    graph = model.graph
+    out = next(n for n in graph.node if n.output == ["out"])
+    out.output[0] = "av"
+    graph.node.extend([helper.make_node("Split", ["av"], ["a", "b"], axis=-1),  # [2, 2, 5, 4] each
+                       helper.make_node("Sigmoid", ["b"], ["gate"]),
+                       helper.make_node("Mul", ["a", "gate"], ["glu"]),
+                       helper.make_node("ReduceMean", ["glu"], ["mean"], axes=[-1], keepdims=1),
+                       helper.make_node("Sub", ["glu", "mean"], ["out"])])
+    model.opset_import[0].version = 17
+    plain = model.SerializeToString()
+    fused, count = fuse_attention(model, "attention")
+    assert fused is model and count == 1 and count_fused(model)["Attention"] == 1
+    assert next(o.version for o in model.opset_import if o.domain == "") == 23
+    rng = np.random.default_rng(1)
+    feed = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    feed["bias"][1, ..., 3:] = np.finfo(np.float32).min
+    run = {name: ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+           for name, g in (("plain", plain), ("fused", model.SerializeToString()))}
+    np.testing.assert_allclose(run["fused"], run["plain"], atol=1e-5, rtol=0)
+    untouched, _ = _unfused_graph(1, 2, 4, 4, 4, 4, None, 0.5)
+    untouched.graph.output.append(helper.make_tensor_value_info("p", TensorProto.FLOAT, None))  # map used elsewhere
+    untouched.opset_import[0].version = 17
+    before = untouched.SerializeToString()
+    assert fuse_attention(untouched, "attention") == (untouched, 0) and untouched.SerializeToString() == before
+
+
 @pytest.mark.parametrize(
     "op, plan, fused_layers, softmax_left",
     [("mha", "mha", DEPTH, 0), ("attention", "reuse", DEPTH, 0), ("mha", ["mha", "share"] * 3, 0, 3)],

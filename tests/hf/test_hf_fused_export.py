@@ -112,3 +112,46 @@ def test_hf_eval_times_the_fused_export(tmp_path, capsys, model_dir, text_file):
     assert all("fused_attention_nodes" not in s for s in speed if s["runtime"] == "ort")
     code, _, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(conv), "--runtimes", "ort,flash")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--runtimes must be" in err and "'ort,flash'" in err
+
+
+@pytest.mark.parametrize("kind, plan, op", [("modernbert", "reuse", "mha"), ("wav2vec2-conformer", "mha,reuse,reuse,mha", "attention"),
+                                            ("wav2vec2-conformer", None, "mha")])
+def test_rotary_encoders_fuse_every_layer(tmp_path, kind, plan, op):
+    """Rotary positions (`RotaryLinear`) keep q's and k's dims known to shape inference, so every
+    layer of a converted ModernBERT (its local layers under a band mask) and Wav2Vec2-Conformer
+    fuses; the Conformer into ONNX `Attention` (its GLU's Split converted to opset 23). Checked
+    against eager PyTorch and the decomposed export on padded inputs of another batch size and
+    length: the stock Conformer's rotary embedding caches its last length, which the export must not
+    freeze into the graph (plan None: the stock model)."""
+    from hfutil import family_model, family_text_batch, tiny_model
+
+    from attnreuse.hf.convert import convert
+    from attnreuse.hf.export import export_encoder, ort_encoder_session
+
+    def batch_of(n: int, length: int, seed: int) -> dict:
+        if kind == "modernbert":
+            return dict(family_text_batch(tmp_path, n, seed=seed))
+        torch.manual_seed(seed)
+        mask = torch.ones(n, length, dtype=torch.long)
+        mask[1, length // 2:] = 0
+        return {"input_values": torch.randn(n, length), "attention_mask": mask}
+
+    model = family_model(kind) if kind == "modernbert" else tiny_model(kind)
+    model = model if plan is None else convert(model, plan)
+    layers = model.config.num_hidden_layers
+    fused_path, plain_path = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    assert export_encoder(model, plain_path, batch_of(3, 400, 0), threads=1).fused_attention_nodes == 0
+    result = export_encoder(model, fused_path, batch_of(3, 400, 0), threads=1, fused_attention=op)
+    assert result.fused_attention_nodes == layers
+    counts = count_fused(onnx.load(str(fused_path)))
+    assert counts["MultiHeadAttention" if op == "mha" else "Attention"] == layers and counts["Softmax"] == 0
+
+    batch = batch_of(5, 560, 1)
+    feed = {k: v.numpy() for k, v in batch.items()}
+    got = ort_encoder_session(fused_path, threads=1).run(None, feed)[0]
+    plain = ort_encoder_session(plain_path, threads=1).run(None, feed)[0]
+    with torch.no_grad():
+        want = model(**batch).last_hidden_state.numpy()
+    assert got.shape == want.shape and got.shape[0] == 5
+    np.testing.assert_allclose(got, plain, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max(), rtol=0)
