@@ -69,13 +69,14 @@ def speed_table(records: dict) -> str:
     return "\n".join(lines)
 
 
-def fused_table(records: dict) -> str:
+def fused_table(records: dict, title: str = "model") -> str:
     """Each model's ONNX Runtime latency, decomposed (`ort`) and fused (`ort-fused`), each speed-up
     against the original's export in the same runtime, and the fused graph's attention subgraphs
-    (records: `hf eval --runtimes ort,ort-fused --json`; rows labelled by the candidate's plan)."""
+    (records: `hf eval --runtimes ort,ort-fused --json`; rows labelled by the candidate's plan, under
+    the header `title`)."""
     plans = {model: c["plan"] for model, c in records["candidates"].items()}
     by = {(r["model"], r["runtime"]): r for r in records["speed"]}
-    lines = ["| model | ORT ms | vs the original's export | ORT fused ms | attention subgraphs fused | "
+    lines = [f"| {title} | ORT ms | vs the original's export | ORT fused ms | attention subgraphs fused | "
              "vs the original's fused export |", "|---|---|---|---|---|---|"]  # fmt: skip
     for model in dict.fromkeys(r["model"] for r in records["speed"]):
         plain, fused = by[(model, "ort")], by[(model, "ort-fused")]
