@@ -150,6 +150,9 @@ class PlanAttention(nn.Module):
         if extra is None or not isinstance(self.core, MapSelfAttention):
             return bias
         G, H = self.core.qk_heads, extra.shape[1]
-        if G != H:
-            extra = extra.unflatten(1, (G, H // G)).mean(2)
+        if G == 1:
+            extra = extra.mean(1, keepdim=True)
+        elif G != H:  # sizes spelled out, not unflatten: ONNX shape inference follows that reshape (fused exports)
+            b, _, n, m = extra.shape
+            extra = extra.reshape(b, G, H // G, n, m).mean(2)
         return extra if bias is None else bias + extra
