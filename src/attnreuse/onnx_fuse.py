@@ -1,6 +1,7 @@
 """Fused attention in exported graphs: a post-export rewrite of every unfused attention,
 
-    [Mul(q, scale)] -> MatMul(., Transpose(k, [0, 1, 3, 2])) -> [Add(., bias)] -> Softmax(-1) -> MatMul(., v),
+    [Mul(q, scale)] -> MatMul(., Transpose(k, [0, 1, 3, 2])) -> [Mul or Div by a scalar] -> [Add(., bias)]...
+        -> Softmax(-1) -> MatMul(., v),
 
 into one fused ONNX Runtime operator, with q: [B, H, N, Dk], k: [B, H, M, Dk], v: [B, H, M, Dv]
 (Dv may differ from Dk: Reuse Attention's one shared map meets its value heads side by side,
@@ -20,8 +21,9 @@ TorchScript export of a `transformers` encoder), and a map whose Shape is read b
 traced Reuse Attention layer reshapes its value heads by it; `_map_shape_nodes` rebuilds that
 shape from q and k).
 
-Biases: an additive bias of rank 2 to 4 whose last dims are [N, M] or [1, M] and whose leading dims
-are 1 or [B, H] (dynamic dims compared by their inferred symbol). Both CPU kernels (ONNX Runtime
+Biases: several added one after another (MPNet: position bias, then padding mask) are summed into
+one, by an Add made once for every layer that reads the same ones (`_scores`, `_bias_sum`). The
+bias (or sum) is of rank 2 to 4, its last dims [N, M] or [1, M] and its leading dims 1 or [B, H] (dynamic dims compared by their inferred symbol). Both CPU kernels (ONNX Runtime
 1.32) refuse a bias with one row for all queries, which is what a key padding mask is ([B, 1, 1, M]
 or [B, H, 1, M], finfo.min at padded keys, as every `transformers` encoder with an attention_mask
 builds it), so such a bias passes through Expand to [B|1, H|1, N, M], N read from q's run-time shape,
@@ -199,6 +201,70 @@ def _nan_guard(sm, uses: list, consumers: dict, consts: dict, only_use) -> tuple
     return isnan, where
 
 
+def _scores(name: str, producer: dict, consts: dict, only_use, biases: int = 0) -> tuple | None:
+    """The scores feeding a softmax, read back from its input `name`:
+    MatMul -> [Mul or Div by a scalar]... -> [Add(., bias)]... (MPNet's export divides the scores by
+    sqrt(d) and adds its position bias and then the padding mask). Returns (the MatMul, the scalar
+    factor, the biases in order, the nodes), or None. Each node must have this chain as its only
+    use. At an Add whose both inputs could be scores, the first is taken: the other is then a bias
+    like any other, its nodes kept, so either reading computes the same."""
+    node = producer.get(name)
+    if node is None or not only_use(name) or biases > 3:
+        return None
+    if node.op_type == "MatMul":
+        return node, 1.0, [], [node]
+    if node.op_type in ("Mul", "Div"):
+        sides = (node.input,) if node.op_type == "Div" else (node.input, node.input[::-1])
+        for a, b in sides:
+            factor = _scalar(b, consts)
+            if factor is None or factor == 0.0:
+                continue
+            inner = _scores(a, producer, consts, only_use, biases)
+            if inner is None or inner[2]:  # a factor on a bias is not a scale of the scores alone
+                return None
+            mm, scale, _, nodes = inner
+            return mm, scale * (1.0 / factor if node.op_type == "Div" else factor), [], [*nodes, node]
+        return None
+    if node.op_type == "Add":
+        for a, b in (node.input, node.input[::-1]):
+            inner = _scores(a, producer, consts, only_use, biases + 1)
+            if inner is not None:
+                mm, scale, parts, nodes = inner
+                return mm, scale, [*parts, b], [*nodes, node]
+    return None
+
+
+def _broadcast(a: list, b: list) -> list | None:
+    """The broadcast shape of two dims lists as `_shapes` gives them; None where not decidable."""
+    a, b = [1] * (len(b) - len(a)) + a, [1] * (len(a) - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x == 1 or _same(x, y):
+            out.append(y)
+        elif y == 1:
+            out.append(x)
+        else:
+            return None
+    return out
+
+
+def _bias_sum(parts: list, shapes: dict) -> str | None:
+    """One bias from the biases added to the scores: the one, or for several the name of their sum
+    (made by `fuse_attention`, `_SUM` + the parts), its shape entered in `shapes`; None for none, or
+    when a part's shape is unknown (then `_bias_fits` refuses it)."""
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    name, shape = _SUM + "+".join(parts), shapes.get(parts[0])
+    for part in parts[1:]:
+        shape = _broadcast(shape, shapes[part]) if shape is not None and shapes.get(part) is not None else None
+    if shape is not None:
+        shapes[name] = shape
+    return name
+
+
+_SUM = "fused_attention_bias_sum:"  # the prefix of a summed bias's name (`_bias_sum`)
+
+
 def _find(graph, shapes: dict) -> list[_Match]:
     producer, consumers, consts, only_use = _index(graph)
     outputs = {o.name for o in graph.output}
@@ -219,20 +285,15 @@ def _find(graph, shapes: dict) -> list[_Match]:
         if (guard and not only_use(mapped)) or len(av) != 1 or av[0].op_type != "MatMul" or av[0].input[0] != mapped:
             continue
         mm2 = av[0]
-        nodes, bias = [sm, mm2, *(guard or ())], None
-        src = producer.get(sm.input[0])
-        if src is not None and src.op_type == "Add" and only_use(src.output[0]):
-            for a, b in (src.input, src.input[::-1]):
-                if a in producer and producer[a].op_type == "MatMul":
-                    nodes.append(src)
-                    bias, src = b, producer[a]
-                    break
-        if src is None or src.op_type != "MatMul" or not only_use(src.output[0]):
+        nodes = [sm, mm2, *(guard or ())]
+        chain = _scores(sm.input[0], producer, consts, only_use)
+        if chain is None:
             continue
-        mm1 = src
-        nodes.append(mm1)
+        mm1, scale, parts, chain_nodes = chain
+        nodes += chain_nodes
+        bias = _bias_sum(parts, shapes)
         # a scalar factor on either side (PyTorch's SDPA decomposition puts sqrt(scale) on both)
-        q, scale = mm1.input[0], 1.0
+        q = mm1.input[0]
         kt_name = mm1.input[1]
         factors = []
         for side in ("q", "k"):
@@ -378,6 +439,19 @@ def _bias_4d(m: _Match, p: str, op: str, shapes: dict, made: dict) -> tuple[str 
     return f"{p}/bias4d", nodes, inits
 
 
+def _sum_nodes(name: str, p: str) -> list:
+    """Add nodes making the summed bias `name` (`_bias_sum`) from its parts."""
+    from onnx import helper
+
+    parts = name.removeprefix(_SUM).split("+")
+    nodes, acc = [], parts[0]
+    for i, part in enumerate(parts[1:], 1):
+        out = name if i == len(parts) - 1 else f"{p}/bias_sum_{i}"
+        nodes.append(helper.make_node("Add", [acc, part], [out]))
+        acc = out
+    return nodes
+
+
 def _map_shape_nodes(m: _Match, p: str, reader) -> tuple[list, list]:
     """A Shape node that read the map [B, H, N, M], rebuilt from q [B, H, N, Dk] and k's M (the map
     is gone once fused); `reader`'s start and end attributes (opset 15+) become a Slice."""
@@ -509,6 +583,9 @@ def fuse_attention(model, op: str = "mha"):
         if m.nan_guard:  # the fused node writes an unguarded output, `_guard_nodes` the one the graph reads
             m = replace(m, out=f"{p}/unguarded")
         bias, nodes, inits = _bias_4d(m, p, op, shapes, made)
+        if m.bias is not None and m.bias.startswith(_SUM) and ("sum", m.bias) not in made:
+            nodes = _sum_nodes(m.bias, p) + nodes  # the first layer to read it makes it, before its other uses
+            made["sum", m.bias] = True
         if m.channel_major:
             nodes += _channel_major_nodes(m, p, op, bias)
         elif op == "mha":

@@ -142,3 +142,56 @@ def test_nan_guard_fuses_and_zeroes_rows_with_every_key_masked(op, opset):
     np.testing.assert_array_equal(got[0, :, 2], 0)
     np.testing.assert_array_equal(got[-1], 0)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def _position_biased(order: str = "div-then-add"):
+    """Two layers as MPNet's export writes them: MatMul(q, k^T) -> Div(sqrt(d)) -> Add(position bias
+    [1, H, n, n]) -> Add(mask [b, 1, 1, n]) -> Softmax -> MatMul(., v), both layers reading the same
+    position bias and mask. order="add-then-div": the bias added before the division (so the
+    division scales the bias too), which the rewrite must leave decomposed."""
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("q", f, ["b", H, "n", D]),
+              helper.make_tensor_value_info("k", f, ["b", H, "n", D]),
+              helper.make_tensor_value_info("v", f, ["b", H, "n", D]),
+              helper.make_tensor_value_info("pos", f, [1, H, "n", "n"]),
+              helper.make_tensor_value_info("mask", f, ["b", 1, 1, "n"])]
+    nodes = [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("cv", f, [], [2.0]))]
+    for layer in ("a", "b"):
+        s = f"{layer}/s"
+        nodes += [helper.make_node("Transpose", ["k"], [f"{layer}/kt"], perm=[0, 1, 3, 2]),
+                  helper.make_node("MatMul", ["q", f"{layer}/kt"], [s])]
+        if order == "div-then-add":
+            nodes += [helper.make_node("Div", [s, "c"], [f"{layer}/sd"]),
+                      helper.make_node("Add", [f"{layer}/sd", "pos"], [f"{layer}/sp"])]
+        else:
+            nodes += [helper.make_node("Add", [s, "pos"], [f"{layer}/spos"]),
+                      helper.make_node("Div", [f"{layer}/spos", "c"], [f"{layer}/sp"])]
+        nodes += [helper.make_node("Add", ["mask", f"{layer}/sp"], [f"{layer}/sb"]),  # the scores second: either side is matched
+                  helper.make_node("Softmax", [f"{layer}/sb"], [f"{layer}/p"], axis=-1),
+                  helper.make_node("MatMul", [f"{layer}/p", "v"], [f"{layer}/out"])]
+    outputs = [helper.make_tensor_value_info(n, f, None) for n in ("a/out", "b/out")]
+    return helper.make_model(helper.make_graph(nodes, "position_biased", inputs, outputs),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("op", FUSED_OPS)
+def test_scores_divided_then_biased_twice_fuse_with_one_summed_bias(op):
+    fused, count = fuse_attention(_position_biased(), op)
+    assert count == 2 and count_fused(fused)["Softmax"] == 0
+    sums = [n for n in fused.graph.node if n.op_type == "Add" and n.output[0].startswith("fused_attention_bias_sum:")]
+    assert len(sums) == 1  # position bias + mask made once, read by both layers
+    rng = np.random.default_rng(2)
+    batch, n = 3, 7
+    feed = _feed(batch, n, seed=2)
+    feed = {"q": feed["q"], "k": feed["k"], "v": feed["v"], "mask": feed["mask"],
+            "pos": rng.standard_normal((1, H, n, n)).astype(np.float32)}
+    want = _session(_position_biased()).run(None, feed)
+    got = _session(fused).run(None, feed)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+
+
+def test_a_bias_under_the_scale_stays_decomposed():
+    """(s + bias) / c scales the bias, which no fused kernel does: left decomposed."""
+    assert fuse_attention(_position_biased("add-then-div"), "mha")[1] == 0
+    assert fuse_attention(_position_biased("div-then-add"), "mha")[1] == 2

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import attnreuse.hf as arhf
-from attnreuse.hf.hosts import HOSTS, host_for, max_tokens
+from attnreuse.hf.hosts import host_for, max_tokens
 from attnreuse.hf.images import image_tokens
 
-from hfutil import SIZES, TEXT, VISION, WORDS, family_model, family_text_batch, sentences, tiny_tokenizer
+from hfutil import SIZES, TEXT, VISION, WORDS, family_model, family_text_batch, tiny_tokenizer
 
 transformers = pytest.importorskip("transformers")
 

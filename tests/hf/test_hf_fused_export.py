@@ -115,28 +115,31 @@ def test_hf_eval_times_the_fused_export(tmp_path, capsys, model_dir, text_file):
 
 
 @pytest.mark.parametrize("kind, plan, op", [("modernbert", "reuse", "mha"), ("wav2vec2-conformer", "mha,reuse,reuse,mha", "attention"),
-                                            ("wav2vec2-conformer", None, "mha")])
-def test_rotary_encoders_fuse_every_layer(tmp_path, kind, plan, op):
+                                            ("wav2vec2-conformer", None, "mha"), ("mpnet", None, "mha"),
+                                            ("mpnet", "reuse:2", "attention")])
+def test_position_encoded_families_fuse_every_layer(tmp_path, kind, plan, op):
     """Rotary positions (`RotaryLinear`) keep q's and k's dims known to shape inference, so every
     layer of a converted ModernBERT (its local layers under a band mask) and Wav2Vec2-Conformer
-    fuses; the Conformer into ONNX `Attention` (its GLU's Split converted to opset 23). Checked
-    against eager PyTorch and the decomposed export on padded inputs of another batch size and
-    length: the stock Conformer's rotary embedding caches its last length, which the export must not
-    freeze into the graph (plan None: the stock model)."""
+    fuses; the Conformer into ONNX `Attention` (its GLU's Split converted to opset 23). MPNet adds a
+    per-head position bias: its stock export (scores / sqrt(d) + position bias + mask) and a
+    `reuse:2` plan (each map takes its heads' mean bias) fuse too. Checked against eager PyTorch and
+    the decomposed export on padded inputs of another batch size and length: the stock Conformer's
+    rotary embedding caches its last length, which the export must not freeze into the graph (plan
+    None: the stock model)."""
     from hfutil import family_model, family_text_batch, tiny_model
 
     from attnreuse.hf.convert import convert
     from attnreuse.hf.export import export_encoder, ort_encoder_session
 
     def batch_of(n: int, length: int, seed: int) -> dict:
-        if kind == "modernbert":
+        if kind != "wav2vec2-conformer":
             return dict(family_text_batch(tmp_path, n, seed=seed))
         torch.manual_seed(seed)
         mask = torch.ones(n, length, dtype=torch.long)
         mask[1, length // 2:] = 0
         return {"input_values": torch.randn(n, length), "attention_mask": mask}
 
-    model = family_model(kind) if kind == "modernbert" else tiny_model(kind)
+    model = tiny_model(kind) if kind == "wav2vec2-conformer" else family_model(kind)
     model = model if plan is None else convert(model, plan)
     layers = model.config.num_hidden_layers
     fused_path, plain_path = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
