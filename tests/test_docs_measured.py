@@ -53,6 +53,13 @@ def _hf_modernbert_fused():
                        "ModernBERT-base plan, fused")
 
 
+def _hf_mpnet_fused():
+    from attnreuse.hf.measured import fused_table
+
+    return fused_table(json.loads((ROOT / "docs/measured/hf_mpnet_base_random_fused_2026-12-01.json").read_text()),
+                       "MPNet-base plan, fused")
+
+
 def _hf_int8():
     from attnreuse.hf.measured import int8_table
 
@@ -194,6 +201,7 @@ REBUILT = {
     ("docs/hf.md", "| ViT-S plan (random weights) |"): _hf_vit_s,
     ("docs/hf.md", "| ModernBERT-base plan (random weights) |"): _hf_modernbert,
     ("docs/hf.md", "| ModernBERT-base plan, fused |"): _hf_modernbert_fused,
+    ("docs/hf.md", "| MPNet-base plan, fused |"): _hf_mpnet_fused,
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
 }
 # (doc, header row) -> why it is not rebuilt here
