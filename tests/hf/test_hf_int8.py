@@ -51,6 +51,38 @@ def test_int8_export_is_quantised_and_stays_near_pytorch(tmp_path, capsys, conve
     assert (got - want)[real].abs().max() > 10 * (plain_out - want)[real].abs().max()  # it is not the float32 graph
 
 
+@pytest.mark.parametrize("op, name", [("mha", "MultiHeadAttention"), ("attention", "Attention")])
+def test_int8_export_with_fused_attention(tmp_path, capsys, converted, op, name):
+    """--int8 with --fused-attention: ONNX Runtime's quantiser fails on a fused graph (types lost after
+    MultiHeadAttention; ONNX Attention taken for its own), so the decomposed graph is quantised and
+    the int8 graph fused: the file holds int8 MatMuls and the fused ops (2 of mha,reuse,mha,share),
+    keeps the cosine gate on other text, and nothing else is left beside it."""
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.export import ort_encoder_session, pooled_cosine
+    from attnreuse.hf.source import load_preprocessor
+    from attnreuse.onnx_fuse import count_fused
+
+    q = tmp_path / "out" / "int8.onnx"
+    q.parent.mkdir()
+    code, out, err = _run(capsys, "hf", "export", str(converted), "--output", str(q), "--int8", "--fused-attention", op)
+    assert code == 0, err
+    assert "dynamic int8" in out and f"2 attention subgraph(s) fused into {op}" in out
+    graph = onnx.load(str(q))
+    counts = count_fused(graph)
+    assert counts[name] == 2 and counts["Softmax"] == 1
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops or "DynamicQuantizeMatMul" in ops, ops
+    assert sorted(p.name for p in q.parent.iterdir()) == ["int8.onnx"]
+
+    model = load(converted)
+    batch = load_preprocessor(converted, model.config)(sentences(6, seed=5), padding=True, return_tensors="pt")
+    got = torch.from_numpy(ort_encoder_session(q, threads=1).run(None, {k: batch[k].numpy() for k in
+                                                                          ("input_ids", "attention_mask")})[0])
+    with torch.no_grad():
+        want = model(**batch).last_hidden_state
+    assert pooled_cosine(got, want, batch["attention_mask"].bool()).min() >= 0.98
+
+
 def test_int8_export_below_min_cosine_writes_nothing(tmp_path, capsys, converted):
     q = tmp_path / "int8.onnx"
     code, out, err = _run(capsys, "hf", "export", str(converted), "--output", str(q), "--int8", "--min-cosine", "1")

@@ -19,7 +19,11 @@ layer whose map it applies, stay decomposed.
 one scale per output channel, activations quantised at run time; `attnreuse.quantize`) and write
 it instead, only if every sequence's mean-pooled output (real positions) keeps a cosine of at least
 `min_cosine` to PyTorch's float32 one: int8 cannot meet `rtol`, and pooled embeddings are what a
-text encoder's users compare.
+text encoder's users compare. With both: the decomposed float32 graph is quantised and the int8
+graph then fused (dynamic int8 leaves the attention's two activation MatMuls in float32, so the same
+subgraphs fuse). ONNX Runtime's quantiser cannot take the fused graph itself: its pre-processing
+loses the tensor types after `MultiHeadAttention`, and it reads ONNX `Attention` as its own
+com.microsoft `Attention` and writes an invalid QAttention.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,29 +202,43 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
                                   dynamic_axes=axes, opset_version=opset, dynamo=False)
             except torch.onnx.errors.OnnxExporterError as err:  # an operator ONNX has no form for
                 raise ValueError(f"{type(model).__name__} cannot be exported to ONNX: {str(err).splitlines()[0]}") from None
-        fused = fuse_file(tmp, fused_attention) if fused_attention is not None else 0
-        session = ort_encoder_session(tmp, threads=threads)
-        got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])
-        real = real_positions(model, batch, expected.shape[1]).bool()
-        diff = float((got - expected)[real].abs().max())
-        scale = float(expected[real].abs().max())
-        if not diff <= rtol * scale:
-            raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (output scale {scale:.3g}), above "
-                             f"rtol {rtol:g}; nothing written to {path}")
-        worst = _quantize_checked(tmp, batch, names, expected, real, threads, min_cosine, path) if int8 else None
+        plain = Path(tmp).with_name(Path(tmp).name + ".plain.onnx")  # the decomposed graph int8 starts from
+        try:
+            if fused_attention is not None and int8:
+                shutil.copyfile(tmp, plain)
+            fused = fuse_file(tmp, fused_attention) if fused_attention is not None else 0
+            session = ort_encoder_session(tmp, threads=threads)
+            got = torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])
+            real = real_positions(model, batch, expected.shape[1]).bool()
+            diff = float((got - expected)[real].abs().max())
+            scale = float(expected[real].abs().max())
+            if not diff <= rtol * scale:
+                raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (output scale {scale:.3g}), above "
+                                 f"rtol {rtol:g}; nothing written to {path}")
+            worst = None
+            if int8:
+                source = plain if fused_attention is not None else Path(tmp)
+                worst, fused = _quantize_checked(tmp, source, fused_attention, batch, names, expected, real, threads,
+                                                 min_cosine, path)
+        finally:
+            plain.unlink(missing_ok=True)
         size = Path(tmp).stat().st_size
     return HFExportResult(str(path), size, diff, scale, fused_attention, fused, int8, worst)
 
 
-def _quantize_checked(tmp: Path, batch: dict, names, expected, real, threads: int, min_cosine: float,
-                      path) -> float:
-    """Replace the checked float32 graph at `tmp` with its dynamic int8 form when every sequence's
-    pooled output keeps a cosine >= min_cosine to PyTorch's; returns the lowest cosine."""
+def _quantize_checked(tmp: Path, source: Path, fused_attention: str | None, batch: dict, names, expected, real,
+                      threads: int, min_cosine: float, path) -> tuple[float, int]:
+    """Replace the checked float32 graph at `tmp` with the dynamic int8 form of `source` (the
+    decomposed float32 graph), its attention then fused into `fused_attention` when given, if every
+    sequence's pooled output keeps a cosine >= min_cosine to PyTorch's; returns (the lowest cosine,
+    the attention subgraphs fused in the int8 graph)."""
+    from attnreuse.onnx_fuse import fuse_file
     from attnreuse.quantize import quantize_onnx
 
     q = Path(tmp).with_name(Path(tmp).name + ".int8.onnx")
     try:
-        quantize_onnx(tmp, q, mode="dynamic", per_channel=True)
+        quantize_onnx(source, q, mode="dynamic", per_channel=True)
+        fused = fuse_file(q, fused_attention) if fused_attention is not None else 0
         got = torch.from_numpy(ort_encoder_session(q, threads=threads).run(None, {k: batch[k].numpy() for k in names})[0])
         worst = float(pooled_cosine(got, expected, real).min())
         if not worst >= min_cosine:
@@ -228,4 +247,4 @@ def _quantize_checked(tmp: Path, batch: dict, names, expected, real, threads: in
         os.replace(q, tmp)
     finally:
         q.unlink(missing_ok=True)
-    return worst
+    return worst, fused
