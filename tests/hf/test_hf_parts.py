@@ -138,6 +138,9 @@ def test_builtin_corpus_and_split(tmp_path):
 
     texts = stdlib_docstrings(limit=300)
     assert len(texts) == 300 and len(set(texts)) == 300
+    texts.append("a caller's own change")  # the parse is kept for the process; each call gets its own list
+    assert stdlib_docstrings(limit=300) == texts[:300] and len(stdlib_docstrings(limit=300)) == 300
+    texts = texts[:300]
     assert all(len(t.split()) >= 8 for t in texts)
     train, held = split(texts)
     assert set(train).isdisjoint(held) and len(train) + len(held) == 300 and 10 < len(held) < 60

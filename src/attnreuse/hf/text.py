@@ -10,6 +10,7 @@ corpus's order or size). The corpus follows the Python version (3.11's differs a
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import sysconfig
 import zlib
@@ -24,6 +25,17 @@ _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-pack
 
 
 def stdlib_docstrings(limit: int | None = None) -> list[str]:
+    """The built-in corpus (module doc), at most `limit` texts. Parsing the standard library takes
+    seconds, so a process parses it once (`_parsed`) and each call gets its own list."""
+    return list(_parsed(limit))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(limit: int | None) -> tuple[str, ...]:
+    return tuple(_walk(limit))
+
+
+def _walk(limit: int | None) -> list[str]:
     root = Path(sysconfig.get_paths()["stdlib"])
     seen, texts = set(), []
     for dirpath, dirnames, filenames in os.walk(root):
