@@ -163,12 +163,37 @@ def test_unknown_fused_op_is_named(tmp_path):
         export_onnx(create_export_model(PICO), tmp_path / "x.onnx", torch.zeros(1, 3, 32, 32), fused_attention="flash")
 
 
-def test_pipeline_config_names_the_int8_conflict():
+def test_pipeline_config_names_the_static_int8_conflict():
     from attnreuse.export.pipeline import ExportConfig, export_command
 
-    with pytest.raises(ValueError, match="drop --fused-attention"):
-        ExportConfig(model=PICO, output="x.onnx", fused_attention="mha", int8=True)
+    with pytest.raises(ValueError, match="drop --calib for dynamic int8, or drop --fused-attention"):
+        ExportConfig(model=PICO, output="x.onnx", fused_attention="mha", int8=True, calib="digits")
+    ExportConfig(model=PICO, output="x.onnx", fused_attention="mha", int8=True)  # dynamic int8 fuses
     assert "--fused-attention mha" in export_command(ExportConfig(model=PICO, output="x.onnx", fused_attention="mha"))
+
+
+@pytest.mark.parametrize("op, name", [("mha", "MultiHeadAttention"), ("attention", "Attention")])
+def test_export_int8_with_fused_attention(tmp_path, capsys, op, name):
+    """`attnreuse export --int8 --fused-attention`: a decomposed twin is quantised and the int8 graph
+    fused, every layer of the reuse plan; it keeps top-1 agreement with fp32 and nothing but the
+    three outputs is left."""
+    import json
+
+    from cliutil import run
+
+    out = tmp_path / "m.onnx"
+    code, stdout, err = run(capsys, "export", PICO, "--model-kwargs", '{"attn_plan": "reuse"}', "--output", str(out),
+                            "--int8", "--fused-attention", op, "--eval-images", "32", "--threads", "1")
+    assert code == 0, err
+    assert f"{DEPTH} attention(s) fused" in stdout.splitlines()[-2]
+    q = tmp_path / "m.int8.onnx"
+    graph = onnx.load(str(q))
+    assert count_fused(graph)[name] == DEPTH and count_fused(graph)["Softmax"] == 0
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops or "DynamicQuantizeMatMul" in ops, ops
+    record = json.loads((tmp_path / "m.export.json").read_text())["int8"]
+    assert record["fused_attention_nodes"] == DEPTH and record["top1_agreement"] >= 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.export.json", "m.int8.onnx", "m.onnx"]
 
 
 def test_uniform_windows_fuse_with_their_bias(tmp_path):

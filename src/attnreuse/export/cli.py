@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             f"{q['speedup_paired']:.2f}x, {q['speedup_paired_range'][0]:.2f}-{q['speedup_paired_range'][1]:.2f}; "
             f"{q['threads']} threads), "
             f"top-1 agreement {100 * q['top1_agreement']:.1f}% on {q['images']} images"
+            + (f", {q['fused_attention_nodes']} attention(s) fused" if "fused_attention_nodes" in q else "")
         )
     print(f"record: {record_path(config.output)}")
     return 0

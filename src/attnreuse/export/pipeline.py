@@ -50,12 +50,13 @@ class ExportConfig:
     eval_images: int | None = arg(None, "images of eval_data for int8 agreement (None: all)")
     threads: int = arg(2, "ONNX Runtime intra-op threads for checks and timings")
     # Off by default: parity held on every plan tested, but on ViT-S/16 at 224 under ORT (2026-11-30,
-    # AMD EPYC, 1 thread, a shared machine: rough) paired rounds found no speed difference, and ORT's
-    # static int8 quantiser cannot calibrate the fused graph.
+    # AMD EPYC, 1 thread, a shared machine: rough) paired rounds found no speed difference. With int8
+    # (dynamic), the decomposed graph is quantised and the int8 graph fused; static int8 puts its
+    # quantise/dequantise pairs on the attention's activations, which the fused ops do not take.
     fused_attention: str | None = arg(
         None, "rewrite each attention into one fused ONNX Runtime op: mha = com.microsoft "
         "MultiHeadAttention, attention = ONNX Attention (opset 23); not given: keep MatMul/Softmax/MatMul "
-        "(int8 needs that)", choices=("mha", "attention"))
+        "(static int8, --calib, needs that)", choices=("mha", "attention"))
 
     def __post_init__(self) -> None:
         for name in ("model", "output"):
@@ -74,10 +75,10 @@ class ExportConfig:
 
             if self.fused_attention not in FUSED_OPS:
                 raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {self.fused_attention!r}")
-        if self.fused_attention is not None and self.int8:
+        if self.fused_attention is not None and self.calib is not None:
             raise ValueError(
-                "int8 quantisation (onnxruntime.quantization) cannot calibrate the fused attention ops; "
-                "export without fused_attention (drop --fused-attention) for int8"
+                "static int8 (--calib) quantises the attention's activations, which the fused attention ops do "
+                "not take; drop --calib for dynamic int8, or drop --fused-attention"
             )
         if self.exporter not in EXPORTERS:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
@@ -189,11 +190,37 @@ def run_export(config: ExportConfig) -> dict:
         "input_shape": [config.batch, chans, height, width],
     }
     if config.int8:
-        q_path = quantize_onnx(out, int8_path(out), mode="static" if config.calib else "dynamic", calib_images=calib_x)
+        mode = "static" if config.calib else "dynamic"
+        q_path, fused = _quantize(model, out, config, check_x, mode, calib_x)
         record["int8"] = {
             "path": str(q_path),
-            "mode": "static" if config.calib else "dynamic",
+            "mode": mode,
+            **({"fused_attention_nodes": fused} if config.fused_attention else {}),
             **compare_int8(out, q_path, eval_x, eval_y, threads=config.threads),
         }
     atomic_write_json(record_path(out), record)
     return record
+
+
+def _quantize(model, out: Path, config: ExportConfig, check_x, mode: str, calib_x) -> tuple[Path, int]:
+    """(FILE.int8.onnx, attention subgraphs fused in it). The fp32 file at `out` is quantised; with
+    fused attention, ONNX Runtime's quantiser cannot take that graph (tensor types lost after
+    MultiHeadAttention; ONNX `Attention` taken for its own com.microsoft one), so a decomposed twin is
+    exported (and checked) beside it, quantised, and the int8 graph fused (dynamic int8 leaves the
+    attention's activation MatMuls in float32: the same subgraphs fuse)."""
+    import tempfile
+
+    from attnreuse._io import atomic_path
+    from attnreuse.deploy import export_onnx
+    from attnreuse.onnx_fuse import fuse_file
+    from attnreuse.quantize import quantize_onnx
+
+    if config.fused_attention is None:
+        return quantize_onnx(out, int8_path(out), mode=mode, calib_images=calib_x), 0
+    with tempfile.TemporaryDirectory() as work, atomic_path(int8_path(out)) as tmp:
+        plain = Path(work) / "plain.onnx"
+        export_onnx(model, plain, check_x, opset=config.opset, dynamic_batch=config.dynamic_batch,
+                    exporter=config.exporter, batch=config.batch, atol=config.atol, threads=config.threads)
+        quantize_onnx(plain, tmp, mode=mode, calib_images=calib_x)
+        fused = fuse_file(tmp, config.fused_attention)
+    return int8_path(out), fused
