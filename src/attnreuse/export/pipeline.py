@@ -147,7 +147,7 @@ def run_export(config: ExportConfig) -> dict:
     from attnreuse.measure import machine_record
     from attnreuse.data import load_images
     from attnreuse.deploy import create_export_model, export_onnx, input_spec
-    from attnreuse.quantize import compare_int8, quantize_onnx
+    from attnreuse.quantize import compare_int8
 
     out = Path(config.output)
     _check_writable(out)
