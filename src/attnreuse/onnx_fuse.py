@@ -23,8 +23,9 @@ shape from q and k).
 
 Biases: several added one after another (MPNet: position bias, then padding mask) are summed into
 one, by an Add made once for every layer that reads the same ones (`_scores`, `_bias_sum`). The
-bias (or sum) is of rank 2 to 4, its last dims [N, M] or [1, M] and its leading dims 1 or [B, H] (dynamic dims compared by their inferred symbol). Both CPU kernels (ONNX Runtime
-1.32) refuse a bias with one row for all queries, which is what a key padding mask is ([B, 1, 1, M]
+bias (or sum) is of rank 2 to 4, its last dims [N, M] or [1, M] and its leading dims 1 or [B, H]
+(dynamic dims compared by their inferred symbol). Both CPU kernels (ONNX Runtime 1.32) refuse a
+bias with one row for all queries, which is what a key padding mask is ([B, 1, 1, M]
 or [B, H, 1, M], finfo.min at padded keys, as every `transformers` encoder with an attention_mask
 builds it), so such a bias passes through Expand to [B|1, H|1, N, M], N read from q's run-time shape,
 one Expand shared by every layer that reads the same mask. A bias broadcast over keys ([., N, 1])
