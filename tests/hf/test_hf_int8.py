@@ -105,17 +105,21 @@ def test_min_cosine_mistakes_are_one_line(tmp_path, capsys, model_dir, argv, nee
 
 def test_eval_times_int8_and_reports_its_fidelity(tmp_path, capsys, model_dir, converted, text_file):
     code, out, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(converted), "--text", str(text_file),
-                          "--tokens", "16", "--runtimes", "ort,ort-int8", "--rounds", "1", "--repeats", "2",
+                          "--tokens", "16", "--runtimes", "ort,ort-int8,ort-int8-fused", "--rounds", "1", "--repeats", "2",
                           "--threads", "1", "--json", str(tmp_path / "e.json"))
     assert code == 0, err
     record = json.loads((tmp_path / "e.json").read_text())
     speed = record["speed"]
+    kinds = (("ort", "float32"), ("ort-int8", "int8"), ("ort-int8-fused", "int8"))
     assert {(s["model"], s["runtime"], s["dtype"]) for s in speed} == {
-        (m, r, d) for m in ("original (sdpa)", str(converted)) for r, d in (("ort", "float32"), ("ort-int8", "int8"))}
+        (m, r, d) for m in ("original (sdpa)", str(converted)) for r, d in kinds}
     for s in speed:  # int8 records: also paired against the original's float32 export, timed in their rounds
-        assert ("speedup_vs_baseline_fp32" in s) == (s["runtime"] == "ort-int8")
-        if s["runtime"] == "ort-int8":
+        assert ("speedup_vs_baseline_fp32" in s) == (s["runtime"] != "ort")
+        if s["runtime"] != "ort":
             assert s["speedup_vs_baseline_fp32_min"] <= s["speedup_vs_baseline_fp32"] <= s["speedup_vs_baseline_fp32_max"]
+    # the int8 graphs with attention fused: every layer of the stock encoder, 2 of mha,reuse,mha,share
+    assert {s["model"]: s.get("fused_attention_nodes") for s in speed if s["runtime"] == "ort-int8-fused"} == {
+        "original (sdpa)": 4, str(converted): 2}
     assert "vs the original's float32 ORT export" in out
     fid = record["int8_fidelity"]
     assert set(fid) == {"original (sdpa)", str(converted)}

@@ -107,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sequence length of the speed test (default 512, or a text model's positions if fewer; "
                    "Whisper: its max_source_positions, the one it takes)")
     e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention), "
-                   "ort-int8 (the dynamic int8 export of `hf export --int8`)")
+                   "ort-int8 (the dynamic int8 export of `hf export --int8`), ort-int8-fused (that int8 export with "
+                   "--fused-attention mha)")
     e.add_argument("--rounds", type=int, default=None, help=f"interleaved timing rounds (default {EVAL_TIMING['rounds']})")
     e.add_argument("--repeats", type=int, default=None,
                    help=f"timed calls per model, over all rounds (default {EVAL_TIMING['repeats']})")

@@ -9,7 +9,8 @@ speed-up / ideal. Runtimes: "eager" (PyTorch), "ort" (ONNX Runtime, each model e
 MultiHeadAttention, `attnreuse.onnx_fuse`; the record counts the fused subgraphs) and "ort-int8"
 (ONNX Runtime's dynamic int8 of each export, `hf export --int8`; its rounds also time the
 original's float32 export, so each int8 record has its paired speed-up over that too:
-`speedup_vs_baseline_fp32`), the names `attnreuse bench models` gives them.
+`speedup_vs_baseline_fp32`), the names `attnreuse bench models` gives them; "ort-int8-fused" is the
+int8 export with its attention fused (`hf export --int8 --fused-attention mha`), timed the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from attnreuse.onnx_fuse import RUNTIME_OP
 
 __all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "export_path", "measure_speed"]
 
-RUNTIMES = ("eager", "ort", "ort-fused", "ort-int8")
+RUNTIMES = ("eager", "ort", "ort-fused", "ort-int8", "ort-int8-fused")
+_FUSED, _INT8 = ("ort-fused", "ort-int8-fused"), ("ort-int8", "ort-int8-fused")
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
@@ -162,15 +164,15 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
             fused = {}
             if runtime == "eager":
                 calls = {name: _eager_call(m, inputs) for name, m in models.items()}
-            elif runtime in ("ort", "ort-fused", "ort-int8"):
-                op = RUNTIME_OP if runtime == "ort-fused" else None
-                made = {name: _ort_call(m, inputs, Path(tmp), name, threads, op, runtime == "ort-int8")
+            elif runtime in RUNTIMES:
+                op = RUNTIME_OP if runtime in _FUSED else None
+                made = {name: _ort_call(m, inputs, Path(tmp), name, threads, op, runtime in _INT8)
                         for name, m in models.items()}
                 calls = {name: call for name, (call, _) in made.items()}
                 fused = {name: r.fused_attention_nodes for name, (_, r) in made.items()} if op else {}
                 if runtime == "ort":
                     fp32_baseline = calls[baseline]
-                elif runtime == "ort-int8":  # the original's float32 export timed in the same rounds: int8's own gain, paired
+                elif runtime in _INT8:  # the original's float32 export timed in the same rounds: int8's own gain, paired
                     if fp32_baseline is None:
                         fp32_baseline = _ort_call(models[baseline], inputs, Path(tmp), baseline, threads)[0]
                     calls[_FP32] = fp32_baseline
@@ -187,7 +189,7 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
                 ideal = macs[baseline] / macs[name]
                 records.append(machine_record(
                     model=name, runtime=runtime, tokens=tokens, batch=batch, threads=threads,
-                    dtype="int8" if runtime == "ort-int8" else "float32",
+                    dtype="int8" if runtime in _INT8 else "float32",
                     latency_ms_median=st.latency_ms_median, latency_ms_p90=st.latency_ms_p90, macs=macs[name], speedup=speedup,
                     speedup_min=low, speedup_max=high, mac_ideal=ideal, of_ideal=speedup / ideal,
                     baseline=baseline, rounds=rounds,
