@@ -10,7 +10,8 @@ MultiHeadAttention, `attnreuse.onnx_fuse`; the record counts the fused subgraphs
 (ONNX Runtime's dynamic int8 of each export, `hf export --int8`; its rounds also time the
 original's float32 export, so each int8 record has its paired speed-up over that too:
 `speedup_vs_baseline_fp32`), the names `attnreuse bench models` gives them; "ort-int8-fused" is the
-int8 export with its attention fused (`hf export --int8 --fused-attention mha`), timed the same way.
+int8 export with its attention fused (`hf export --int8 --fused-attention mha`), timed the same way
+against the original's fused float32 export.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
     inputs = encoder_input(config, batch, tokens)
     macs = {name: _frozen_macs(m, inputs, count_call_macs) // batch for name, m in models.items()}
     records = []
-    fp32_baseline = None  # the original's float32 ORT call, once made (the ort-int8 rounds time it too)
+    fp32_baseline = {}  # fused op or None -> the original's float32 ORT call, once made (int8 rounds time it too)
     with contextlib.nullcontext(workdir) if workdir is not None else tempfile.TemporaryDirectory() as tmp:
         for runtime in runtimes:
             fused = {}
@@ -170,12 +171,12 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
                         for name, m in models.items()}
                 calls = {name: call for name, (call, _) in made.items()}
                 fused = {name: r.fused_attention_nodes for name, (_, r) in made.items()} if op else {}
-                if runtime == "ort":
-                    fp32_baseline = calls[baseline]
-                elif runtime in _INT8:  # the original's float32 export timed in the same rounds: int8's own gain, paired
-                    if fp32_baseline is None:
-                        fp32_baseline = _ort_call(models[baseline], inputs, Path(tmp), baseline, threads)[0]
-                    calls[_FP32] = fp32_baseline
+                if runtime not in _INT8:
+                    fp32_baseline[op] = calls[baseline]
+                else:  # the original's float32 export (fused alike) timed in the same rounds: int8's own gain, paired
+                    if op not in fp32_baseline:
+                        fp32_baseline[op] = _ort_call(models[baseline], inputs, Path(tmp), baseline, threads, op)[0]
+                    calls[_FP32] = fp32_baseline[op]
             else:
                 raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
             medians: dict = {}
