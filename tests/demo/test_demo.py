@@ -75,6 +75,24 @@ def test_quick_demo_report_leads_with_the_pretrained_model(quick_run):
     assert "### Time of each stage" in text
 
 
+def test_minilm_records_from_before_fused_timing_still_render(quick_run):
+    """A MiniLM stage recorded before 2026-12-01 (decomposed ONNX Runtime graphs, "ort" / "ort-int8")
+    is reused by a rerun: the report reads its keys and says the graphs were decomposed."""
+    import copy
+
+    from attnreuse.demo.report import minilm_table
+
+    records = quick_run[3]
+    if records["stages"]["minilm"]["status"] != "done":
+        pytest.skip("the MiniLM stage did not run (the optional wheel is not installed)")
+    old = copy.deepcopy(records)
+    for row in old["stages"]["minilm"]["result"]["rows"]:
+        row["ort"], row["ort-int8"] = row.pop("ort-fused"), row.pop("ort-int8-fused")
+    assert "under ONNX Runtime (decomposed graphs;" in opening_lines(old)[2]
+    new = minilm_table(records["stages"]["minilm"]["result"])
+    assert minilm_table(old["stages"]["minilm"]["result"]) == new  # the same figures under the old keys
+
+
 def test_rerun_reuses_every_stage_and_reruns_one_alone(quick_run, tmp_path):
     import shutil
     from dataclasses import replace
