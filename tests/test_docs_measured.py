@@ -14,56 +14,15 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MINILM_HEADS = 12  # all-MiniLM-L6-v2's config: num_attention_heads
 
 
-def _hf_fidelity():
-    from attnreuse.hf.measured import fidelity_table
+def _hf(table: str, record: str, *args):
+    """A rebuild of an `attnreuse.hf.measured` table (`table`, by name: the module is imported only
+    when the test runs) from docs/measured/`record`, with `args` after the records."""
+    def rebuild():
+        import attnreuse.hf.measured as measured
 
-    return fidelity_table(json.loads((ROOT / "docs/measured/hf_minilm.json").read_text()), MINILM_HEADS)
+        return getattr(measured, table)(json.loads((ROOT / "docs/measured" / record).read_text()), *args)
 
-
-def _hf_speed():
-    from attnreuse.hf.measured import speed_table
-
-    return speed_table(json.loads((ROOT / "docs/measured/hf_minilm.json").read_text()))
-
-
-def _hf_fused():
-    from attnreuse.hf.measured import fused_table
-
-    return fused_table(json.loads((ROOT / "docs/measured/hf_minilm_fused_stock_2026-12-01.json").read_text()))
-
-
-def _hf_vit_s():
-    from attnreuse.hf.measured import eval_speed_table
-
-    return eval_speed_table(json.loads((ROOT / "docs/measured/hf_vit_s_random_2026-12-01.json").read_text()),
-                            "ViT-S plan (random weights)")
-
-
-def _hf_modernbert():
-    from attnreuse.hf.measured import eval_speed_table
-
-    return eval_speed_table(json.loads((ROOT / "docs/measured/hf_modernbert_base_random_2026-12-01.json").read_text()),
-                            "ModernBERT-base plan (random weights)")
-
-
-def _hf_modernbert_fused():
-    from attnreuse.hf.measured import fused_table
-
-    return fused_table(json.loads((ROOT / "docs/measured/hf_modernbert_base_random_fused_2026-12-01.json").read_text()),
-                       "ModernBERT-base plan, fused")
-
-
-def _hf_mpnet_fused():
-    from attnreuse.hf.measured import fused_table
-
-    return fused_table(json.loads((ROOT / "docs/measured/hf_mpnet_base_random_fused_2026-12-01.json").read_text()),
-                       "MPNet-base plan, fused")
-
-
-def _hf_int8():
-    from attnreuse.hf.measured import int8_table
-
-    return int8_table(json.loads((ROOT / "docs/measured/hf_minilm_int8_2026-12-01.json").read_text()))
+    return rebuild
 
 
 def _flat_paper():
@@ -194,14 +153,16 @@ REBUILT = {
     ("docs/testing.md", "| file | mutants |"): _mutation_run,
     ("docs/testing.md", "| file (second run) |"): _mutation_rerun,
     ("docs/taylor.md", "| sparse branch | seed 0 |"): _taylor_seeds,
-    ("docs/hf.md", "| plan | maps computed |"): _hf_fidelity,
-    ("docs/hf.md", "| plan | eager ms |"): _hf_speed,
-    ("docs/hf.md", "| model | ORT ms |"): _hf_fused,
-    ("docs/hf.md", "| model | float32 fidelity | int8 fidelity |"): _hf_int8,
-    ("docs/hf.md", "| ViT-S plan (random weights) |"): _hf_vit_s,
-    ("docs/hf.md", "| ModernBERT-base plan (random weights) |"): _hf_modernbert,
-    ("docs/hf.md", "| ModernBERT-base plan, fused |"): _hf_modernbert_fused,
-    ("docs/hf.md", "| MPNet-base plan, fused |"): _hf_mpnet_fused,
+    ("docs/hf.md", "| plan | maps computed |"): _hf("fidelity_table", "hf_minilm.json", MINILM_HEADS),
+    ("docs/hf.md", "| plan | eager ms |"): _hf("speed_table", "hf_minilm.json"),
+    ("docs/hf.md", "| model | ORT ms |"): _hf("fused_table", "hf_minilm_fused_stock_2026-12-01.json"),
+    ("docs/hf.md", "| model | float32 fidelity | int8 fidelity |"): _hf("int8_table", "hf_minilm_int8_2026-12-01.json"),
+    ("docs/hf.md", "| ViT-S plan (random weights) |"): _hf("eval_speed_table", "hf_vit_s_random_2026-12-01.json", "ViT-S plan (random weights)"),
+    ("docs/hf.md", "| ModernBERT-base plan (random weights) |"): _hf("eval_speed_table", "hf_modernbert_base_random_2026-12-01.json",
+                                                                   "ModernBERT-base plan (random weights)"),
+    ("docs/hf.md", "| ModernBERT-base plan, fused |"): _hf("fused_table", "hf_modernbert_base_random_fused_2026-12-01.json",
+                                                                 "ModernBERT-base plan, fused"),
+    ("docs/hf.md", "| MPNet-base plan, fused |"): _hf("fused_table", "hf_mpnet_base_random_fused_2026-12-01.json", "MPNet-base plan, fused"),
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
 }
 # (doc, header row) -> why it is not rebuilt here
