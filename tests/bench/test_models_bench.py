@@ -65,6 +65,7 @@ def test_quick_run_records_every_runtime_and_errors_do_not_stop_it(tmp_path, mon
     assert int8["error"] == "RuntimeError: int8 broke"
     assert eager["params"] > 1e6 and eager["macs"] > 1e7 and eager["peak_bytes"] > 0
     assert ort["onnx_max_abs_diff"] <= 1e-4 and ort["peak_bytes"] is None and ort["onnx_max_abs_logit"] > 0
+    assert ort["onnx_exporter"] == "torchscript"  # the graph `attnreuse export` writes
     assert 0 < eager["latency_ms_median"] <= eager["latency_ms_p90"]
     assert ort["throughput_img_per_s"] == pytest.approx(1e3 / ort["latency_ms_median"])
     assert ort["latency_vs_eager"] == pytest.approx(ort["latency_ms_median"] / eager["latency_ms_median"])
@@ -188,17 +189,40 @@ def test_int8_records_are_int8_whatever_the_run_dtype():
 
 def test_ort_fused_runtime_times_the_fused_export(tmp_path, monkeypatch):
     from attnreuse.bench.runtimes import prepare_runtime
-    from attnreuse import deploy as export_onnx_mod
     from attnreuse.deploy import create_export_model
 
-    real = export_onnx_mod.export_onnx
-    # the torchscript exporter: the same graph pattern, a few seconds faster than "dynamo" in a test
-    monkeypatch.setattr(export_onnx_mod, "export_onnx", lambda *a, **k: real(*a, **{**k, "exporter": "torchscript"}))
     model = create_export_model(PICO, num_classes=10)
     call, info = prepare_runtime("ort-fused", model, torch.randn(1, 3, 32, 32), threads=1, work_dir=tmp_path,
                                  calib_images=None)  # fmt: skip
     assert info["fused_attention"] == "mha" and info["fused_attention_nodes"] == 6 and info["onnx_max_abs_diff"] <= 1e-4
+    assert info["onnx_exporter"] == "torchscript"
     assert call()[0].shape == (1, 10)
+
+
+def test_exporter_flag_reaches_every_ort_export(monkeypatch):
+    """`--exporter dynamo` (torch.export's graph, bench models' choice before 2026-12-02) is what
+    each ONNX runtime exports with, and the command that reproduces the run says so."""
+    import argparse
+
+    from attnreuse import deploy
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["exporter"])
+        raise RuntimeError("export stopped by the test")
+
+    monkeypatch.setattr(deploy, "export_onnx", spy)
+    parser = argparse.ArgumentParser()
+    bm.register(parser.add_subparsers())
+    cfg = bm.config_from_args(parser.parse_args([
+        "models", PICO, "--img-size", "32", "--exporter", "dynamo", "--runtimes", "ort,ort-fused", "--threads", "1",
+        "--warmup", "0", "--repeats", "1", "--min-time", "0", "--no-baselines"]))  # fmt: skip
+    records = bm.run_models(cfg)
+    assert seen == ["dynamo", "dynamo"] and all("export stopped" in r["error"] for r in records)
+    assert "--exporter dynamo" in bm.reproduce_command(cfg)
+    with pytest.raises(ValueError, match="exporter"):
+        bm.ModelBenchConfig(exporter="onnxscript")
 
 
 def test_probe_names_compare_with_their_models_baseline():

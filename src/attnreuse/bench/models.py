@@ -123,6 +123,9 @@ class ModelBenchConfig:
     dtype: str = arg("float32", "float32; bfloat16 (bf16 weights and inputs: eager, compile); int8 (ort-int8). "
                      "Every model and baseline runs in it; records say if this CPU emulates it",
                      choices=tuple(sorted(DTYPE_RUNTIMES)))
+    exporter: str = arg("torchscript", "ONNX exporter of the ort runtimes: torchscript (the graph `attnreuse export` "
+                        "writes by default) or dynamo (torch.export-based; bench models' choice before 2026-12-02)",
+                        choices=("dynamo", "torchscript"))  # deploy.EXPORTERS (checked against it below)
     int8_mode: str = arg("static", "ort-int8 quantisation: static (calibrated on digits train images) or dynamic",
                          choices=("static", "dynamic"))
     warmup: int = arg(5, "untimed calls per runtime before the first round")
@@ -137,6 +140,7 @@ class ModelBenchConfig:
 
     def __post_init__(self) -> None:
         from attnreuse.bench.runtimes import RUNTIMES
+        from attnreuse.deploy import EXPORTERS
         from attnreuse.quantize import QUANT_MODES
 
         for name in ("models", "img_sizes", "runtimes"):
@@ -165,6 +169,8 @@ class ModelBenchConfig:
                 f"dtype {self.dtype} cannot run in runtimes {wrong} ({_WHY_NOT.get(self.dtype, 'the runtime is int8')}); "
                 f"choose from --runtimes {','.join(DTYPE_RUNTIMES[self.dtype])}"
             )
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
         if self.int8_mode not in QUANT_MODES:
             raise ValueError(f"int8_mode must be one of {QUANT_MODES}, got {self.int8_mode!r}")
         # not `< 0` alone: NaN passes it and Timer's blocked_autorange then never stops (inf neither)
@@ -242,7 +248,7 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
         try:
             call, info = prepare_runtime(
                 runtime, deployed, x, threads=config.threads, work_dir=mdir, calib_images=calib,
-                int8_mode=config.int8_mode,
+                int8_mode=config.int8_mode, exporter=config.exporter,
             )  # fmt: skip
             rec.update(info)
         except Exception as err:  # noqa: BLE001 - recorded, the run goes on

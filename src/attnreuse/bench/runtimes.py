@@ -2,7 +2,9 @@
 
 - "eager":    PyTorch eager, `torch.inference_mode`, the deployed (ConvBN-folded) model.
 - "compile":  `torch.compile` (inductor, CPU C++ code generation) of the deployed model.
-- "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.deploy`, parity-checked).
+- "ort":      ONNX Runtime fp32 of the exported file (`attnreuse.deploy`, parity-checked), by
+              default from the TorchScript-based exporter, as `attnreuse export` writes it
+              (`exporter="dynamo"`: torch.export's graph, what bench models timed before 2026-12-02).
 - "ort-int8": ONNX Runtime of that file quantised to int8 (static, calibrated on digits train
               images, or dynamic).
 - "ort-fused": ONNX Runtime fp32 of the export with every attention rewritten into com.microsoft
@@ -45,12 +47,14 @@ def prepare_runtime(
     work_dir: Path,
     calib_images: Tensor | None,
     int8_mode: str = "static",
+    exporter: str = "torchscript",
 ) -> tuple[Callable[[], Any], dict]:
     """(a no-argument call running one batch `x` [B, C, H, W] of real images, facts about the
     preparation).
 
     `model` is the deployed eval model; ONNX files go to `work_dir` (fp32 `model.onnx`, checked
-    against eager on `x`, is reused by "ort-int8" when "ort" ran first). Raises whatever the
+    against eager on `x`, is reused by "ort-int8" when "ort" ran first); `exporter` (deploy.EXPORTERS)
+    writes every one of them, and the facts name it. Raises whatever the
     runtime raises; the caller records it.
     """
     if runtime not in RUNTIMES:
@@ -68,21 +72,22 @@ def prepare_runtime(
 
     if runtime == "ort-fused":
         fused = work_dir / "model.fused.onnx"
-        result = export_onnx(model, fused, x, batch=len(x), threads=threads, fold=False, fused_attention=RUNTIME_OP)
+        result = export_onnx(model, fused, x, batch=len(x), threads=threads, fold=False, fused_attention=RUNTIME_OP,
+                             exporter=exporter)
         session = ort_session(fused, threads=threads)
         feed = {INPUT_NAME: x.numpy()}
         return (lambda: session.run(None, feed)), {
             "onnx_max_abs_diff": result.max_abs_diff, "onnx_max_abs_logit": result.max_abs_output,
             "onnx_size_bytes": result.size_bytes, "fused_attention": RUNTIME_OP,
-            "fused_attention_nodes": result.fused_attention_nodes,
+            "fused_attention_nodes": result.fused_attention_nodes, "onnx_exporter": exporter,
         }
     fp32 = work_dir / "model.onnx"
     info: dict = {}
     if runtime == "ort" or not fp32.is_file():
-        # bench models has always timed the torch.export-based graph; export_onnx defaults to the TorchScript one
-        result = export_onnx(model, fp32, x, batch=len(x), threads=threads, fold=False, exporter="dynamo")
+        result = export_onnx(model, fp32, x, batch=len(x), threads=threads, fold=False, exporter=exporter)
         info.update(onnx_max_abs_diff=result.max_abs_diff, onnx_max_abs_logit=result.max_abs_output,
                     onnx_size_bytes=result.size_bytes)
+    info["onnx_exporter"] = exporter
     path = fp32
     if runtime == "ort-int8":
         from attnreuse.quantize import quantize_onnx
