@@ -1,5 +1,6 @@
 """Every registered attnreuse model honours the timm contract at a small size: forward and backward,
-output shapes, reset_classifier, pre-logits, torch.export, eval determinism, pretrained_cfg."""
+output shapes, reset_classifier, pre-logits, torch.export, eval determinism, pretrained_cfg (one model
+per family and plan: tests/models/zoo.py)."""
 
 import pytest
 import timm
@@ -7,13 +8,13 @@ import torch
 
 import attnreuse
 from attnreuse.models import list_models
+from zoo import HEAVY, NAMES
 
 # Small-size overrides per model family (keyed by the registering module); 2 images of `size` px.
 SMALL = {
     "attnreuse.models.vit": (dict(img_size=32, depth=4), 32),
     "attnreuse.models.uniform": (dict(img_size=64), 64),
 }
-NAMES = list_models()
 
 
 def _small(name):
@@ -44,7 +45,7 @@ def test_list_models_names_every_attnreuse_model():
     assert attnreuse.models.list_models is list_models
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_timm_contract(name):
     model, x = _small(name)
     cfg = model.pretrained_cfg

@@ -2,7 +2,8 @@
 attnreuse model at a small size (timm's test file is not installed with timm): torch.fx tracing
 (forward, bit-exact, and backward, as timm's feature extraction uses it), TorchScript (scripted and
 fx-then-scripted), and default cfgs by timm's naming (family-first `vit_*` / `deit*` names get the
-non-standard cfg checks, the others the standard ones). The ViTs are TorchScript exceptions, as
+non-standard cfg checks, the others the standard ones). fx and TorchScript take one model per family
+and plan (tests/models/zoo.py); the cfg checks take every model. The ViTs are TorchScript exceptions, as
 timm's EXCLUDE_JIT_FILTERS lists its own: scripting one raises a one-line error.
 """
 
@@ -14,10 +15,8 @@ import torch
 from timm.models import get_notrace_functions, get_notrace_modules
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from attnreuse.models import list_models
 from attnreuse.models.vit import OLD_NAMES
-
-NAMES = list_models()
+from zoo import HEAVY, NAMES
 NON_STD = ["vit_*", "deit*"]  # timm's NON_STD_FILTERS entries our families fall under
 EXCLUDE_JIT = {"vit_*": "plan blocks call the FLAT kernels", "deit*": "plan blocks call the FLAT kernels"}
 TRACER = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True)
@@ -52,7 +51,7 @@ def test_old_names_still_build_the_same_model(old):
     assert model.pretrained_cfg["architecture"] == OLD_NAMES[old] and OLD_NAMES[old] in NAMES
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_fx_forward_matches_eager_and_backward_reaches_every_parameter(name):
     model, x = _small(name)
     model.eval()
@@ -69,7 +68,7 @@ def test_fx_forward_matches_eager_and_backward_reaches_every_parameter(name):
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", HEAVY)
 def test_torchscript_or_a_one_line_refusal(name):
     model, x = _small(name)
     model.eval()
