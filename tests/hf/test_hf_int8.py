@@ -44,7 +44,7 @@ def test_int8_export_is_quantised_and_stays_near_pytorch(tmp_path, capsys, conve
     got = torch.from_numpy(ort_encoder_session(q, threads=1).run(None, feed)[0])
     plain_out = torch.from_numpy(ort_encoder_session(plain, threads=1).run(None, feed)[0])
     with torch.no_grad():
-        want = model(**batch).last_hidden_state
+        want = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     real = batch["attention_mask"].bool()
     cos = pooled_cosine(got, want, real)
     assert cos.min() >= 0.98, cos  # other texts, other lengths than the export's check
@@ -79,7 +79,7 @@ def test_int8_export_with_fused_attention(tmp_path, capsys, converted, op, name)
     got = torch.from_numpy(ort_encoder_session(q, threads=1).run(None, {k: batch[k].numpy() for k in
                                                                           ("input_ids", "attention_mask")})[0])
     with torch.no_grad():
-        want = model(**batch).last_hidden_state
+        want = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     assert pooled_cosine(got, want, batch["attention_mask"].bool()).min() >= 0.98
 
 
@@ -103,11 +103,53 @@ def test_min_cosine_mistakes_are_one_line(tmp_path, capsys, model_dir, argv, nee
     assert not out.exists()
 
 
-def test_eval_times_int8_and_reports_its_fidelity(tmp_path, capsys, model_dir, converted, text_file):
+def test_int8_export_keeps_its_float32_graph_when_asked(tmp_path, converted):
+    """`float32_path`: the checked float32 graph (fused alike) the int8 one is made from, written only
+    once the int8 graph passed its check; one export serves both of `hf eval`'s runtimes."""
+    from attnreuse.hf.convert import load
+    from attnreuse.hf.export import export_encoder, ort_encoder_session
+    from attnreuse.hf.source import load_preprocessor
+
+    model = load(converted)
+    batch = dict(load_preprocessor(converted, model.config)(sentences(3), padding=True, return_tensors="pt"))
+    q, f = tmp_path / "m.int8.onnx", tmp_path / "m.onnx"
+    result = export_encoder(model, q, batch, threads=1, fused_attention="mha", int8=True, float32_path=f)
+    ops = {n.op_type for n in onnx.load(str(f)).graph.node}
+    assert "MultiHeadAttention" in ops and not ops & {"DynamicQuantizeLinear", "MatMulInteger"}
+    assert "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert result.float32.path == str(f) and result.float32.fused_attention_nodes == 2 == result.fused_attention_nodes
+    assert result.float32.size_bytes == f.stat().st_size and not result.float32.int8
+    with torch.no_grad():
+        want = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    got = torch.from_numpy(ort_encoder_session(f, threads=1).run(None, {k: batch[k].numpy() for k in ("input_ids", "attention_mask")})[0])
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(got[real], want[real], atol=1e-4 * float(want.abs().max()))
+    for path in (q, f):
+        path.unlink()
+    with pytest.raises(ValueError, match="below --min-cosine 1"):
+        export_encoder(model, q, batch, threads=1, int8=True, min_cosine=1.0, float32_path=f)
+    assert not list(tmp_path.glob("*.onnx*"))  # neither graph, nor a temporary
+    with pytest.raises(ValueError, match="float32_path keeps the float32 graph of an int8 export"):
+        export_encoder(model, f, batch, threads=1, float32_path=tmp_path / "other.onnx")
+
+
+def test_eval_times_int8_and_reports_its_fidelity(tmp_path, capsys, model_dir, converted, text_file, monkeypatch):
+    from attnreuse.hf import export
+
+    real, traced = export.export_encoder, []
+
+    def counted(model, path, *args, **kwargs):
+        traced.append((kwargs["fused_attention"], kwargs["int8"], kwargs["float32_path"] is not None))
+        return real(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(export, "export_encoder", counted)
     code, out, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(converted), "--text", str(text_file),
                           "--tokens", "16", "--runtimes", "ort,ort-int8,ort-int8-fused", "--rounds", "1", "--repeats", "2",
                           "--threads", "1", "--json", str(tmp_path / "e.json"))
     assert code == 0, err
+    # one trace per model and fused op: each int8 export keeps the float32 graph that is timed too
+    # (ort; and the original's fused one, which the ort-int8-fused rounds time beside it)
+    assert sorted(traced, key=str) == sorted([(None, True, True)] * 2 + [("mha", True, True), ("mha", True, False)], key=str)
     record = json.loads((tmp_path / "e.json").read_text())
     speed = record["speed"]
     kinds = (("ort", "float32"), ("ort-int8", "int8"), ("ort-int8-fused", "int8"))

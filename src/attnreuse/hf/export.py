@@ -78,6 +78,7 @@ class HFExportResult:
     fused_attention_nodes: int = 0  # attention subgraphs rewritten into it
     int8: bool = False  # dynamic int8 (then max_abs_diff compares the float32 graph; int8_min_cosine the int8 one)
     int8_min_cosine: float | None = None  # the lowest pooled-output cosine to PyTorch over the check batch
+    float32: HFExportResult | None = None  # int8 with `float32_path`: the checked float32 graph kept there
 
     @property
     def relative_diff(self) -> float:
@@ -173,8 +174,11 @@ def _drop_length_caches(model: nn.Module) -> None:
 
 def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, opset: int = 17,
                    rtol: float = 1e-4, threads: int = 2, fused_attention: str | None = None,
-                   int8: bool = False, min_cosine: float = 0.98) -> HFExportResult:
-    """Export `model` to `path` and check it on `batch` (a tokenizer's or waveform batcher's output with padding)."""
+                   int8: bool = False, min_cosine: float = 0.98,
+                   float32_path: str | os.PathLike | None = None) -> HFExportResult:
+    """Export `model` to `path` and check it on `batch` (a tokenizer's or waveform batcher's output with padding).
+    `float32_path` (with int8): also keep the checked float32 graph, fused alike, there (the result's
+    `float32`), which the int8 graph is made from anyway: one export for both."""
     from attnreuse.hf.fidelity import real_positions
     from attnreuse.onnx_fuse import FUSED_OPS, fuse_file
     from attnreuse.ops import exporting
@@ -183,6 +187,9 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
         raise ValueError(f"--fused-attention must be one of {', '.join(FUSED_OPS)}, got {fused_attention!r}")
     if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)) or not -1.0 <= min_cosine <= 1.0:
         raise ValueError(f"--min-cosine must be a number in [-1, 1], got {min_cosine!r}")
+    if float32_path is not None and (not int8 or Path(float32_path).resolve() == Path(path).resolve()):
+        raise ValueError(f"float32_path keeps the float32 graph of an int8 export beside it at another path; got "
+                         f"{float32_path!r} with int8={int8} and path {path!r}")
 
     model = model.eval()
     names = input_names(batch)
@@ -203,6 +210,7 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
             except torch.onnx.errors.OnnxExporterError as err:  # an operator ONNX has no form for
                 raise ValueError(f"{type(model).__name__} cannot be exported to ONNX: {str(err).splitlines()[0]}") from None
         plain = Path(tmp).with_name(Path(tmp).name + ".plain.onnx")  # the decomposed graph int8 starts from
+        kept = Path(tmp).with_name(Path(tmp).name + ".float32.onnx")  # float32_path's graph until int8 passed
         try:
             if fused_attention is not None and int8:
                 shutil.copyfile(tmp, plain)
@@ -215,15 +223,22 @@ def export_encoder(model: nn.Module, path: str | os.PathLike, batch: dict, *, op
             if not diff <= rtol * scale:
                 raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (output scale {scale:.3g}), above "
                                  f"rtol {rtol:g}; nothing written to {path}")
-            worst = None
+            worst, float32 = None, None
+            if float32_path is not None:  # a copy: the int8 graph replaces tmp; written once that passed its check
+                shutil.copyfile(tmp, kept)
+                float32 = HFExportResult(str(float32_path), kept.stat().st_size, diff, scale, fused_attention, fused)
             if int8:
                 source = plain if fused_attention is not None else Path(tmp)
                 worst, fused = _quantize_checked(tmp, source, fused_attention, batch, names, expected, real, threads,
                                                  min_cosine, path)
+            if float32_path is not None:
+                with atomic_path(float32_path) as keep:
+                    shutil.move(kept, keep)
         finally:
             plain.unlink(missing_ok=True)
+            kept.unlink(missing_ok=True)
         size = Path(tmp).stat().st_size
-    return HFExportResult(str(path), size, diff, scale, fused_attention, fused, int8, worst)
+    return HFExportResult(str(path), size, diff, scale, fused_attention, fused, int8, worst, float32)
 
 
 def _quantize_checked(tmp: Path, source: Path, fused_attention: str | None, batch: dict, names, expected, real,
