@@ -152,6 +152,42 @@ def test_builtin_corpus_and_split(tmp_path):
         load_texts(str(tmp_path / "bin.txt"))
 
 
+def test_corpus_walk_finds_what_ast_walk_finds_in_its_order():
+    """The corpus skips expression subtrees; the defs and classes it reaches, and their order, are
+    `ast.walk`'s, wherever a def can sit (under if / try / except / with / match / async)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from attnreuse.hf import text
+
+    source = textwrap.dedent('''
+        """module doc"""
+        if x:
+            def a(): "a"
+        else:
+            class B:
+                "B"
+                async def c(self): "c"
+        try:
+            def d(): "d"
+        except E:
+            def e(): "e"
+        finally:
+            with f as g:
+                def h(): return (lambda: "not a doc")
+        match v:
+            case 1:
+                def i(): "i"
+        f = [k for k in range(3)]
+    ''')
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    for tree in (ast.parse(source), ast.parse(inspect.getsource(ast))):
+        want = [ast.get_docstring(n) for n in ast.walk(tree) if isinstance(n, kinds)]
+        assert [ast.get_docstring(n) for n in text._statements(tree) if isinstance(n, kinds)] == want
+    assert [d for d in want if d] and len(want) > 50
+
+
 def test_layer_fitting_moves_only_the_new_parts_and_lowers_their_error(tmp_path):
     import attnreuse.hf as arhf
     from attnreuse.hf.fit import fit_layers

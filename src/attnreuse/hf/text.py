@@ -14,6 +14,7 @@ import functools
 import os
 import sysconfig
 import zlib
+from collections import deque
 from pathlib import Path
 
 __all__ = ["BUILTIN", "load_texts", "split", "stdlib_docstrings"]
@@ -47,7 +48,7 @@ def _walk(limit: int | None) -> list[str]:
                 tree = ast.parse(Path(dirpath, name).read_text(encoding="utf-8"))
             except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
                 continue
-            for node in ast.walk(tree):
+            for node in _statements(tree):
                 if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                     continue
                 doc = ast.get_docstring(node)
@@ -60,6 +61,19 @@ def _walk(limit: int | None) -> list[str]:
                     if limit is not None and len(texts) >= limit:
                         return texts
     return texts
+
+
+_BLOCKS = (ast.stmt, ast.excepthandler, ast.match_case)  # the only nodes a def or class can sit under
+
+
+def _statements(tree: ast.AST):
+    """`ast.walk(tree)` (breadth first) without expressions and their subtrees, which hold no
+    docstring: the same nodes that carry one in the same order, in about half the time."""
+    todo = deque([tree])
+    while todo:
+        node = todo.popleft()
+        todo.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, _BLOCKS))
+        yield node
 
 
 def load_texts(source: str = BUILTIN) -> list[str]:
