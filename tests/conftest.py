@@ -14,10 +14,15 @@ def _seed():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `slow` (minutes each: the README's and benchmarks.md's commands) run first, so
-    with `-n 2` they start on both workers at once beside the rest instead of queueing at the end."""
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    items[:] = slow + [item for item in items if not item.get_closest_marker("slow")]
+    """Tests marked `slow` (a minute or more each: the README's and benchmarks.md's commands, the
+    quick demo) run first: with `-n 2` the other worker takes the quick tests meanwhile, and no
+    worker is left with a long test while the other has finished. Tests marked `last` (they read
+    what a slow test made, e.g. the quick demo's run directory) run at the end, so that no worker
+    waits for another's slow test."""
+    def rank(item):
+        return 0 if item.get_closest_marker("slow") else 2 if item.get_closest_marker("last") else 1
+
+    items.sort(key=rank)  # stable: file order within each rank
 
 
 @pytest.fixture
