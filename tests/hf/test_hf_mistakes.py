@@ -383,6 +383,46 @@ def test_convert_force_replaces_only_a_converted_model(tmp_path, capsys, model_d
     assert main(["hf", *map(str, argv), str(converted)]) == 0  # an earlier conversion is replaced
     assert json.loads((converted / "config.json").read_text())["attnreuse_plan"] == ["reuse"] * 4
     assert stat.S_IMODE((converted / "model.safetensors").stat().st_mode) == stat.S_IMODE((converted / "config.json").stat().st_mode)
+    # a converted model with other things beside it (a user's notes, a distill run under it): kept,
+    # where --force used to delete them with the model
+    (converted / "ft").mkdir()
+    (converted / "ft" / "summary.json").write_text("{}")
+    (converted / "notes.txt").write_text("keep")
+    _fails(capsys, *argv, converted, needles=(f"--output {converted} holds ft, notes.txt beside a converted model",
+                                              "move them out or choose another directory"))
+    assert (converted / "notes.txt").read_text() == "keep" and (converted / "ft" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["bert", "wav2vec2", "vit"])
+def test_a_conversion_with_its_preprocessor_may_be_replaced(tmp_path, kind):
+    """What `save` writes (config, weights, the tokenizer's or feature extractor's or image
+    processor's files) is all `check_replaceable` lets --force delete, for text, speech and vision."""
+    import transformers
+
+    from attnreuse.hf.convert import check_replaceable, convert, save
+    from hfutil import tiny_model, tiny_tokenizer
+
+    model = tiny_model(kind)
+    processor = {"bert": lambda: tiny_tokenizer(tmp_path), "wav2vec2": transformers.Wav2Vec2FeatureExtractor,
+                 "vit": transformers.ViTImageProcessor}[kind]()
+    out = save(convert(model, "reuse"), tmp_path / "conv", tokenizer=processor)
+    check_replaceable(out)  # no error: nothing but the conversion's own files
+    (out / "extra.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds extra.txt beside a converted model"):
+        check_replaceable(out)
+
+
+def test_a_plan_edited_against_its_weights_is_named(tmp_path, capsys, model_dir):
+    """config.json's plan says mha where the weights hold reuse's one-map query and key: the load's
+    size mismatch was a traceback from load_state_dict."""
+    converted = tmp_path / "reuse"
+    assert main(["hf", "convert", "--model", str(model_dir), "--plan", "reuse", "--no-eval", "--output", str(converted)]) == 0
+    path = converted / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "attnreuse_plan": ["mha"] * 4}))
+    for argv in (["export", converted, "--output", tmp_path / "m.onnx"],
+                 ["eval", "--teacher", model_dir, converted, "--no-speed"]):
+        _fails(capsys, *argv, needles=(f"{converted / 'model.safetensors'} does not fit plan ['mha', 'mha', 'mha', 'mha'] "
+                                       "in its config.json: size mismatch for",))
 
 
 @pytest.mark.parametrize("config, needle", [

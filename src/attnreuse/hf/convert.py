@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 from torch import nn
@@ -91,11 +92,26 @@ def check_replaceable(directory: str | os.PathLike, what: str = "") -> None:
         converted = PLAN_KEY in json.loads((target / "config.json").read_text())
     except (OSError, ValueError, TypeError):  # no config.json, not JSON, or not a JSON object
         converted = False
+    names = sorted(p.name for p in target.iterdir())
     if not converted:
-        names = sorted(p.name for p in target.iterdir())
-        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        raise FileExistsError(f"{what}{target} holds {shown}, not a converted model; replacing it would delete "
-                              "them: choose another directory")
+        raise FileExistsError(f"{what}{target} holds {_listed(names)}, not a converted model; replacing it would "
+                              "delete them: choose another directory")
+    # a converted model beside other things (a user's notes, a distillation run under it): never deleted with it
+    others = [n for n in names if not (_MODEL_FILE.fullmatch(n) and (target / n).is_file())]
+    if others:
+        raise FileExistsError(f"{what}{target} holds {_listed(others)} beside a converted model; replacing it would "
+                              "delete them: move them out or choose another directory")
+
+
+# What `save` writes into a converted model's directory: config.json, the weights, convert.json
+# (`hf convert`'s record), and the tokenizer's or feature extractor's files.
+_MODEL_FILE = re.compile(r"config\.json|model\.safetensors|convert\.json|generation_config\.json|preprocessor_config\.json"
+                         r"|special_tokens_map\.json|added_tokens\.json|tokenizer(_config)?\.json|vocab\.(txt|json)"
+                         r"|merges\.txt|[\w.-]*\.model|chat_template\.jinja")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def save(model: nn.Module, directory: str | os.PathLike, *, tokenizer=None, overwrite: bool = False) -> Path:
@@ -141,7 +157,9 @@ def load(directory: str | os.PathLike) -> nn.Module:
     config = load_config(directory)
     plan = getattr(config, PLAN_KEY, None)
     if plan is None:
-        raise ValueError(f"{directory} holds no attnreuse plan ({PLAN_KEY} missing from config.json); load it with transformers")
+        raise ValueError(f"{directory} holds no attnreuse plan ({PLAN_KEY} missing from config.json): not a converted "
+                         f"model; make one with `attnreuse hf convert --model {directory} --plan ...`, or load it with "
+                         "transformers")
     interface.register()
     config._attn_implementation = host_for(config).attn_implementation  # what the model is built on; convert replaces it
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
@@ -154,7 +172,12 @@ def load(directory: str | os.PathLike) -> nn.Module:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise ValueError(f"{weights}: not a readable safetensors file ({err})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # the same names in other sizes: config.json's plan was edited, or the weights swapped
+        sizes = [line.strip() for line in str(err).splitlines() if line.strip().startswith("size mismatch")]
+        raise ValueError(f"{weights} does not fit plan {plan} in its config.json: "
+                         f"{sizes[0] if sizes else str(err).splitlines()[0]}") from None
     if missing and all(k.startswith("pooler.") for k in missing) and getattr(model, "pooler", None) is not None:
         model.pooler, missing = None, []  # saved from a model built without its pooling layer
     if missing or unexpected:
