@@ -215,3 +215,9 @@ def test_init_and_config_paths_say_what_they_are(capsys, tmp_path, pico_run):
           "model.json: is a file; give a train/convert output directory")
     fails(capsys, ["train", "--model", PICO, "--config", str(tmp_path), "--output", str(tmp_path / "o")],
           f"--config {tmp_path} is a directory; give a saved TrainConfig JSON file")
+    (tmp_path / "binary.json").write_bytes(b"\xac\xff\x00 not text")  # named neither flag nor file
+    fails(capsys, ["train", "--model", PICO, "--config", str(tmp_path / "binary.json"), "--output", str(tmp_path / "o")],
+          f"--config {tmp_path / 'binary.json'}: not valid JSON ('utf-8' codec can't decode")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    fails(capsys, ["train", "--model", PICO, "--config", str(tmp_path / "list.json"), "--output", str(tmp_path / "o")],
+          f"--config {tmp_path / 'list.json'}: holds a JSON list, not a saved TrainConfig object")

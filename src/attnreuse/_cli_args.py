@@ -153,8 +153,10 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed):
             raise FileNotFoundError(f"--config {path}: no such file")
         try:
             saved = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a binary file named neither flag nor file
             raise ValueError(f"--config {path}: not valid JSON ({err})") from None
+        if not isinstance(saved, dict):
+            raise ValueError(f"--config {path}: holds a JSON {type(saved).__name__}, not a saved {cls.__name__} object")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(saved) - names)
         if unknown:
