@@ -107,6 +107,9 @@ def test_analyze_writes_heatmaps_and_a_plan(tmp_path, capsys, model_dir, text_fi
         (["distill", "--teacher", "{model}", "--init", "{model}", "--steps", "0"], "--steps must be a positive int"),
         (["distill", "--teacher", "{model}", "--init", "{model}", "--lr", "inf"], "--lr must be a finite number"),
         (["distill", "--teacher", "{model}", "--init", "{model}"], "holds no attnreuse plan"),
+        (["distill", "--teacher", "{model}", "--init", "{model}"], "make one with `attnreuse hf convert --model {model} --plan"),
+        (["distill", "--teacher", "{model}", "--init", "{model}", "--hidden-weight", "0", "--embedding-weight", "0"],
+         "--relation-weight are all 0: the loss would be 0"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, model_dir, argv, message):

@@ -49,3 +49,6 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
+        if self.hidden_weight + self.embedding_weight + self.relation_weight == 0:  # every step's loss 0: nothing learns
+            raise ValueError("--hidden-weight, --embedding-weight and --relation-weight are all 0: the loss would be 0 "
+                             "and the student never change; give at least one a weight above 0")
