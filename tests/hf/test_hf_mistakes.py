@@ -365,6 +365,11 @@ def test_resume_with_another_teacher_or_text_is_refused(tmp_path, capsys, model_
     _fails(capsys, *argv, "--resume", needles=(f"--resume: {run} was distilled with {flag} ", f"not {other.resolve()}"))
     assert (run / "summary.json").read_text() == before
     argv[argv.index(flag) + 1] = str({"teacher": model_dir, "text": text_file, "init": converted}[change])
+    if change == "text":  # a changed setting is named with both values (the line named none)
+        steps = argv[:]
+        steps[steps.index("--steps") + 1] = "5"
+        _fails(capsys, *steps, "--resume", needles=(f"--resume: the settings differ from {run / 'config.json'} "
+                                                    "(--steps 2 -> 5)", "another --output"))
     assert main(["hf", *argv, "--resume"]) == 0  # the same inputs resume
 
 

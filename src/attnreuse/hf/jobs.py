@@ -260,8 +260,14 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
             saved = out / "config.json"
             if not saved.is_file():
                 raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
-            if read_run_json(saved) != asdict(cfg):
-                raise ValueError(f"--resume: the settings differ from {saved}; resume with the same flags or --config {saved}")
+            before, now = read_run_json(saved), asdict(cfg)
+            if before != now:  # name them: a longer --steps is the usual one (a finished run is not extended)
+                changed = sorted(set(before) | set(now), key=str)
+                diff = [f"--{k.replace('_', '-')} {before.get(k)!r} -> {now.get(k)!r}" for k in changed
+                        if before.get(k) != now.get(k)]
+                raise ValueError(f"--resume: the settings differ from {saved} ({', '.join(diff[:3])}"
+                                 f"{' and more' if len(diff) > 3 else ''}); resume with the same flags or --config "
+                                 f"{saved}, or start a new run in another --output")
             recorded = read_run_json(out / "job.json") if (out / "job.json").is_file() else {}
             # another teacher, data or student: no exact continuation (a checkpoint of another plan
             # would not even load into the --init model)
