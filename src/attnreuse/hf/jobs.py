@@ -262,8 +262,7 @@ def distill_job(teacher_dir: str, init_dir: str, output: str, cfg, *, text: str 
                 raise FileNotFoundError(f"--resume: {out} holds no distillation run (no config.json)")
             before, now = read_run_json(saved), asdict(cfg)
             if before != now:  # name them: a longer --steps is the usual one (a finished run is not extended)
-                changed = sorted(set(before) | set(now), key=str)
-                diff = [f"--{k.replace('_', '-')} {before.get(k)!r} -> {now.get(k)!r}" for k in changed
+                diff = [f"--{k.replace('_', '-')} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.keys() | now)
                         if before.get(k) != now.get(k)]
                 raise ValueError(f"--resume: the settings differ from {saved} ({', '.join(diff[:3])}"
                                  f"{' and more' if len(diff) > 3 else ''}); resume with the same flags or --config "

@@ -68,7 +68,8 @@ _BLOCKS = (ast.stmt, ast.excepthandler, ast.match_case)  # the only nodes a def 
 
 def _statements(tree: ast.AST):
     """`ast.walk(tree)` (breadth first) without expressions and their subtrees, which hold no
-    docstring: the same nodes that carry one in the same order, in about half the time."""
+    docstring: the same nodes that carry one in the same order (the corpus: 9.0 -> 7.5 s, most of
+    the rest is parsing)."""
     todo = deque([tree])
     while todo:
         node = todo.popleft()
