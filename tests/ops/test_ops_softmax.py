@@ -138,9 +138,37 @@ def test_every_tile_layout(monkeypatch, tile_bytes, tile):
     _check_against_reference(case, "tiled", torch.float32, F32_RTOL, F32_ATOL)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("return_map", [False, True])
+def test_low_precision_tiles_normalise_in_float32(dtype, return_map):
+    """A bf16/fp16 tile is normalised in place in its own dtype; that must equal normalising a
+    float32 copy of the rounded scores and rounding the probabilities (what SDPA's fused kernel
+    and the tiled path before 2026-12-02 did): almost every probability bit for bit, the rest one
+    unit in the last place apart (the row sum is accumulated in another order)."""
+    g = torch.Generator().manual_seed(3)
+    B, Hq, Hv, N, M, Dk, Dv = 2, 1, 4, 70, 70, 16, 8
+    q = (torch.randn(B, Hq, N, Dk, generator=g) * 3).to(dtype)  # wide score range: exp's rounding shows
+    k = torch.randn(B, Hq, M, Dk, generator=g).to(dtype)
+    v = torch.randn(B, Hv, M, Dv, generator=g).to(dtype)
+    scores = torch.matmul(q * Dk**-0.5, k.transpose(-1, -2))  # rounded to dtype, as the tile's are
+    p = torch.softmax(scores.float(), -1).to(dtype)
+    want = torch.matmul(p.unsqueeze(2), v.view(B, Hq, Hv // Hq, M, Dv)).view(B, Hv, N, Dv)
+    with ops.use_backend("tiled"):
+        got = ops.softmax_attention(q, k, v, tile=16, return_map=return_map)
+    ulp = torch.finfo(dtype).eps  # relative spacing of the dtype's values near 1
+    if return_map:
+        got, attn = got
+        torch.testing.assert_close(attn, p, rtol=ulp, atol=0)
+        assert (attn == p).float().mean() > 0.99
+    torch.testing.assert_close(got, want, rtol=2 * ulp, atol=ulp * want.abs().max().item())
+    assert (got == want).float().mean() > 0.95
+
 def test_auto_tile():
     assert ops.auto_tile(10, 10, 1) == 10
     assert ops.auto_tile(1 << 20, 1 << 12, 1) == softmax_mod.TILE_BYTES // (4 << 12)
+    assert ops.auto_tile(1 << 20, 1 << 12, 1, 2) == softmax_mod.TILE_BYTES // (2 << 12)  # bf16 scores: twice the rows
+    assert softmax_mod._tiles(1, 1 << 12, 1 << 12, None, None, 2)[0] == softmax_mod.TILE_BYTES // (2 << 12)
     assert ops.auto_tile(1 << 20, 1 << 16, 1) == softmax_mod.LONG_TILE_ROWS  # 8 MiB would be 32 rows
     assert ops.auto_tile(100, 1 << 16, 1) == 100
     assert softmax_mod._tiles(1, 1 << 14, 1 << 14, None)[0] == softmax_mod.LONG_TILE_ROWS
