@@ -193,6 +193,27 @@ def test_nan_and_inf_propagate_like_pytorch(backend):
     assert_close("finite part", ref[finite], out[finite], F32_RTOL, F32_ATOL)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("poison", ["nan", "inf", "nan+inf", "overflow", "none"])
+def test_sdpa_path_gives_nan_rows_for_nan_queries(dtype, poison):
+    """PyTorch's fused CPU kernel gives 0 for a NaN query row; the sdpa path must give NaN there
+    and only there, also when the quick whole-tensor check sees a non-finite sum for another reason
+    (an infinity, a float32 overflow) and when it sees nothing (no NaN)."""
+    q, k, v = qkv(2, 3, 3, 7, 5, 4, 4, dtype, requires_grad=False)
+    nan_rows = torch.zeros(2, 3, 7, dtype=torch.bool)
+    if "nan" in poison:
+        q[1, 2, 4, 0] = float("nan")
+        nan_rows[1, 2, 4] = True
+    if "inf" in poison:
+        q[0, 1, 3, 2] = float("inf")  # a row of infinite scores: NaN by the softmax itself
+        nan_rows[0, 1, 3] = True
+    if poison == "overflow":
+        q[0, 0, :, :] = torch.finfo(dtype).max / 4  # finite, but the float32 sum is not
+    with ops.use_backend("sdpa"):
+        out = ops.softmax_attention(q, k, v)
+    assert torch.equal(out.isnan().any(-1), nan_rows)
+
+
 def test_backend_selects_the_path(monkeypatch):
     calls = []
 
