@@ -174,6 +174,50 @@ def test_bfloat16_run_casts_the_model_and_says_how_it_ran():
     assert "--dtype bfloat16" in bm.reproduce_command(cfg)
 
 
+def test_bfloat16_fidelity_of_a_checkpoint_over_held_out_images(pico_run):
+    """--checkpoint loads the run's weights (BatchNorms and all left as trained) and --eval-data
+    measures the bf16 columns over its test images, with each dtype's top-1 against the labels."""
+    from attnreuse.data import load_images
+    from attnreuse.deploy import create_export_model
+
+    cfg = bm.ModelBenchConfig(models=(PICO,), img_sizes=(32,), threads=1, runtimes=("eager",), dtype="bfloat16",
+                              checkpoint=str(pico_run), eval_data="digits", eval_images=24, batch=5,
+                              warmup=0, repeats=1, min_time_s=0.0, rounds=1, baselines=False)  # fmt: skip
+    (rec,) = bm.run_models(cfg)
+    assert rec["error"] is None and rec["weights"] == f"checkpoint {pico_run}"
+    assert rec["bf16_eval_images"] == 24
+    model = create_export_model(PICO, checkpoint=str(pico_run)).eval()
+    x, y = load_images("digits", "test", img_size=32, limit=24)
+    with torch.inference_mode():
+        ref = model(x)
+        out = model.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
+    assert rec["fp32_top1"] == pytest.approx((ref.argmax(-1) == y).float().mean().item())
+    assert rec["bf16_top1"] == pytest.approx((out.argmax(-1) == y).float().mean().item())
+    assert rec["bf16_top1_agreement"] == pytest.approx((out.argmax(-1) == ref.argmax(-1)).float().mean().item())
+    assert rec["bf16_logit_rel_diff"] == pytest.approx(((out - ref).abs().max() / ref.abs().max()).item(), rel=0.05)
+    assert "--checkpoint" in bm.reproduce_command(cfg) and "--eval-data digits" in bm.reproduce_command(cfg)
+    assert f"bf16 fidelity, {PICO} at 32: logits within" in bm.format_table([rec, rec])
+    assert bm.format_table([rec, rec]).count("bf16 fidelity") == 1  # one line per model, whatever the runtimes
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint", "{run}", "--img-size", "224"], "was trained at img_size 32; pass --img-size 32"),
+        (["--checkpoint", "{run}/missing", "--img-size", "32"], "does not exist"),
+        (["uniform_xs", "--checkpoint", "{run}"], "name exactly one"),
+        (["--eval-data", "digits"], "needs --dtype bfloat16"),
+        (["--eval-data", "{run}/missing", "--dtype", "bfloat16"], "must be 'digits' or an ImageFolder"),
+        (["--eval-images", "0", "--dtype", "bfloat16"], "eval_images must be a positive int"),
+    ],
+)
+def test_checkpoint_and_eval_data_mistakes_are_one_line(capsys, pico_run, argv, message):
+    argv = [a.replace("{run}", str(pico_run)) for a in argv]
+    assert main(["bench", "models", PICO, *argv]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "dtype, runtimes, message",
     [("bfloat16", ("eager", "ort"), "no bf16 MatMul"), ("int8", ("eager",), "ort-int8"), ("float16", ("eager",), "dtype must be")],

@@ -134,6 +134,13 @@ class ModelBenchConfig:
     min_time_s: float = arg(1.0, "seconds of timed calls per runtime (all rounds)", flags=("--min-time",))
     rounds: int = arg(6, "interleaved timing rounds over all models and runtimes")
     baselines: bool = arg(True, "also run each model's baseline when it is not listed")
+    checkpoint: str | None = arg(None, "weights of the one model named: a state dict file or an `attnreuse "
+                                 "train`/`convert` run directory, loaded strictly (baselines keep random "
+                                 "weights); --img-size must be the one it was trained at", metavar="PATH")
+    eval_data: str | None = arg(None, "with --dtype bfloat16: 'digits' (test split) or an ImageFolder; the bf16 "
+                                "fidelity columns (logit distance from float32, top-1 agreement, each dtype's "
+                                "top-1) are measured over it instead of over the timed batch", metavar="DATA")
+    eval_images: int | None = arg(None, "images of --eval-data (None: all)")
     json: str | None = arg(None, "write the records as JSON", metavar="FILE")
     csv: str | None = arg(None, "write the records as CSV", metavar="FILE")
     command: str | None = arg(None, "the command line that reproduces the run (recorded)", cli=False)
@@ -180,6 +187,18 @@ class ModelBenchConfig:
 
         for name in self.models:
             split_probe(name)  # a malformed probe name fails here, before any model is built
+        if self.checkpoint is not None and (len(self.models) != 1 or split_probe(self.models[0])[1] is not None):
+            raise ValueError(f"--checkpoint holds the weights of one model: name exactly one (no :mixer= probe), "
+                             f"got {list(self.models) or 'none (every model)'}")
+        if self.eval_data is not None and self.dtype != "bfloat16":
+            raise ValueError(f"--eval-data measures bf16 fidelity: it needs --dtype bfloat16, got --dtype {self.dtype} "
+                             "(int8 fidelity: attnreuse export --int8 --eval-data)")
+        if self.eval_images is not None and (
+            isinstance(self.eval_images, bool) or not isinstance(self.eval_images, int) or self.eval_images < 1
+        ):
+            raise ValueError(f"eval_images must be a positive int or None, got {self.eval_images!r}")
+        if self.eval_data is not None and self.eval_data != "digits" and not Path(self.eval_data).is_dir():
+            raise ValueError(f"--eval-data must be 'digits' or an ImageFolder directory, got {self.eval_data!r}")
         for name in ("json", "csv"):
             if getattr(self, name) is not None and Path(getattr(self, name)).is_dir():
                 raise ValueError(f"{name} must be a file path, got the directory {getattr(self, name)!r}")
@@ -211,19 +230,22 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     from attnreuse.bench.runtimes import prepare_runtime
     from attnreuse.measure import measure_peak_bytes
     from attnreuse.bench.weights import randomize_batchnorms
-    from attnreuse.data import digits_images
+    from attnreuse.data import digits_images, load_images
     from attnreuse.deploy import create_export_model, deploy_model, input_spec
 
+    checkpoint = config.checkpoint if config.checkpoint is not None and name == config.models[0] else None
     base = dict(
         model=name, family=family_of(name), baseline=baseline_of(name), img_size=img_size,
-        batch=config.batch, threads=config.threads, dtype=config.dtype, weights=WEIGHTS,
+        batch=config.batch, threads=config.threads, dtype=config.dtype,
+        weights=WEIGHTS if checkpoint is None else f"checkpoint {checkpoint}",
     )  # fmt: skip
     try:
         model_name, probe = split_probe(name)
-        model = create_export_model(model_name, img_size=img_size)
+        model = create_export_model(model_name, img_size=img_size, checkpoint=checkpoint)
         if probe is not None:
             model = apply_mixer_probe(model, probe)
-        randomize_batchnorms(model)  # every residual branch live: the ORT parity check means something
+        if checkpoint is None:
+            randomize_batchnorms(model)  # every residual branch live: the ORT parity check means something
         chans, height, width = input_spec(model, img_size)
         norm = dict(mean=model.pretrained_cfg.get("mean", (0.5,) * 3), std=model.pretrained_cfg.get("std", (0.5,) * 3))
         x, _ = digits_images("test", img_size=height, limit=config.batch, in_chans=chans, **norm)
@@ -232,7 +254,11 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
         base.update(params=count_params(model), macs=count_macs(model, x[:1]))
         deployed = deploy_model(model)
         if config.dtype == "bfloat16":
-            base.update(_to_bfloat16(deployed, x))
+            held_out = None
+            if config.eval_data is not None:
+                held_out = load_images(config.eval_data, "test", img_size=height, in_chans=chans,
+                                       limit=config.eval_images, **norm)  # fmt: skip
+            base.update(_to_bfloat16(deployed, x, held_out, batch=config.batch))
             x = x.to(torch.bfloat16)
         with torch.inference_mode():
             peak_bytes = measure_peak_bytes(lambda: deployed(x))
@@ -257,18 +283,27 @@ def _prepare_model(name: str, img_size: int, config: ModelBenchConfig, work: Pat
     return prepared
 
 
-def _to_bfloat16(model, x) -> dict:
-    """Cast the deployed eval `model` to bf16 in place; returns how far its logits on `x` (float32
-    images) move: max |bf16 - fp32| over max |fp32| (`bf16_logit_rel_diff`) and top-1 agreement."""
+def _to_bfloat16(model, x, held_out=None, *, batch: int = 1) -> dict:
+    """Cast the deployed eval `model` to bf16 in place; returns how far its logits move from float32:
+    max |bf16 - fp32| over max |fp32| (`bf16_logit_rel_diff`) and the share of images whose top-1
+    class stays (`bf16_top1_agreement`), on `x` (the timed float32 batch) or, when given, on
+    `held_out` = (images [N, C, H, W] float32, labels [N]) in chunks of `batch`, which adds each
+    dtype's top-1 accuracy (`fp32_top1`, `bf16_top1`) and `bf16_eval_images`."""
     import torch
 
+    images, labels = (x, None) if held_out is None else held_out
+    chunks = images.split(max(1, batch))
     with torch.inference_mode():
-        ref = model(x).float()
+        ref = torch.cat([model(c).float() for c in chunks])
         model.to(torch.bfloat16)
-        out = model(x.to(torch.bfloat16)).float()
+        out = torch.cat([model(c.to(torch.bfloat16)).float() for c in chunks])
     scale = ref.abs().max().clamp_min(1e-12)
-    return {"bf16_logit_rel_diff": float((out - ref).abs().max() / scale),
-            "bf16_top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean())}
+    record = {"bf16_logit_rel_diff": float((out - ref).abs().max() / scale),
+              "bf16_top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean())}
+    if held_out is not None:
+        record.update(bf16_eval_images=len(images), fp32_top1=float((ref.argmax(-1) == labels).float().mean()),
+                      bf16_top1=float((out.argmax(-1) == labels).float().mean()))
+    return record
 
 
 def _dtype_columns(dtype: str) -> dict:
@@ -399,11 +434,29 @@ def format_table(records: list[dict]) -> str:
             f"{_fmt(r.get('speedup_vs_baseline_paired'), '6.2f'):>6} {_fmt(r.get('ideal_speedup_vs_baseline'), '6.2f'):>6}"
         )
     lines += ceiling_lines(records)
+    lines += fidelity_lines(records)
     emulated = sorted({r["dtype"] for r in records if r.get("dtype_execution") == "emulated"})
     if emulated:
         lines.append(f"EMUL: this CPU has no matrix units for {', '.join(emulated)}; those figures are emulation's, "
                      "not what such units would do (attnreuse.cpu_units)")
     return "\n".join(lines)
+
+
+def fidelity_lines(records: list[dict]) -> list[str]:
+    """One line per bf16 model and resolution measured over --eval-data: how far bf16 moved it."""
+    seen, lines = set(), []
+    for r in records:
+        key = (r["model"], r["img_size"])
+        if r.get("bf16_eval_images") is None or key in seen:
+            continue
+        seen.add(key)
+        lines.append(
+            f"bf16 fidelity, {r['model']} at {r['img_size']}: logits within {r['bf16_logit_rel_diff']:.2e} of float32 "
+            f"(of the largest logit), top-1 agreement {100 * r['bf16_top1_agreement']:.1f}% over "
+            f"{r['bf16_eval_images']} held-out images (top-1 {100 * r['fp32_top1']:.1f}% float32, "
+            f"{100 * r['bf16_top1']:.1f}% bf16)"
+        )
+    return lines
 
 
 def config_path(results: str | Path) -> Path:
@@ -480,6 +533,26 @@ def config_from_args(args: argparse.Namespace) -> ModelBenchConfig:
     return _cli_args.config_from_args(ModelBenchConfig, args, **_cli_args.quick_preset(args, QUICK))
 
 
+def _check_checkpoint(config: ModelBenchConfig) -> None:
+    """Before any model is built: the checkpoint exists, and a run directory's training size is
+    among --img-size (a ViT's position table is as large as its grid: another size cannot load)."""
+    import timm
+
+    from attnreuse.runs import read_model_spec
+
+    path = Path(config.checkpoint)
+    if not path.exists():
+        raise ValueError(f"--checkpoint {config.checkpoint!r} does not exist (a state dict file or a run directory)")
+    spec = read_model_spec(path) if path.is_dir() else None
+    trained = None
+    if spec is not None:  # the size it was built with, else its name's default
+        cfg = timm.models.get_pretrained_cfg(spec["name"])
+        trained = spec["kwargs"].get("img_size") or (cfg.input_size[-1] if cfg is not None else None)
+    if trained is not None and trained not in config.img_sizes:
+        raise ValueError(f"--checkpoint {config.checkpoint!r} was trained at img_size {trained}; "
+                         f"pass --img-size {trained} (got {','.join(map(str, config.img_sizes))})")
+
+
 def run(args: argparse.Namespace) -> int:
     from attnreuse._io import new_output_file
     from attnreuse.models.probes import split_probe
@@ -488,6 +561,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     for name in config.models:
         check_model_name(split_probe(name)[0])
+    if config.checkpoint is not None:
+        _check_checkpoint(config)
     for flag, path in (("--json", config.json), ("--csv", config.csv)):  # before any model is timed
         new_output_file(flag, path, force=args.force, beside=(config_path(path),) if path else ())
     config = dataclasses.replace(config, command=reproduce_command(config))
