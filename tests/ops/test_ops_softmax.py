@@ -193,7 +193,7 @@ def test_nan_and_inf_propagate_like_pytorch(backend):
     assert_close("finite part", ref[finite], out[finite], F32_RTOL, F32_ATOL)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("poison", ["nan", "inf", "nan+inf", "overflow", "none"])
 def test_sdpa_path_gives_nan_rows_for_nan_queries(dtype, poison):
     """PyTorch's fused CPU kernel gives 0 for a NaN query row; the sdpa path must give NaN there
