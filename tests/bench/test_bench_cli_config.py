@@ -19,13 +19,14 @@ MODULES = {"ops": bench_ops, "models": bench_models, "study": bench_study}
 CONFIGS = {"ops": bench_ops.OpsBenchConfig, "models": bench_models.ModelBenchConfig, "study": bench_study.StudyConfig}
 # The option strings each command had when its flags were written by hand, plus --config (a
 # saved config), --baselines (the positive form of --no-baselines) and --force (how to treat
-# existing outputs, not a setting of the run); and the flags added since (models: --exporter).
+# existing outputs, not a setting of the run); and the flags added since (models: --exporter,
+# --checkpoint, --eval-data, --eval-images).
 FLAGS = {
     "ops": {"--ops", "--shapes", "--tokens", "--batch", "--threads", "--dtype", "--repeats", "--rounds", "--quick",
             "--json", "--csv", "--plot", "--config", "--force"},
     "models": {"--batch", "--img-size", "--threads", "--runtimes", "--dtype", "--int8-mode", "--warmup", "--repeats",
                "--min-time", "--exporter", "--rounds", "--no-baselines", "--baselines", "--quick", "--json", "--csv", "--config",
-               "--force"},
+               "--force", "--checkpoint", "--eval-data", "--eval-images"},
     "study": {"--lengths", "--plans", "--config", "--model", "--positions", "--batch", "--threads", "--device",
               "--backend", "--rounds", "--repeats", "--warmup", "--breakdown-repeats", "--check-length", "--seed",
               "--output", "--quick", "--force"},
@@ -34,9 +35,10 @@ FLAGS = {
 CHANGED = {
     "ops": dict(ops=("sdpa_mha", "reuse"), shapes=("vit",), tokens=(32, 64), batch=(2,), threads=1,
                 dtype="bfloat16", repeats=3, rounds=2, json="o.json", csv="o.csv", plot="o.png"),
-    "models": dict(models=("uniform_xs", "uniform_xs:mixer=none"), batch=2, img_sizes=(64, 96), threads=1,
+    "models": dict(models=("uniform_xs",), batch=2, img_sizes=(64, 96), threads=1,
                    runtimes=("eager",), dtype="bfloat16", int8_mode="dynamic", exporter="dynamo", warmup=0, repeats=4,
-                   min_time_s=0.25, rounds=2, baselines=False, json="m.json", csv="m.csv"),
+                   min_time_s=0.25, rounds=2, baselines=False, json="m.json", csv="m.csv", checkpoint="w.safetensors",
+                   eval_data="digits", eval_images=8),
     "study": dict(model="whisper-tiny", lengths=(16, 32), plans=("mha", "share2"), positions=64, batch=2, threads=1,
                   device="cuda:1", backend="auto", rounds=2, repeats=4, warmup=0, breakdown_repeats=2, check_length=32,
                   seed=5, output="out"),

@@ -50,6 +50,51 @@ def test_reuse_layouts_match_reference(qk_heads, qk_dim):
     torch.testing.assert_close(layer(x).double(), _reference_layer(layer, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("qkv_bias", [False, True])
+@pytest.mark.parametrize("qk_heads,qk_dim", [(1, None), (1, 24), (2, None), (1, 32)])
+def test_fused_reuse_layer_computes_what_it_did(qk_heads, qk_dim, qkv_bias):
+    """fuse() (deployment) puts qk and v into one qkv Linear: same output, same map, same V for a
+    given map; one Linear fewer; a second fuse() and an mha or V-only layer's fuse() change nothing."""
+    layer = Attention(32, num_heads=4, qk_heads=qk_heads, qk_dim=qk_dim, qkv_bias=qkv_bias).eval()
+    x = _tokens()
+    want_out, want_map = layer(x, return_map=True)
+    other_map = torch.softmax(torch.randn(2, qk_heads, 7, 7), -1)
+    want_applied = layer(x, attn_map=other_map)
+    assert layer.fuse() is layer and layer.fused_qkv and not hasattr(layer, "qk") and not hasattr(layer, "v")
+    rows = 2 * (qk_dim or qk_heads * 8) + 32
+    assert layer.qkv.weight.shape == (rows, 32) and (layer.qkv.bias is not None) == qkv_bias
+    assert sum(isinstance(m, nn.Linear) for m in layer.modules()) == 2 and "fused into qkv" in repr(layer)
+    out, attn = layer(x, return_map=True)
+    torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attn, want_map, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x), want_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x, attn_map=other_map), want_applied, rtol=1e-5, atol=1e-5)
+    weight = layer.qkv.weight
+    assert layer.fuse().qkv.weight is weight
+    for unchanged in (Attention(32, num_heads=4), Attention(32, num_heads=4, v_only=True)):
+        names = sorted(unchanged.state_dict())
+        assert sorted(unchanged.fuse().state_dict()) == names
+
+
+def test_deployed_reuse_vit_keeps_its_logits():
+    """deploy_model (timm's re-parameterisation) fuses every qk + v layer of a plan ViT."""
+    import timm
+
+    import attnreuse  # noqa: F401 - registers the models
+    from attnreuse.deploy import deploy_model
+
+    model = timm.create_model("vit_attnreuse_pico_patch4_32", attn_plan=["mha", "reuse", "share", "reuse", "mha", "reuse"]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+        deployed = deploy_model(model)
+        got = deployed(x)
+    kinds = [type(b.attn).__name__ + str(getattr(b.attn, "fused_qkv", None)) for b in deployed.blocks]
+    assert kinds == ["AttentionTrue", "AttentionTrue", "AttentionFalse", "AttentionTrue", "AttentionTrue", "AttentionTrue"] and not any(hasattr(b.attn, "qk") for b in deployed.blocks)
+    assert hasattr(model.blocks[1].attn, "qk")  # deploy_model worked on a copy
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_reuse_with_all_heads_is_mha():
     mha = Attention(32, num_heads=4, qkv_bias=True)
     same = Attention(32, num_heads=4, qk_heads=4, qk_dim=32, qkv_bias=True)
