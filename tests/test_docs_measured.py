@@ -142,10 +142,6 @@ def _bench_table(table: str, name: str, day: str = "2026-11-30", keep: str | Non
 REBUILT = {
     ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim | median ms | p90 ms | peak MiB | GFLOP/s | "
      "of matmul peak | vs sdpa_mha |"): _bench_table("ops_table", "ops"),
-    ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim | median ms | p90 ms | peak MiB | GFLOP/s | "
-     "of matmul peak | of matmul peak, paired over rounds |"): _bench_table("ops_table", "ops_paired", "2026-12-01"),
-    ("docs/benchmarks.md", "| model | img | runtime | speed-up over baseline, paired |"):
-        _bench_table("ceiling_table", "uniform_probes", "2026-12-01", keep="share_of_ceiling"),
     ("docs/benchmarks.md", "| model | input | exporter |"): _bench_table("export_table", "int8"),
     ("docs/dataflow.md", "| case | N | measured |"): _validation,
     ("docs/benchmarks.md", "| Row | Model | Input (px) |"): _study("rows_table"),
@@ -171,8 +167,13 @@ NOT_REBUILT = {
        "test_readme_measured_section_is_generated_from_committed_records rebuilds it from docs/measured/demo_records.json"
        for h in ("| model | plan | MACs saved |", "| model | eager ms | vs efficientvit_m1 |", "| plan | px | GMACs |",
                  "| op | N | ms (p90) |", "| stage | status | seconds |")},
-    ("docs/benchmarks.md", "| model | baseline | img |"): "two runs under one header (UniForm, ViT-S plans): "
-    "test_bench_baseline_tables_are_rebuilt rebuilds each from docs/measured/bench_2026-11-30/",
+    ("docs/benchmarks.md", "| model | baseline | img |"): "several runs under one header (UniForm, ViT-S plans, "
+    "on two CPUs): test_bench_baseline_tables_are_rebuilt and test_ordered_bench_tables_are_rebuilt rebuild each",
+    ("docs/benchmarks.md", "| op | batch | N | qk/v heads x dim | median ms | p90 ms | peak MiB | GFLOP/s | "
+     "of matmul peak | of matmul peak, paired over rounds |"): "three runs under one header (two CPUs, two dtypes): "
+    "test_ordered_bench_tables_are_rebuilt rebuilds each",
+    ("docs/benchmarks.md", "| model | img | runtime | speed-up over baseline, paired |"): "two runs under one "
+    "header (two CPUs): test_ordered_bench_tables_are_rebuilt rebuilds each",
     ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "four runs under one header: "
     "test_speech_study_tables_are_rebuilt rebuilds each from docs/measured/speech_study_2026-12-01.json "
     "and whisper_base_study_2026-11-30.json",
@@ -244,3 +245,28 @@ def test_bench_baseline_tables_are_rebuilt():
               for name in ("uniform", "vit_plans")]
     at = [doc.find(t) for t in tables]
     assert all(i >= 0 for i in at) and at == sorted(at), "docs/benchmarks.md's bench models tables differ from their records"
+
+
+# docs/benchmarks.md's tables that share a header with another run's, in the order they stand:
+# the AMD EPYC's paired operators and UniForm ceilings, then the Intel Xeon with AMX section.
+ORDERED_BENCH_TABLES = [
+    ("ops_table", "ops_paired", "2026-12-01", None),
+    ("ceiling_table", "uniform_probes", "2026-12-01", "share_of_ceiling"),
+    ("ops_table", "ops_fp32", "2026-12-02", None),
+    ("ops_table", "ops_bf16", "2026-12-02", None),
+    ("baseline_table", "vit_plans_bf16", "2026-12-02", "speedup_vs_baseline"),
+    ("baseline_table", "vit_plans_fp32", "2026-12-02", "speedup_vs_baseline"),
+    ("ceiling_table", "uniform_probes", "2026-12-02", "share_of_ceiling"),
+]
+
+
+def test_ordered_bench_tables_are_rebuilt():
+    """Each table of ORDERED_BENCH_TABLES is the bench report's own table of its committed records,
+    whole (a line of its own), in that order."""
+    doc = (ROOT / "docs/benchmarks.md").read_text()
+    at = []
+    for table, name, day, keep in ORDERED_BENCH_TABLES:
+        rebuilt = _bench_table(table, name, day, keep)()
+        found = doc.find("\n" + rebuilt + "\n", at[-1] if at else 0)
+        assert found >= 0, f"docs/benchmarks.md: no {table} of bench_{day}/{name}.json after the tables before it:\n{rebuilt}"
+        at.append(found)
