@@ -257,6 +257,7 @@ ORDERED_BENCH_TABLES = [
     ("baseline_table", "vit_plans_bf16", "2026-12-02", "speedup_vs_baseline"),
     ("baseline_table", "vit_plans_fp32", "2026-12-02", "speedup_vs_baseline"),
     ("ceiling_table", "uniform_probes", "2026-12-02", "share_of_ceiling"),
+    ("baseline_table", "int8_ort", "2026-12-02", "speedup_vs_baseline"),
 ]
 
 
