@@ -37,3 +37,26 @@ def test_distill_cli_names_the_warmup_flag(tmp_path, capsys, model_dir):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--warmup-steps" in err and "got 50" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_distill_loss_of_a_student_equal_to_its_teacher_is_zero_not_negative():
+    """1 - cos(x, x) rounds to about +-1e-7; the embedding term is clamped at 0, so the loss of a
+    perfect student is never below 0 (the CLI and the demo print it), and every part is 0 or more."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from attnreuse.hf.distill import distill_loss
+
+    cfg = DistillConfig(relation_weight=1.0)  # every term on
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        hidden = [torch.randn(4, 9, 24, generator=g) * 10 for _ in range(3)]
+        out = SimpleNamespace(hidden_states=hidden)
+        mask = torch.ones(4, 9, dtype=torch.long)
+        mask[1, 6:] = 0
+        loss, parts = distill_loss(out, out, mask, cfg)
+        assert 0.0 <= loss.item() < 1e-4 and all(v >= 0.0 for v in parts.values())
+    other = SimpleNamespace(hidden_states=[h + 1 for h in hidden])
+    loss, parts = distill_loss(other, out, mask, cfg)
+    assert loss.item() > 0 and parts["hidden_mse"] > 0

@@ -67,7 +67,8 @@ def distill_loss(student_out, teacher_out, mask: torch.Tensor, cfg: DistillConfi
         F.mse_loss(s[m], t[m]) for s, t in zip(student_out.hidden_states[1:], teacher_out.hidden_states[1:])
     )
     ps, pt = mean_pool(student_out.hidden_states[-1], mask), mean_pool(teacher_out.hidden_states[-1], mask)
-    emb = (1 - F.cosine_similarity(ps, pt, dim=-1)).mean()
+    # clamped: a cosine of identical embeddings can round to just over 1 (a loss of -3e-07 was seen)
+    emb = (1 - F.cosine_similarity(ps, pt, dim=-1)).clamp_min(0).mean()
     ns, nt = F.normalize(ps, dim=-1), F.normalize(pt, dim=-1)
     relation = F.mse_loss(ns @ ns.T, nt @ nt.T)  # who is near whom in the batch: what retrieval sees
     loss = cfg.hidden_weight * hidden + cfg.embedding_weight * emb + cfg.relation_weight * relation
