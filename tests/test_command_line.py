@@ -58,4 +58,4 @@ def test_console_script_help():
 def test_user_error_is_one_line_exit_2(capsys):
     assert cli.main(["bench", "ops", "--quick", "--tokens", "-5"]) == 2
     err = capsys.readouterr().err
-    assert err == "attnreuse bench ops: error: tokens must be a non-empty list of positive ints, got [-5]\n"
+    assert err == "attnreuse bench ops: error: --tokens must be a non-empty list of positive ints, got [-5]\n"

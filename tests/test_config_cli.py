@@ -98,3 +98,34 @@ def test_a_value_the_command_line_cannot_spell_is_named():
 
     with pytest.raises(ValueError, match="clip_grad=None cannot be written as --clip-grad"):
         config_argv(TrainConfig(model="m", output="o", clip_grad=None))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["convert", "--checkpoint", "run", "--plan", "reuse", "--output", "out", "--fit-steps", "-1"],
+         "--fit-steps must be a positive int, got -1"),
+        (["bench", "models", "uniform_xs", "--img-size", "8"], "--img-size must be ints >= 16"),
+        (["bench", "models", "uniform_xs", "--dtype", "bfloat16", "--eval-images", "0"], "--eval-images must be"),
+        (["export", "uniform_xs", "--output", "m.onnx", "--opset", "0"], "--opset must be"),
+    ],
+)
+def test_a_bad_value_is_named_by_its_flag(capsys, argv, message):
+    """The configs name their fields (fit_steps); on the command line the message names the flag
+    the user typed (--fit-steps), in one line."""
+    from attnreuse.cli import main
+
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_flag_spelling_changes_only_a_leading_field_name():
+    from attnreuse._cli_args import flag_spelling
+    from attnreuse.bench.models import ModelBenchConfig
+
+    assert flag_spelling(ConvertConfig, "fit_steps must be a positive int") == "--fit-steps must be a positive int"
+    assert flag_spelling(ModelBenchConfig, "img_sizes must be ints") == "--img-size must be ints"  # its own flag
+    assert flag_spelling(ModelBenchConfig, "models must be a tuple") == "models must be a tuple"  # positional
+    assert flag_spelling(ConvertConfig, "the plan fit_steps x") == "the plan fit_steps x"
+    assert flag_spelling(ConvertConfig, "fit_steps") == "fit_steps"

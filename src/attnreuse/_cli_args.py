@@ -175,7 +175,21 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed):
         if required and f.name not in values:
             flag = f.name.upper() if f.metadata.get("positional") else _flag(f)
             raise ValueError(f"{flag} is required (on the command line or in a --config FILE)")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as err:
+        raise type(err)(flag_spelling(cls, str(err))) from None
+
+
+def flag_spelling(cls: type, message: str) -> str:
+    """`message` with a leading field name of `cls` spelled as its flag ("fit_steps must be ..." ->
+    "--fit-steps must be ..."): a config names its fields, a command-line user typed flags.
+    Positional fields, fields without a flag and messages that open otherwise are left as they are."""
+    head, sep, rest = message.partition(" ")
+    for f in dataclasses.fields(cls):
+        if f.name == head and sep and f.metadata.get("cli") is not False and not f.metadata.get("positional"):
+            return f"{_flag(f)} {rest}"
+    return message
 
 
 def config_argv(config) -> list[str]:

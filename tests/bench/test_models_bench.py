@@ -208,7 +208,7 @@ def test_bfloat16_fidelity_of_a_checkpoint_over_held_out_images(pico_run):
         (["uniform_xs", "--checkpoint", "{run}"], "name exactly one"),
         (["--eval-data", "digits"], "needs --dtype bfloat16"),
         (["--eval-data", "{run}/missing", "--dtype", "bfloat16"], "must be 'digits' or an ImageFolder"),
-        (["--eval-images", "0", "--dtype", "bfloat16"], "eval_images must be a positive int"),
+        (["--eval-images", "0", "--dtype", "bfloat16"], "--eval-images must be a positive int"),
     ],
 )
 def test_checkpoint_and_eval_data_mistakes_are_one_line(capsys, pico_run, argv, message):

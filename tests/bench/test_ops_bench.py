@@ -81,7 +81,7 @@ def test_config_rejects_bad_values(field, value, message):
 def test_cli_reports_bad_values_in_one_line(capsys):
     assert main(["bench", "ops", "--quick", "--batch", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("attnreuse bench ops: error: batch must be") and err.count("\n") == 1
+    assert err.startswith("attnreuse bench ops: error: --batch must be") and err.count("\n") == 1
 
 
 def test_bfloat16_sweep_times_sdpa_in_bf16_and_says_how_it_ran(monkeypatch):
