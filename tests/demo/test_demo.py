@@ -217,3 +217,17 @@ def test_labels_of_close_points_stack_instead_of_overprinting():
     near = [offsets[i] for i in (0, 1, 3)]
     assert len(set(near)) == 3 and near[0] == (4.0, 4.0)
     assert label_offsets([]) == []
+
+
+def test_vit_table_of_ideal_divides_the_paired_speed_up_it_stands_beside():
+    """"of ideal" is the "vs mha (paired)" column over the "MAC ideal" one (a reader checks it that
+    way), not the pooled medians' ratio; a record without pairing falls back to the pooled one."""
+    from attnreuse.demo.report import vit_table
+
+    base = dict(model="vit_attnreuse_small_patch16_224", img_size=224, macs=4.6e9, latency_ms_median=132.6)
+    paired = dict(model="vit_reuse_small_patch16_224", img_size=224, macs=3.87e9, latency_ms_median=114.4,
+                  baseline=base["model"], speedup_vs_baseline_paired=1.11, ideal_speedup_vs_baseline=1.19,
+                  fraction_of_ideal=0.974)
+    unpaired = {**paired, "img_size": 384, "speedup_vs_baseline_paired": None}
+    rows = vit_table({"records": [base, paired, unpaired]}).splitlines()
+    assert rows[3].endswith("| 1.11x | 1.19x | 93% |") and rows[4].endswith("| - | 1.19x | 97% |")
