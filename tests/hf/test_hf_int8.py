@@ -162,7 +162,7 @@ def test_eval_times_int8_and_reports_its_fidelity(tmp_path, capsys, model_dir, c
     # the int8 graphs with attention fused: every layer of the stock encoder, 2 of mha,reuse,mha,share
     assert {s["model"]: s.get("fused_attention_nodes") for s in speed if s["runtime"] == "ort-int8-fused"} == {
         "original (sdpa)": 4, str(converted): 2}
-    assert "vs the original's float32 ORT export" in out
+    assert "vs the original in float32 (its ORT export for int8" in out
     fid = record["int8_fidelity"]
     assert set(fid) == {"original (sdpa)", str(converted)}
     eager = record["candidates"][str(converted)]["fidelity"]
@@ -228,3 +228,32 @@ def test_ort_encoder_embeds_as_the_model_does(tmp_path, capsys, model_dir, kind)
     got = embed(OrtEncoder(path, model, threads=1), prep, held)[0]
     torch.testing.assert_close(got, ref[0], atol=1e-4, rtol=1e-4)
     assert fidelity(OrtEncoder(path, model, threads=1), ref, prep, held)["cosine"] > 0.9999
+
+
+def test_eval_times_bf16_beside_float32_and_reports_its_fidelity(tmp_path, capsys, model_dir, converted, text_file):
+    """eager-bf16: every model in bf16, each paired against the original and against the original
+    in float32 timed in the same rounds; its fidelity on the held-out texts (also without timing)."""
+    from attnreuse import cpu_units
+
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(converted), "--text", str(text_file),
+                          "--tokens", "16", "--runtimes", "eager,eager-bf16", "--rounds", "1", "--repeats", "2",
+                          "--threads", "1", "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "e.json").read_text())
+    speed = {(s["model"], s["runtime"]): s for s in record["speed"]}
+    assert set(speed) == {(m, r) for m in ("original (sdpa)", str(converted)) for r in ("eager", "eager-bf16")}
+    execution = cpu_units.dtype_support("bfloat16")["execution"]
+    for (model, runtime), s in speed.items():
+        assert s["dtype"] == ("bfloat16" if runtime == "eager-bf16" else "float32")
+        assert ("speedup_vs_baseline_fp32" in s) == (runtime == "eager-bf16")
+        assert s.get("dtype_execution") == (execution if runtime == "eager-bf16" else None)
+    fid, eager = record["bf16_fidelity"], record["candidates"][str(converted)]["fidelity"]
+    assert set(fid) == {"original (sdpa)", str(converted)} and record["bf16_execution"] == execution
+    assert 0.99 < fid["original (sdpa)"]["cosine"] < 1.0  # bf16 moves the original a little, not far
+    assert abs(fid[str(converted)]["cosine"] - eager["cosine"]) < 0.01 and fid[str(converted)]["texts"] == eager["texts"]
+    assert f"{converted}, bf16 in PyTorch ({execution}): cosine" in out
+    # fidelity only
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(model_dir), str(converted), "--text", str(text_file),
+                          "--no-speed", "--runtimes", "eager-bf16", "--json", str(tmp_path / "f.json"))
+    assert code == 0, err
+    assert set(json.loads((tmp_path / "f.json").read_text())["bf16_fidelity"]) == {"original (sdpa)", str(converted)}

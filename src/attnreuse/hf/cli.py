@@ -106,7 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tokens", type=int, default=None,
                    help="sequence length of the speed test (default 512, or a text model's positions if fewer; "
                    "Whisper: its max_source_positions, the one it takes)")
-    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, ort, ort-fused (attention fused into com.microsoft MultiHeadAttention), "
+    e.add_argument("--runtimes", type=csv_list, default=("eager",), help="comma-separated: eager, eager-bf16 (bf16 "
+                   "weights and inputs in PyTorch, beside the original in float32; and each model's bf16 fidelity), "
+                   "ort, ort-fused (attention fused into com.microsoft MultiHeadAttention), "
                    "ort-int8 (the dynamic int8 export of `hf export --int8`), ort-int8-fused (that int8 export with "
                    "--fused-attention mha)")
     e.add_argument("--rounds", type=int, default=None, help=f"interleaved timing rounds (default {EVAL_TIMING['rounds']})")
@@ -189,9 +191,11 @@ def _eval(args) -> int:
         print(f"{name}: plan {','.join(row['plan'])}: {_fid(row['fidelity'])}")
     for name, f in r.get("int8_fidelity", {}).items():
         print(f"{name}, dynamic int8 in ONNX Runtime: {_fid(f)}")
+    for name, f in r.get("bf16_fidelity", {}).items():
+        print(f"{name}, bf16 in PyTorch ({r['bf16_execution']}): {_fid(f)}")
     if r["speed"]:
         int8 = any("speedup_vs_baseline_fp32" in s for s in r["speed"])
-        extra = " vs the original's float32 ORT export |" if int8 else ""
+        extra = " vs the original in float32 (its ORT export for int8, eager for bf16) |" if int8 else ""
         print(f"| model | runtime | ms (median) | speed-up vs the original [range] | MAC ideal | of ideal |{extra}  "
               f"({r['speed'][0]['tokens']} tokens, batch 1; speed-ups paired within each runtime)")
         for s in r["speed"]:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["batches", "compare", "embed", "fidelity", "mean_pool", "real_positions", "topk_overlap"]
+__all__ = ["Bf16Encoder", "batches", "bf16_fidelity", "compare", "embed", "fidelity", "mean_pool", "real_positions",
+           "topk_overlap"]
 
 
 def batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
@@ -100,3 +101,36 @@ def fidelity(model: nn.Module, reference: nn.Module | tuple, tokenizer, texts: l
     reference; `reference` may be its `embed` output, computed once for several models."""
     ref = reference if isinstance(reference, tuple) else embed(reference, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     return compare(*embed(model, tokenizer, texts, batch_size=batch_size, max_length=max_length), *ref, k=k)
+
+
+class Bf16Encoder:
+    """A bf16 copy of an encoder, called like it where `embed` calls one: floating inputs are cast
+    to bf16, and the hidden states and logits come back in float32 (the embeddings' cosine and
+    neighbours are then compared at full precision). Anything else is read from the copy."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from attnreuse.hf.speed import bf16_copy
+
+        self.model = bf16_copy(model)
+
+    def __getattr__(self, name: str):
+        if name in ("model", "module"):  # not set yet, or DistributedDataParallel's
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __call__(self, output_hidden_states: bool = False, **batch):
+        from types import SimpleNamespace
+
+        from attnreuse.hf.speed import bf16_inputs
+
+        out = self.model(**bf16_inputs(batch), output_hidden_states=True)  # a model without last_hidden_state
+        hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None else out.hidden_states[-1]
+        logits = getattr(out, "logits", None)
+        return SimpleNamespace(last_hidden_state=hidden.float(), hidden_states=None,
+                               logits=None if logits is None else logits.float())
+
+
+def bf16_fidelity(model: nn.Module, reference: tuple, tokenizer, texts: list[str]) -> dict:
+    """`fidelity` of `model` run in bf16 against `reference` (the original's float32 `embed` of
+    `texts`): what deploying it in bf16 keeps."""
+    return fidelity(Bf16Encoder(model), reference, tokenizer, texts)

@@ -310,7 +310,7 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
              speed: bool = True, json_path: str | None = None, force: bool = False) -> dict:
     from attnreuse.hf.fidelity import embed, fidelity
     from attnreuse.hf.source import data_name, load_data
-    from attnreuse.hf.speed import RUNTIMES, default_tokens, measure_speed
+    from attnreuse.hf.speed import BF16, RUNTIMES, default_tokens, measure_speed
 
     if not candidates:
         raise ValueError("give at least one converted model directory to evaluate")
@@ -321,10 +321,10 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     repeated = sorted({r for r in runtimes if runtimes.count(r) > 1})
     if repeated:
         raise ValueError(f"--runtimes names {', '.join(repeated)} more than once, got {','.join(runtimes)!r}")
-    ignored = [r for r in runtimes if r not in ("eager", "ort-int8")]  # eager: the default; ort-int8: its fidelity
+    ignored = [r for r in runtimes if r not in ("eager", "ort-int8", BF16)]  # eager: the default; the others: fidelity
     if not speed and ignored:
         raise ValueError(f"--runtimes {','.join(ignored)} would be ignored: --no-speed times nothing (of the runtimes, "
-                         "only ort-int8's fidelity is measured without it); drop --no-speed or those runtimes")
+                         f"only ort-int8's and {BF16}'s fidelity is measured without it); drop --no-speed or those runtimes")
     twice = [c for i, c in enumerate(candidates) if Path(c).resolve() in {Path(d).resolve() for d in candidates[:i]}]
     if twice:
         raise ValueError(f"candidate {twice[0]} is given twice; name each model once")
@@ -359,6 +359,12 @@ def eval_job(teacher_dir: str, candidates: list[str], *, text: str = "stdlib", t
     record = {"teacher": str(teacher_dir), "text": data_name(teacher.config, text), "candidates": rows, "speed": speed_records}
     if int8:
         record["int8_fidelity"] = int8
+    if BF16 in runtimes:  # what bf16 keeps of each model, the original included, against the float32 original
+        from attnreuse.cpu_units import dtype_support
+        from attnreuse.hf.fidelity import bf16_fidelity
+
+        record["bf16_fidelity"] = {name: bf16_fidelity(m, reference, tok, held) for name, m in {original: teacher, **models}.items()}
+        record["bf16_execution"] = dtype_support("bfloat16")["execution"]
     if json_path:
         atomic_write_json(json_path, record)
     return record

@@ -11,12 +11,15 @@ MultiHeadAttention, `attnreuse.onnx_fuse`; the record counts the fused subgraphs
 original's float32 export, so each int8 record has its paired speed-up over that too:
 `speedup_vs_baseline_fp32`), the names `attnreuse bench models` gives them; "ort-int8-fused" is the
 int8 export with its attention fused (`hf export --int8 --fused-attention mha`), timed the same way
-against the original's fused float32 export.
+against the original's fused float32 export. "eager-bf16" runs each model in PyTorch with bf16
+weights and floating inputs (`bf16_copy`; native on CPUs with AMX / AVX512-BF16 / Arm BF16, emulated
+elsewhere, which each record says), its rounds timing the original's float32 eager model too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
 from pathlib import Path
 
@@ -25,10 +28,22 @@ from torch import nn
 
 from attnreuse.onnx_fuse import RUNTIME_OP
 
-__all__ = ["RUNTIMES", "check_tokens", "default_tokens", "encoder_input", "export_path", "measure_speed"]
+__all__ = ["BF16", "RUNTIMES", "bf16_copy", "bf16_inputs", "check_tokens", "default_tokens", "encoder_input",
+           "export_path", "measure_speed"]
 
-RUNTIMES = ("eager", "ort", "ort-fused", "ort-int8", "ort-int8-fused")
+BF16 = "eager-bf16"
+RUNTIMES = ("eager", BF16, "ort", "ort-fused", "ort-int8", "ort-int8-fused")
 _FUSED, _INT8 = ("ort-fused", "ort-int8-fused"), ("ort-int8", "ort-int8-fused")
+
+
+def bf16_copy(model: nn.Module) -> nn.Module:
+    """A bf16 copy of `model` in eval mode (weights and buffers; the original is left in float32)."""
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
+
+
+def bf16_inputs(inputs: dict) -> dict:
+    """`inputs` with each floating tensor (pixel values, audio features) in bf16; ids and masks as they are."""
+    return {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
 
 
 def encoder_input(config, batch: int, tokens: int, seed: int = 0) -> dict:
@@ -116,7 +131,7 @@ def _exports(models: dict[str, nn.Module], baseline: str, inputs: dict, workdir:
     from attnreuse.hf.export import export_encoder
 
     wanted = {(name, RUNTIME_OP if r in _FUSED else None, r in _INT8)
-              for r in runtimes if r != "eager" for name in models}  # runtimes: checked by measure_speed
+              for r in runtimes if r not in ("eager", BF16) for name in models}  # runtimes: checked by measure_speed
     wanted |= {(baseline, op, False) for (_, op, int8) in wanted if int8}
     made = {}
     # the speed test's input is random tokens: the int8 graph's fidelity is the eval's to judge, not a gate here
@@ -142,11 +157,12 @@ def _ort_call(result, inputs: dict, threads: int):
     return lambda: session.run(None, feeds)
 
 
-_FP32 = ("float32 export of the baseline",)  # its key among an ort-int8 block's calls (no model is named so)
+_FP32 = ("float32 form of the baseline",)  # its key among an ort-int8 / eager-bf16 block's calls (no model is named so)
 
 
 def _vs_fp32(medians: dict, name, fp32_ms: float) -> dict:
-    """An ort-int8 record's speed-up over the original's float32 ORT export, paired round by round."""
+    """An ort-int8 record's speed-up over the original's float32 ORT export (an eager-bf16 one's: over
+    the original in float32 eager), paired round by round."""
     from attnreuse.measure import paired_ratio
 
     ratio, low, high = paired_ratio(medians[_FP32], medians[name])
@@ -173,6 +189,7 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
                   warmup: int = 3, threads: int = 2, workdir: str | Path | None = None) -> list[dict]:
     """One record per model x runtime: latency, paired speed-up over `baseline` and MAC ideal.
     The ONNX exports go to a temporary directory, or stay in `workdir` (`export_path` names them)."""
+    from attnreuse.cpu_units import dtype_support
     from attnreuse.measure import count_call_macs, machine_record, measure_interleaved, paired_ratio, set_threads
 
     if baseline not in models:
@@ -190,6 +207,9 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
             fused = {}
             if runtime == "eager":
                 calls = {name: _eager_call(m, inputs) for name, m in models.items()}
+            elif runtime == BF16:
+                calls = {name: _eager_call(bf16_copy(m), bf16_inputs(inputs)) for name, m in models.items()}
+                calls[_FP32] = _eager_call(models[baseline], inputs)  # bf16's own gain, paired
             else:
                 op, int8 = RUNTIME_OP if runtime in _FUSED else None, runtime in _INT8
                 calls = {name: _ort_call(exported[(name, op, int8)], inputs, threads) for name in models}
@@ -207,7 +227,8 @@ def measure_speed(models: dict[str, nn.Module], baseline: str, config, *, tokens
                 ideal = macs[baseline] / macs[name]
                 records.append(machine_record(
                     model=name, runtime=runtime, tokens=tokens, batch=batch, threads=threads,
-                    dtype="int8" if runtime in _INT8 else "float32",
+                    dtype="int8" if runtime in _INT8 else "bfloat16" if runtime == BF16 else "float32",
+                    **({"dtype_execution": dtype_support("bfloat16")["execution"]} if runtime == BF16 else {}),
                     latency_ms_median=st.latency_ms_median, latency_ms_p90=st.latency_ms_p90, macs=macs[name], speedup=speedup,
                     speedup_min=low, speedup_max=high, mac_ideal=ideal, of_ideal=speedup / ideal,
                     baseline=baseline, rounds=rounds,
