@@ -22,6 +22,7 @@ import contextlib
 import copy
 import io
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +230,7 @@ def export_onnx(
     threads: int = 2,
     fold: bool = True,
     fused_attention: str | None = None,
+    plain_path: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Fold `model`, export it to `path` with input [batch, C, H, W] and check it in ONNX Runtime.
 
@@ -236,14 +238,17 @@ def export_onnx(
     compared with ONNX Runtime's, `batch` at a time (dynamic batch: also all N at once). `fold`:
     apply `deploy_model` first (False when `model` is already folded). `fused_attention` ("mha" or
     "attention", `onnx_fuse.FUSED_OPS`): rewrite each attention subgraph into that fused ONNX
-    Runtime operator before the check. Raises ValueError when the largest absolute difference
-    exceeds `atol`; then no file is written.
+    Runtime operator before the check; `plain_path` then also keeps the graph as exported, before
+    the rewrite, checked the same way (what int8 quantisation takes: one export, not two). Raises
+    ValueError when the largest absolute difference exceeds `atol`; then no file is written.
     """
     if fused_attention is not None:
         from attnreuse.onnx_fuse import FUSED_OPS, fuse_file
 
         if fused_attention not in FUSED_OPS:
             raise ValueError(f"fused_attention must be one of {FUSED_OPS} or None, got {fused_attention!r}")
+    if plain_path is not None and fused_attention is None:
+        raise ValueError("plain_path keeps the graph before its attention is fused: give fused_attention too")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     low, high = OPSET_RANGE[exporter]
@@ -259,16 +264,23 @@ def export_onnx(
         expected = torch.cat([model.eval()(images[i : i + batch]) for i in range(0, n, batch)])
     # the caller's model stays as it was; fold=False: `model` is already `deploy_model`'s output
     deployed = deploy_model(copy.deepcopy(model)) if fold else model.eval()
-    with atomic_path(path) as tmp:
+    keep = atomic_path(plain_path) if plain_path is not None else contextlib.nullcontext()
+    with atomic_path(path) as tmp, keep as plain_tmp:
         example = images[:batch]
         if dynamic_batch and batch == 1:
             example = example.repeat(2, 1, 1, 1)  # torch.export specialises a batch of 1 to a constant
         _export_graph(deployed, example, tmp, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
+        graphs = [tmp]
+        if plain_tmp is not None:
+            shutil.copyfile(tmp, plain_tmp)
+            graphs.append(plain_tmp)
         fused = fuse_file(tmp, fused_attention) if fused_attention is not None else 0
-        session = ort_session(tmp, threads=threads)
-        diffs = [(run_ort(session, images, batch=batch) - expected).abs().max().item()]
-        if dynamic_batch:
-            diffs.append((run_ort(session, images) - expected).abs().max().item())
+        diffs = []
+        for graph in graphs:
+            session = ort_session(graph, threads=threads)
+            diffs.append((run_ort(session, images, batch=batch) - expected).abs().max().item())
+            if dynamic_batch:
+                diffs.append((run_ort(session, images) - expected).abs().max().item())
         max_diff = max(diffs)
         if not max_diff <= atol:  # also catches NaN
             raise ValueError(

@@ -174,7 +174,7 @@ def test_pipeline_config_names_the_static_int8_conflict():
 
 @pytest.mark.parametrize("op, name", [("mha", "MultiHeadAttention"), ("attention", "Attention")])
 def test_export_int8_with_fused_attention(tmp_path, capsys, op, name):
-    """`attnreuse export --int8 --fused-attention`: a decomposed twin is quantised and the int8 graph
+    """`attnreuse export --int8 --fused-attention`: the export's decomposed graph is quantised and the int8 graph
     fused, every layer of the reuse plan; it keeps top-1 agreement with fp32 and nothing but the
     three outputs is left."""
     import json
@@ -206,3 +206,34 @@ def test_uniform_windows_fuse_with_their_bias(tmp_path):
     result = export_onnx(model, tmp_path / "u.onnx", x, exporter="torchscript", threads=1, fused_attention="mha")
     assert result.fused_attention_nodes > 0 and count_fused(onnx.load(str(tmp_path / "u.onnx")))["Softmax"] == 0
     assert result.max_abs_diff <= 1e-4 and result.max_abs_output > 0.1
+
+
+def test_plain_path_keeps_the_graph_before_fusing_from_one_export(tmp_path, monkeypatch, capsys):
+    """export_onnx(plain_path=) writes the decomposed graph of the same export beside the fused one
+    (both checked); `export --int8 --fused-attention` quantises it instead of exporting a twin."""
+    import attnreuse.deploy as deploy
+
+    traced = []
+    real = deploy._export_graph
+    monkeypatch.setattr(deploy, "_export_graph", lambda *a, **k: traced.append(1) or real(*a, **k))
+    model = create_export_model(PICO, model_kwargs={"attn_plan": "reuse"})
+    x = digits_images("test", img_size=32, limit=2)[0]
+    result = export_onnx(model, tmp_path / "f.onnx", x, exporter="torchscript", threads=1, fused_attention="mha",
+                         plain_path=tmp_path / "p.onnx")
+    assert traced == [1] and result.fused_attention_nodes == DEPTH
+    assert count_fused(onnx.load(str(tmp_path / "p.onnx")))["Softmax"] == DEPTH  # decomposed
+    assert count_fused(onnx.load(str(tmp_path / "f.onnx")))["Softmax"] == 0
+    with pytest.raises(ValueError, match="plain_path keeps the graph before its attention is fused"):
+        export_onnx(model, tmp_path / "g.onnx", x, threads=1, plain_path=tmp_path / "q.onnx")
+    with pytest.raises(ValueError, match="nothing written"):  # a failed check writes neither graph
+        export_onnx(model, tmp_path / "h.onnx", x, exporter="torchscript", threads=1, fused_attention="mha",
+                    plain_path=tmp_path / "r.onnx", atol=1e-12)
+    assert not (tmp_path / "h.onnx").exists() and not (tmp_path / "r.onnx").exists()
+    from cliutil import run
+
+    traced.clear()
+    code, _, err = run(capsys, "export", PICO, "--model-kwargs", '{"attn_plan": "reuse"}', "--output",
+                       str(tmp_path / "m.onnx"), "--int8", "--fused-attention", "mha", "--eval-images", "8",
+                       "--threads", "1", "--exporter", "torchscript")
+    assert code == 0, err
+    assert traced == [1]  # one export for the float32 and the int8 graphs

@@ -169,18 +169,25 @@ def run_export(config: ExportConfig) -> dict:
         if config.calib is not None:
             calib_x, _ = load_images(config.calib, "train", limit=config.calib_images, **norm)
         eval_x, eval_y = load_images(config.eval_data, "test", limit=config.eval_images, **norm)
-    result = export_onnx(
-        model,
-        out,
-        check_x,
-        opset=config.opset,
-        dynamic_batch=config.dynamic_batch,
-        exporter=config.exporter,
-        batch=config.batch,
-        atol=config.atol,
-        threads=config.threads,
-        fused_attention=config.fused_attention,
-    )
+    work = tempfile.TemporaryDirectory(prefix="attnreuse-export-")
+    # int8 with fused attention quantises the graph as exported, before the fusing (see _quantize)
+    plain = Path(work.name) / "plain.onnx" if config.int8 and config.fused_attention else None
+    with work:
+        result = export_onnx(
+            model,
+            out,
+            check_x,
+            opset=config.opset,
+            dynamic_batch=config.dynamic_batch,
+            exporter=config.exporter,
+            batch=config.batch,
+            atol=config.atol,
+            threads=config.threads,
+            fused_attention=config.fused_attention,
+            plain_path=plain,
+        )
+        if config.int8:
+            q_path, fused = _quantize(out, config, "static" if config.calib else "dynamic", calib_x, plain)
     record: dict = {
         "config": config.to_dict(),
         "command": export_command(config),
@@ -191,7 +198,6 @@ def run_export(config: ExportConfig) -> dict:
     }
     if config.int8:
         mode = "static" if config.calib else "dynamic"
-        q_path, fused = _quantize(model, out, config, check_x, mode, calib_x)
         record["int8"] = {
             "path": str(q_path),
             "mode": mode,
@@ -202,25 +208,20 @@ def run_export(config: ExportConfig) -> dict:
     return record
 
 
-def _quantize(model, out: Path, config: ExportConfig, check_x, mode: str, calib_x) -> tuple[Path, int]:
+def _quantize(out: Path, config: ExportConfig, mode: str, calib_x, plain: Path | None) -> tuple[Path, int]:
     """(FILE.int8.onnx, attention subgraphs fused in it). The fp32 file at `out` is quantised; with
     fused attention, ONNX Runtime's quantiser cannot take that graph (tensor types lost after
-    MultiHeadAttention; ONNX `Attention` taken for its own com.microsoft one), so a decomposed twin is
-    exported (and checked) beside it, quantised, and the int8 graph fused (dynamic int8 leaves the
-    attention's activation MatMuls in float32: the same subgraphs fuse)."""
-    import tempfile
-
+    MultiHeadAttention; ONNX `Attention` taken for its own com.microsoft one), so `plain`, the same
+    export before its attention was fused (kept and checked by `export_onnx(plain_path=)`), is
+    quantised and the int8 graph fused (dynamic int8 leaves the attention's activation MatMuls in
+    float32: the same subgraphs fuse)."""
     from attnreuse._io import atomic_path
-    from attnreuse.deploy import export_onnx
     from attnreuse.onnx_fuse import fuse_file
     from attnreuse.quantize import quantize_onnx
 
     if config.fused_attention is None:
         return quantize_onnx(out, int8_path(out), mode=mode, calib_images=calib_x), 0
-    with tempfile.TemporaryDirectory() as work, atomic_path(int8_path(out)) as tmp:
-        plain = Path(work) / "plain.onnx"
-        export_onnx(model, plain, check_x, opset=config.opset, dynamic_batch=config.dynamic_batch,
-                    exporter=config.exporter, batch=config.batch, atol=config.atol, threads=config.threads)
+    with atomic_path(int8_path(out)) as tmp:
         quantize_onnx(plain, tmp, mode=mode, calib_images=calib_x)
         fused = fuse_file(tmp, config.fused_attention)
     return int8_path(out), fused
