@@ -169,6 +169,7 @@ def run_export(config: ExportConfig) -> dict:
         if config.calib is not None:
             calib_x, _ = load_images(config.calib, "train", limit=config.calib_images, **norm)
         eval_x, eval_y = load_images(config.eval_data, "test", limit=config.eval_images, **norm)
+    mode = "static" if config.calib else "dynamic"
     work = tempfile.TemporaryDirectory(prefix="attnreuse-export-")
     # int8 with fused attention quantises the graph as exported, before the fusing (see _quantize)
     plain = Path(work.name) / "plain.onnx" if config.int8 and config.fused_attention else None
@@ -187,7 +188,7 @@ def run_export(config: ExportConfig) -> dict:
             plain_path=plain,
         )
         if config.int8:
-            q_path, fused = _quantize(out, config, "static" if config.calib else "dynamic", calib_x, plain)
+            q_path, fused = _quantize(out, config, mode, calib_x, plain)
     record: dict = {
         "config": config.to_dict(),
         "command": export_command(config),
@@ -197,7 +198,6 @@ def run_export(config: ExportConfig) -> dict:
         "input_shape": [config.batch, chans, height, width],
     }
     if config.int8:
-        mode = "static" if config.calib else "dynamic"
         record["int8"] = {
             "path": str(q_path),
             "mode": mode,

@@ -76,7 +76,10 @@ class Attention(nn.Module):
         self.qk_head_dim = qk_dim // qk_heads
         self.scale = self.qk_head_dim**-0.5
         self.v_only = bool(v_only)
-        self.fused_qkv = not self.v_only and qk_heads == num_heads and qk_dim == dim
+        # one map per value head at the full width: timm's `qkv` layout (the other layouts fuse into
+        # a `qkv` of their own rows only when deployed, `fuse()`)
+        self.mha_layout = not self.v_only and qk_heads == num_heads and qk_dim == dim
+        self.fused_qkv = self.mha_layout
         if self.fused_qkv:
             self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         elif not self.v_only:
@@ -93,8 +96,7 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         if self.v_only:
             return f"dim={self.dim}, num_heads={self.num_heads}, layout=v only (applies a given map)"
-        mha = self.qk_heads == self.num_heads and self.qk_dim == self.dim
-        layout = "qkv" if mha else "qk + v, fused into qkv" if self.fused_qkv else "qk + v"
+        layout = "qkv" if self.mha_layout else "qk + v, fused into qkv" if self.fused_qkv else "qk + v"
         return f"dim={self.dim}, num_heads={self.num_heads}, qk_heads={self.qk_heads}, qk_dim={self.qk_dim}, layout={layout}"
 
     def _heads(self, t: Tensor, heads: int) -> Tensor:
@@ -133,7 +135,7 @@ class Attention(nn.Module):
     def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, N, C] -> q, k [B, qk_heads, N, qk_head_dim], v [B, num_heads, N, head_dim]."""
         B, N, _ = x.shape
-        if self.fused_qkv and self.qk_dim == self.dim and self.qk_heads == self.num_heads:
+        if self.mha_layout:
             q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         else:
             if self.fused_qkv:  # a deployed qk + v layer
