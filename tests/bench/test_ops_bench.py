@@ -148,18 +148,77 @@ def test_rounds_must_be_positive():
         bench_ops.OpsBenchConfig(rounds=0)
 
 
-@pytest.mark.parametrize("shape", ["vit", "uniform"])
+@pytest.mark.parametrize("shape", ["vit", "uniform", "whisper"])
 def test_every_softmax_op_computes_the_same_attention(shape):
     """What is timed is attention: each exact op's callable gives the float64 reference's output
-    on its case's inputs (SDPA fed Reuse Attention's shapes included: one wide value head)."""
+    on its case's inputs (SDPA fed Reuse Attention's shapes included: one wide value head; the
+    map-sharing ops: the first layer's output and map, a later layer's A.V with that map)."""
     from attnreuse.ops import reference
 
-    for op in ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "sdpa_reuse"):
+    for op in ("sdpa_mha", "dense_mha", "flat_mha", "reuse", "sdpa_reuse", "map_mha", "apply_mha"):
         case = bench_ops._Case(op, 2, 40, bench_ops.SHAPES[shape][bench_ops.OPS[op]])
         hq, hv, dk, dv = case.widths
         gen = torch.Generator().manual_seed(0)  # the inputs `_callable` draws
         q, k, v = (torch.randn(2, h, 40, d, generator=gen) for h, d in ((hq, dk), (hq, dk), (hv, dv)))
         out = bench_ops._callable(case, torch.float32)()
+        if op == "map_mha":
+            out, attn = out
+            torch.testing.assert_close(attn.double(), reference.attention_map(q.double(), k.double()),
+                                       atol=1e-6, rtol=1e-5)
         want = reference.softmax_attention(q.double(), k.double(), v.double())
         assert out.shape == (2, hv, 40, dv)
         torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=1e-5, msg=op)
+
+
+def test_map_sharing_ops_are_skipped_by_their_map_bytes():
+    """map_mha and apply_mha hold one [B, H, N, N] map in the run's dtype (dense_mha two, float32
+    at least): 1 x 8 x 32 x 32 float32 is 32 KiB, so a 40000-byte budget runs them and skips dense_mha."""
+    config = bench_ops.OpsBenchConfig(
+        ops=("dense_mha", "map_mha", "apply_mha"), shapes=("vit",), tokens=(32,), batch=(1,), threads=1,
+        warmup=0, repeats=1, min_time_s=0.0, max_dense_bytes=40000, matmul_size=64,
+    )
+    records = {r["op"]: r for r in bench_ops.run_bench(config)}
+    assert "dense_mha's maps need" in records["dense_mha"]["note"]
+    assert records["map_mha"]["note"] == "" and records["apply_mha"]["note"] == ""
+    # the map the first layer writes counts in its peak; a later layer holds only its output (the
+    # map [1, 8, 32, 32] and the output [1, 8, 32, 32] are 32 KiB each)
+    assert records["map_mha"]["peak_bytes"] >= 2 * 32768 > records["apply_mha"]["peak_bytes"]
+    # apply_mha is A.V alone: half of an exact layer's products at these widths
+    mha, apply = (bench_ops._flops(bench_ops._Case(op, 1, 32, (8, 8, 32, 32))) for op in ("map_mha", "apply_mha"))
+    assert apply * 2 == mha
+
+
+def test_sharing_lines_pair_the_group_per_round():
+    """A group of G layers against G SDPA layers, round by round: with SDPA at 10 ms, the map
+    writer at 15 and A.V alone at 5, two layers take 20 against 20 (1.00x), three 25 against 30
+    (1.20x); a slow round (everything 2x) gives the same ratios, so the median does too."""
+    assert bench_ops.group_speedup([10.0, 20.0, 10.0], [15.0, 30.0, 15.0], [5.0, 10.0, 5.0], 2) == pytest.approx(1.0)
+    assert bench_ops.group_speedup([10.0, 20.0], [15.0, 30.0], [5.0, 10.0], 3) == pytest.approx(1.2)
+
+    def rec(op, rounds, tokens=64):
+        return {"op": op, "batch": 1, "tokens": tokens, "qk_heads": 8, "qk_dim": 64, "latency_ms_round_medians": rounds}
+
+    records = [rec("sdpa_mha", [10.0]), rec("map_mha", [15.0]), rec("apply_mha", [5.0]), rec("dense_mha", [10.0]),
+               rec("sdpa_mha", [1.0], 32), rec("map_mha", [1.0], 32)]
+    lines = bench_ops.sharing_lines(records)
+    assert lines == [  # N=32 has no apply_mha: no line
+        "map sharing, attention alone (8x64, batch 1, N=64), map_mha + apply_mha per group vs sdpa_mha per layer: "
+        "2 layers 1.00x, 3 layers 1.20x",
+        "map sharing, attention alone (8x64, batch 1, N=64), dense_mha + apply_mha per group vs sdpa_mha per layer: "
+        "2 layers 1.33x, 3 layers 1.50x",
+    ]
+
+
+def test_bench_report_has_the_sharing_table_only_with_its_ops():
+    from attnreuse.bench import report
+
+    def rec(op, rounds, paired):
+        return {"op": op, "batch": 1, "tokens": 64, "qk_heads": 8, "qk_dim": 64, "latency_ms_round_medians": rounds,
+                "speedup_vs_sdpa_mha_paired": paired}
+
+    records = [rec("sdpa_mha", [10.0], 1.0), rec("map_mha", [15.0], 0.667), rec("apply_mha", [5.0], 2.0)]
+    assert report.sharing_table(records) == [
+        "| N | batch | heads x dim | map writer | writer vs sdpa_mha | apply_mha vs sdpa_mha | group of 2 vs sdpa_mha "
+        "| group of 3 vs sdpa_mha |", "|---|---|---|---|---|---|---|---|",
+        "| 64 | 1 | 8x64 | map_mha | 0.67 | 2.00 | 1.00x | 1.20x |"]
+    assert report.sharing_table(records[:2]) == []  # no apply_mha: nothing to pair

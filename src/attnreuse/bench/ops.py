@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ import torch
 from attnreuse import _cli_args
 from attnreuse._cli_args import add_config_args, arg
 
-__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "dtype_label", "format_table", "plot", "register", "run_bench"]
+__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "dtype_label", "format_table", "group_speedup", "plot", "register",
+           "run_bench", "sharing_lines", "sharing_rows"]
 
 # op -> which widths of a shape it runs on ("mha": one map per head, "reuse": one shared map)
 OPS = {
@@ -44,11 +46,15 @@ OPS = {
     "taylor": "mha",  # ViTALiTy linear Taylor attention
     "linear_elu": "mha",  # Katharopoulos et al. elu + 1 linear attention
     "linear_relu": "mha",  # EfficientViT ReLU linear attention
+    # map sharing across layers, one layer at a time: a group's first layer and each later one
+    "map_mha": "mha",  # exact attention that also writes its map [B, H, N, N] (FLAT tiles on the CPU)
+    "apply_mha": "mha",  # A.V with a map given (ops.apply_map): a later layer of the group
 }
 # shape -> widths (qk_heads, v_heads, qk_dim, v_dim) per kind
 SHAPES = {
     "vit": {"mha": (8, 8, 32, 32), "reuse": (1, 8, 32, 32)},
     "uniform": {"mha": (8, 8, 32, 32), "reuse": (1, 8, 64, 32)},
+    "whisper": {"mha": (8, 8, 64, 64), "reuse": (1, 8, 64, 64)},  # whisper-base's encoder: 8 heads of 64
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BASELINE = "sdpa_mha"
@@ -152,19 +158,24 @@ def _flops(case: _Case) -> int:
     if case.op in ("taylor", "linear_elu", "linear_relu"):
         # K^T V and Q (K^T V) per query/key head over its r = hv // hq value heads, plus Q k_sum
         return 2 * B * hq * N * dk * ((hv // hq) * dv * 2 + 1)
+    if case.op == "apply_mha":
+        return 2 * B * N * N * hv * dv
     return 2 * B * N * N * (hq * dk + hv * dv)
 
 
 _BUDGET_NOTE = "skipped: batch x tokens"
+_MAP_OPS = ("dense_mha", "map_mha", "apply_mha")  # the ops holding whole [B, H, N, N] maps
 
 
 def _skip_reason(case: _Case, config: OpsBenchConfig, itemsize: int) -> str | None:
     if case.batch * case.tokens > config.max_batch_tokens:
         return f"{_BUDGET_NOTE} > max_batch_tokens={config.max_batch_tokens}"
-    if case.op == "dense_mha":
-        map_bytes = 2 * case.batch * case.widths[0] * case.tokens**2 * max(4, itemsize)
+    if case.op in _MAP_OPS:
+        # dense_mha: the scores and the map (float32 at least); the sharing ops: the map itself
+        copies, size = (2, max(4, itemsize)) if case.op == "dense_mha" else (1, itemsize)
+        map_bytes = copies * case.batch * case.widths[0] * case.tokens**2 * size
         if map_bytes > config.max_dense_bytes:
-            return f"skipped: dense maps need {map_bytes / 2**30:.1f} GiB > max_dense_bytes"
+            return f"skipped: {case.op}'s maps need {map_bytes / 2**30:.1f} GiB > max_dense_bytes"
     return None
 
 
@@ -187,6 +198,13 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
 
         return call
 
+    def map_mha() -> tuple[torch.Tensor, torch.Tensor]:
+        with ops.use_backend("auto"):
+            return ops.softmax_attention(q, k, v, return_map=True)
+
+    if case.op == "apply_mha":  # the map of these q, k, made once, outside the pooled workspace
+        attn = ops.reference.attention_map(q, k)
+
     def sdpa_reuse() -> torch.Tensor:
         # [B, hv, N, dv] -> [B, hq, N, (hv // hq) * dv]: the value heads sharing a map side by side,
         # one wide head for SDPA (Dv != Dk), and its output back to [B, hv, N, dv]
@@ -201,6 +219,8 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
         "dense_mha": with_backend("dense"),
         "flat_mha": with_backend("tiled"),
         "reuse": with_backend("auto"),
+        "map_mha": map_mha,
+        "apply_mha": lambda: ops.apply_map(attn, v),
         "taylor": lambda: ops.taylor_attention(q, k, v),
         "linear_elu": lambda: ops.linear_attention(q, k, v, feature_map="elu"),
         "linear_relu": lambda: ops.linear_attention(q, k, v, feature_map="relu"),
@@ -348,6 +368,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
         elif (r["batch"], r["tokens"]) not in budget_skips:
             budget_skips.add((r["batch"], r["tokens"]))
             lines.append(f"{'(all ops)':>11}  {'':>12}  {r['batch']:>5}  {r['tokens']:>6}  {r['note']}")
+    lines += sharing_lines(records)
     if records:
         rounds = (records[0].get("config") or {}).get("rounds", 1)
         lines.append(
@@ -360,6 +381,54 @@ def format_table(records: list[dict[str, Any]]) -> str:
             f"matmul peak {m['matmul_peak_gflops']} GFLOP/s"
         )
     return "\n".join(lines)
+
+
+def group_speedup(sdpa_ms: list[float], map_ms: list[float], apply_ms: list[float], group: int) -> float:
+    """What map sharing can gain on attention alone: a group of `group` layers (one writes the map,
+    the others apply it) against as many SDPA layers, G t_sdpa / (t_map + (G - 1) t_apply), per
+    round of times taken side by side; the median over rounds."""
+    ratios = [group * s / (m + (group - 1) * a) for s, m, a in zip(sdpa_ms, map_ms, apply_ms, strict=True)]
+    return statistics.median(ratios)
+
+
+def sharing_rows(records: list[dict[str, Any]], groups: tuple[int, ...] = (2, 3)) -> list[dict[str, Any]]:
+    """Map sharing, one layer at a time: for each (batch, N, widths) and map writer where sdpa_mha,
+    apply_mha and a writer were all timed in the same rounds, the writer's and apply_mha's paired
+    speed-ups over sdpa_mha and the attention speed-up of a sharing group over as many SDPA layers
+    for each group size (`group_speedup`, key `group_G`). Writers: map_mha (FLAT tiles that write the
+    map, the `auto` backend's) and dense_mha (the whole map, then A.V: the `dense` backend's, the
+    same work). Projections and FFN are not in it, so a whole model gains less."""
+    cells: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if r["op"] in ("sdpa_mha", "apply_mha", *_WRITERS) and r.get("latency_ms_round_medians"):
+            key = (r["batch"], r["tokens"], r["qk_heads"], r["qk_dim"])
+            cells.setdefault(key, {})[r["op"]] = r
+    rows = []
+    for (batch, tokens, heads, dim), ops in cells.items():
+        if "sdpa_mha" not in ops or "apply_mha" not in ops:
+            continue
+        ms = {op: r["latency_ms_round_medians"] for op, r in ops.items()}
+        for writer in (w for w in _WRITERS if w in ops):
+            row = {"batch": batch, "tokens": tokens, "widths": f"{heads}x{dim}", "writer": writer,
+                   "writer_vs_sdpa": ops[writer].get("speedup_vs_sdpa_mha_paired"),
+                   "apply_vs_sdpa": ops["apply_mha"].get("speedup_vs_sdpa_mha_paired")}
+            for g in groups:
+                row[f"group_{g}"] = round(group_speedup(ms["sdpa_mha"], ms[writer], ms["apply_mha"], g), 3)
+            rows.append(row)
+    return rows
+
+
+def sharing_lines(records: list[dict[str, Any]]) -> list[str]:
+    """`sharing_rows` as text lines, for the table's footer."""
+    lines = []
+    for r in sharing_rows(records):
+        gains = ", ".join(f"{k.removeprefix('group_')} layers {v:.2f}x" for k, v in r.items() if k.startswith("group_"))
+        lines.append(f"map sharing, attention alone ({r['widths']}, batch {r['batch']}, N={r['tokens']}), "
+                     f"{r['writer']} + apply_mha per group vs sdpa_mha per layer: {gains}")
+    return lines
+
+
+_WRITERS = ("map_mha", "dense_mha")  # ops that compute a layer's attention and hold its whole map
 
 
 def dtype_label(machine: dict[str, Any]) -> str:
@@ -408,7 +477,8 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
     if records:
         m = records[0]["machine"]
         fig.suptitle(f"attention operators: {m['cpu']}, {m['threads']} threads, {dtype_label(m)}")
-    ax_m.legend(fontsize=7, loc="upper left")
+    if series:  # every case skipped: empty axes, no legend to draw
+        ax_m.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     target = Path(path)
     with atomic_path(target) as tmp:

@@ -282,9 +282,29 @@ def ops_table(ops: list[dict]) -> list[str]:
     return _table([*header, "note"], rows)
 
 
+def sharing_table(ops: list[dict]) -> list[str]:
+    """Map sharing, one layer at a time (`bench.ops.sharing_rows` of `bench ops` records with
+    sdpa_mha, apply_mha and a map writer), as markdown lines; no lines when none were timed."""
+    from attnreuse.bench.ops import sharing_rows
+
+    rows = sharing_rows(ops)
+    if not rows:
+        return []
+    groups = [k for k in rows[0] if k.startswith("group_")]
+    header = ["N", "batch", "heads x dim", "map writer", "writer vs sdpa_mha", "apply_mha vs sdpa_mha",
+              *(f"group of {k.removeprefix('group_')} vs sdpa_mha" for k in groups)]
+    return _table(header, [[str(r["tokens"]), str(r["batch"]), r["widths"], r["writer"], _f(r["writer_vs_sdpa"]),
+                            _f(r["apply_vs_sdpa"]), *(f"{r[k]:.2f}x" for k in groups)]
+                           for r in sorted(rows, key=lambda r: (r["batch"], r["tokens"], r["widths"], r["writer"]))])
+
+
 def _ops_section(ops: list[dict]) -> list[str]:
+    sharing = sharing_table(ops)
+    if sharing:
+        sharing = ["Map sharing, one layer at a time: a group's first layer writes the map, the others apply it "
+                   "(paired over rounds; attention alone, projections and FFN not included).", "", *sharing, ""]
     return ["## Operators", "", "![op latency](ops_latency_vs_tokens.png) ![op memory](ops_memory_vs_tokens.png)", "",
-            *ops_table(ops), ""]
+            *ops_table(ops), "", *sharing]
 
 
 def export_table(exports: list[dict]) -> list[str]:
