@@ -63,6 +63,26 @@ def _speech_study(run: str, name: str = "speech_study_2026-12-01.json"):
     return build
 
 
+def _share_growth():
+    """docs/map_sharing.md's curves of share2 and share3 over N, one row per Xeon run (rendered
+    here from the study's committed records: the report prints each curve in its checks)."""
+    runs = json.loads((ROOT / "docs/measured/speech_study_2026-12-02.json").read_text())["runs"]
+    lines = ["| run | share2 | share3 |", "|---|---|---|"]
+    for name, label in (("xeon_dense", "dense"), ("xeon_dense_repeat", "dense, 5 rounds x 15 (the table)"),
+                        ("xeon_auto", "auto")):
+        def curve(plan, records=runs[name]["records"]):
+            return " / ".join(f"{r['speedup_vs_sdpa']:.2f}" for r in sorted(
+                (r for r in records if r["plan"] == plan), key=lambda r: r["frames"]))
+        lines.append(f"| {label} | {curve('share2')} | {curve('share3')} |")
+    return "\n".join(lines)
+
+
+def _sharing_ops():
+    from attnreuse.bench.report import sharing_table
+
+    return "\n".join(sharing_table(bench_records("ops_sharing_whisper", "2026-12-02")))
+
+
 def mutation_table(records: dict) -> str:
     """docs/testing.md's table of a mutmut run, from its committed counts (mutmut is not one of
     attnreuse's tools, so its table is rendered here)."""
@@ -160,6 +180,8 @@ REBUILT = {
                                                                  "ModernBERT-base plan, fused"),
     ("docs/hf.md", "| MPNet-base plan, fused |"): _hf("fused_table", "hf_mpnet_base_random_fused_2026-12-01.json", "MPNet-base plan, fused"),
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
+    ("docs/map_sharing.md", "| run | share2 | share3 |"): _share_growth,
+    ("docs/map_sharing.md", "| N | batch | heads x dim | map writer |"): _sharing_ops,
 }
 # (doc, header row) -> why it is not rebuilt here
 NOT_REBUILT = {
@@ -174,9 +196,9 @@ NOT_REBUILT = {
     "test_ordered_bench_tables_are_rebuilt rebuilds each",
     ("docs/benchmarks.md", "| model | img | runtime | speed-up over baseline, paired |"): "two runs under one "
     "header (two CPUs): test_ordered_bench_tables_are_rebuilt rebuilds each",
-    ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "four runs under one header: "
-    "test_speech_study_tables_are_rebuilt rebuilds each from docs/measured/speech_study_2026-12-01.json "
-    "and whisper_base_study_2026-11-30.json",
+    ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "five runs under one header: "
+    "test_speech_study_tables_are_rebuilt rebuilds each from docs/measured/speech_study_2026-12-01.json, "
+    "_2026-12-02.json and whisper_base_study_2026-11-30.json",
     ("docs/dataflow.md", "| N | BERT | TrXL | T5 | XLM |"): "analytic (`attnreuse dataflow --published`, ~20 s of "
     "searches): tests/dataflow/test_published.py::test_docs_tables_are_rebuilt_from_the_model rebuilds them",
     ("docs/dataflow.md", "| preset | BERT | TrXL | T5 | XLM |"): "analytic, rebuilt with the tables above it",
@@ -225,12 +247,13 @@ def test_table_equals_its_rebuild(key):
 
 
 def test_speech_study_tables_are_rebuilt():
-    """docs/map_sharing.md's four bench-study tables (Whisper on the CPU, dense and auto, Whisper on
-    the GPU, wav2vec2 on the CPU) are the study report's own table of the committed records, in
-    that order."""
+    """docs/map_sharing.md's five bench-study tables (Whisper on the AMD EPYC, dense and auto, on the
+    GPU, on the Intel Xeon; wav2vec2 on the EPYC) are the study report's own table of the committed
+    records, in that order."""
     doc = (ROOT / "docs/map_sharing.md").read_text()
     tables = [_speech_study("cpu_dense")(), _speech_study("cpu_auto")(),
-              _speech_study("gpu_dense", "whisper_base_study_2026-11-30.json")(), _speech_study("wav2vec2_cpu_dense")()]
+              _speech_study("gpu_dense", "whisper_base_study_2026-11-30.json")(),
+              _speech_study("xeon_dense_repeat", "speech_study_2026-12-02.json")(), _speech_study("wav2vec2_cpu_dense")()]
     at = [doc.find(t) for t in tables]
     assert all(i >= 0 for i in at) and at == sorted(at), "docs/map_sharing.md's study tables differ from their records"
 
