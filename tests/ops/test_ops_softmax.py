@@ -139,13 +139,15 @@ def test_every_tile_layout(monkeypatch, tile_bytes, tile):
 
 
 
+@pytest.mark.parametrize("backend", ["tiled", "dense"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("return_map", [False, True])
-def test_low_precision_tiles_normalise_in_float32(dtype, return_map):
-    """A bf16/fp16 tile is normalised in place in its own dtype; that must equal normalising a
-    float32 copy of the rounded scores and rounding the probabilities (what SDPA's fused kernel
-    and the tiled path before 2026-12-02 did): almost every probability bit for bit, the rest one
-    unit in the last place apart (the row sum is accumulated in another order)."""
+def test_low_precision_maps_normalise_in_float32(dtype, return_map, backend):
+    """A bf16/fp16 tile (and, on the dense backend, the whole map) is normalised in place in its
+    own dtype; that must equal normalising a float32 copy of the rounded scores and rounding the
+    probabilities (what SDPA's fused kernel and both paths before 2026-12-02 did): almost every
+    probability bit for bit, the rest one unit in the last place apart (the row sum is accumulated
+    in another order)."""
     g = torch.Generator().manual_seed(3)
     B, Hq, Hv, N, M, Dk, Dv = 2, 1, 4, 70, 70, 16, 8
     q = (torch.randn(B, Hq, N, Dk, generator=g) * 3).to(dtype)  # wide score range: exp's rounding shows
@@ -154,8 +156,8 @@ def test_low_precision_tiles_normalise_in_float32(dtype, return_map):
     scores = torch.matmul(q * Dk**-0.5, k.transpose(-1, -2))  # rounded to dtype, as the tile's are
     p = torch.softmax(scores.float(), -1).to(dtype)
     want = torch.matmul(p.unsqueeze(2), v.view(B, Hq, Hv // Hq, M, Dv)).view(B, Hv, N, Dv)
-    with ops.use_backend("tiled"):
-        got = ops.softmax_attention(q, k, v, tile=16, return_map=return_map)
+    with ops.use_backend(backend), torch.no_grad():
+        got = ops.softmax_attention(q, k, v, tile=16 if backend == "tiled" else None, return_map=return_map)
     ulp = torch.finfo(dtype).eps  # relative spacing of the dtype's values near 1
     if return_map:
         got, attn = got
@@ -232,7 +234,7 @@ def test_backend_selects_the_path(monkeypatch):
     expected = [
         ("auto", mha, False, "sdpa"),
         ("auto", reuse, False, "_forward_tiles"),
-        ("auto", mha, True, "_forward_tiles"),  # the map written by the tiled kernel
+        ("auto", mha, True, "attention_map"),  # no gradient: the map written in place
         ("tiled", mha, False, "_forward_tiles"),
         ("tiled", reuse, True, "_forward_tiles"),
         ("dense", mha, True, "attention_map"),
@@ -245,6 +247,12 @@ def test_backend_selects_the_path(monkeypatch):
             ops.softmax_attention(*inputs, return_map=return_map)
         assert calls == [path], (backend, return_map, calls)
     assert ops.get_backend() == "auto"
+    # With a gradient recorded, the tiles write a returned map (their backward recomputes each tile).
+    calls.clear()
+    ops.softmax_attention(*qkv(1, 2, 2, 4, 4, 3, 3, torch.float32, requires_grad=True), return_map=True)
+    assert calls == ["_forward_tiles"]
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=False) == "tiled"
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=True) == "dense"
     # On a GPU, auto writes a returned map densely (the tile loop is launch-bound there).
     assert softmax_mod._choose("auto", 2, 2, 3, 3, True, on_cpu=False) == "dense"
     assert softmax_mod._choose("tiled", 2, 2, 3, 3, True, on_cpu=False) == "tiled"

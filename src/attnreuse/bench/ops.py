@@ -47,7 +47,7 @@ OPS = {
     "linear_elu": "mha",  # Katharopoulos et al. elu + 1 linear attention
     "linear_relu": "mha",  # EfficientViT ReLU linear attention
     # map sharing across layers, one layer at a time: a group's first layer and each later one
-    "map_mha": "mha",  # exact attention that also writes its map [B, H, N, N] (FLAT tiles on the CPU)
+    "map_mha": "mha",  # exact attention that also writes its map [B, H, N, N], in FLAT tiles
     "apply_mha": "mha",  # A.V with a map given (ops.apply_map): a later layer of the group
 }
 # shape -> widths (qk_heads, v_heads, qk_dim, v_dim) per kind
@@ -199,7 +199,7 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
         return call
 
     def map_mha() -> tuple[torch.Tensor, torch.Tensor]:
-        with ops.use_backend("auto"):
+        with ops.use_backend("tiled"):
             return ops.softmax_attention(q, k, v, return_map=True)
 
     if case.op == "apply_mha":  # the map of these q, k, made once, outside the pooled workspace
@@ -396,8 +396,9 @@ def sharing_rows(records: list[dict[str, Any]], groups: tuple[int, ...] = (2, 3)
     apply_mha and a writer were all timed in the same rounds, the writer's and apply_mha's paired
     speed-ups over sdpa_mha and the attention speed-up of a sharing group over as many SDPA layers
     for each group size (`group_speedup`, key `group_G`). Writers: map_mha (FLAT tiles that write the
-    map, the `auto` backend's) and dense_mha (the whole map, then A.V: the `dense` backend's, the
-    same work). Projections and FFN are not in it, so a whole model gains less."""
+    map: the `tiled` backend's, and `auto`'s under a gradient) and dense_mha (the whole map in place,
+    then A.V: the `dense` backend's, and `auto`'s without a gradient; the same work as writing it).
+    Projections and FFN are not in it, so a whole model gains less."""
     cells: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in records:
         if r["op"] in ("sdpa_mha", "apply_mha", *_WRITERS) and r.get("latency_ms_round_medians"):

@@ -1,12 +1,15 @@
 """Which execution path `softmax_attention` takes. Chosen once, flippable by tests.
 
 - "auto":  PyTorch's fused SDPA where it applies (one map per value head, Dk == Dv, no map
-           returned), else the FLAT row-tiled kernel, which also writes the map when it is
-           returned (at N = 1500, 8 heads of 64, it ran ~1.25x the dense path on one CPU thread,
-           level with it at N <= 1000, with half the peak memory); on a GPU a returned map is
-           written by the dense path (the tile loop launches a few kernels per tile: on an H200 a
-           Whisper-base share2 encoder ran 3-8x slower with it at N = 1000-3000); the dense path
-           inside `exporting()` (graph capture for export).
+           returned), else the FLAT row-tiled kernel; a returned map is written by the dense
+           path where no gradient is recorded (on the CPU in place, in pooled memory: the same
+           peak memory as the tiles, and on an Intel Xeon with AMX, 1 and 2 threads, float32 and
+           bfloat16, N = 65-3000, as fast as the tiles or faster: 1.1-1.6x at N >= 1000 with 8
+           heads of 64, `bench ops --ops dense_mha map_mha`), and by the tiles when one is (their
+           backward recomputes each tile instead of keeping the scores); on a GPU always by the
+           dense path (the tile loop launches a few kernels per tile: on an H200 a Whisper-base
+           share2 encoder ran 3-8x slower with it at N = 1000-3000); the dense path inside
+           `exporting()` (graph capture for export).
 - "tiled": always the FLAT row-tiled kernel (exact; extra memory grows with N, not N^2; with a
            returned map, the map plus one tile).
 - "dense": materialise the whole [B, Hq, N, M] map (the unfused baseline).
