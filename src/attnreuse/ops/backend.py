@@ -4,7 +4,7 @@
            returned), else the FLAT row-tiled kernel; a returned map is written by the dense
            path where no gradient is recorded (on the CPU in place, in pooled memory: the same
            peak memory as the tiles, and on an Intel Xeon with AMX, 1 and 2 threads, float32 and
-           bfloat16, N = 65-3000, as fast as the tiles or faster: 1.1-1.6x at N >= 1000 with 8
+           bfloat16, N = 65-3000, about as fast as the tiles or faster: 1.0-1.6x at N >= 1000 with 8
            heads of 64, `bench ops --ops dense_mha map_mha`), and by the tiles when one is (their
            backward recomputes each tile instead of keeping the scores); on a GPU always by the
            dense path (the tile loop launches a few kernels per tile: on an H200 a Whisper-base
