@@ -33,8 +33,8 @@ import torch
 from attnreuse import _cli_args
 from attnreuse._cli_args import add_config_args, arg
 
-__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "dtype_label", "format_table", "group_speedup", "plot", "register",
-           "run_bench", "sharing_lines", "sharing_rows"]
+__all__ = ["OPS", "QUICK", "SHAPES", "OpsBenchConfig", "dtype_label", "format_table", "group_speedup", "plot",
+           "register", "run_bench", "sharing_lines", "sharing_rows"]
 
 # op -> which widths of a shape it runs on ("mha": one map per head, "reuse": one shared map)
 OPS = {
