@@ -70,7 +70,8 @@ def _share_growth():
     lines = ["| run | share2 | share3 |", "|---|---|---|"]
     for name, label in (("xeon_dense", "dense"), ("xeon_dense_repeat", "dense, 5 rounds x 15 (the table)"),
                         ("xeon_auto", "auto, maps in FLAT tiles"),
-                        ("xeon_auto_dense_maps", "auto, maps written densely (after the change)")):
+                        ("xeon_auto_dense_maps", "auto, maps written densely (after the change)"),
+                        ("xeon_dense_bf16", "dense, bfloat16 (`--dtype bfloat16`)")):
         def curve(plan, records=runs[name]["records"]):
             return " / ".join(f"{r['speedup_vs_sdpa']:.2f}" for r in sorted(
                 (r for r in records if r["plan"] == plan), key=lambda r: r["frames"]))

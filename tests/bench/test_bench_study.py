@@ -53,6 +53,7 @@ def test_sdpa_and_mha_always_run_first():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(lengths=()), "--lengths"), (dict(lengths=(0, 10)), "--lengths"), (dict(plans=()), "--plans"),
     (dict(backend="flash"), "--backend"), (dict(rounds=0), "--rounds"), (dict(positions=-1), "--positions"),
+    (dict(dtype="float16"), "--dtype must be one of float32, bfloat16"),
 ])  # fmt: skip
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -178,6 +179,34 @@ def test_tiny_study_records_parts_that_add_up_and_a_report(tiny_whisper, tmp_pat
     assert all(r["config"] == saved for r in json.loads((out / "records.json").read_text()))
     report = (out / "report.md").read_text()
     assert "| share3 |" in report and "Amdahl at 16 frames" in report and r["cpu"] in report
+
+
+def test_bf16_study_runs_every_plan_in_bf16(tiny_whisper, tmp_path, monkeypatch):
+    """--dtype bfloat16: every plan's weights and the mel input are bf16 (the stock sdpa encoder's
+    too), the records and the report say so, with whether this CPU has bf16 units."""
+    import torch
+
+    from attnreuse.cpu_units import dtype_support
+
+    seen = {}
+    real = study._call
+
+    def spy(model, x, backend):
+        seen.setdefault(id(model), ({p.dtype for p in model.parameters()}, {v.dtype for v in x.values()}))
+        return real(model, x, backend)
+
+    monkeypatch.setattr(study, "_call", spy)
+    out = tmp_path / "study"
+    config = study.StudyConfig(model=str(tiny_whisper), lengths=(8,), plans=("share2",), threads=1, rounds=1,
+                               repeats=1, warmup=1, breakdown_repeats=1, check_length=8, dtype="bfloat16",
+                               output=str(out))
+    records = study.run_study(config)
+    assert [r["plan"] for r in records] == ["sdpa", "mha", "share2"]
+    assert len(seen) == 3 and all(v == ({torch.bfloat16}, {torch.bfloat16}) for v in seen.values())
+    execution = dtype_support("bfloat16")["execution"]
+    assert all(r["dtype"] == "bfloat16" and r["dtype_execution"] == execution for r in records)
+    assert all(r["latency_ms_median"] > 0 and r["breakdown_total_ms"] > 0 for r in records)
+    assert "batch 1, bfloat16" in (out / "report.md").read_text()
 
 
 def _rec(plan, n, vs_sdpa, coverage=1.0, of_pred=None):

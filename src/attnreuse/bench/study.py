@@ -81,6 +81,7 @@ ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_pro
 _PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
 _STEPS = ("scores_softmax", "av", "core")
 BACKENDS = ("dense", "auto", "tiled")
+DTYPES = ("float32", "bfloat16")
 # `--quick`: 1 round of 2 repeats, 1 breakdown forward (a smoke test; flags given override these)
 QUICK = {"rounds": 1, "repeats": 2, "warmup": 1, "breakdown_repeats": 1}
 
@@ -98,6 +99,9 @@ class StudyConfig:
     threads: int = field(default=2, metadata={"help": "intra-op threads"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda (cuda:N): CUDA events and synchronisation for timing"})
     backend: str = field(default="dense", metadata={"help": "ops backend of the attnreuse plans: dense, auto or tiled"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16: the weights and inputs of every plan, "
+                                                    "the stock sdpa encoder's too; records say whether this CPU runs "
+                                                    "bf16 on native units or emulates it"})
     rounds: int = field(default=3, metadata={"help": "interleaved timing rounds over the plans"})
     repeats: int = field(default=6, metadata={"help": "timed forwards per plan and length (all rounds)"})
     warmup: int = field(default=1, metadata={"help": "untimed forwards per plan before the first round"})
@@ -127,6 +131,8 @@ class StudyConfig:
             raise ValueError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if Path(self.output).is_file():
             raise ValueError(f"--output must be a directory, got the file {self.output!r}")
 
@@ -366,10 +372,11 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
         base = _encoder_at(full, n)
         g = torch.Generator().manual_seed(config.seed)
         x = {"input_features": torch.randn(config.batch, base.config.num_mel_bins, 2 * n, generator=g)}
-    x = {k: v.to(config.device) for k, v in x.items()}
+    dtype = getattr(torch, config.dtype)
+    x = {k: v.to(config.device, dtype) if v.is_floating_point() else v.to(config.device) for k, v in x.items()}
     models = {name: base if layers is None else convert(base, layers) for name, layers in plans.items()}
-    for model in models.values():  # converted on the CPU, then moved
-        model.to(config.device)
+    for model in models.values():  # converted on the CPU, then moved and cast
+        model.to(config.device, dtype)
     calls = {name: _call(m, x, config.backend) for name, m in models.items()}
     medians: dict = {}
     repeats, breakdown_repeats = config.repeats_at(n)
@@ -390,7 +397,7 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
         vs_sdpa = paired_ratio(medians[BASELINE], medians[name])
         rec = dict(
             model=config.model, plan=name, plan_layers=plans[name], frames=n, batch=config.batch,
-            threads=config.threads, device=str(config.device), dtype="float32",
+            threads=config.threads, device=str(config.device), **_dtype_fields(config),
             backend=BASELINE if plans[name] is None else config.backend,
             weights="random (real widths and depths)", positions=positions,
             positions_extended=positions is not None and positions > WHISPER_POSITIONS,
@@ -421,6 +428,17 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
         if progress is not None:
             progress(rec)
     return records
+
+
+def _dtype_fields(config: StudyConfig) -> dict:
+    """The record's dtype, and on the CPU whether this CPU runs it on native units
+    (`cpu_units.dtype_support`): a bf16 study on a CPU without bf16 units times emulation."""
+    if config.device != "cpu":
+        return {"dtype": config.dtype}
+    from attnreuse.cpu_units import dtype_support
+
+    support = dtype_support(config.dtype)
+    return {"dtype": config.dtype, "dtype_execution": support["execution"], "dtype_units": support["units"]}
 
 
 def run_study(config: StudyConfig, *, progress=None) -> list[dict]:

@@ -154,6 +154,7 @@ def latency_table(records: list[dict]) -> list[str]:
 def write_report(records: list[dict], config, out: Path) -> Path:
     """report.md, breakdown.png and speedup.png in `out`."""
     from attnreuse._io import atomic_write_text
+    from attnreuse.bench.ops import dtype_label
 
     plot_breakdown(records, out / "breakdown.png")
     plot_speedup(records, out / "speedup.png")
@@ -165,7 +166,7 @@ def write_report(records: list[dict], config, out: Path) -> Path:
         f"# Map reuse on {config.model}'s encoder: latency by plan and sequence length",
         "",
         f"CPU: {first['cpu']} ({first['logical_cores']} logical cores), {config.threads} threads; device "
-        f"{device}; batch {config.batch}, float32; torch {first['torch']}; attnreuse plans "
+        f"{device}; batch {config.batch}, {dtype_label(first)}; torch {first['torch']}; attnreuse plans "
         f"on the `{config.backend}` ops backend; random weights at the real widths and depths"
         + (f"; positions extended to {first['positions']} (Whisper's sinusoids continued past 1500)."
            if first.get("positions_extended") else "."),
