@@ -28,8 +28,8 @@ FLAGS = {
                "--min-time", "--exporter", "--rounds", "--no-baselines", "--baselines", "--quick", "--json", "--csv", "--config",
                "--force", "--checkpoint", "--eval-data", "--eval-images"},
     "study": {"--lengths", "--plans", "--config", "--model", "--positions", "--batch", "--threads", "--device",
-              "--backend", "--rounds", "--repeats", "--warmup", "--breakdown-repeats", "--check-length", "--seed",
-              "--output", "--quick", "--force"},
+              "--backend", "--dtype", "--rounds", "--repeats", "--warmup", "--breakdown-repeats", "--check-length",
+              "--seed", "--output", "--quick", "--force"},
 }  # fmt: skip
 # A config away from the defaults in every field that has a flag.
 CHANGED = {
@@ -40,8 +40,8 @@ CHANGED = {
                    min_time_s=0.25, rounds=2, baselines=False, json="m.json", csv="m.csv", checkpoint="w.safetensors",
                    eval_data="digits", eval_images=8),
     "study": dict(model="whisper-tiny", lengths=(16, 32), plans=("mha", "share2"), positions=64, batch=2, threads=1,
-                  device="cuda:1", backend="auto", rounds=2, repeats=4, warmup=0, breakdown_repeats=2, check_length=32,
-                  seed=5, output="out"),
+                  device="cuda:1", backend="auto", dtype="bfloat16", rounds=2, repeats=4, warmup=0, breakdown_repeats=2,
+                  check_length=32, seed=5, output="out"),
 }  # fmt: skip
 
 

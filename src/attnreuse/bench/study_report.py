@@ -166,7 +166,8 @@ def write_report(records: list[dict], config, out: Path) -> Path:
         f"# Map reuse on {config.model}'s encoder: latency by plan and sequence length",
         "",
         f"CPU: {first['cpu']} ({first['logical_cores']} logical cores), {config.threads} threads; device "
-        f"{device}; batch {config.batch}, {dtype_label(first)}; torch {first['torch']}; attnreuse plans "
+        f"{device}; batch {config.batch}, {dtype_label({**first, 'dtype': first.get('dtype', 'float32')})}; "
+        f"torch {first['torch']}; attnreuse plans "
         f"on the `{config.backend}` ops backend; random weights at the real widths and depths"
         + (f"; positions extended to {first['positions']} (Whisper's sinusoids continued past 1500)."
            if first.get("positions_extended") else "."),
