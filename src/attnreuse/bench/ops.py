@@ -165,6 +165,7 @@ def _flops(case: _Case) -> int:
 
 _BUDGET_NOTE = "skipped: batch x tokens"
 _MAP_OPS = ("dense_mha", "map_mha", "apply_mha")  # the ops holding whole [B, H, N, N] maps
+_WRITERS = ("map_mha", "dense_mha")  # of those, the ones that compute a layer's attention and write its map
 
 
 def _skip_reason(case: _Case, config: OpsBenchConfig, itemsize: int) -> str | None:
@@ -191,16 +192,12 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
     k = torch.randn(B, hq, N, dk, generator=gen).to(dtype)
     v = torch.randn(B, hv, N, dv, generator=gen).to(dtype)
 
-    def with_backend(name: str) -> Callable[[], torch.Tensor]:
+    def with_backend(name: str, return_map: bool = False) -> Callable[[], torch.Tensor]:
         def call() -> torch.Tensor:
             with ops.use_backend(name):
-                return ops.softmax_attention(q, k, v)
+                return ops.softmax_attention(q, k, v, return_map=return_map)
 
         return call
-
-    def map_mha() -> tuple[torch.Tensor, torch.Tensor]:
-        with ops.use_backend("tiled"):
-            return ops.softmax_attention(q, k, v, return_map=True)
 
     if case.op == "apply_mha":  # the map of these q, k, made once, outside the pooled workspace
         attn = ops.reference.attention_map(q, k)
@@ -219,7 +216,7 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
         "dense_mha": with_backend("dense"),
         "flat_mha": with_backend("tiled"),
         "reuse": with_backend("auto"),
-        "map_mha": map_mha,
+        "map_mha": with_backend("tiled", return_map=True),
         "apply_mha": lambda: ops.apply_map(attn, v),
         "taylor": lambda: ops.taylor_attention(q, k, v),
         "linear_elu": lambda: ops.linear_attention(q, k, v, feature_map="elu"),
@@ -427,9 +424,6 @@ def sharing_lines(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"map sharing, attention alone ({r['widths']}, batch {r['batch']}, N={r['tokens']}), "
                      f"{r['writer']} + apply_mha per group vs sdpa_mha per layer: {gains}")
     return lines
-
-
-_WRITERS = ("map_mha", "dense_mha")  # ops that compute a layer's attention and hold its whole map
 
 
 def dtype_label(machine: dict[str, Any]) -> str:

@@ -397,7 +397,7 @@ def _length_records(n: int, full, plans: dict, config: StudyConfig, progress) ->
         vs_sdpa = paired_ratio(medians[BASELINE], medians[name])
         rec = dict(
             model=config.model, plan=name, plan_layers=plans[name], frames=n, batch=config.batch,
-            threads=config.threads, device=str(config.device), **_dtype_fields(config),
+            threads=config.threads, device=str(config.device),
             backend=BASELINE if plans[name] is None else config.backend,
             weights="random (real widths and depths)", positions=positions,
             positions_extended=positions is not None and positions > WHISPER_POSITIONS,
@@ -463,7 +463,8 @@ def run_study(config: StudyConfig, *, progress=None) -> list[dict]:
     torch.manual_seed(config.seed)
     full = w2v.build(wc) if w2v.handles(wc) else WhisperEncoder(wc).eval()
     machine = machine_record(threads=config.threads, command=config.command, bench="study",
-                             transformers=transformers.__version__, config=dataclasses.asdict(config))
+                             transformers=transformers.__version__, config=dataclasses.asdict(config),
+                             **_dtype_fields(config))
     records = []
     for n in sorted(config.lengths):
         records += [{**r, **machine} for r in _length_records(n, full, plans, config, progress)]
