@@ -47,7 +47,11 @@ WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, inte
                 initializer_range=0.3)
 SPEECH = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
           "hubert": (transformers.HubertConfig, transformers.HubertModel),
-          "wav2vec2-conformer": (transformers.Wav2Vec2ConformerConfig, transformers.Wav2Vec2ConformerModel)}
+          "wav2vec2-conformer": (transformers.Wav2Vec2ConformerConfig, transformers.Wav2Vec2ConformerModel),
+          "data2vec-audio": (transformers.Data2VecAudioConfig, transformers.Data2VecAudioModel),
+          "unispeech": (transformers.UniSpeechConfig, transformers.UniSpeechModel),
+          "unispeech-sat": (transformers.UniSpeechSatConfig, transformers.UniSpeechSatModel),
+          "sew": (transformers.SEWConfig, transformers.SEWModel)}
 # Wav2Vec2-Conformer: its rotary variant (the relative one is refused) with a short depthwise convolution
 CONFORMER = dict(position_embeddings_type="rotary", conv_depthwise_kernel_size=3)
 
@@ -89,8 +93,9 @@ VISION = [t for h in HOSTS if h.inputs == "pixel_values" for t in h.model_types]
 SIZES = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64)
 
 
-def family_model(model_type: str):
-    """A tiny random model of any hosted `model_type` (AutoModel) (the text ones: peaked maps, so a wrong mask or scale shows)."""
+def family_model(model_type: str, **overrides):
+    """A tiny random model of any hosted `model_type` (AutoModel) (the text ones: peaked maps, so a wrong
+    mask or scale shows); `overrides` go into its config last."""
     kw = dict(SIZES)
     if model_type in TEXT:
         kw.update(vocab_size=len(WORDS) + 5, max_position_embeddings=70, pad_token_id=1, initializer_range=0.3)
@@ -106,7 +111,7 @@ def family_model(model_type: str):
     import torch
 
     torch.manual_seed(0)
-    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw)).eval()
+    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw, **overrides)).eval()
 
 
 def family_text_batch(tmp_path, n: int = 4, seed: int = 0):

@@ -15,10 +15,10 @@ from hfutil import SIZES, TEXT, VISION, WORDS, family_model, family_text_batch, 
 
 transformers = pytest.importorskip("transformers")
 
-def _saved(model_type: str, tmp_path):
+def _saved(model_type: str, tmp_path, **overrides):
     """A saved tiny model of `model_type` with a tokenizer that, as its family's own, gives no token_type_ids."""
     directory = tmp_path / f"tiny-{model_type}"
-    family_model(model_type).save_pretrained(directory)
+    family_model(model_type, **overrides).save_pretrained(directory)
     tok = tiny_tokenizer(tmp_path)
     tok.model_input_names = ["input_ids", "attention_mask"]
     tok.save_pretrained(directory)
@@ -71,12 +71,14 @@ def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
     # ModernBERT: rotary positions, a fused Wqkv, sliding-window layers; every kind that forms scores
     # from rotated queries and keys, timed in PyTorch and ONNX Runtime
     ("modernbert", "reuse,share,taylor,kvpool", True),
+    # EuroBERT: grouped-query attention (2 kv heads for 4 query heads), rotary heads, no biases
+    ("eurobert", "mha,share,reuse,skip", False),
 ])
 def test_family_through_the_jobs(tmp_path, capsys, text_file, model_type, plan, speed):
     """analyze, convert, distil, evaluate, export to ONNX Runtime."""
     from attnreuse.cli import main
 
-    directory = _saved(model_type, tmp_path)
+    directory = _saved(model_type, tmp_path, **({"num_key_value_heads": 2} if model_type == "eurobert" else {}))
     assert main(["hf", "analyze", "--model", str(directory), "--text", str(text_file), "--texts", "16",
                  "--output", str(tmp_path / "a")]) == 0
     conv = tmp_path / "conv"
@@ -92,6 +94,27 @@ def test_family_through_the_jobs(tmp_path, capsys, text_file, model_type, plan, 
     out = capsys.readouterr().out
     recorded = plan.replace("kvpool", "kvpool:2")  # the default pool is written into the plan
     assert f"plan {recorded}: zero-shot cosine" in out and "ONNX Runtime vs PyTorch max |diff|" in out
+
+
+def test_grouped_query_attention_gives_every_query_head_its_kv_heads_rows(tmp_path):
+    """EuroBERT with 2 kv heads for 4 query heads: mha and reuse:4 reproduce it (each query head
+    reads the kv head transformers' repeat_kv gives it), and a kv width that does not divide the
+    query heads is refused by name."""
+    from attnreuse.hf.hosts import _per_query_head
+
+    model = family_model("eurobert", num_key_value_heads=2)
+    assert model.layers[0].self_attn.k_proj.out_features == 16
+    batch = family_text_batch(tmp_path)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ref = model(**batch).last_hidden_state
+        for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4)):
+            out = arhf.convert(model, plan)(**batch).last_hidden_state
+            torch.testing.assert_close(out[real], ref[real], rtol=0, atol=atol, msg=plan)
+    rows = torch.arange(16.0)[:, None].expand(16, 3)  # 2 kv heads of 8 -> 4 query heads
+    assert _per_query_head(rows, 4, 32, "t")[:, 0].tolist() == [*range(8), *range(8), *range(8, 16), *range(8, 16)]
+    with pytest.raises(ValueError, match="eurobert: a key/value projection of width 24"):
+        _per_query_head(torch.zeros(24, 32), 4, 32, "eurobert")
 
 
 def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_path):

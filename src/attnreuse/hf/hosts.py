@@ -14,8 +14,8 @@ from torch import nn
 
 from attnreuse.plan import SourceAttention
 
-__all__ = ["HOSTS", "SUPPORTED", "SPEECH_INPUTS", "TOWERS", "VISION_INPUTS", "Host", "fixed_length", "host_for", "length_limit",
-           "max_tokens"]
+__all__ = ["HOSTS", "SUPPORTED", "SPEECH_INPUTS", "TOWERS", "VISION_INPUTS", "Host", "fixed_length", "host_for",
+           "input_stem", "length_limit", "max_tokens"]
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,31 @@ class Host:
             split = [None] * 3 if fused.bias is None else fused.bias.detach().chunk(3)
             biases = dict(zip(("query", "key", "value"), split))
         else:
-            if any(lin.out_features != dim for lin in linears):
+            if linears[0].out_features != dim:
                 raise ValueError(f"{self.family}: attention width {linears[0].out_features} differs from the hidden size {dim}")
-            weights = {k: lin.weight.detach() for k, lin in zip(("query", "key", "value"), linears)}
-            biases = {k: None if lin.bias is None else lin.bias.detach() for k, lin in zip(("query", "key", "value"), linears)}
+            weights = {k: _per_query_head(lin.weight.detach(), num_heads, dim, self.family)
+                       for k, lin in zip(("query", "key", "value"), linears)}
+            biases = {k: None if lin.bias is None else _per_query_head(lin.bias.detach(), num_heads, dim, self.family)
+                      for k, lin in zip(("query", "key", "value"), linears)}
         return SourceAttention(dim=dim, num_heads=num_heads, weights=weights, biases=biases,
                                scale=float(getattr(module, "scaling", (dim // num_heads) ** -0.5)),
                                rotary=self.rotary is not None and self.rotary_on == "heads")
+
+
+def _per_query_head(param, num_heads: int, dim: int, family: str):
+    """A projection's weight [W, C] or bias [W] with one row block per query head: as it is when W is
+    the hidden size `dim`; a grouped-query key or value projection (W = kv heads x head size, the
+    query heads split evenly among them) gets each kv head's rows repeated for the query heads that
+    read it, as transformers' `repeat_kv` pairs them (query head h reads kv head h // (H / kv))."""
+    width, head_dim = param.shape[0], dim // num_heads
+    if width == dim:
+        return param
+    kv_heads = width // head_dim
+    if width % head_dim or num_heads % kv_heads:
+        raise ValueError(f"{family}: a key/value projection of width {width} is not a whole number of kv heads of "
+                         f"{head_dim} that divides the {num_heads} query heads")
+    blocks = param.reshape(kv_heads, head_dim, *param.shape[1:])
+    return blocks.repeat_interleave(num_heads // kv_heads, dim=0).reshape(dim, *param.shape[1:])
 
 
 HOSTS = (
@@ -122,6 +140,12 @@ HOSTS = (
     Host("nomic_bert", ("nomic_bert",), "NomicBertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj",
          rotary="position_embeddings"),
     Host("gte", ("gte",), "GteAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", rotary="position_embeddings"),
+    # EuroBERT: a Llama-style bidirectional encoder (RMSNorm, gated MLP, rotary heads); with
+    # num_key_value_heads < num_attention_heads, keys and values have fewer heads than queries
+    # (grouped-query attention): a plan's projections give every query head its own, the kv head's
+    # rows repeated (`_per_query_head`)
+    Host("eurobert", ("eurobert",), "EuroBertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj",
+         rotary="position_embeddings"),
     # Whisper's encoder: pre-norm layers, `WhisperAttention` owns `out_proj`; `k_proj` has no bias
     # (the kinds that keep it get a zero bias). Scores use the module's `scaling` (head_dim^-0.5).
     Host("whisper", ("whisper",), "WhisperAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
@@ -136,6 +160,12 @@ HOSTS = (
          inputs="input_values"),
     Host("hubert", ("hubert",), "HubertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",
          inputs="input_values"),
+    # wav2vec2's descendants, same attention module and waveform front end: data2vec-audio, UniSpeech,
+    # UniSpeech-SAT, and SEW (whose encoder attends on frames pooled by `squeeze_factor`, then
+    # upsamples them back)
+    *(Host(family, (family,), suffix, ("q_proj", "k_proj", "v_proj"), out_proj="out_proj", inputs="input_values")
+      for family, suffix in (("data2vec-audio", "Data2VecAudioAttention"), ("unispeech", "UniSpeechAttention"),
+                             ("unispeech-sat", "UniSpeechSatAttention"), ("sew", "SEWAttention"))),
     # Wav2Vec2-Conformer (the Conformer, where attention map reuse was first shown): wav2vec2's
     # feature encoder and Conformer layers (macaron FFNs, a convolution module). Its rotary variant
     # rotates the hidden states before the query / key projections; the relative variant adds a
@@ -182,6 +212,15 @@ def modeling_class(model_type: str, name: str):
     except ImportError:
         return None
     return getattr(module, name, None)
+
+
+def input_stem(model: nn.Module) -> nn.Module:
+    """A model's input stem, which conversion and distillation keep as it is: the conv feature
+    encoder of the wav2vec2 family (every model of it has one, not every one a
+    `freeze_feature_encoder`), else the input embeddings (a text model's token table, Whisper's
+    first conv, a vision model's patch embedding)."""
+    stem = getattr(model, "feature_extractor", None)
+    return stem if isinstance(stem, nn.Module) else model.get_input_embeddings()
 
 
 # Text models whose position ids start after the padding index (RoBERTa's embeddings): they take
