@@ -115,3 +115,29 @@ def test_tiny_conformer_study_measures_its_convolution_module(tmp_path):
     path.write_text(path.read_text().replace('"rotary"', '"relative"'))
     with pytest.raises(ValueError, match="position_embeddings_type='relative' is not supported"):
         study.run_study(dataclasses.replace(config, output=str(tmp_path / "relative")))
+
+
+@pytest.mark.parametrize("model_type", ["data2vec-audio", "unispeech-sat"])
+def test_a_wav2vec2_descendant_config_runs_the_study(model_type, tmp_path):
+    """data2vec-audio and UniSpeech(-SAT) config.json files run as wav2vec2's do (same feature
+    encoder, same layers): the parts add up, the stem is measured, the share layers skip Q/K."""
+    import transformers
+
+    path = tmp_path / f"{model_type}.json"
+    transformers.AutoConfig.for_model(model_type, **TINY).to_json_file(path)
+    _, records = _tiny_study(path, ("share2",), tmp_path / "study")
+    for r in records:
+        assert r["ms_rest_stem"] > 0 and r["ms_ffn"] > 0 and r["stem"] == w2v.STEM
+    share2 = next(r for r in records if r["plan"] == "share2")
+    assert [layer["qk_proj"] > 0 for layer in share2["layers"]] == [True, False, True, False]
+
+
+def test_a_sew_config_is_refused_by_the_study(tmp_path, capsys):
+    """SEW attends on pooled frames, so the study's N would not be its attention's: one line, non-zero."""
+    import transformers
+
+    path = tmp_path / "sew.json"
+    transformers.SEWConfig(**TINY).to_json_file(path)
+    assert main(["bench", "study", "--model", str(path), "--lengths", "12", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model_type 'sew' is not one the study runs (its encoder attends on pooled" in err, err

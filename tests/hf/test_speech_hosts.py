@@ -59,6 +59,26 @@ def test_speech_encoders_host_every_kind(family, stable, plan):
         assert (out - ref).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("family, overrides", [("data2vec-audio", {}), ("unispeech", {}), ("unispeech-sat", {}),
+                                               ("sew", {"squeeze_factor": 2})])
+def test_wav2vec2_descendants_host_the_plans(family, overrides):
+    """data2vec-audio, UniSpeech, UniSpeech-SAT and SEW (attention on frames pooled 2x) share
+    wav2vec2's attention module: mha and reuse:H reproduce them with padding, a mixed plan runs."""
+    model = tiny_model(family, **overrides)
+    batch = _batch()
+    with torch.no_grad():
+        ref = model(**batch).last_hidden_state
+        for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4), ("reuse,share,taylor,skip", None)):
+            converted = arhf.convert(model, plan)
+            assert sum(isinstance(m, PlanAttention) for m in converted.modules()) == 4
+            out = converted(**batch).last_hidden_state
+            assert out.shape == ref.shape == (3, 39, 32) and torch.isfinite(out).all()
+            if atol is None:
+                assert (out - ref).abs().max() > 1e-3
+            else:
+                torch.testing.assert_close(out, ref, rtol=0, atol=atol, msg=f"{family} {plan}")
+
+
 @pytest.mark.parametrize("family,stable", VARIANTS)
 def test_reuse_with_one_map_per_head_is_exact_on_speech(family, stable):
     model, batch = _model(family, stable), _batch()

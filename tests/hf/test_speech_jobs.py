@@ -236,3 +236,26 @@ def test_every_job_runs_on_a_rotary_conformer(tmp_path, capsys):
     assert code == 0 and "of ideal" in out, err
     code, out, err = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "c.onnx"))
     assert code == 0 and "ONNX Runtime vs PyTorch" in out, err
+
+
+def test_every_job_runs_on_sew(tmp_path, capsys):
+    """SEW (wav2vec2's front end, attention on frames pooled 2x and upsampled back): analyze,
+    convert, distil, evaluate in PyTorch and ONNX Runtime, export."""
+    directory = tmp_path / "tiny-sew"
+    tiny_model("sew", squeeze_factor=2).save_pretrained(directory)
+    code, out, err = _run(capsys, "hf", "analyze", "--model", str(directory), "--texts", "12", "--tokens", "32",
+                          "--output", str(tmp_path / "an"))
+    assert code == 0 and "suggested plan" in out, err
+    conv = tmp_path / "conv"
+    code, out, err = _run(capsys, "hf", "convert", "--model", str(directory), "--plan", "mha,share,reuse,skip",
+                          "--output", str(conv))
+    assert code == 0 and "zero-shot cosine" in out, err
+    run = tmp_path / "run"
+    code, out, err = _run(capsys, "hf", "distill", "--teacher", str(directory), "--init", str(conv), "--output", str(run),
+                          "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--no-progress")
+    assert code == 0, err
+    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(directory), str(run), "--tokens", "16", "--rounds", "1",
+                          "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort")
+    assert code == 0 and "of ideal" in out, err
+    code, out, err = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "s.onnx"))
+    assert code == 0 and "ONNX Runtime vs PyTorch" in out, err

@@ -90,7 +90,7 @@ QUICK = {"rounds": 1, "repeats": 2, "warmup": 1, "breakdown_repeats": 1}
 class StudyConfig:
     """One study; each field is also a flag of `attnreuse bench study`."""
 
-    model: str = field(default="whisper-base", metadata={"help": f"{', '.join([*PRESETS, *w2v.PRESETS])}, or a Whisper, wav2vec2, HuBERT or Wav2Vec2-Conformer config.json (random weights)"})
+    model: str = field(default="whisper-base", metadata={"help": f"{', '.join([*PRESETS, *w2v.PRESETS])}, or the config.json of a whisper, {', '.join(w2v.MODEL_TYPES)} model (random weights)"})
     lengths: tuple[int, ...] = arg((250, 500, 1000, 1500), "frames after the conv stem, comma-separated")
     plans: tuple[str, ...] = arg(("sdpa", "mha", "share2", "share3", "reuse", "taylor"),
                                  "sdpa, mha, shareG (groups of G), or one kind for every layer (reuse, reuse:2, taylor)")
@@ -157,14 +157,17 @@ def whisper_config(config: StudyConfig):
         path = Path(config.model)
         path = path / "config.json" if path.is_dir() else path
         if not path.is_file():
-            raise ValueError(f"--model must be one of {', '.join([*PRESETS, *w2v.PRESETS])} or a Whisper, wav2vec2 or "
-                             f"HuBERT config.json, got {config.model!r}")
+            raise ValueError(f"--model must be one of {', '.join([*PRESETS, *w2v.PRESETS])} or the config.json of a "
+                             f"whisper, {', '.join(w2v.MODEL_TYPES)} model, got {config.model!r}")
         try:
             wc = WhisperConfig.from_json_file(str(path))
         except (ValueError, OSError, TypeError) as err:
             raise ValueError(f"--model {config.model}: not a readable Whisper config ({str(err).splitlines()[0]})") from None
         if getattr(wc, "model_type", None) != "whisper":
-            raise ValueError(f"--model {config.model}: model_type {wc.model_type!r} is not whisper")
+            why = " (its encoder attends on pooled frames, so N would not be its attention's length)" if \
+                wc.model_type == "sew" else ""
+            raise ValueError(f"--model {config.model}: model_type {wc.model_type!r} is not one the study runs{why}; "
+                             f"it runs whisper, {', '.join(w2v.MODEL_TYPES)}")
     for name in ("dropout", "attention_dropout", "activation_dropout"):
         setattr(wc, name, 0.0)
     if config.positions:

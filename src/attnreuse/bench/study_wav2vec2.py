@@ -31,14 +31,17 @@ __all__ = ["PRESETS", "STEM", "build", "handles", "inputs_at", "speech_config", 
 # fields; every other field keeps transformers' default, which is the base model's.
 _BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 PRESETS = {"wav2vec2-base": ("wav2vec2", _BASE), "hubert-base": ("hubert", _BASE)}
-MODEL_TYPES = ("wav2vec2", "hubert", "wav2vec2-conformer")
+# The speech hosts with wav2vec2's feature encoder and encoder layout (`attnreuse.hf.hosts`); a
+# config.json of any runs. Not SEW: its encoder attends on frames pooled by `squeeze_factor`, so the
+# study's N would not be the attention's.
+MODEL_TYPES = ("wav2vec2", "hubert", "wav2vec2-conformer", "data2vec-audio", "unispeech", "unispeech-sat")
 STEM = "conv feature encoder on the waveform + feature projection + positional convolution"
 
 
 def _config_class(model_type: str):
-    from transformers import HubertConfig, Wav2Vec2Config, Wav2Vec2ConformerConfig
+    from transformers import CONFIG_MAPPING
 
-    return {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wav2vec2-conformer": Wav2Vec2ConformerConfig}[model_type]
+    return CONFIG_MAPPING[model_type]
 
 
 def speech_config(model: str, positions: int = 0):
@@ -71,12 +74,11 @@ def speech_config(model: str, positions: int = 0):
 
 
 def build(cfg):
-    """The bare encoder model (Wav2Vec2Model / HubertModel / Wav2Vec2ConformerModel) of `cfg`,
-    random weights, eval mode."""
-    from transformers import HubertModel, Wav2Vec2ConformerModel, Wav2Vec2Model
+    """The bare encoder model of `cfg` (Wav2Vec2Model, HubertModel, ...: transformers' AutoModel
+    class of its type), random weights, eval mode."""
+    from transformers import AutoModel
 
-    classes = {"wav2vec2": Wav2Vec2Model, "hubert": HubertModel, "wav2vec2-conformer": Wav2Vec2ConformerModel}
-    return classes[cfg.model_type](cfg).eval()
+    return AutoModel.from_config(cfg).eval()
 
 
 def handles(model_or_config) -> bool:

@@ -1,6 +1,7 @@
 """Attention plans hosted in Hugging Face `transformers` encoders (the BERT family, DistilBERT, MPNet,
-ModernBERT, nomic-embed, GTE; ViT / DeiT / DINOv2 and CLIP's and SigLIP's image towers; Whisper's
-encoder, wav2vec2 / HuBERT / Wav2Vec2-Conformer): `attnreuse.hf.hosts.SUPPORTED` lists the model types.
+ModernBERT, nomic-embed, GTE, EuroBERT; ViT / DeiT / DINOv2 and CLIP's and SigLIP's image towers;
+Whisper's encoder, wav2vec2 / HuBERT / Wav2Vec2-Conformer / data2vec-audio / UniSpeech(-SAT) / SEW):
+`attnreuse.hf.hosts.SUPPORTED` lists the model types.
 
 `convert(model, plan)` retrofits a loaded encoder to a plan of attnreuse kinds; `save` / `load`
 round-trip the result; `register()` adds "attnreuse" to transformers' attention registries so

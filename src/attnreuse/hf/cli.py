@@ -7,7 +7,7 @@
     attnreuse hf export runs/minilm-share-ft --output minilm-share.onnx --fused-attention mha
 
 DIR is a local `transformers` model directory (config.json, weights, tokenizer); nothing is downloaded.
-Speech encoders (wav2vec2, HuBERT: raw waveforms; Whisper's encoder: log-mel frames, padded to its
+Speech encoders (wav2vec2, HuBERT and the like: raw waveforms; Whisper's encoder: log-mel frames, padded to its
 one input length) read seeded synthetic clips (`attnreuse.hf.audio`), and `--tokens` /
 `--max-length` count encoder frames. Vision encoders (ViT, DeiT, DINOv2, CLIP / SigLIP image towers)
 read `--data digits` (built in) or a directory of images (`attnreuse.hf.images`).
@@ -23,7 +23,7 @@ from attnreuse.hf.config import EVAL_TIMING, SUGGESTED_KINDS
 
 TEXT_HELP = ("the data (--data is the same flag): text models: 'stdlib' (built-in: the docstrings of Python's standard "
              "library) or a UTF-8 file, one text per line; vision models (ViT, DeiT, DINOv2, ...): 'digits' (built-in, "
-             "the default) or a directory of images; speech models (wav2vec2, HuBERT, Whisper) read the built-in "
+             "the default) or a directory of images; speech models (wav2vec2, HuBERT, Whisper, ...) read the built-in "
              "synthetic clips (leave it out)")
 
 

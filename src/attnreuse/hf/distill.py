@@ -29,7 +29,7 @@ from torch import nn
 from attnreuse._io import atomic_path, atomic_write_json, atomic_write_text
 from attnreuse.hf.config import DistillConfig
 from attnreuse.hf.fidelity import mean_pool, real_positions
-from attnreuse.hf.hosts import length_limit
+from attnreuse.hf.hosts import input_stem, length_limit
 
 __all__ = ["DistillConfig", "batch_texts", "distill_loss", "length_buckets", "read_run_json", "run_distillation"]
 
@@ -166,10 +166,7 @@ def run_distillation(student: nn.Module, teacher: nn.Module, tokenizer, texts: l
     # The input stem sees the same input as the teacher's and starts equal to it: it stays frozen
     # (a text model's 30k-row embedding table would dominate every optimizer step; a speech model's
     # conv feature encoder is frozen in fine-tuning as a rule, `freeze_feature_encoder`).
-    if hasattr(student, "freeze_feature_encoder"):
-        student.freeze_feature_encoder()
-    else:
-        student.get_input_embeddings().requires_grad_(False)
+    input_stem(student).requires_grad_(False)
     max_length = length_limit(teacher.config, cfg.max_length)  # --max-length, at most the model's positions
     buckets = length_buckets(texts, tokenizer, cfg.batch_size, max_length)
     model = student

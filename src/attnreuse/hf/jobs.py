@@ -105,11 +105,10 @@ def _check_student(teacher, student, directory: str, flag: str) -> None:
 
 
 def _stem(model) -> list[torch.Tensor]:
-    """The weights of a model's input stem: the conv feature encoder of wav2vec2 / HuBERT, else the
-    input embeddings (a text model's token table, Whisper's first conv)."""
-    stem = getattr(model, "feature_extractor", None)
-    stem = stem if isinstance(stem, torch.nn.Module) else model.get_input_embeddings()
-    return [t.detach() for t in stem.state_dict().values()]
+    """The weights of a model's input stem (`attnreuse.hf.hosts.input_stem`)."""
+    from attnreuse.hf.hosts import input_stem
+
+    return [t.detach() for t in input_stem(model).state_dict().values()]
 
 
 def _frontier_plot(path: Path, suggestion: dict) -> None:
