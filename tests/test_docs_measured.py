@@ -183,6 +183,8 @@ REBUILT = {
                                                                    "ModernBERT-base plan (random weights)"),
     ("docs/hf.md", "| ModernBERT-base plan, fused |"): _hf("fused_table", "hf_modernbert_base_random_fused_2026-12-01.json",
                                                                  "ModernBERT-base plan, fused"),
+    ("docs/hf.md", "| EuroBERT-210m plan (random weights) |"): _hf("eval_speed_table", "hf_eurobert_210m_random_2026-12-02.json",
+                                                                  "EuroBERT-210m plan (random weights)"),
     ("docs/hf.md", "| MPNet-base plan, fused |"): _hf("fused_table", "hf_mpnet_base_random_fused_2026-12-01.json", "MPNet-base plan, fused"),
     ("docs/dataflow.md", "| platform | scope | `fusemax` (default) |"): _flat_paper,
     ("docs/map_sharing.md", "| run | share2 | share3 |"): _share_growth,
