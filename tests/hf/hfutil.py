@@ -106,12 +106,16 @@ def family_model(model_type: str, **overrides):
                       attention_dropout=0.0, bos_token_id=2, cls_token_id=2, eos_token_id=3, sep_token_id=3)
         else:
             kw.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        if model_type == "deberta-v2":  # as the v3 checkpoints: relative positions only, shared position
+            # projections, log buckets (8 here: the test sentences are longer, so far tokens share one)
+            kw.update(relative_attention=True, pos_att_type=["p2c", "c2p"], share_att_key=True, position_buckets=8,
+                      max_relative_positions=-1, position_biased_input=False, norm_rel_ebd="layer_norm", type_vocab_size=0)
     else:
         kw.update(image_size=16, patch_size=4, num_channels=3)
     import torch
 
     torch.manual_seed(0)
-    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **kw, **overrides)).eval()
+    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **{**kw, **overrides})).eval()
 
 
 def family_text_batch(tmp_path, n: int = 4, seed: int = 0):

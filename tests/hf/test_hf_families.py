@@ -42,12 +42,13 @@ def test_text_family_mha_and_reuse_per_head_are_exact(tmp_path, model_type):
             out = arhf.convert(model, plan)(**batch).last_hidden_state
             torch.testing.assert_close(out[real], ref[real], rtol=0, atol=atol, msg=f"{model_type} {plan}")
     # the host's length limit is the model's: max_tokens runs, one more is past its positions
-    # (rotary positions have no table to run past: the limit is the length the model was trained to)
+    # (rotary and DeBERTa's relative positions have no table to run past: the limit is the length
+    # the model was trained to)
     n = max_tokens(model.config)
     ids = torch.full((1, n), 5)
     with torch.no_grad():
         assert model(input_ids=ids).last_hidden_state.shape[1] == n
-        if host_for(model.config).rotary is None:
+        if host_for(model.config).rotary is None and not host_for(model.config).relative:
             with pytest.raises((IndexError, RuntimeError, ValueError)):
                 model(input_ids=torch.full((1, n + 1), 5))
 
@@ -73,6 +74,8 @@ def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
     ("modernbert", "reuse,share,taylor,kvpool", True),
     # EuroBERT: grouped-query attention (2 kv heads for 4 query heads), rotary heads, no biases
     ("eurobert", "mha,share,reuse,skip", False),
+    # DeBERTa-v3's layout: relative positions in every layer's scores, timed in PyTorch and ONNX Runtime
+    ("deberta-v2", "reuse,share,reuse:2,taylor", True),
 ])
 def test_family_through_the_jobs(tmp_path, capsys, text_file, model_type, plan, speed):
     """analyze, convert, distil, evaluate, export to ONNX Runtime."""
@@ -115,6 +118,29 @@ def test_grouped_query_attention_gives_every_query_head_its_kv_heads_rows(tmp_pa
     assert _per_query_head(rows, 4, 32, "t")[:, 0].tolist() == [*range(8), *range(8), *range(8, 16), *range(8, 16)]
     with pytest.raises(ValueError, match="eurobert: a key/value projection of width 24"):
         _per_query_head(torch.zeros(24, 32), 4, 32, "eurobert")
+
+
+def test_deberta_relative_terms_come_from_each_cores_own_queries_and_keys(tmp_path):
+    """DeBERTa (v3 layout): mha is exact only with the c2p / p2c terms (without them it misses by
+    far); every kind runs; separate position projections (share_att_key=False) are refused by name."""
+    from attnreuse.layers.token_attention import MapSelfAttention
+
+    model = family_model("deberta-v2")
+    batch = family_text_batch(tmp_path)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ref = model(**batch).last_hidden_state
+        exact = arhf.convert(model, "mha")
+        torch.testing.assert_close(exact(**batch).last_hidden_state[real], ref[real], rtol=0, atol=1e-5)
+        cores = [m for m in exact.modules() if isinstance(m, MapSelfAttention)]
+        assert len(cores) == 4 and all(c.score_term is not None for c in cores)
+        for core in cores:
+            core.score_term = None
+        assert (exact(**batch).last_hidden_state[real] - ref[real]).abs().max() > 0.1
+        mixed = arhf.convert(model, "reuse:2,share,taylor,kvpool")(**batch).last_hidden_state
+        assert mixed.shape == ref.shape and torch.isfinite(mixed).all()
+    with pytest.raises(ValueError, match="deberta-v2 with share_att_key=False is not supported: separate position"):
+        arhf.convert(family_model("deberta-v2", share_att_key=False), "mha")
 
 
 def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_path):

@@ -24,6 +24,7 @@ from torch import nn
 from attnreuse._io import new_file_mode
 from attnreuse._rundir import staged_output
 from attnreuse.hf import interface
+from attnreuse.hf.disentangled import add_disentangled_term
 from attnreuse.hf.hosts import host_for, modeling_class
 from attnreuse.hf.modules import PlanAttention, PlanState, rotate_queries_and_keys
 from attnreuse.plan import get_kind, map_sources, parse_plan
@@ -72,8 +73,11 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
         if rotary is not None:
             rotate_queries_and_keys(core, source.head_dim, state, host.rotary_on)
         core.to(device=host.weight(module).device, dtype=host.weight(module).dtype)
+        if host.relative:
+            add_disentangled_term(core, module, state)
         out_proj = getattr(module, host.out_proj) if host.out_proj else None
-        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias, rotary)
+        layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias, rotary,
+                              host.relative)
         setattr(parent, attr, layer.train(module.training))  # the mode of the layer it replaces (dropout)
     setattr(model.config, PLAN_KEY, [str(s) for s in specs])
     model.config._attn_implementation = interface.register()

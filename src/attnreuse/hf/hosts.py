@@ -49,6 +49,9 @@ class Host:
     rotary_when: tuple[str, object] | None = None  # (config attribute, value) when only some configs rotate
     # (config attribute, value, why): configurations of a hosted family that are refused
     unsupported: tuple[tuple[str, object, str], ...] = ()
+    # DeBERTa's disentangled relative attention: each layer gets `rel_embeddings` and `relative_pos`
+    # and adds c2p / p2c terms from its own queries and keys (`attnreuse.hf.disentangled`)
+    relative: bool = False
 
     def check_model(self, model: nn.Module) -> None:
         """Raise if `model` is not the class this host converts (when it names one)."""
@@ -91,8 +94,13 @@ class Host:
                        for k, lin in zip(("query", "key", "value"), linears)}
             biases = {k: None if lin.bias is None else _per_query_head(lin.bias.detach(), num_heads, dim, self.family)
                       for k, lin in zip(("query", "key", "value"), linears)}
-        return SourceAttention(dim=dim, num_heads=num_heads, weights=weights, biases=biases,
-                               scale=float(getattr(module, "scaling", (dim // num_heads) ** -0.5)),
+        if self.relative:
+            from attnreuse.hf.disentangled import disentangled_scale
+
+            scale = disentangled_scale(module)
+        else:
+            scale = float(getattr(module, "scaling", (dim // num_heads) ** -0.5))
+        return SourceAttention(dim=dim, num_heads=num_heads, weights=weights, biases=biases, scale=scale,
                                rotary=self.rotary is not None and self.rotary_on == "heads")
 
 
@@ -140,6 +148,13 @@ HOSTS = (
     Host("nomic_bert", ("nomic_bert",), "NomicBertAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj",
          rotary="position_embeddings"),
     Host("gte", ("gte",), "GteAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", rotary="position_embeddings"),
+    # DeBERTa v2 / v3 (model_type "deberta-v2"): BERT's layout (the output projection in
+    # `DebertaV2SelfOutput`), `query_proj` / `key_proj` / `value_proj`, and relative positions in
+    # every layer's scores from its own projections of the encoder's relative embeddings
+    Host("deberta-v2", ("deberta-v2",), "DisentangledSelfAttention", ("query_proj", "key_proj", "value_proj"),
+         relative=True, attn_implementation="eager",
+         unsupported=(("share_att_key", False, "separate position projections (pos_key_proj / pos_query_proj); "
+                       "the v3 models' shared ones (share_att_key=True) are"),)),
     # EuroBERT: a Llama-style bidirectional encoder (RMSNorm, gated MLP, rotary heads); with
     # num_key_value_heads < num_attention_heads, keys and values have fewer heads than queries
     # (grouped-query attention): a plan's projections give every query head its own, the kv head's

@@ -21,9 +21,11 @@ NAME = "attnreuse"
 
 
 def as_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """A transformers attention mask (bool: True = attend, or additive float) -> additive float bias."""
+    """A transformers attention mask (bool or integer: nonzero = attend; or additive float) -> additive
+    float bias. DeBERTa hands its layers an integer [B, 1, N, N] mask."""
     if mask is None or mask.is_floating_point():
         return mask
+    mask = mask.bool()
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 

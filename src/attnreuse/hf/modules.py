@@ -34,6 +34,8 @@ class PlanState:
         self.maps: dict[int, Tensor] = {}
         self.previous: Tensor | None = None
         self.rotary: tuple[Tensor, Tensor] | None = None  # the running layer's (cos, sin) [B, N, d]
+        # the running layer's DeBERTa (rel_embeddings [2S, C], relative_pos [.., N, N]) (`attnreuse.hf.disentangled`)
+        self.relative: tuple[Tensor, Tensor] | None = None
 
 
 def rotary_pair(value, n: int) -> tuple[Tensor, Tensor]:
@@ -98,14 +100,17 @@ class PlanAttention(nn.Module):
     `core`: the kind's module (`Kind.retrofit`); `out_proj`: the host's output projection when the
     replaced module owned one (else None, and the host projects after this module); `score_bias`:
     where the host's call passes a per-head score bias (`Host.score_bias`, MPNet's), else None;
-    `rotary`: the keyword of the host's (cos, sin) position embeddings (`Host.rotary`), else None.
+    `rotary`: the keyword of the host's (cos, sin) position embeddings (`Host.rotary`), else None;
+    `relative`: whether the host hands each layer DeBERTa's relative-position inputs (keywords
+    `rel_embeddings`, `relative_pos`), which the core's score term reads from the state.
     """
 
     def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
                  emit_map: bool, state: PlanState, out_proj: nn.Module | None = None,
-                 score_bias: tuple[int, str] | None = None, rotary: str | None = None) -> None:
+                 score_bias: tuple[int, str] | None = None, rotary: str | None = None, relative: bool = False) -> None:
         super().__init__()
         self.rotary = rotary
+        self.relative = relative
         self.core = core
         self.out_proj = out_proj
         self.score_bias = score_bias
@@ -131,6 +136,9 @@ class PlanAttention(nn.Module):
         if self.rotary is not None:
             value = kwargs.get(self.rotary)
             state.rotary = None if value is None else rotary_pair(value, hidden_states.shape[1])
+        if self.relative:
+            rel = kwargs.get("rel_embeddings")
+            state.relative = None if rel is None else (rel, kwargs["relative_pos"])
         attn_map = state.maps.get(self.map_source) if self.map_source is not None else None
         out, new_map = self.kind.run(self.core, hidden_states, bias, key_mask, attn_map, state.previous, self.emit_map)
         if new_map is not None:

@@ -56,7 +56,9 @@ class MapSelfAttention(nn.Module):
     Attention. `query`, `key`: Linear(C -> qk_dim), `value`: Linear(C -> C).
 
     forward(x, key_bias=None, return_map=False) -> out [B, N, C] (and the map [B, qk_heads, N, N]).
-    Without `return_map` the map is never materialised (`ops.softmax_attention`); with it, the ops
+    `score_term` (None, or a callable set by a host): (q, k) [B, qk_heads, N, d] -> an additive
+    score term [B, qk_heads, N, N], already scaled, added to the scores with `key_bias`: a relative
+    position scheme computed from the layer's own queries and keys (DeBERTa's). Without `return_map` the map is never materialised (`ops.softmax_attention`); with it, the ops
     backend decides how it is written (dense: scores, softmax, A.V as separate steps; auto / tiled:
     the FLAT kernel writing each tile's probabilities as it applies them; sdpa cannot and raises).
     """
@@ -80,10 +82,15 @@ class MapSelfAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, qk_heads={self.qk_heads}, qk_dim={self.qk_dim}"
 
+    score_term = None  # a plain callable, not a submodule: it holds no weights of its own
+
     def forward(self, x: Tensor, key_bias: Tensor | None = None, return_map: bool = False):
         check_tokens(x, self.dim)
         q, k = _heads(self.query(x), self.qk_heads), _heads(self.key(x), self.qk_heads)
         v = _heads(self.value(x), self.num_heads)
+        term = None if self.score_term is None else self.score_term(q, k)
+        if term is not None:
+            key_bias = term if key_bias is None else key_bias + term
         if ops.get_backend() == "dense":
             # What softmax_attention's dense path runs, step by step (so each step can be timed).
             with part("scores_softmax"):
