@@ -51,7 +51,8 @@ SPEECH = {"wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
           "data2vec-audio": (transformers.Data2VecAudioConfig, transformers.Data2VecAudioModel),
           "unispeech": (transformers.UniSpeechConfig, transformers.UniSpeechModel),
           "unispeech-sat": (transformers.UniSpeechSatConfig, transformers.UniSpeechSatModel),
-          "sew": (transformers.SEWConfig, transformers.SEWModel)}
+          "sew": (transformers.SEWConfig, transformers.SEWModel),
+          "sew-d": (transformers.SEWDConfig, transformers.SEWDModel)}
 # Wav2Vec2-Conformer: its rotary variant (the relative one is refused) with a short depthwise convolution
 CONFORMER = dict(position_embeddings_type="rotary", conv_depthwise_kernel_size=3)
 

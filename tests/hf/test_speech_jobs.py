@@ -238,11 +238,12 @@ def test_every_job_runs_on_a_rotary_conformer(tmp_path, capsys):
     assert code == 0 and "ONNX Runtime vs PyTorch" in out, err
 
 
-def test_every_job_runs_on_sew(tmp_path, capsys):
-    """SEW (wav2vec2's front end, attention on frames pooled 2x and upsampled back): analyze,
-    convert, distil, evaluate in PyTorch and ONNX Runtime, export."""
-    directory = tmp_path / "tiny-sew"
-    tiny_model("sew", squeeze_factor=2).save_pretrained(directory)
+@pytest.mark.parametrize("family", ["sew", "sew-d"])
+def test_every_job_runs_on_sew(tmp_path, capsys, family):
+    """SEW (wav2vec2's front end, attention on frames pooled 2x and upsampled back) and SEW-D (with
+    DeBERTa's attention): analyze, convert, distil, evaluate in PyTorch and ONNX Runtime, export."""
+    directory = tmp_path / f"tiny-{family}"
+    tiny_model(family, squeeze_factor=2).save_pretrained(directory)
     code, out, err = _run(capsys, "hf", "analyze", "--model", str(directory), "--texts", "12", "--tokens", "32",
                           "--output", str(tmp_path / "an"))
     assert code == 0 and "suggested plan" in out, err

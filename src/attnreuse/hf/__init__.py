@@ -1,6 +1,6 @@
 """Attention plans hosted in Hugging Face `transformers` encoders (the BERT family, DistilBERT, MPNet, DeBERTa,
 ModernBERT, nomic-embed, GTE, EuroBERT; ViT / DeiT / DINOv2 and CLIP's and SigLIP's image towers;
-Whisper's encoder, wav2vec2 / HuBERT / Wav2Vec2-Conformer / data2vec-audio / UniSpeech(-SAT) / SEW):
+Whisper's encoder, wav2vec2 / HuBERT / Wav2Vec2-Conformer / data2vec-audio / UniSpeech(-SAT) / SEW(-D)):
 `attnreuse.hf.hosts.SUPPORTED` lists the model types.
 
 `convert(model, plan)` retrofits a loaded encoder to a plan of attnreuse kinds; `save` / `load`

@@ -120,6 +120,9 @@ def _per_query_head(param, num_heads: int, dim: int, family: str):
     return blocks.repeat_interleave(num_heads // kv_heads, dim=0).reshape(dim, *param.shape[1:])
 
 
+_SEPARATE_POSITION_PROJECTIONS = (("share_att_key", False, "separate position projections (pos_key_proj / "
+                                   "pos_query_proj); shared ones (share_att_key=True, as in DeBERTa v3) are"),)
+
 HOSTS = (
     # BERT's self-attention and its copies (same module, same names; each family's mha plan is
     # checked exact against it in tests/hf/test_hf_families.py)
@@ -152,9 +155,7 @@ HOSTS = (
     # `DebertaV2SelfOutput`), `query_proj` / `key_proj` / `value_proj`, and relative positions in
     # every layer's scores from its own projections of the encoder's relative embeddings
     Host("deberta-v2", ("deberta-v2",), "DisentangledSelfAttention", ("query_proj", "key_proj", "value_proj"),
-         relative=True, attn_implementation="eager",
-         unsupported=(("share_att_key", False, "separate position projections (pos_key_proj / pos_query_proj); "
-                       "the v3 models' shared ones (share_att_key=True) are"),)),
+         relative=True, attn_implementation="eager", unsupported=_SEPARATE_POSITION_PROJECTIONS),
     # EuroBERT: a Llama-style bidirectional encoder (RMSNorm, gated MLP, rotary heads); with
     # num_key_value_heads < num_attention_heads, keys and values have fewer heads than queries
     # (grouped-query attention): a plan's projections give every query head its own, the kv head's
@@ -181,6 +182,9 @@ HOSTS = (
     *(Host(family, (family,), suffix, ("q_proj", "k_proj", "v_proj"), out_proj="out_proj", inputs="input_values")
       for family, suffix in (("data2vec-audio", "Data2VecAudioAttention"), ("unispeech", "UniSpeechAttention"),
                              ("unispeech-sat", "UniSpeechSatAttention"), ("sew", "SEWAttention"))),
+    # SEW-D: SEW with DeBERTa's disentangled attention (the same module, relative terms included)
+    Host("sew-d", ("sew-d",), "DisentangledSelfAttention", ("query_proj", "key_proj", "value_proj"), relative=True,
+         inputs="input_values", attn_implementation="eager", unsupported=_SEPARATE_POSITION_PROJECTIONS),
     # Wav2Vec2-Conformer (the Conformer, where attention map reuse was first shown): wav2vec2's
     # feature encoder and Conformer layers (macaron FFNs, a convolution module). Its rotary variant
     # rotates the hidden states before the query / key projections; the relative variant adds a
