@@ -249,3 +249,27 @@ def test_a_sliding_window_mask_keeps_every_real_key():
     bias = torch.zeros(2, 1, n, n).masked_fill(~keep, torch.finfo(torch.float32).min)
     want = idx[None] < real[:, None]
     assert torch.equal(key_mask_from_bias(bias, n), want) and torch.equal(key_mask_from_bias(keep, n), want)
+
+
+def test_the_analysis_costs_debertas_relative_terms():
+    """`hf analyze` costs each kind on the host's layer: a DeBERTa layer that forms scores from G
+    maps' queries and keys of width W = G x head size also projects the 2S relative embeddings by
+    its query and key (2 x 2S x C x W MACs) and multiplies them by every query and key (2 x N x 2S
+    x W); share, which forms no scores, pays neither."""
+    from attnreuse.hf.analyze import layer_macs
+    from attnreuse.hf.disentangled import costing_term
+    from attnreuse.hf.hosts import host_for
+
+    model = family_model("deberta-v2")
+    host = host_for(model.config)
+    module = host.attention_modules(model)[0][2]
+    src, n, span, dim = host.source(module, 4), 12, module.pos_ebd_size, 32
+    assert span == 8
+
+    def prepare(core):
+        costing_term(core, module, n)
+
+    for kind, width in (("mha", 32), ("reuse:2", 16), ("reuse", 8)):
+        extra = 2 * (2 * span * dim * width) + 2 * (n * 2 * span * width)
+        assert layer_macs(src, kind, n, prepare) - layer_macs(src, kind, n) == extra, kind
+    assert layer_macs(src, "share", n, prepare) == layer_macs(src, "share", n)

@@ -12,7 +12,8 @@ The last two are exact functions of the softmax map: log A_ij is the score up to
 constant, which both replacements cancel (`taylor_map`, `kvpool_map`). Taylor's map is made from
 the whole score, so on MPNet it includes the relative-position bias the kind does without.
 `suggest` turns these into the plan of least predicted loss under a MAC budget, costing each kind
-on the host's own layer with PyTorch's FLOP counter (`layer_macs`), not a hand formula.
+on the host's own layer with PyTorch's FLOP counter (`layer_macs`), not a hand formula; on DeBERTa
+that count includes the relative terms a layer that forms scores adds.
 """
 
 from __future__ import annotations
@@ -146,24 +147,28 @@ def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 
                       (kvpool_sum / count).float(), count)
 
 
-def layer_macs(src: SourceAttention, kind_entry: str, tokens: int) -> int:
+def layer_macs(src: SourceAttention, kind_entry: str, tokens: int, prepare=None) -> int:
     """Multiply-accumulates of one layer's attention core of `kind_entry` on `tokens` tokens
-    (projections included, the host's output projection excluded), counted by torch's FLOP counter."""
+    (projections included, the host's output projection excluded), counted by torch's FLOP counter.
+    `prepare(core)`, when given, adds to the core what the host's layer computes beside the kind's
+    own work (DeBERTa's relative terms: `attnreuse.hf.disentangled.costing_term`)."""
     from attnreuse.measure import count_call_macs
 
     name, _, arg = kind_entry.partition(":")
     kind = get_kind(name)
     spec = LayerSpec(name, kind.parse_arg(arg, src.num_heads, kind_entry))
     core = kind.retrofit(spec, src).eval()
+    if prepare is not None:
+        prepare(core)
     x = torch.zeros(1, tokens, src.dim)
     attn_map = torch.full((1, src.num_heads, tokens, tokens), 1.0 / tokens)
     return count_call_macs(lambda: kind.run(core, x, None, None, attn_map, x, False))
 
 
 def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float, min_score: float = 0.5,
-            kinds: tuple[str, ...] = SUGGESTED_KINDS) -> dict:
+            kinds: tuple[str, ...] = SUGGESTED_KINDS, prepare=None) -> dict:
     """The plan of least predicted loss whose attention MACs are at most `budget` x the all-mha
-    plan's, found exactly (`plan.search`: the frontier, and the point the budget picks). Returns {"plan", "macs", "mha_macs", ...,
+    plan's, found exactly (`plan.search`: the frontier, and the point the budget picks; `prepare`: as `layer_macs` takes it). Returns {"plan", "macs", "mha_macs", ...,
     "frontier": every plan no other beats on both attention MACs and predicted loss}.
 
     Scores (a change's predicted loss is 1 - score; each must be at least `min_score`): reuse ->
@@ -178,7 +183,7 @@ def suggest(red: Redundancy, src: SourceAttention, *, tokens: int, budget: float
     if not 0 < budget <= 1:
         raise ValueError(f"--budget must be a fraction in (0, 1], got {budget!r}")
     L = red.head_to_mean.shape[0]
-    macs = {k: layer_macs(src, k, tokens) for k in ("mha", *kinds)}
+    macs = {k: layer_macs(src, k, tokens, prepare) for k in ("mha", *kinds)}
 
     def score(i: int, kind: str, source: int | None) -> float | None:
         if i == 0:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DisentangledTerm", "add_disentangled_term", "disentangled_scale"]
+__all__ = ["DisentangledTerm", "add_disentangled_term", "costing_term", "disentangled_scale"]
 
 TERMS = ("c2p", "p2c")
 
@@ -85,3 +85,15 @@ def add_disentangled_term(core: nn.Module, module: nn.Module, state) -> None:
     if isinstance(core, MapSelfAttention) and getattr(module, "relative_attention", False):
         core.score_term = DisentangledTerm(core, module.pos_ebd_size, tuple(module.pos_att_type or ()),
                                            core.scale, state)
+
+
+def costing_term(core: nn.Module, module: nn.Module, tokens: int) -> None:
+    """`add_disentangled_term` with fixed inputs of the right shapes (zero relative embeddings
+    [2S, C], relative positions [tokens, tokens]), so that counting a core's MACs on `tokens`
+    tokens (`attnreuse.hf.analyze.layer_macs`) counts the terms' products as a forward does."""
+    from types import SimpleNamespace
+
+    span = getattr(module, "pos_ebd_size", 0)
+    weight = module.query_proj.weight
+    inputs = (torch.zeros(2 * span, weight.shape[1], dtype=weight.dtype), torch.zeros(tokens, tokens, dtype=torch.long))
+    add_disentangled_term(core, module, SimpleNamespace(relative=inputs))

@@ -183,8 +183,15 @@ def analyze_job(model_dir: str, output: str, *, text: str = "stdlib", texts: int
         _enough(model.config, data, text, 2, True, "the analysis")
         red = capture(model, tok, data[1][:texts])
         host = host_for(model.config)
-        src = host.source(host.attention_modules(model)[0][2], model.config.num_attention_heads)
-        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score, kinds=tuple(kinds))
+        module = host.attention_modules(model)[0][2]
+        src = host.source(module, model.config.num_attention_heads)
+        prepare = None
+        if host.relative:  # a DeBERTa layer's scores cost its relative terms too
+            from attnreuse.hf.disentangled import costing_term
+
+            def prepare(core):
+                costing_term(core, module, tokens)
+        plan = suggest(red, src, tokens=tokens, budget=budget, min_score=min_score, kinds=tuple(kinds), prepare=prepare)
         record = {"model": str(model_dir), "text": data_name(model.config, text), "redundancy": red.to_json(), "suggestion": plan}
         _heatmap(out / "head_to_mean.png", red.head_to_mean, "cos(head map, layer's mean map)", "head", "layer")
         _heatmap(out / "layer_map_cosine.png", red.layer_map_cosine, "same-head map cosine between layers", "layer", "layer")
