@@ -162,9 +162,9 @@ def test_mpnet_relative_position_bias_reaches_the_kinds_that_form_scores(tmp_pat
                           score_bias=(0, "position_bias"))
     position = torch.randn(1, 4, 3, 3)
     mask = torch.tensor([0.0, 0.0, -1e9]).view(1, 1, 1, 3)
-    got = layer._with_score_bias(mask, (position,), {})
+    got = layer._grouped(mask, position)
     torch.testing.assert_close(got, mask + position.view(1, 2, 2, 3, 3).mean(2))
-    assert layer._with_score_bias(mask, (), {"position_bias": position}).shape == (1, 2, 3, 3)
+    assert layer._grouped(None, position).shape == (1, 2, 3, 3) and layer._grouped(mask, None) is mask
 
 
 def test_mpnet_through_the_jobs_against_its_eager_original(tmp_path, capsys, text_file):
@@ -273,3 +273,28 @@ def test_the_analysis_costs_debertas_relative_terms():
         extra = 2 * (2 * span * dim * width) + 2 * (n * 2 * span * width)
         assert layer_macs(src, kind, n, prepare) - layer_macs(src, kind, n) == extra, kind
     assert layer_macs(src, "share", n, prepare) == layer_macs(src, "share", n)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_beit_relative_position_bias_reaches_the_kinds_that_form_scores(shared):
+    """BEiT hands each layer's attention its relative-position bias [1, H, N, N] as the mask (a
+    table per layer, or one shared): mha and reuse:H reproduce the model with the tables drawn at
+    random (they start at zero), and the bias matters (zeroing the tables moves the output). No layer
+    scale and larger weights than BEiT's defaults, so the attention branch shows in the output."""
+    which = "use_shared_relative_position_bias" if shared else "use_relative_position_bias"
+    model = family_model("beit", **{which: True}, layer_scale_init_value=0.0, initializer_range=0.3)
+    tables = [p for n, p in model.named_parameters() if "relative_position_bias_table" in n]
+    assert len(tables) == (1 if shared else 4)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        for t in tables:
+            t.normal_(0, 2)
+        ref = model(pixel_values=x).last_hidden_state
+        for plan, atol in (("mha", 1e-5), ("reuse:4", 1e-4)):
+            torch.testing.assert_close(arhf.convert(model, plan)(pixel_values=x).last_hidden_state, ref, rtol=0, atol=atol,
+                                       msg=plan)
+        mixed = arhf.convert(model, "mha,share,reuse:2,taylor")(pixel_values=x).last_hidden_state
+        assert mixed.shape == ref.shape and torch.isfinite(mixed).all()
+        for t in tables:
+            t.zero_()
+        assert (model(pixel_values=x).last_hidden_state - ref).abs().max() > 0.1

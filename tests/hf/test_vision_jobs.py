@@ -186,3 +186,34 @@ def test_an_image_whose_data_breaks_off_is_named_before_any_work(tmp_path, capsy
     code, _, err = run(capsys, "hf", "analyze", "--model", str(vit_dir), "--data", str(images), "--output", str(out))
     assert code == 2 and len(err.strip().splitlines()) == 1 and f"{images / f'cut.{suffix}'}: not a readable image" in err
     assert not out.exists()
+
+
+def test_every_job_on_a_beit_with_relative_position_bias(tmp_path, capsys):
+    """BEiT (a relative-position bias per layer, handed to attention as its mask): analyze, convert,
+    distil, evaluate in PyTorch and ONNX Runtime (decomposed and fused), export."""
+    torch.manual_seed(0)
+    config = transformers.BeitConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=4,
+                                     num_attention_heads=4, intermediate_size=64, use_relative_position_bias=True)
+    model = transformers.BeitModel(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                p.normal_(0, 1)  # zero as initialised: a trained model's is not
+    directory = tmp_path / "tiny-beit"
+    model.save_pretrained(directory)
+    transformers.ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(directory)
+    code, out, err = run(capsys, "hf", "analyze", "--model", str(directory), "--texts", "16", "--output", str(tmp_path / "a"))
+    assert code == 0 and "suggested plan" in out, err
+    conv = tmp_path / "conv"
+    code, out, err = run(capsys, "hf", "convert", "--model", str(directory), "--plan", "mha,share,reuse,taylor",
+                         "--output", str(conv))
+    assert code == 0 and "zero-shot cosine" in out, err
+    distilled = tmp_path / "run"
+    code, out, err = run(capsys, "hf", "distill", "--teacher", str(directory), "--init", str(conv), "--steps", "2",
+                         "--batch-size", "8", "--warmup-steps", "1", "--output", str(distilled))
+    assert code == 0, err
+    code, out, err = run(capsys, "hf", "eval", "--teacher", str(directory), str(distilled), "--rounds", "1",
+                         "--repeats", "2", "--runtimes", "eager,ort,ort-fused")
+    assert code == 0 and "of ideal" in out, err
+    code, out, err = run(capsys, "hf", "export", str(distilled), "--output", str(tmp_path / "b.onnx"))
+    assert code == 0 and "ONNX Runtime vs PyTorch" in out, err

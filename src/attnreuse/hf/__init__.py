@@ -1,5 +1,5 @@
 """Attention plans hosted in Hugging Face `transformers` encoders (the BERT family, DistilBERT, MPNet, DeBERTa,
-ModernBERT, nomic-embed, GTE, EuroBERT; ViT / DeiT / DINOv2 and CLIP's and SigLIP's image towers;
+ModernBERT, nomic-embed, GTE, EuroBERT; ViT / DeiT / DINOv2 / BEiT and CLIP's and SigLIP's image towers;
 Whisper's encoder, wav2vec2 / HuBERT / Wav2Vec2-Conformer / data2vec-audio / UniSpeech(-SAT) / SEW(-D)):
 `attnreuse.hf.hosts.SUPPORTED` lists the model types.
 

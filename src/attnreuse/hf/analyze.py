@@ -101,7 +101,7 @@ def _cos(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a.flatten(-2).double(), b.flatten(-2).double(), dim=-1).mean(0)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: see attnreuse.hf.fidelity.embed
 def capture(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 16, max_length: int = 128) -> Redundancy:
     """Measure `model` (an original, unconverted encoder) on `texts`."""
     from attnreuse.measure import linear_cka

@@ -42,7 +42,10 @@ def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: a model may cache a tensor it makes in a forward (BEiT's relative
+# position index, in an lru_cache shared by every model of its class), and one made under
+# inference_mode cannot be saved for backward when distillation later trains in the same process
+@torch.no_grad()
 def embed(model: nn.Module, tokenizer, texts: list[str], *, batch_size: int = 32, max_length: int = 128) -> tuple[Tensor, Tensor | None]:
     """(pooled embeddings [T, C], logits [T, L] or None) of `texts`, in their order.
 

@@ -52,6 +52,9 @@ class Host:
     # DeBERTa's disentangled relative attention: each layer gets `rel_embeddings` and `relative_pos`
     # and adds c2p / p2c terms from its own queries and keys (`attnreuse.hf.disentangled`)
     relative: bool = False
+    # the attention_mask the model hands a layer is a per-head score bias, not padding (BEiT's
+    # relative-position bias, added to the mask by its layer; images are never padded)
+    mask_is_score_bias: bool = False
 
     def check_model(self, model: nn.Module) -> None:
         """Raise if `model` is not the class this host converts (when it names one)."""
@@ -136,6 +139,10 @@ HOSTS = (
     Host("distilbert", ("distilbert",), "DistilBertSelfAttention", ("q_lin", "k_lin", "v_lin"), out_proj="out_lin"),
     Host("vit", ("vit", "deit", "dinov2", "dinov2_with_registers", "ijepa", "vit_msn"), "Attention",
          ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", inputs="pixel_values"),
+    # BEiT (and DiT, saved as beit): a relative-position bias per head (a table per layer, or one
+    # shared by all) that its layer hands the attention as `attention_mask`; `k_proj` has no bias
+    Host("beit", ("beit",), "BeitAttention", ("q_proj", "k_proj", "v_proj"), out_proj="o_proj", inputs="pixel_values",
+         mask_is_score_bias=True),
     # CLIP's and SigLIP's image towers saved on their own (`CLIPVisionModel`, `SiglipVisionModel`);
     # SigLIP's pooling head holds an nn.MultiheadAttention that is not a layer: the suffix is exact
     Host("clip", ("clip_vision_model",), "CLIPAttention", ("q_proj", "k_proj", "v_proj"), out_proj="out_proj",

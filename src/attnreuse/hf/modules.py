@@ -102,13 +102,17 @@ class PlanAttention(nn.Module):
     where the host's call passes a per-head score bias (`Host.score_bias`, MPNet's), else None;
     `rotary`: the keyword of the host's (cos, sin) position embeddings (`Host.rotary`), else None;
     `relative`: whether the host hands each layer DeBERTa's relative-position inputs (keywords
-    `rel_embeddings`, `relative_pos`), which the core's score term reads from the state.
+    `rel_embeddings`, `relative_pos`), which the core's score term reads from the state;
+    `mask_is_score_bias`: the host's `attention_mask` is a per-head score bias [1 | B, H, N, N], not
+    padding (BEiT's relative-position bias; its images have no padding), taken as `score_bias` is.
     """
 
     def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
                  emit_map: bool, state: PlanState, out_proj: nn.Module | None = None,
-                 score_bias: tuple[int, str] | None = None, rotary: str | None = None, relative: bool = False) -> None:
+                 score_bias: tuple[int, str] | None = None, rotary: str | None = None, relative: bool = False,
+                 mask_is_score_bias: bool = False) -> None:
         super().__init__()
+        self.mask_is_score_bias = mask_is_score_bias
         self.rotary = rotary
         self.relative = relative
         self.core = core
@@ -129,10 +133,14 @@ class PlanAttention(nn.Module):
         state = self._state
         if self.index == 0:
             state.clear()
-        bias = as_bias(attention_mask, hidden_states.dtype)
-        key_mask = key_mask_from_bias(bias, hidden_states.shape[1]) if bias is not None else None
+        if self.mask_is_score_bias:
+            bias, key_mask = self._grouped(None, attention_mask), None
+        else:
+            bias = as_bias(attention_mask, hidden_states.dtype)
+            key_mask = key_mask_from_bias(bias, hidden_states.shape[1]) if bias is not None else None
         if self.score_bias is not None:
-            bias = self._with_score_bias(bias, args, kwargs)
+            index, name = self.score_bias
+            bias = self._grouped(bias, args[index] if len(args) > index else kwargs.get(name))
         if self.rotary is not None:
             value = kwargs.get(self.rotary)
             state.rotary = None if value is None else rotary_pair(value, hidden_states.shape[1])
@@ -148,13 +156,12 @@ class PlanAttention(nn.Module):
             out = self.out_proj(out)
         return out, None
 
-    def _with_score_bias(self, bias: Tensor | None, args: tuple, kwargs: dict) -> Tensor | None:
-        """The padding bias plus the host's per-head score bias [B, H, N, N] (MPNet's relative
-        positions), for a core that forms its maps from scores: each of its G maps takes the mean
-        bias of the H / G heads it serves (G = H: each head's own). Kinds that apply an earlier map
-        (share: its bias is in that map), skip and linear or pooled attention take the padding alone."""
-        index, name = self.score_bias
-        extra = args[index] if len(args) > index else kwargs.get(name)
+    def _grouped(self, bias: Tensor | None, extra: Tensor | None) -> Tensor | None:
+        """The padding bias plus the host's per-head score bias `extra` [B | 1, H, N, N] (MPNet's and
+        BEiT's relative positions), for a core that forms its maps from scores: each of its G maps
+        takes the mean bias of the H / G heads it serves (G = H: each head's own). Kinds that apply
+        an earlier map (share: its bias is in that map), skip and linear or pooled attention take the
+        padding alone."""
         if extra is None or not isinstance(self.core, MapSelfAttention):
             return bias
         G, H = self.core.qk_heads, extra.shape[1]
