@@ -185,6 +185,8 @@ REBUILT = {
                                                                  "ModernBERT-base plan, fused"),
     ("docs/hf.md", "| DeBERTa-v3-base plan (random weights) |"): _hf("eval_speed_table", "hf_deberta_v3_base_random_2026-12-02.json",
                                                                     "DeBERTa-v3-base plan (random weights)"),
+    ("docs/hf.md", "| BEiT-base plan (random weights) |"): _hf("eval_speed_table", "hf_beit_base_random_2026-12-02.json",
+                                                             "BEiT-base plan (random weights)"),
     ("docs/hf.md", "| EuroBERT-210m plan (random weights) |"): _hf("eval_speed_table", "hf_eurobert_210m_random_2026-12-02.json",
                                                                   "EuroBERT-210m plan (random weights)"),
     ("docs/hf.md", "| MPNet-base plan, fused |"): _hf("fused_table", "hf_mpnet_base_random_fused_2026-12-01.json", "MPNet-base plan, fused"),
