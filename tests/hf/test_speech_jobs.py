@@ -215,17 +215,23 @@ def test_analysis_batches_shrink_to_the_map_budget_without_changing_the_result(w
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def test_every_job_runs_on_a_rotary_conformer(tmp_path, capsys):
-    """Wav2Vec2-Conformer (rotary): analyze, convert with every kind that forms scores from the rotated
-    input, distil, evaluate in PyTorch and ONNX Runtime, export."""
-    directory = tmp_path / "tiny-conformer"
-    tiny_model("wav2vec2-conformer").save_pretrained(directory)
+@pytest.mark.parametrize("family, overrides, kinds, plan", [
+    # Wav2Vec2-Conformer (rotary): every kind that forms scores from the rotated input
+    ("wav2vec2-conformer", {}, "share,reuse,taylor,kvpool", "mha,reuse,taylor,kvpool"),
+    # SEW: wav2vec2's front end, attention on frames pooled 2x and upsampled back
+    ("sew", {"squeeze_factor": 2}, "share,reuse,skip", "mha,share,reuse,skip"),
+    # SEW-D: SEW with DeBERTa's attention (relative terms)
+    ("sew-d", {"squeeze_factor": 2}, "share,reuse,skip", "mha,share,reuse,skip"),
+])
+def test_every_job_runs_on_a_wav2vec2_descendant(tmp_path, capsys, family, overrides, kinds, plan):
+    """analyze, convert, distil, evaluate in PyTorch and ONNX Runtime, export."""
+    directory = tmp_path / f"tiny-{family}"
+    tiny_model(family, **overrides).save_pretrained(directory)
     code, out, err = _run(capsys, "hf", "analyze", "--model", str(directory), "--texts", "12", "--tokens", "32",
-                          "--kinds", "share,reuse,taylor,kvpool", "--output", str(tmp_path / "an"))
+                          "--kinds", kinds, "--output", str(tmp_path / "an"))
     assert code == 0 and "suggested plan" in out, err
     conv = tmp_path / "conv"
-    code, out, err = _run(capsys, "hf", "convert", "--model", str(directory), "--plan", "mha,reuse,taylor,kvpool",
-                          "--output", str(conv))
+    code, out, err = _run(capsys, "hf", "convert", "--model", str(directory), "--plan", plan, "--output", str(conv))
     assert code == 0 and "zero-shot cosine" in out, err
     run = tmp_path / "run"
     code, out, err = _run(capsys, "hf", "distill", "--teacher", str(directory), "--init", str(conv), "--output", str(run),
@@ -235,28 +241,4 @@ def test_every_job_runs_on_a_rotary_conformer(tmp_path, capsys):
                           "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort")
     assert code == 0 and "of ideal" in out, err
     code, out, err = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "c.onnx"))
-    assert code == 0 and "ONNX Runtime vs PyTorch" in out, err
-
-
-@pytest.mark.parametrize("family", ["sew", "sew-d"])
-def test_every_job_runs_on_sew(tmp_path, capsys, family):
-    """SEW (wav2vec2's front end, attention on frames pooled 2x and upsampled back) and SEW-D (with
-    DeBERTa's attention): analyze, convert, distil, evaluate in PyTorch and ONNX Runtime, export."""
-    directory = tmp_path / f"tiny-{family}"
-    tiny_model(family, squeeze_factor=2).save_pretrained(directory)
-    code, out, err = _run(capsys, "hf", "analyze", "--model", str(directory), "--texts", "12", "--tokens", "32",
-                          "--output", str(tmp_path / "an"))
-    assert code == 0 and "suggested plan" in out, err
-    conv = tmp_path / "conv"
-    code, out, err = _run(capsys, "hf", "convert", "--model", str(directory), "--plan", "mha,share,reuse,skip",
-                          "--output", str(conv))
-    assert code == 0 and "zero-shot cosine" in out, err
-    run = tmp_path / "run"
-    code, out, err = _run(capsys, "hf", "distill", "--teacher", str(directory), "--init", str(conv), "--output", str(run),
-                          "--steps", "2", "--batch-size", "8", "--warmup-steps", "1", "--no-progress")
-    assert code == 0, err
-    code, out, err = _run(capsys, "hf", "eval", "--teacher", str(directory), str(run), "--tokens", "16", "--rounds", "1",
-                          "--repeats", "2", "--threads", "1", "--runtimes", "eager,ort")
-    assert code == 0 and "of ideal" in out, err
-    code, out, err = _run(capsys, "hf", "export", str(run), "--output", str(tmp_path / "s.onnx"))
     assert code == 0 and "ONNX Runtime vs PyTorch" in out, err
