@@ -138,6 +138,20 @@ def test_unsupported_architecture_says_which_are():
         arhf.convert(gpt2, "mha")
 
 
+@pytest.mark.parametrize("model_type, why", [
+    ("deberta", "DeBERTa v1's attention .a fused in_proj. is not hosted; v2 and v3 checkpoints, model_type 'deberta-v2', are"),
+    ("albert", "ALBERT applies one layer's weights in every layer"),
+    ("data2vec-vision", "its attention takes no mask and owns its position bias, unlike BEiT's"),
+])  # fmt: skip
+def test_an_encoder_near_a_hosted_family_is_refused_with_the_reason(model_type, why):
+    import transformers
+
+    config = transformers.AutoConfig.for_model(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=64)
+    with pytest.raises(ValueError, match=f"model_type '{model_type}' is not supported \\({why}.*\\); supported: bert"):
+        arhf.convert(transformers.AutoModel.from_config(config), "mha")
+
+
 def test_a_converted_model_is_not_converted_again():
     converted = arhf.convert(tiny_model("bert"), "reuse")
     with pytest.raises(ValueError, match="already follows plan"):

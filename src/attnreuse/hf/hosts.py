@@ -282,7 +282,7 @@ def host_for(config) -> Host:
                 if getattr(config, attr, None) == value:
                     raise ValueError(f"{model_type} with {attr}={value!r} is not supported: {why}")
             return host
-    hint = _TOWERS.get(model_type)
+    hint = _TOWERS.get(model_type) or _NOT_HOSTED.get(model_type)
     hint = f" ({hint})" if hint else ""
     raise ValueError(f"model_type {model_type!r} is not supported{hint}; supported: {', '.join(SUPPORTED)}")
 
@@ -291,3 +291,11 @@ def host_for(config) -> Host:
 # composite's directory (the jobs do so: `attnreuse.hf.source.load_source`)
 TOWERS = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel"}
 _TOWERS = {k: f"its image tower is: {v}.from_pretrained(DIR) loads it alone" for k, v in TOWERS.items()}
+# Encoders near a hosted family that are not hosted, and why (the refusal says so)
+_NOT_HOSTED = {
+    "deberta": "DeBERTa v1's attention (a fused in_proj) is not hosted; v2 and v3 checkpoints, model_type "
+               "'deberta-v2', are",
+    "albert": "ALBERT applies one layer's weights in every layer, so a plan of one kind per layer has no layer "
+              "of its own to change",
+    "data2vec-vision": "its attention takes no mask and owns its position bias, unlike BEiT's, which is hosted",
+}
