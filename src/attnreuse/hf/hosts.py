@@ -116,7 +116,7 @@ def _per_query_head(param, num_heads: int, dim: int, family: str):
     if width == dim:
         return param
     kv_heads = width // head_dim
-    if width % head_dim or num_heads % kv_heads:
+    if width % head_dim or not kv_heads or num_heads % kv_heads:
         raise ValueError(f"{family}: a key/value projection of width {width} is not a whole number of kv heads of "
                          f"{head_dim} that divides the {num_heads} query heads")
     blocks = param.reshape(kv_heads, head_dim, *param.shape[1:])
