@@ -58,7 +58,8 @@ def test_a_score_term_from_the_cores_queries_and_keys_is_added_to_the_scores():
         for backend in ("dense", "tiled", "auto") + (("sdpa",) if G == 6 else ()):
             with use_backend(backend):
                 torch.testing.assert_close(core(x, pad), want, rtol=1e-10, atol=1e-10, msg=backend)
-                torch.testing.assert_close(seen[-1][0], q) and torch.testing.assert_close(seen[-1][1], k)
+                torch.testing.assert_close(seen[-1][0], q)
+                torch.testing.assert_close(seen[-1][1], k)
                 if backend != "sdpa":
                     _, attn = core(x, pad, return_map=True)
                     torch.testing.assert_close(attn, want_map, rtol=1e-10, atol=1e-10, msg=backend)
