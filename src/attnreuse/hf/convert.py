@@ -77,7 +77,7 @@ def convert(model: nn.Module, plan: object, *, inplace: bool = False) -> nn.Modu
             add_disentangled_term(core, module, state)
         out_proj = getattr(module, host.out_proj) if host.out_proj else None
         layer = PlanAttention(core, spec, i, sources[i], i in emit, state, out_proj, host.score_bias, rotary,
-                              host.relative, host.mask_is_score_bias)
+                              host.mask_is_score_bias)
         setattr(parent, attr, layer.train(module.training))  # the mode of the layer it replaces (dropout)
     setattr(model.config, PLAN_KEY, [str(s) for s in specs])
     model.config._attn_implementation = interface.register()

@@ -101,20 +101,19 @@ class PlanAttention(nn.Module):
     replaced module owned one (else None, and the host projects after this module); `score_bias`:
     where the host's call passes a per-head score bias (`Host.score_bias`, MPNet's), else None;
     `rotary`: the keyword of the host's (cos, sin) position embeddings (`Host.rotary`), else None;
-    `relative`: whether the host hands each layer DeBERTa's relative-position inputs (keywords
-    `rel_embeddings`, `relative_pos`), which the core's score term reads from the state;
     `mask_is_score_bias`: the host's `attention_mask` is a per-head score bias [1 | B, H, N, N], not
     padding (BEiT's relative-position bias; its images have no padding), taken as `score_bias` is.
+    DeBERTa's relative-position inputs (keywords `rel_embeddings`, `relative_pos`), where a call
+    carries them, go into the state for the core's score term (`attnreuse.hf.disentangled`).
     """
 
     def __init__(self, core: nn.Module, spec: LayerSpec, index: int, map_source: int | None,
                  emit_map: bool, state: PlanState, out_proj: nn.Module | None = None,
-                 score_bias: tuple[int, str] | None = None, rotary: str | None = None, relative: bool = False,
+                 score_bias: tuple[int, str] | None = None, rotary: str | None = None,
                  mask_is_score_bias: bool = False) -> None:
         super().__init__()
         self.mask_is_score_bias = mask_is_score_bias
         self.rotary = rotary
-        self.relative = relative
         self.core = core
         self.out_proj = out_proj
         self.score_bias = score_bias
@@ -144,9 +143,8 @@ class PlanAttention(nn.Module):
         if self.rotary is not None:
             value = kwargs.get(self.rotary)
             state.rotary = None if value is None else rotary_pair(value, hidden_states.shape[1])
-        if self.relative:
-            rel = kwargs.get("rel_embeddings")
-            state.relative = None if rel is None else (rel, kwargs["relative_pos"])
+        rel = kwargs.get("rel_embeddings")
+        state.relative = None if rel is None else (rel, kwargs["relative_pos"])
         attn_map = state.maps.get(self.map_source) if self.map_source is not None else None
         out, new_map = self.kind.run(self.core, hidden_states, bias, key_mask, attn_map, state.previous, self.emit_map)
         if new_map is not None:
