@@ -132,12 +132,15 @@ def test_a_wav2vec2_descendant_config_runs_the_study(model_type, tmp_path):
     assert [layer["qk_proj"] > 0 for layer in share2["layers"]] == [True, False, True, False]
 
 
-def test_a_sew_config_is_refused_by_the_study(tmp_path, capsys):
-    """SEW attends on pooled frames, so the study's N would not be its attention's: one line, non-zero."""
+@pytest.mark.parametrize("model_type", ["sew", "sew-d"])
+def test_a_sew_config_is_refused_by_the_study(tmp_path, capsys, model_type):
+    """SEW and SEW-D attend on pooled frames, so the study's N would not be their attention's: one
+    line, non-zero."""
     import transformers
 
-    path = tmp_path / "sew.json"
-    transformers.SEWConfig(**TINY).to_json_file(path)
+    path = tmp_path / f"{model_type}.json"
+    transformers.AutoConfig.for_model(model_type, **TINY).to_json_file(path)
     assert main(["bench", "study", "--model", str(path), "--lengths", "12", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "model_type 'sew' is not one the study runs (its encoder attends on pooled" in err, err
+    assert len(err.splitlines()) == 1, err
+    assert f"model_type '{model_type}' is not one the study runs (its encoder attends on pooled" in err, err

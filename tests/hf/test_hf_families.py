@@ -66,22 +66,22 @@ def test_vision_family_mha_and_reuse_per_head_are_exact(model_type):
         assert arhf.convert(model, "mha,share,reuse,skip")(pixel_values=x).last_hidden_state.shape == ref.shape
 
 
-@pytest.mark.parametrize("model_type, plan, speed", [
+@pytest.mark.parametrize("model_type, overrides, plan, speed", [
     # a DistilBERT directory as a user has one (its tokenizer gives no token_type_ids)
-    ("distilbert", "mha,share,reuse,taylor", False),
+    ("distilbert", {}, "mha,share,reuse,taylor", False),
     # ModernBERT: rotary positions, a fused Wqkv, sliding-window layers; every kind that forms scores
     # from rotated queries and keys, timed in PyTorch and ONNX Runtime
-    ("modernbert", "reuse,share,taylor,kvpool", True),
+    ("modernbert", {}, "reuse,share,taylor,kvpool", True),
     # EuroBERT: grouped-query attention (2 kv heads for 4 query heads), rotary heads, no biases
-    ("eurobert", "mha,share,reuse,skip", False),
+    ("eurobert", {"num_key_value_heads": 2}, "mha,share,reuse,skip", False),
     # DeBERTa-v3's layout: relative positions in every layer's scores, timed in PyTorch and ONNX Runtime
-    ("deberta-v2", "reuse,share,reuse:2,taylor", True),
+    ("deberta-v2", {}, "reuse,share,reuse:2,taylor", True),
 ])
-def test_family_through_the_jobs(tmp_path, capsys, text_file, model_type, plan, speed):
+def test_family_through_the_jobs(tmp_path, capsys, text_file, model_type, overrides, plan, speed):
     """analyze, convert, distil, evaluate, export to ONNX Runtime."""
     from attnreuse.cli import main
 
-    directory = _saved(model_type, tmp_path, **({"num_key_value_heads": 2} if model_type == "eurobert" else {}))
+    directory = _saved(model_type, tmp_path, **overrides)
     assert main(["hf", "analyze", "--model", str(directory), "--text", str(text_file), "--texts", "16",
                  "--output", str(tmp_path / "a")]) == 0
     conv = tmp_path / "conv"

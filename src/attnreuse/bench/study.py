@@ -164,8 +164,7 @@ def whisper_config(config: StudyConfig):
         except (ValueError, OSError, TypeError) as err:
             raise ValueError(f"--model {config.model}: not a readable Whisper config ({str(err).splitlines()[0]})") from None
         if getattr(wc, "model_type", None) != "whisper":
-            why = " (its encoder attends on pooled frames, so N would not be its attention's length)" if \
-                wc.model_type == "sew" else ""
+            why = f" ({w2v.NOT_STUDIED[wc.model_type]})" if wc.model_type in w2v.NOT_STUDIED else ""
             raise ValueError(f"--model {config.model}: model_type {wc.model_type!r} is not one the study runs{why}; "
                              f"it runs whisper, {', '.join(w2v.MODEL_TYPES)}")
     for name in ("dropout", "attention_dropout", "activation_dropout"):

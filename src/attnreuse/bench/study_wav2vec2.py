@@ -32,9 +32,10 @@ __all__ = ["PRESETS", "STEM", "build", "handles", "inputs_at", "speech_config", 
 _BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 PRESETS = {"wav2vec2-base": ("wav2vec2", _BASE), "hubert-base": ("hubert", _BASE)}
 # The speech hosts with wav2vec2's feature encoder and encoder layout (`attnreuse.hf.hosts`); a
-# config.json of any runs. Not SEW: its encoder attends on frames pooled by `squeeze_factor`, so the
-# study's N would not be the attention's.
+# config.json of any runs. NOT_STUDIED: hosts the study refuses, and why.
 MODEL_TYPES = ("wav2vec2", "hubert", "wav2vec2-conformer", "data2vec-audio", "unispeech", "unispeech-sat")
+_POOLED = "its encoder attends on pooled frames, so N would not be its attention's length"
+NOT_STUDIED = {"sew": _POOLED, "sew-d": _POOLED}
 STEM = "conv feature encoder on the waveform + feature projection + positional convolution"
 
 
