@@ -58,7 +58,7 @@ def test_chunked_linear_inference_on_cuda(monkeypatch, center):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("backend", ops.BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in ops.BACKENDS if b != "native"])  # native: CPU only
 @pytest.mark.parametrize("n, with_bias", [(4, False), (300, False), (300, True)])
 def test_a_nan_query_row_gives_a_nan_output_row_on_cuda(backend, dtype, n, with_bias):
     """NaN in, NaN out on CUDA too, whichever fused SDPA kernel torch picks (flash, efficient, math)."""

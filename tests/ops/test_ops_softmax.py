@@ -228,18 +228,21 @@ def test_backend_selects_the_path(monkeypatch):
 
     spy("_forward_tiles", softmax_mod._forward_tiles)
     spy("attention_map", softmax_mod.attention_map)
+    spy("_native_attention", softmax_mod._native_attention)
     monkeypatch.setattr(softmax_mod.F, "scaled_dot_product_attention", _spy_sdpa(calls))
     mha = qkv(1, 2, 2, 4, 4, 3, 3, torch.float32, requires_grad=False)
     reuse = qkv(1, 1, 2, 4, 4, 3, 3, torch.float32, requires_grad=False)
     expected = [
         ("auto", mha, False, "sdpa"),
         ("auto", reuse, False, "_forward_tiles"),
-        ("auto", mha, True, "attention_map"),  # no gradient: the map written in place
+        ("auto", mha, True, "attention_map"),  # no gradient, a small map: written in place
         ("tiled", mha, False, "_forward_tiles"),
         ("tiled", reuse, True, "_forward_tiles"),
         ("dense", mha, True, "attention_map"),
         ("dense", reuse, False, "attention_map"),
         ("sdpa", mha, False, "sdpa"),
+        ("native", mha, False, "_native_attention"),
+        ("native", reuse, True, "_native_attention"),
     ]
     for backend, inputs, return_map, path in expected:
         calls.clear()
@@ -253,6 +256,18 @@ def test_backend_selects_the_path(monkeypatch):
     assert calls == ["_forward_tiles"]
     assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=False) == "tiled"
     assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=True) == "dense"
+    # a large float32 map: the native kernel
+    big = softmax_mod.NATIVE_MAP_BYTES
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=True, native_ok=True, map_bytes=big) == "native"
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=True, native_ok=True, map_bytes=big - 1) == "dense"
+    assert softmax_mod._choose("auto", 2, 2, 3, 3, True, in_place=True, map_bytes=big) == "dense"
+    monkeypatch.setattr(softmax_mod, "NATIVE_MAP_BYTES", 0)
+    calls.clear()
+    ops.softmax_attention(*mha, return_map=True)
+    assert calls == ["_native_attention"]
+    calls.clear()
+    ops.softmax_attention(*(t.bfloat16() for t in mha), return_map=True)  # not float32: the dense map
+    assert calls == ["attention_map"]
     # On a GPU, auto writes a returned map densely (the tile loop is launch-bound there).
     assert softmax_mod._choose("auto", 2, 2, 3, 3, True, on_cpu=False) == "dense"
     assert softmax_mod._choose("tiled", 2, 2, 3, 3, True, on_cpu=False) == "tiled"

@@ -48,6 +48,7 @@ OPS = {
     "linear_relu": "mha",  # EfficientViT ReLU linear attention
     # map sharing across layers, one layer at a time: a group's first layer and each later one
     "map_mha": "mha",  # exact attention that also writes its map [B, H, N, N], in FLAT tiles
+    "native_mha": "mha",  # the same, by the native kernel (float32; `auto`'s writer on the CPU)
     "apply_mha": "mha",  # A.V with a map given (ops.apply_map): a later layer of the group
 }
 # shape -> widths (qk_heads, v_heads, qk_dim, v_dim) per kind
@@ -164,11 +165,17 @@ def _flops(case: _Case) -> int:
 
 
 _BUDGET_NOTE = "skipped: batch x tokens"
-_MAP_OPS = ("dense_mha", "map_mha", "apply_mha")  # the ops holding whole [B, H, N, N] maps
-_WRITERS = ("map_mha", "dense_mha")  # of those, the ones that compute a layer's attention and write its map
+_MAP_OPS = ("dense_mha", "map_mha", "native_mha", "apply_mha")  # the ops holding whole [B, H, N, N] maps
+_WRITERS = ("map_mha", "dense_mha", "native_mha")  # of those, the ones that compute a layer's attention and write its map
 
 
 def _skip_reason(case: _Case, config: OpsBenchConfig, itemsize: int) -> str | None:
+    from attnreuse import ops
+
+    if case.op == "native_mha" and config.dtype != "float32":
+        return "skipped: the native kernel runs float32 only"
+    if case.op == "native_mha" and not ops.native_available():
+        return f"skipped: {ops.native_reason()}"
     if case.batch * case.tokens > config.max_batch_tokens:
         return f"{_BUDGET_NOTE} > max_batch_tokens={config.max_batch_tokens}"
     if case.op in _MAP_OPS:
@@ -217,6 +224,7 @@ def _callable(case: _Case, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
         "flat_mha": with_backend("tiled"),
         "reuse": with_backend("auto"),
         "map_mha": with_backend("tiled", return_map=True),
+        "native_mha": with_backend("native", return_map=True),
         "apply_mha": lambda: ops.apply_map(attn, v),
         "taylor": lambda: ops.taylor_attention(q, k, v),
         "linear_elu": lambda: ops.linear_attention(q, k, v, feature_map="elu"),
@@ -393,8 +401,9 @@ def sharing_rows(records: list[dict[str, Any]], groups: tuple[int, ...] = (2, 3)
     apply_mha and a writer were all timed in the same rounds, the writer's and apply_mha's paired
     speed-ups over sdpa_mha and the attention speed-up of a sharing group over as many SDPA layers
     for each group size (`group_speedup`, key `group_G`). Writers: map_mha (FLAT tiles that write the
-    map: the `tiled` backend's, and `auto`'s under a gradient) and dense_mha (the whole map in place,
-    then A.V: the `dense` backend's, and `auto`'s without a gradient; the same work as writing it).
+    map: the `tiled` backend's, and `auto`'s under a gradient), dense_mha (the whole map in place,
+    then A.V: the `dense` backend's, and `auto`'s without a gradient in bfloat16 or without a
+    compiler) and native_mha (the native kernel: `auto`'s in float32 without a gradient).
     Projections and FFN are not in it, so a whole model gains less."""
     cells: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in records:

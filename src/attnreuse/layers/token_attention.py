@@ -59,8 +59,10 @@ class MapSelfAttention(nn.Module):
     `score_term` (None, or a callable set by a host): (q, k) [B, qk_heads, N, d] -> an additive
     score term [B, qk_heads, N, N], already scaled, added to the scores with `key_bias`: a relative
     position scheme computed from the layer's own queries and keys (DeBERTa's). Without `return_map` the map is never materialised (`ops.softmax_attention`); with it, the ops
-    backend decides how it is written (dense: scores, softmax, A.V as separate steps; auto / tiled:
-    the FLAT kernel writing each tile's probabilities as it applies them; sdpa cannot and raises).
+    backend decides how it is written (dense: scores, softmax, A.V as separate steps; auto: the
+    native kernel in float32 CPU inference, else the dense map or, under a gradient, the FLAT tiles;
+    tiled: the FLAT kernel writing each tile's probabilities as it applies them; native: the
+    native kernel; sdpa cannot and raises).
     """
 
     def __init__(self, dim: int, num_heads: int, qk_heads: int | None = None, qk_dim: int | None = None,
@@ -98,7 +100,7 @@ class MapSelfAttention(nn.Module):
             with part("av"):
                 out = _merge(ops.apply_map(attn, v))
             return (out, attn) if return_map else out
-        # One step: fused SDPA, or the FLAT tiles, which also write the map when it is returned.
+        # One step: fused SDPA, the native kernel or the FLAT tiles, which also write a returned map.
         with part("core"):
             res = ops.softmax_attention(q, k, v, scale=self.scale, bias=key_bias, return_map=return_map)
         return (_merge(res[0]), res[1]) if return_map else _merge(res)

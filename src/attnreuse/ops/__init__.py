@@ -8,6 +8,8 @@ real tensors; the operators branch on shapes and backends, which a Proxy cannot 
 import torch.fx
 
 from attnreuse.ops import reference
+from attnreuse.ops._native import available as native_available
+from attnreuse.ops._native import reason as native_reason
 from attnreuse.ops._workspace import release_map_workspace, workspace_bytes
 from attnreuse.ops.backend import BACKENDS, exporting, get_backend, is_exporting, set_backend, use_backend
 from attnreuse.ops.linear import linear_attention, taylor_attention
@@ -31,6 +33,8 @@ __all__ = [
     "get_backend",
     "is_exporting",
     "linear_attention",
+    "native_available",
+    "native_reason",
     "reference",
     "release_map_workspace",
     "set_backend",

@@ -1,20 +1,25 @@
 """Which execution path `softmax_attention` takes. Chosen once, flippable by tests.
 
 - "auto":  PyTorch's fused SDPA where it applies (one map per value head, Dk == Dv, no map
-           returned), else the FLAT row-tiled kernel; a returned map is written by the dense
-           path where no gradient is recorded (on the CPU in place, in pooled memory: the same
-           peak memory as the tiles, and on an Intel Xeon with AMX, 1 and 2 threads, float32 and
-           bfloat16, N = 65-3000, about as fast as the tiles or faster: 1.0-1.6x at N >= 1000 with 8
-           heads of 64, `bench ops --ops dense_mha map_mha`), and by the tiles when one is (their
-           backward recomputes each tile instead of keeping the scores); on a GPU always by the
-           dense path (the tile loop launches a few kernels per tile: on an H200 a Whisper-base
-           share2 encoder ran 3-8x slower with it at N = 1000-3000); the dense path inside
-           `exporting()` (graph capture for export).
+           returned), else the FLAT row-tiled kernel. A returned map on the CPU where no gradient
+           is recorded is written by the native kernel when it is float32 and at least
+           `softmax.NATIVE_MAP_BYTES` (16 MiB: 8 heads at N >= 725; `ops._native`: the map streamed
+           out once, fused with the attention that makes it; built on first use, and where it
+           cannot be built, as without a C++ compiler, the dense path), and by the dense path in
+           place otherwise (in pooled memory: the same peak memory as the tiles, and on an Intel
+           Xeon with AMX, 1 and 2 threads, float32 and bfloat16, N = 65-3000, about as fast as the
+           tiles or faster: 1.0-1.6x at N >= 1000 with 8 heads of 64, `bench ops --ops dense_mha
+           map_mha`); under a gradient the tiles write it (their backward recomputes each tile
+           instead of keeping the scores); on a GPU always the dense path (the tile loop launches
+           a few kernels per tile: on an H200 a Whisper-base share2 encoder ran 3-8x slower with
+           it at N = 1000-3000); the dense path inside `exporting()` (graph capture for export).
 - "tiled": always the FLAT row-tiled kernel (exact; extra memory grows with N, not N^2; with a
            returned map, the map plus one tile).
 - "dense": materialise the whole [B, Hq, N, M] map (the unfused baseline).
 - "sdpa":  always `torch.nn.functional.scaled_dot_product_attention`; raises where it cannot
            express the call (shared maps, Dk != Dv, a returned map).
+- "native": always the native kernel, map returned or not; raises where it cannot run the call
+           (a gradient, a dtype other than float32, a GPU, graph capture) or could not be built.
 
 Graph capture for export is a second switch, set once by the exporter (`exporting()`, as timm's
 `set_exportable`): inside it every operator emits its plain vectorised form, since the eager fast
@@ -30,7 +35,7 @@ from collections.abc import Iterator
 
 import torch
 
-BACKENDS = ("auto", "tiled", "dense", "sdpa")
+BACKENDS = ("auto", "tiled", "dense", "sdpa", "native")
 _current = "auto"
 _exporting = False
 
