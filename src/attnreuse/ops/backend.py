@@ -3,7 +3,7 @@
 - "auto":  PyTorch's fused SDPA where it applies (one map per value head, Dk == Dv, no map
            returned), else the FLAT row-tiled kernel. A returned map on the CPU where no gradient
            is recorded is written by the native kernel when it is float32 and at least
-           `softmax.NATIVE_MAP_BYTES` (16 MiB: 8 heads at N >= 725; `ops._native`: the map streamed
+           `softmax.NATIVE_MAP_BYTES` (64 MiB: 8 heads at N >= 1449; `ops._native`: the map streamed
            out once, fused with the attention that makes it; built on first use, and where it
            cannot be built, as without a C++ compiler, the dense path), and by the dense path in
            place otherwise (in pooled memory: the same peak memory as the tiles, and on an Intel

@@ -363,14 +363,12 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, 
 # writes such a map with streaming stores, past the cache: it would not stay cached until a later
 # layer reads it, and the stores skip reading each line first. A smaller map stays on the dense
 # path, written into the cache, where the next layer finds it. 8 heads of 64, Intel Xeon with AMX,
-# 2 threads, float32 (`bench ops --ops sdpa_mha dense_mha native_mha apply_mha --shapes whisper`,
-# three runs): the native writer ran at 0.76-0.86x of SDPA at N = 3000 (288 MB maps) against
-# 0.61-0.73x for the dense one, and at 0.80-0.84x against 0.75-0.81x at 1500; at 250-1000 (2-32
-# MB) the two were level or the dense one ahead (0.87-0.94x against 0.81-0.91x). Writer and reader
-# in turn: streamed 1.27x / 1.22x / 1.23x of two SDPA layers at N = 1000 / 1500 / 3000 against
-# 1.26x / 1.15x / 1.21x with plain stores, plain stores 1.45x / 1.36x at 250 / 500 against 1.38x /
-# 1.31x streamed.
-NATIVE_MAP_BYTES = 16 << 20
+# 2 threads, float32, four `bench ops --ops sdpa_mha dense_mha native_mha apply_mha --shapes
+# whisper` runs: a sharing group's attention (writer, then readers) against as many SDPA layers was
+# faster with the native writer in 5 of the 8 cells at N = 1500 and 3000 (72 and 288 MB maps; by
+# 0.06-0.21x for a group of 2) and level in 3; at N = 250-1000 (2-32 MB) the dense writer was
+# level or ahead (N = 1000: 0.81-0.84x of SDPA for the native writer, 0.87-0.94x for the dense).
+NATIVE_MAP_BYTES = 64 << 20
 
 
 def native_rows(batch_heads: int, n_rows: int, n_keys: int) -> int:
