@@ -71,7 +71,8 @@ def _share_growth():
     for name, label in (("xeon_dense", "dense"), ("xeon_dense_repeat", "dense, 5 rounds x 15 (the table)"),
                         ("xeon_auto", "auto, maps in FLAT tiles"),
                         ("xeon_auto_dense_maps", "auto, maps written densely (after the change)"),
-                        ("xeon_dense_bf16", "dense, bfloat16 (`--dtype bfloat16`)")):
+                        ("xeon_dense_bf16", "dense, bfloat16 (`--dtype bfloat16`)"),
+                        ("xeon_auto_native", "auto, maps of 64 MiB and more by the native writer")):
         def curve(plan, records=runs[name]["records"]):
             return " / ".join(f"{r['speedup_vs_sdpa']:.2f}" for r in sorted(
                 (r for r in records if r["plan"] == plan), key=lambda r: r["frames"]))
@@ -209,8 +210,8 @@ NOT_REBUILT = {
     ("docs/map_sharing.md", "| plan | N=250: ms / vs sdpa / attn % |"): "five runs under one header: "
     "test_speech_study_tables_are_rebuilt rebuilds each from docs/measured/speech_study_2026-12-01.json, "
     "_2026-12-02.json and whisper_base_study_2026-11-30.json",
-    ("docs/map_sharing.md", "| N | batch | heads x dim | map writer |"): "two runs under one header (float32, "
-    "bfloat16): test_map_sharing_ops_tables_are_rebuilt rebuilds each",
+    ("docs/map_sharing.md", "| N | batch | heads x dim | map writer |"): "three runs under one header (float32, "
+    "bfloat16, float32 with the native writer): test_map_sharing_ops_tables_are_rebuilt rebuilds each",
     ("docs/dataflow.md", "| N | BERT | TrXL | T5 | XLM |"): "analytic (`attnreuse dataflow --published`, ~20 s of "
     "searches): tests/dataflow/test_published.py::test_docs_tables_are_rebuilt_from_the_model rebuilds them",
     ("docs/dataflow.md", "| preset | BERT | TrXL | T5 | XLM |"): "analytic, rebuilt with the tables above it",
@@ -271,10 +272,12 @@ def test_speech_study_tables_are_rebuilt():
 
 
 def test_map_sharing_ops_tables_are_rebuilt():
-    """docs/map_sharing.md's two `bench ops` sharing tables (whisper widths, float32 then bfloat16)
-    are the bench report's own sharing table of the committed records, in that order."""
+    """docs/map_sharing.md's three `bench ops` sharing tables (whisper widths, float32, bfloat16,
+    float32 with the native writer) are the bench report's own sharing table of the committed
+    records, in that order."""
     doc = (ROOT / "docs/map_sharing.md").read_text()
-    at = [doc.find("\n" + _sharing_ops(name)() + "\n") for name in ("ops_sharing_whisper", "ops_sharing_whisper_bf16")]
+    names = ("ops_sharing_whisper", "ops_sharing_whisper_bf16", "ops_sharing_whisper_native")
+    at = [doc.find("\n" + _sharing_ops(name)() + "\n") for name in names]
     assert all(i >= 0 for i in at) and at == sorted(at), "docs/map_sharing.md's sharing tables differ from their records"
 
 
