@@ -54,6 +54,8 @@ def test_sdpa_and_mha_always_run_first():
     (dict(lengths=()), "--lengths"), (dict(lengths=(0, 10)), "--lengths"), (dict(plans=()), "--plans"),
     (dict(backend="flash"), "--backend"), (dict(rounds=0), "--rounds"), (dict(positions=-1), "--positions"),
     (dict(dtype="float16"), "--dtype must be one of float32, bfloat16"),
+    (dict(backend="native", dtype="bfloat16"), "--backend native runs float32 on the CPU only"),
+    (dict(backend="native", device="cuda"), "--backend native runs float32 on the CPU only"),
 ])  # fmt: skip
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -179,6 +181,22 @@ def test_tiny_study_records_parts_that_add_up_and_a_report(tiny_whisper, tmp_pat
     assert all(r["config"] == saved for r in json.loads((out / "records.json").read_text()))
     report = (out / "report.md").read_text()
     assert "| share3 |" in report and "Amdahl at 16 frames" in report and r["cpu"] in report
+
+
+def test_native_backend_study_runs_every_map_layer_natively(tiny_whisper, tmp_path, monkeypatch):
+    """--backend native: every attnreuse layer that forms a map runs the native kernel (one step,
+    "core"), a share group's writer included."""
+    import attnreuse.ops.softmax as softmax_mod
+
+    calls = []
+    real = softmax_mod._native_attention
+    monkeypatch.setattr(softmax_mod, "_native_attention", lambda *a: calls.append(a[-1]) or real(*a))
+    config = study.StudyConfig(model=str(tiny_whisper), lengths=(8,), plans=("share2",), threads=1, rounds=1,
+                               repeats=1, warmup=0, breakdown_repeats=1, check_length=8, backend="native",
+                               output=str(tmp_path / "study"))
+    records = {r["plan"]: r for r in study.run_study(config)}
+    assert calls and True in calls and False in calls  # share2's writers return their map; mha's layers do not
+    assert records["share2"]["ms_core"] > 0 and records["share2"]["ms_scores_softmax"] == 0
 
 
 def test_bf16_study_runs_every_plan_in_bf16(tiny_whisper, tmp_path, monkeypatch):

@@ -80,7 +80,7 @@ CONFORMER_PART = "conv_module"  # one more rest piece, in a Conformer only: its 
 ATTENTION_PARTS = ("qk_proj", "scores_softmax", "av", "core", "v_proj", "out_proj")
 _PROJECTIONS = ("qk_proj", "v_proj", "out_proj")
 _STEPS = ("scores_softmax", "av", "core")
-BACKENDS = ("dense", "auto", "tiled")
+BACKENDS = ("dense", "auto", "tiled", "native")
 DTYPES = ("float32", "bfloat16")
 # `--quick`: 1 round of 2 repeats, 1 breakdown forward (a smoke test; flags given override these)
 QUICK = {"rounds": 1, "repeats": 2, "warmup": 1, "breakdown_repeats": 1}
@@ -98,7 +98,8 @@ class StudyConfig:
     batch: int = field(default=1, metadata={"help": "utterances per forward"})
     threads: int = field(default=2, metadata={"help": "intra-op threads"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda (cuda:N): CUDA events and synchronisation for timing"})
-    backend: str = field(default="dense", metadata={"help": "ops backend of the attnreuse plans: dense, auto or tiled"})
+    backend: str = field(default="dense", metadata={"help": "ops backend of the attnreuse plans: dense, auto, tiled or "
+                                                    "native (the native CPU kernel for every layer, float32)"})
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16: the weights and inputs of every plan, "
                                                     "the stock sdpa encoder's too; records say whether this CPU runs "
                                                     "bf16 on native units or emulates it"})
@@ -133,6 +134,9 @@ class StudyConfig:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.backend == "native" and (self.dtype != "float32" or self.device != "cpu"):
+            raise ValueError(f"--backend native runs float32 on the CPU only, got --dtype {self.dtype} --device "
+                             f"{self.device}; use --backend auto or dense")
         if Path(self.output).is_file():
             raise ValueError(f"--output must be a directory, got the file {self.output!r}")
 
