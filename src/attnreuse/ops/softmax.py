@@ -366,8 +366,8 @@ def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, 
 # 2 threads, float32, four `bench ops --ops sdpa_mha dense_mha native_mha apply_mha --shapes
 # whisper` runs: a sharing group's attention (writer, then readers) against as many SDPA layers was
 # faster with the native writer in 5 of the 8 cells at N = 1500 and 3000 (72 and 288 MB maps; by
-# 0.06-0.21x for a group of 2) and level in 3; at N = 250-1000 (2-32 MB) the dense writer was
-# level or ahead (N = 1000: 0.81-0.84x of SDPA for the native writer, 0.87-0.94x for the dense).
+# 0.07-0.21x for a group of 2) and level in 3; at N = 250-1000 (2-32 MB) the dense writer was
+# level or ahead (N = 1000: 0.81-0.87x of SDPA for the native writer, 0.87-0.94x for the dense).
 NATIVE_MAP_BYTES = 64 << 20
 
 
