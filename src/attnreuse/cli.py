@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # Each module defines `register(subparsers)`, which adds its sub-command and sets `func`.
@@ -77,12 +78,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes each notice to `sys.stderr` as it is when the notice comes (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _notices_to_stderr() -> logging.Handler | None:
+    """The library's notices (the `attnreuse` logger at INFO: a native kernel being built, which takes
+    10-40 s once, or why it could not be) as `attnreuse: ...` lines on stderr; nothing when the
+    logger already has a handler. Returns the handler it added."""
+    log = logging.getLogger("attnreuse")
+    if log.handlers:
+        return None
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("attnreuse: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # bare `attnreuse`: the commands, not one error line
         parser.print_help(sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    _notices_to_stderr()
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,

@@ -167,3 +167,22 @@ def test_runs_under_inference_mode_on_every_thread():
         torch.set_num_threads(threads)
     ref_map = reference.attention_map(q.double(), k.double(), bias=bias)
     assert_close("map", ref_map, attn, F32_RTOL, F32_ATOL)
+
+
+def test_the_command_line_prints_the_build_notice(capsys):
+    """The build (or why it failed) is logged at INFO on the `attnreuse` logger; `attnreuse`
+    commands show it on stderr, as one line per notice."""
+    import logging
+
+    from attnreuse import cli
+
+    log = logging.getLogger("attnreuse")
+    handler = cli._notices_to_stderr()
+    try:
+        assert handler is not None
+        log.info("building attnreuse's native CPU kernel for %s (once per machine, 10-40 s)", "AVX512")
+        assert capsys.readouterr().err == "attnreuse: building attnreuse's native CPU kernel for AVX512 (once per machine, 10-40 s)\n"
+        assert cli._notices_to_stderr() is None  # once
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(logging.NOTSET)

@@ -10,8 +10,8 @@ Built with torch's own C++ extension loader (`torch.utils.cpp_extension.load`: a
 and ninja) into torch's extension cache, once per source and CPU capability, for the SIMD level
 ATen itself dispatches to on this CPU (`torch.backends.cpu.get_cpu_capability()`), so the kernel
 uses ATen's vectorised exp and MKL through `at::mm_out`, as PyTorch's own CPU kernels do. The
-build takes 10-40 s and is logged at INFO on the `attnreuse` logger; later processes load the
-cached library. Where the build fails (no compiler), `available()` is False and `reason()` says
+build takes 10-40 s and is logged at INFO on the `attnreuse` logger (the command line prints it);
+later processes load the cached library. Where the build fails (no compiler), `available()` is False and `reason()` says
 why; the `native` backend then raises that reason and `auto` keeps the dense path.
 """
 
@@ -77,6 +77,7 @@ def _build() -> None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         _error = (f"attnreuse's native CPU kernel could not be built with torch's C++ extension "
                   f"loader (it needs a C++ compiler and ninja): {type(exc).__name__}: {first}")
+        logging.getLogger("attnreuse").info("%s; the auto backend writes maps on the dense path", _error)
     finally:
         cpp_log.setLevel(level)
 
