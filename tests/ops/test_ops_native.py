@@ -169,20 +169,19 @@ def test_runs_under_inference_mode_on_every_thread():
     assert_close("map", ref_map, attn, F32_RTOL, F32_ATOL)
 
 
-def test_the_command_line_prints_the_build_notice(capsys):
+def test_the_command_line_prints_the_build_notice(capsys, monkeypatch):
     """The build (or why it failed) is logged at INFO on the `attnreuse` logger; `attnreuse`
-    commands show it on stderr, as one line per notice."""
+    commands show it on stderr, as one line per notice (an in-process command run by an earlier
+    test may have added the handler already: the logger starts bare here)."""
     import logging
 
     from attnreuse import cli
 
     log = logging.getLogger("attnreuse")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "level", logging.NOTSET)
     handler = cli._notices_to_stderr()
-    try:
-        assert handler is not None
-        log.info("building attnreuse's native CPU kernel for %s (once per machine, 10-40 s)", "AVX512")
-        assert capsys.readouterr().err == "attnreuse: building attnreuse's native CPU kernel for AVX512 (once per machine, 10-40 s)\n"
-        assert cli._notices_to_stderr() is None  # once
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(logging.NOTSET)
+    assert handler is not None and log.handlers == [handler]
+    log.info("building attnreuse's native CPU kernel for %s (once per machine, 10-40 s)", "AVX512")
+    assert capsys.readouterr().err == "attnreuse: building attnreuse's native CPU kernel for AVX512 (once per machine, 10-40 s)\n"
+    assert cli._notices_to_stderr() is None  # once
