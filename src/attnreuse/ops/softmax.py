@@ -313,14 +313,11 @@ def _nan_query_rows(q: Tensor, out: Tensor) -> Tensor:
     return out.masked_fill(q.isnan().any(-1, keepdim=True), float("nan"))
 
 
-def _native_ok(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> bool:
+def _native_ok(q: Tensor, in_place: bool) -> bool:
     """True where the native kernel applies: float32 CPU inference in eager mode (no gradient, no
-    graph being captured or compiled)."""
-    return (
-        all(t is None or t.dtype == torch.float32 for t in (q, k, v, bias))
-        and _in_place(q, k, v, bias)
-        and not torch.compiler.is_compiling()
-    )
+    graph being captured or compiled). `in_place`: `_in_place` of the call's tensors, which share
+    q's dtype (checked)."""
+    return in_place and q.dtype == torch.float32 and not torch.compiler.is_compiling()
 
 
 def _choose(backend: str, Hq: int, Hv: int, Dk: int, Dv: int, return_map: bool, on_cpu: bool = True,
@@ -433,9 +430,9 @@ def softmax_attention(
         bias = check_bias(bias, q, (B, Hq, N, M))
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise ValueError(f"tile must be a positive int or None, got {tile!r}")
+    in_place = _in_place(q, k, v, bias)
     path = _choose(get_backend(), Hq, Hv, Dk, Dv, return_map, q.device.type == "cpu",
-                   return_map and _in_place(q, k, v, bias), _native_ok(q, k, v, bias),
-                   B * Hq * N * M * q.element_size())
+                   return_map and in_place, _native_ok(q, in_place), B * Hq * N * M * q.element_size())
     if path == "native":
         out, attn = _native_attention(q, k, v, scale, bias, tile, return_map)
         return (out, attn) if return_map else out
